@@ -1,0 +1,73 @@
+"""Per-shape 2:4 GEMM benchmark: dense cuBLAS vs ours (dispatcher) vs PyTorch stock 2:4.
+
+    python bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,16,128,1024,4096,16384 \
+        --dtype fp16,bf16 --out out/kernels
+
+Writes OUT/gemm.json (every number, the device, the command), OUT/gemm.md (markdown table),
+OUT/gemm.png (speedup vs M) and prints the table. Needs a CUDA GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+
+def md_table(rows) -> str:
+    from llmsparse.kernels.benchmark import fmt_us
+
+    lines = ["| dtype | out x in | M | dense us | ours us | path | speedup | stock us | stock speedup | err vs dense | err vs fp32 (dense's) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        stock = (f"{fmt_us(r.get('stock_ms'))} | {r['stock_speedup']:.2f}" if r.get("stock_speedup") else "- | -")
+        lines.append(f"| {r['dtype']} | {r['out']}x{r['inp']} | {r['M']} | {fmt_us(r['dense_ms'])} | "
+                     f"{fmt_us(r['ours_ms'])} | {r['path']} | {r['speedup']:.2f} | {stock} | "
+                     f"{r['err_vs_dense']:.1e} | {r['err_vs_fp32']:.1e} ({r['dense_err_vs_fp32']:.1e}) |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="llama2-7b,llama2-70b")
+    ap.add_argument("--m", default="1,16,128,1024,4096,16384")
+    ap.add_argument("--dtype", default="fp16,bf16")
+    ap.add_argument("--no-stock", action="store_true")
+    ap.add_argument("--min-speedup", type=float, default=1.0)
+    ap.add_argument("--out", default="out/kernels")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("needs a CUDA GPU", file=sys.stderr)
+        return 2
+    from llmsparse.kernels import benchmark as B
+    from llmsparse.kernels import dispatch
+
+    os.makedirs(a.out, exist_ok=True)
+    t0 = time.time()
+    rows = B.gemm_bench(B.parse_shapes(a.shapes), [int(v) for v in a.m.split(",")],
+                        [B.DTYPES[d] for d in a.dtype.split(",")], stock=not a.no_stock,
+                        min_speedup=a.min_speedup, log=lambda s: print(s, flush=True))
+    res = {"env": B.env_info(), "command": "python " + " ".join(sys.argv), "seconds": time.time() - t0, "gemm": rows,
+           "tuning": [{"key": list(r.key), "M": r.m, "timings": r.timings,
+                       "errors": {k: (v if isinstance(v, str) else float(v)) for k, v in r.errors.items()}}
+                      for r in dispatch.RECORDS]}
+    with open(os.path.join(a.out, "gemm.json"), "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    md = md_table(rows)
+    with open(os.path.join(a.out, "gemm.md"), "w") as f:
+        f.write(md + "\n")
+    try:
+        B.plot_speedups(rows, os.path.join(a.out, "gemm.png"))
+    except Exception as e:  # matplotlib missing: the table and JSON are the record
+        print(f"plot skipped: {e}")
+    print(f"\n{res['env'].get('gpu')} torch {torch.__version__} triton {res['env'].get('triton')} "
+          f"cuSPARSELt {res['env'].get('cusparselt')}  ({res['seconds']:.0f} s)")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

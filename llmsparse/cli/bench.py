@@ -1,0 +1,163 @@
+"""``llmsparse bench``: dense vs 2:4 speed, per GEMM shape and end to end."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+HELP = """Measure how much faster 2:4 sparsity makes inference on this GPU.
+
+Per shape (OUTxIN of nn.Linear weights) and token count M: dense cuBLAS F.linear vs ours (the
+dispatcher's measured pick among Triton decode kernels, cuSPARSELt and dense) vs PyTorch's stock
+to_sparse_semi_structured + F.linear; CUDA-graph replays, median; relative error of every output
+against dense-with-zeros F.linear on fresh random inputs. With MODEL: end-to-end prefill and
+batch-1 decode tokens/s, dense (with zeros) vs sparsified, both captured in CUDA graphs.
+2:4 means at most 2 nonzeros in every 4 consecutive weights along the input dimension (NVIDIA's
+convention). Needs a CUDA GPU.
+
+MODEL is a Hugging Face directory or hub id, or random:llama2-7b / random:llama2-70b for a model of
+that shape with random weights (no download). Its decoder linears are pruned 2:4 by magnitude
+first unless they already are (--no-prune refuses instead).
+
+Examples:
+
+  llmsparse bench                                     # Llama-2-7B GEMM shapes, fp16+bf16
+
+  llmsparse bench --shapes llama2-7b,llama2-70b --m 1,16,4096 --dtype fp16
+
+  llmsparse bench --shapes 11008x4096 --json gemm.json --plot gemm.png --overwrite
+
+  llmsparse bench random:llama2-7b --prompt-len 4096 --gen-tokens 128
+
+  llmsparse bench ./my-2of4-model --no-prune --dtype bf16
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench", help=HELP)(bench)
+
+
+def _ints(spec: str, what: str) -> list[int]:
+    from ..errors import UserError
+
+    try:
+        vals = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--{what} must be comma-separated integers, got {spec!r}")
+    if not vals or min(vals) < 1:
+        raise UserError(f"--{what} needs positive integers, got {spec!r}")
+    return vals
+
+
+def bench(
+    model: Optional[str] = typer.Argument(None, help="HF directory/hub id, or random:llama2-7b | random:llama2-70b."),
+    shapes: Optional[str] = typer.Option(None, "--shapes", help="GEMM shapes: OUTxIN list and/or llama2-7b, llama2-70b. "
+                                         "Default: llama2-7b without MODEL, none with MODEL."),
+    m: str = typer.Option("1,16,128,1024,4096,16384", "--m", help="Token counts M for the GEMM table."),
+    dtype: str = typer.Option("fp16,bf16", "--dtype", help="fp16 and/or bf16 (the model runs in the first)."),
+    prompt_len: int = typer.Option(4096, "--prompt-len", help="Prefill length for the end-to-end prefill timing."),
+    gen_tokens: int = typer.Option(128, "--gen-tokens", help="Tokens generated (batch 1) for decode tokens/s."),
+    decode_prompt: int = typer.Option(32, "--decode-prompt", help="Prompt length before decoding."),
+    layers: Optional[int] = typer.Option(None, "--layers", help="random:* models only: number of decoder layers."),
+    graphs: bool = typer.Option(True, "--graphs/--no-graphs", help="Capture CUDA graphs (same for dense and 2:4)."),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune 2:4 by magnitude when the model is not 2:4."),
+    stock: bool = typer.Option(True, "--stock/--no-stock", help="Also time PyTorch's stock 2:4 path."),
+    min_speedup: float = typer.Option(1.0, "--min-speedup", help="A sparse path must beat dense by this factor."),
+    json_path: str = typer.Option("bench-results.json", "--json", help="Where to write all numbers (JSON)."),
+    plot: Optional[str] = typer.Option("bench-speedup.png", "--plot", help="PNG of speedup vs M ('' for none)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--plot files."),
+) -> None:
+    import os
+    import sys
+
+    from ..errors import UserError
+
+    ms = _ints(m, "m")
+    for p in [json_path] + ([plot] if plot else []):
+        if os.path.exists(p) and not overwrite:
+            raise UserError(f"{p} exists; pass --overwrite or choose another --json/--plot path")
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("llmsparse bench needs a CUDA GPU and none is visible here; run it on a machine with one "
+                        "(on CPU, SparseLinear falls back to dense-with-zeros and there is nothing to time)")
+    from rich.table import Table
+
+    from ..kernels import benchmark as B
+    from .common import console, write_json
+
+    dtypes = []
+    for d in [d.strip() for d in dtype.split(",") if d.strip()]:
+        if d not in B.DTYPES:
+            raise UserError(f"--dtype {d!r} is not one of fp16, bf16")
+        dtypes.append(B.DTYPES[d])
+    if shapes is None and model is None:
+        shapes = "llama2-7b"
+    try:
+        shape_list = B.parse_shapes(shapes) if shapes else []
+    except ValueError as e:
+        raise UserError(str(e))
+    for (o, i) in shape_list:
+        if i % 8:
+            raise UserError(f"shape {o}x{i}: the input width must be a multiple of 8 for 2:4 kernels")
+
+    log = lambda s: console.print(s, highlight=False)  # noqa: E731
+    result = {"env": B.env_info(), "command": "llmsparse " + " ".join(sys.argv[1:]), "gemm": [], "e2e": None}
+    console.print(f"[bold]{result['env'].get('gpu')}[/] torch {torch.__version__} triton {result['env'].get('triton')} "
+                  f"cuSPARSELt {result['env'].get('cusparselt')}")
+
+    if shape_list:
+        rows = B.gemm_bench(shape_list, ms, dtypes, stock=stock, min_speedup=min_speedup, log=log)
+        result["gemm"] = rows
+        t = Table(title=f"2:4 GEMM on {result['env'].get('gpu')} (us per call, CUDA-graph replays, median)")
+        for c in ("dtype", "out x in", "M", "dense", "ours", "path", "speedup", "stock", "stock x", "err"):
+            t.add_column(c, justify="right")
+        for r in rows:
+            t.add_row(r["dtype"], f"{r['out']}x{r['inp']}", str(r["M"]), B.fmt_us(r["dense_ms"]), B.fmt_us(r["ours_ms"]),
+                      r["path"], f"{r['speedup']:.2f}", B.fmt_us(r.get("stock_ms")),
+                      f"{r['stock_speedup']:.2f}" if r.get("stock_speedup") else "-", f"{r['err_vs_dense']:.1e}")
+        console.print(t)
+
+    if model is not None:
+        if model.startswith("random:"):
+            shape = model.split(":", 1)[1]
+            if shape not in B.LLAMA_SHAPES:
+                raise UserError(f"unknown random model {shape!r}; use one of {sorted(B.LLAMA_SHAPES)}")
+            mdl = B.build_llama(shape, dtypes[0], "cuda", layers)
+        else:
+            from transformers import AutoModelForCausalLM
+
+            try:
+                mdl = AutoModelForCausalLM.from_pretrained(model, dtype=dtypes[0], trust_remote_code=False).cuda().eval()
+            except OSError as e:
+                raise UserError(f"cannot load model {model!r}: {str(e).splitlines()[0]}")
+        from ..kernels import is_24
+
+        lins = [(n, mod) for n, mod in mdl.named_modules() if isinstance(mod, torch.nn.Linear) and "lm_head" not in n]
+        not24 = [n for n, mod in lins if not is_24(mod.weight)]
+        if not24:
+            pass
+        elif prune:
+            log(f"pruning {B.prune_24_(mdl)} linear layers 2:4 by magnitude (the model was not 2:4)")
+        else:
+            raise UserError(f"{len(not24)} linear layers (e.g. {not24[0]}) are not 2:4; prune first or drop --no-prune")
+        res = B.e2e_bench(mdl, prompt_len=prompt_len, gen=gen_tokens, decode_prompt=decode_prompt, graphs=graphs,
+                          min_speedup=min_speedup, log=log)
+        res["model"] = model
+        result["e2e"] = res
+        t = Table(title=f"end to end, {model}, batch 1, {'CUDA graphs' if res['graphs'] else 'eager'}")
+        for c in ("", "dense", "2:4", "speedup"):
+            t.add_column(c, justify="right")
+        t.add_row(f"prefill {prompt_len} tok (ms)", f"{res['dense_prefill_ms']:.2f}", f"{res['sparse_prefill_ms']:.2f}",
+                  f"{res['prefill_speedup']:.2f}")
+        t.add_row(f"decode {gen_tokens} tok (tok/s)", f"{res['dense_decode_tok_s']:.1f}",
+                  f"{res['sparse_decode_tok_s']:.1f}", f"{res['decode_speedup']:.2f}")
+        console.print(t)
+        console.print(f"logits rel err {res['logits_rel_err']:.2e}; greedy tokens equal {res['greedy_tokens_match']:.0%}")
+
+    write_json(json_path, result)
+    console.print(f"wrote {json_path}")
+    if plot and result["gemm"]:
+        B.plot_speedups(result["gemm"], plot)
+        console.print(f"wrote {plot}")

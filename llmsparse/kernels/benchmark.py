@@ -1,0 +1,328 @@
+"""Benchmarks behind ``llmsparse bench`` and ``bench/bench_*.py``: per-shape GEMM timings and
+end-to-end prefill/decode of a model, dense vs 2:4, with the same treatment (CUDA graphs) on both
+sides. Needs a CUDA GPU.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import dispatch
+from .timing import time_call
+
+SHAPE_SETS = {
+    "llama2-7b": [(4096, 4096), (11008, 4096), (4096, 11008)],
+    "llama2-70b": [(8192, 8192), (28672, 8192), (8192, 28672)],
+}
+DEFAULT_MS = (1, 16, 128, 1024, 4096, 16384)
+DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+LLAMA_SHAPES = {
+    "llama2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=32, vocab_size=32000),
+    "llama2-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                       num_key_value_heads=8, vocab_size=32000),
+}
+
+
+def parse_shapes(spec: str) -> list[tuple[int, int]]:
+    """``"llama2-7b,8192x8192"`` -> [(out, in), ...] (``OUTxIN`` of nn.Linear weights)."""
+    out: list[tuple[int, int]] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        if part in SHAPE_SETS:
+            out += SHAPE_SETS[part]
+            continue
+        try:
+            a, b = part.lower().split("x")
+            out.append((int(a), int(b)))
+        except ValueError:
+            raise ValueError(f"bad shape {part!r}: use OUTxIN (e.g. 11008x4096) or one of {sorted(SHAPE_SETS)}")
+    return out
+
+
+def env_info() -> dict:
+    from . import capability
+
+    info = capability()
+    info["time"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    if torch.cuda.is_available():
+        info["torch_cuda"] = torch.version.cuda
+        info["sms"] = torch.cuda.get_device_properties(0).multi_processor_count
+    return info
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float(), b.float()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def _poisoned_run(fn: Callable[[], torch.Tensor], numel: int, dtype) -> torch.Tensor:
+    """Fill the allocator's next block of this size with NaN, then run: unwritten outputs show up."""
+    p = torch.full((numel,), float("nan"), device="cuda", dtype=dtype)
+    del p
+    y = fn()
+    torch.cuda.synchronize()
+    return y
+
+
+def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *, stock: bool = True,
+               min_speedup: float = 1.0, log: Callable[[str], None] | None = None) -> list[dict]:
+    """For every dtype, shape and M: dense cuBLAS, ours (dispatcher's pick), best of each of our paths,
+    and PyTorch's stock ``to_sparse_semi_structured`` + ``F.linear``; times in ms (graph replays,
+    median), relative errors vs dense-with-zeros ``F.linear`` (same dtype) and vs fp32."""
+    from .dispatch import Choice, ShapeBench, bucket_of
+
+    rows = []
+    dev = torch.device("cuda")
+    for dtype in dtypes:
+        for (n, k) in shapes:
+            t0 = time.time()
+            sb = ShapeBench(n, k, dtype, dev, with_cslt=True, with_stock=stock)
+            buckets = sorted({bucket_of(m) for m in ms})
+            n_rec = len(dispatch.RECORDS)
+            table = dispatch.tune(n, k, dtype, False, buckets, device=dev, min_speedup=min_speedup, bench=sb,
+                                  force=True, log=log)
+            recs = {r.m: r for r in dispatch.RECORDS[n_rec:]}
+            for m in ms:
+                c = table[bucket_of(m)]
+                s = sb.sets[0]
+                x = torch.randn(m, k, device=dev, dtype=dtype)
+                ref = F.linear(x, s["dense"])
+                ref32 = F.linear(x.float(), s["dense"].float())
+                y = _poisoned_run(lambda: dispatch.run_choice(c, x, values=s["values"], meta=s["meta"],
+                                                              dense=s["dense"], cslt_packed=s.get("cslt_packed"),
+                                                              bias=None, out_features=n), m * n, dtype)
+                finite = bool(torch.isfinite(y).all())
+                t_dense = time_call(*sb.args(m, Choice("dense")))
+                t_ours = time_call(*sb.args(m, c))
+                row = dict(dtype=str(dtype).replace("torch.", ""), out=n, inp=k, M=m, path=c.path, cfg=list(c.cfg),
+                           dense_ms=t_dense, ours_ms=t_ours, speedup=t_dense / t_ours,
+                           err_vs_dense=_rel(y, ref), err_vs_fp32=_rel(y, ref32), dense_err_vs_fp32=_rel(ref, ref32),
+                           all_written=finite)
+                rec = recs.get(bucket_of(m))
+                if rec is not None:
+                    for p in ("gemv", "mm", "cslt"):
+                        ts = [t for name, t in rec.timings.items() if name.startswith(p)]
+                        row[f"best_{p}_ms"] = min(ts) if ts else None
+                    row["tune_dense_ms"] = rec.timings.get("dense")
+                if stock and s.get("stock") is not None:
+                    try:
+                        xs = sb.inputs(m)
+                        ys = F.linear(x, s["stock"])
+                        row["stock_err_vs_dense"] = _rel(ys, ref)
+                        row["stock_ms"] = time_call(lambda xx, ss: F.linear(xx, ss["stock"]),
+                                                    [(xx, ss) for xx, ss in zip(xs, sb.sets)])
+                        row["stock_speedup"] = t_dense / row["stock_ms"]
+                        # eager (no graph) stock and dense at this size: the host-side cost users see
+                        row["stock_eager_ms"] = time_call(lambda xx, ss: F.linear(xx, ss["stock"]),
+                                                          [(xx, ss) for xx, ss in zip(xs, sb.sets)], use_graph=False)
+                    except Exception as e:
+                        row["stock_error"] = f"{type(e).__name__}: {str(e)[:160]}"
+                rows.append(row)
+                if log:
+                    log(f"  {row['dtype']} {n}x{k} M={m}: dense {t_dense * 1e3:.1f} us, ours {t_ours * 1e3:.1f} us "
+                        f"[{c.path}] {row['speedup']:.2f}x, stock {row.get('stock_speedup', float('nan')):.2f}x, "
+                        f"err {row['err_vs_dense']:.1e}")
+            del sb
+            torch.cuda.empty_cache()
+            if log:
+                log(f"{dtype} {n}x{k}: {time.time() - t0:.1f} s")
+    return rows
+
+
+# --------------------------------------------------------------------------- end to end
+
+def build_llama(shape: str = "llama2-7b", dtype=torch.float16, device="cuda", layers: int | None = None):
+    """A Llama-shaped model with random weights (no download)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    kw = dict(LLAMA_SHAPES[shape])
+    if layers:
+        kw["num_hidden_layers"] = layers
+    cfg = LlamaConfig(**kw, max_position_embeddings=8192, attn_implementation="sdpa")
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(old)
+    return model.to(dtype).eval()
+
+
+def prune_24_(model: nn.Module, skip=("lm_head",)) -> int:
+    """Magnitude 2:4 on every nn.Linear except ``skip`` (in place, dense-with-zeros). Returns the count."""
+    n = 0
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.Linear) and not any(s in name for s in skip) and mod.in_features % 4 == 0:
+                w = mod.weight
+                g = w.view(w.shape[0], -1, 4)
+                drop = g.abs().topk(2, dim=2, largest=False).indices
+                g.scatter_(2, drop, 0)
+                n += 1
+    return n
+
+
+def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000) -> float:
+    ids = torch.randint(1, vocab, (1, prompt_len), device="cuda")
+
+    def fwd(ids=ids):
+        return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
+
+    with torch.no_grad():
+        return time_call(fwd, [()], target_ms=1.0, replays=7, use_graph=graphs, warmup=2)
+
+
+def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, runs: int = 3, vocab: int = 32000,
+           seed: int = 0):
+    """Greedy generation of ``gen`` tokens after a ``prompt_len`` prompt, batch 1, static KV cache.
+    Each token is one model forward (captured once into a CUDA graph when ``graphs``). Returns
+    (median tokens/s over ``runs`` generations, generated ids, whether graphs were used)."""
+    from transformers import StaticCache
+
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    prompt = torch.randint(1, vocab, (1, prompt_len), device="cuda", generator=g)
+    cache = StaticCache(config=model.config, max_cache_len=prompt_len + gen + 8)
+    ids = torch.zeros((1, 1), dtype=torch.long, device="cuda")
+    pos = torch.zeros((1,), dtype=torch.long, device="cuda")
+    toks = torch.zeros((1, gen + 8), dtype=torch.long, device="cuda")
+
+    def reset():
+        with torch.no_grad():
+            out = model(input_ids=prompt, past_key_values=cache, cache_position=torch.arange(prompt_len, device="cuda"),
+                        use_cache=True, logits_to_keep=1)
+        ids.copy_(out.logits[:, -1:].argmax(-1))
+        pos.fill_(prompt_len)
+
+    def step():
+        out = model(input_ids=ids, past_key_values=cache, cache_position=pos, position_ids=pos.view(1, 1),
+                    use_cache=True)
+        ids.copy_(out.logits[:, -1:].argmax(-1))
+        toks.index_copy_(1, pos - prompt_len, ids)
+        pos.add_(1)
+
+    used_graph = False
+    graph = None
+    with torch.no_grad():
+        reset()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                step()
+        torch.cuda.current_stream().wait_stream(s)
+        torch.cuda.synchronize()
+        if graphs:
+            try:
+                reset()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    step()
+                used_graph = True
+            except Exception:
+                graph = None
+                torch.cuda.synchronize()
+        rates = []
+        for _ in range(runs):
+            reset()
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(gen):
+                if graph is not None:
+                    graph.replay()
+                else:
+                    step()
+            end.record()
+            torch.cuda.synchronize()
+            rates.append(gen / (start.elapsed_time(end) / 1e3))
+    out = toks[0, :gen].clone()
+    del graph, cache
+    torch.cuda.empty_cache()
+    return statistics.median(rates), out, used_graph
+
+
+def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: int = 32, graphs: bool = True,
+              min_speedup: float = 1.0, log: Callable[[str], None] | None = None) -> dict:
+    """Dense (dense-with-zeros) vs ``sparsify``-ed model: prefill of ``prompt_len`` tokens, decode of
+    ``gen`` tokens at batch 1; same CUDA-graph treatment on both sides. The model must already be
+    2:4 in its decoder linears; it is sparsified in place."""
+    from .dispatch import bucket_of
+    from .linear import SparseLinear, sparsify
+
+    log = log or (lambda s: None)
+    vocab = model.config.vocab_size
+    res: dict = {"prompt_len": prompt_len, "gen_tokens": gen, "decode_prompt": decode_prompt, "batch": 1}
+    chk = torch.randint(1, vocab, (1, 64), device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    with torch.no_grad():
+        ref_logits = model(input_ids=chk, use_cache=False).logits.float()
+    res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab)
+    log(f"dense prefill {prompt_len}: {res['dense_prefill_ms']:.2f} ms")
+    res["dense_decode_tok_s"], dense_toks, g1 = decode(model, decode_prompt, gen, graphs, vocab=vocab)
+    log(f"dense decode: {res['dense_decode_tok_s']:.1f} tok/s (graphs={g1})")
+    t0 = time.time()
+    buckets = sorted({1, bucket_of(decode_prompt), bucket_of(64), bucket_of(prompt_len)})
+    rep = sparsify(model, min_speedup=min_speedup, buckets=buckets, log=log)
+    res["sparsify_s"] = time.time() - t0
+    res["swapped"] = len(rep["swapped"])
+    res["paths"] = {k: {str(b): p for b, p in v.items()} for k, v in rep["paths"].items()}
+    log(f"sparsify: {len(rep['swapped'])} layers swapped in {res['sparsify_s']:.1f} s; paths {res['paths']}")
+    with torch.no_grad():
+        sp_logits = model(input_ids=chk, use_cache=False).logits.float()
+    res["logits_rel_err"] = float((sp_logits - ref_logits).norm() / ref_logits.norm())
+    res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab)
+    log(f"2:4 prefill {prompt_len}: {res['sparse_prefill_ms']:.2f} ms")
+    res["sparse_decode_tok_s"], sp_toks, g2 = decode(model, decode_prompt, gen, graphs, vocab=vocab)
+    log(f"2:4 decode: {res['sparse_decode_tok_s']:.1f} tok/s (graphs={g2})")
+    res["graphs"] = bool(g1 and g2) if graphs else False
+    res["decode_speedup"] = res["sparse_decode_tok_s"] / res["dense_decode_tok_s"]
+    res["prefill_speedup"] = res["dense_prefill_ms"] / res["sparse_prefill_ms"]
+    res["prefill_tok_s_dense"] = prompt_len / (res["dense_prefill_ms"] / 1e3)
+    res["prefill_tok_s_sparse"] = prompt_len / (res["sparse_prefill_ms"] / 1e3)
+    res["greedy_tokens_match"] = float((sp_toks == dense_toks).float().mean())
+    res["sparse_linear_bytes"] = sum(
+        m.values.numel() * m.values.element_size() + m.meta.numel()
+        + (0 if m._cslt is None else m._cslt.numel() * m._cslt.element_size())
+        + (0 if m._dense is None else m._dense.numel() * m._dense.element_size())
+        for m in model.modules() if isinstance(m, SparseLinear))
+    return res
+
+
+# --------------------------------------------------------------------------- output
+
+def plot_speedups(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["dtype"], r["out"], r["inp"]) for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for ax, which, title in ((axes[0], "speedup", "ours (dispatcher)"), (axes[1], "stock_speedup", "PyTorch stock 2:4")):
+        for key in keys:
+            rs = sorted((r for r in rows if (r["dtype"], r["out"], r["inp"]) == key), key=lambda r: r["M"])
+            xs = [r["M"] for r in rs if r.get(which)]
+            ys = [r[which] for r in rs if r.get(which)]
+            if xs:
+                ax.plot(xs, ys, marker="o", label=f"{key[0]} {key[1]}x{key[2]}")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("M (tokens)")
+        ax.set_title(f"{title}: speedup over dense cuBLAS")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("dense time / 2:4 time (CUDA graphs)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fmt_us(ms) -> str:
+    return "-" if ms is None or (isinstance(ms, float) and math.isnan(ms)) else f"{ms * 1e3:.1f}"

@@ -1,0 +1,65 @@
+"""The prefill path: cuSPARSELt through PyTorch's private ops, on the sparse tensor cores.
+
+``torch._cslt_compress(W)`` builds cuSPARSELt's own compressed form of a 2:4 weight (values and
+metadata in one buffer, layout private to the library); ``torch._cslt_sparse_mm(Wc, x^T,
+transpose_result=True, alg_id=a)`` returns ``x W^T`` as a contiguous ``[M, N]``. The algorithm id
+is chosen per (shape, dtype, M bucket) by measurement in :mod:`llmsparse.kernels.dispatch` and
+passed as a plain int, so calls capture into CUDA graphs (the per-call plan setup on the host is
+then paid once, at capture).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_ROW_ALIGN = 16  # pad the token count to this for cuSPARSELt (fp16/bf16 need multiples of 8)
+
+
+def available() -> bool:
+    try:
+        import torch.backends.cusparselt as cs
+
+        return bool(torch.cuda.is_available() and cs.is_available())
+    except Exception:
+        return False
+
+
+def compress(dense_with_zeros: torch.Tensor) -> torch.Tensor:
+    return torch._cslt_compress(dense_with_zeros.contiguous())
+
+
+def cslt_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, alg_id: int = 0) -> torch.Tensor:
+    """``x[M, K] @ W^T (+ bias)`` with ``packed = compress(W)``."""
+    M = x.shape[0]
+    pad = (-M) % _ROW_ALIGN
+    xp = F.pad(x, (0, 0, 0, pad)) if pad else x
+    y = torch._cslt_sparse_mm(packed, xp.t(), bias=None, transpose_result=True, alg_id=alg_id)
+    if pad:
+        y = y[:M]
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def search_alg(packed: torch.Tensor, x: torch.Tensor) -> int | None:
+    """cuSPARSELt's own search (fastest alg id for this problem), or None where it fails."""
+    try:
+        M = x.shape[0]
+        pad = (-M) % _ROW_ALIGN
+        xp = F.pad(x, (0, 0, 0, pad)) if pad else x
+        return int(torch._cslt_sparse_mm_search(packed, xp.t(), transpose_result=True))
+    except Exception:
+        return None
+
+
+def valid_alg_ids(packed: torch.Tensor, x: torch.Tensor, limit: int = 6) -> list[int]:
+    """Alg ids 0..limit-1 that run on this problem (invalid ids raise inside cuSPARSELt)."""
+    ok = []
+    for a in range(limit):
+        try:
+            cslt_linear(x, packed, None, a)
+            torch.cuda.synchronize()
+            ok.append(a)
+        except Exception:
+            break
+    return ok

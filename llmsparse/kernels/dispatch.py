@@ -1,0 +1,289 @@
+"""Per-M path choice for 2:4 linear layers, by measurement.
+
+For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers of two up to
+16384) the dispatcher times, on synthetic random 2:4 weights of that shape and fresh random inputs:
+
+* ``dense``: cuBLAS ``F.linear`` on the dense-with-zeros weight,
+* ``gemv``:  the Triton kernel that selects inputs by the 2-bit indices (M <= 8),
+* ``mm``:    the Triton kernel that rebuilds dense tiles in registers for ``tl.dot`` (M <= 256),
+* ``cslt``:  cuSPARSELt on the sparse tensor cores, over a few algorithm ids (M >= 16),
+
+checks each sparse candidate's output against dense (relative error), and keeps the fastest. A
+sparse path is chosen only if it beats dense by ``min_speedup``; otherwise the bucket uses dense, so
+a 2:4 layer is never slower than the dense one at the measured sizes. Timings are GPU times of
+CUDA-graph replays (see :mod:`.timing`). Choices live in a process-wide table shared by every
+layer of the same shape; ``save_cache``/``load_cache`` keep them in a JSON file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+DEFAULT_MIN_SPEEDUP = 1.0
+
+
+def bucket_of(m: int) -> int:
+    """The smallest bucket >= m (the largest bucket for anything bigger)."""
+    for b in BUCKETS:
+        if m <= b:
+            return b
+    return BUCKETS[-1]
+
+
+@dataclass
+class Choice:
+    path: str  # "dense" | "gemv" | "mm" | "cslt"
+    cfg: tuple = ()  # gemv: (BN, BK, warps, stages); mm: (BM, BN, BK, warps, stages); cslt: (alg_id,)
+    ms: float = math.nan  # measured ms of this choice at the bucket's M
+    dense_ms: float = math.nan  # measured ms of dense at the bucket's M
+    err: float = math.nan  # relative error vs dense-with-zeros F.linear in the check
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_ms / self.ms if self.ms and not math.isnan(self.ms) else math.nan
+
+
+@dataclass
+class TuneRecord:
+    """Every candidate measured for one key and bucket (kept for reports)."""
+
+    key: tuple
+    m: int
+    timings: dict = field(default_factory=dict)  # candidate name -> ms
+    errors: dict = field(default_factory=dict)  # candidate name -> rel err (or 'error: ...')
+
+
+# key -> {bucket: Choice}; the inner dict object is shared by all layers of that key
+_TABLE: dict[tuple, dict[int, Choice]] = {}
+RECORDS: list[TuneRecord] = []
+
+
+def device_name(device=None) -> str:
+    return torch.cuda.get_device_name(device)
+
+
+def make_key(out_features: int, in_features: int, dtype: torch.dtype, has_bias: bool, device=None) -> tuple:
+    return (device_name(device), str(dtype).replace("torch.", ""), int(out_features), int(in_features), bool(has_bias))
+
+
+def table_for(key: tuple) -> dict[int, Choice]:
+    return _TABLE.setdefault(key, {})
+
+
+def clear() -> None:
+    _TABLE.clear()
+    RECORDS.clear()
+
+
+def save_cache(path: str) -> None:
+    data = [{"key": list(k), "choices": {str(b): asdict(c) for b, c in t.items()}} for k, t in _TABLE.items()]
+    tmp = path + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "w") as f:
+        json.dump({"torch": torch.__version__, "entries": data}, f, indent=1)
+    os.replace(tmp, path)
+
+
+def load_cache(path: str) -> int:
+    """Load choices written by :func:`save_cache` for this torch version; returns how many."""
+    with open(path) as f:
+        data = json.load(f)
+    if data.get("torch") != torch.__version__:
+        return 0
+    n = 0
+    for e in data["entries"]:
+        t = table_for(tuple(e["key"]))
+        for b, c in e["choices"].items():
+            c["cfg"] = tuple(c["cfg"])
+            t[int(b)] = Choice(**c)
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- execution
+
+def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense=None, cslt_packed=None,
+               bias=None, out_features: int) -> torch.Tensor:
+    p = choice.path
+    if p == "gemv":
+        from .triton_sp24 import sp24_gemv
+
+        return sp24_gemv(x, values, meta, bias, out_features, cfg=choice.cfg)
+    if p == "mm":
+        from .triton_sp24 import sp24_mm
+
+        return sp24_mm(x, values, meta, bias, out_features, block_m=choice.cfg[0], cfg=choice.cfg[1:])
+    if p == "cslt":
+        from .cslt import cslt_linear
+
+        return cslt_linear(x, cslt_packed, bias, choice.cfg[0])
+    if p == "dense":
+        return F.linear(x, dense, bias)
+    raise ValueError(f"unknown path {p!r}")
+
+
+def candidates(m: int, *, paths=("gemv", "mm", "cslt"), cslt_algs=(0,)) -> list[Choice]:
+    from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS
+
+    out: list[Choice] = []
+    if "gemv" in paths and m <= GEMV_MAX_M:
+        out += [Choice("gemv", c) for c in GEMV_CONFIGS]
+    if "mm" in paths and m <= 256:
+        bms = [min(max(16, 1 << (m - 1).bit_length()), 64)]
+        if m >= 128:
+            bms.append(128)
+        for bm in bms:
+            out += [Choice("mm", (bm,) + c) for c in MM_CONFIGS[bm]]
+    if "cslt" in paths and m >= 16:
+        out += [Choice("cslt", (a,)) for a in cslt_algs]
+    return out
+
+
+def random_24(n: int, k: int, dtype, device, generator=None) -> torch.Tensor:
+    """A random dense-with-zeros 2:4 weight (2 of every 4 consecutive inputs kept, random positions)."""
+    w = torch.randn(n, k, device=device, dtype=torch.float32, generator=generator) * (1.0 / math.sqrt(k))
+    score = torch.rand(n, k // 4, 4, device=device, generator=generator)
+    keep = torch.zeros_like(score, dtype=torch.bool)
+    keep.scatter_(2, score.topk(2, dim=2).indices, True)
+    return (w * keep.reshape(n, k)).to(dtype)
+
+
+class ShapeBench:
+    """Synthetic tensors for one (out, in, dtype, bias) on the GPU, rotated to overflow L2."""
+
+    def __init__(self, out_features: int, in_features: int, dtype, device, has_bias=False, with_cslt=True,
+                 with_stock=False, max_bytes: int = 3 * 2**30, sets: int | None = None):
+        from ..formats.nm import pack_nm
+        from .timing import rotation_count
+
+        self.n, self.k, self.dtype, self.device = out_features, in_features, dtype, device
+        dense_bytes = out_features * in_features * torch.finfo(dtype).bits // 8
+        r = sets or rotation_count(int(dense_bytes * 0.5625), budget_bytes=max_bytes // 3)
+        self.sets = []
+        for _ in range(r):
+            w = random_24(out_features, in_features, dtype, device)
+            v, mt = pack_nm(w, 2, 4)
+            s = {"dense": w, "values": v, "meta": mt,
+                 "bias": (torch.randn(out_features, device=device) * 0.1).to(dtype) if has_bias else None}
+            if with_cslt:
+                try:
+                    from .cslt import compress
+
+                    s["cslt_packed"] = compress(w)
+                except Exception:
+                    s["cslt_packed"] = None
+            if with_stock:
+                try:
+                    from torch.sparse import to_sparse_semi_structured
+
+                    s["stock"] = to_sparse_semi_structured(w)
+                except Exception:
+                    s["stock"] = None
+            self.sets.append(s)
+        self.have_cslt = with_cslt and all(s.get("cslt_packed") is not None for s in self.sets)
+
+    def inputs(self, m: int) -> list[torch.Tensor]:
+        return [torch.randn(m, self.k, device=self.device, dtype=self.dtype) for _ in self.sets]
+
+    def args(self, m: int, choice: Choice) -> tuple[Callable, list[tuple]]:
+        xs = self.inputs(m)
+
+        def fn(x, s, c=choice):
+            return run_choice(c, x, values=s["values"], meta=s["meta"], dense=s["dense"],
+                              cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n)
+
+        return fn, [(x, s) for x, s in zip(xs, self.sets)]
+
+    def check(self, m: int, choice: Choice) -> float:
+        """Relative error of ``choice`` vs dense-with-zeros ``F.linear`` on fresh random input."""
+        s = self.sets[0]
+        x = torch.randn(m, self.k, device=self.device, dtype=self.dtype)
+        ref = F.linear(x, s["dense"], s["bias"]).float()
+        torch.cuda.synchronize()
+        y = run_choice(choice, x, values=s["values"], meta=s["meta"], dense=s["dense"],
+                       cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n).float()
+        if y.shape != ref.shape or not torch.isfinite(y).all():
+            return math.inf
+        return float((y - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def err_limit(dtype) -> float:
+    return 2e-3 if dtype == torch.float16 else 1.5e-2
+
+
+def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUCKETS, *, device=None,
+         min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=("gemv", "mm", "cslt"), force: bool = False,
+         log: Callable[[str], None] | None = None, bench: ShapeBench | None = None) -> dict[int, Choice]:
+    """Measure the candidates for the given buckets of one layer shape; fill and return its table."""
+    from .cslt import available as cslt_available
+    from .cslt import search_alg
+    from .timing import time_call
+
+    device = device or torch.device("cuda", torch.cuda.current_device())
+    key = make_key(out_features, in_features, dtype, has_bias, device)
+    table = table_for(key)
+    todo = [b for b in buckets if force or b not in table]
+    if not todo:
+        return table
+    use_cslt = "cslt" in paths and cslt_available()
+    sb = bench or ShapeBench(out_features, in_features, dtype, device, has_bias=has_bias, with_cslt=use_cslt)
+    if not sb.have_cslt:
+        paths = tuple(p for p in paths if p != "cslt")
+    for b in todo:
+        rec = TuneRecord(key, b)
+        algs = [0]
+        if "cslt" in paths and b >= 16:
+            a = search_alg(sb.sets[0]["cslt_packed"], sb.inputs(b)[0])
+            if a is not None and a not in algs:
+                algs.append(a)
+            if b >= 512:
+                algs += [x for x in (1, 2) if x not in algs]
+        fn, args = sb.args(b, Choice("dense"))
+        dense_ms = time_call(fn, args)
+        rec.timings["dense"] = dense_ms
+        best = None
+        for c in candidates(b, paths=paths, cslt_algs=algs):
+            name = f"{c.path}{list(c.cfg)}"
+            try:
+                err = sb.check(b, c)
+            except Exception as e:  # a config that fails to compile or launch is skipped
+                rec.errors[name] = f"error: {type(e).__name__}: {str(e)[:120]}"
+                continue
+            rec.errors[name] = err
+            if not err <= err_limit(dtype):
+                continue
+            fn, args = sb.args(b, c)
+            try:
+                c.ms = time_call(fn, args)
+            except Exception as e:
+                rec.errors[name] = f"error: {type(e).__name__}: {str(e)[:120]}"
+                continue
+            c.err = err
+            rec.timings[name] = c.ms
+            if best is None or c.ms < best.ms:
+                best = c
+        if best is not None and dense_ms / best.ms >= min_speedup:
+            best.dense_ms = dense_ms
+            table[b] = best
+        else:
+            table[b] = Choice("dense", (), dense_ms, dense_ms, 0.0)
+        RECORDS.append(rec)
+        if log:
+            c = table[b]
+            log(f"{key[1]} {out_features}x{in_features} M<={b}: {c.path}{list(c.cfg)} "
+                f"{c.ms * 1e3:.1f} us vs dense {dense_ms * 1e3:.1f} us ({dense_ms / c.ms:.2f}x)")
+    return table
+
+
+def nearest(table: dict[int, Choice], b: int) -> Choice | None:
+    if not table:
+        return None
+    best = min(table, key=lambda t: (abs(math.log2(t) - math.log2(b)), t))
+    return table[best]

@@ -1,0 +1,297 @@
+"""``SparseLinear``: a drop-in ``nn.Linear`` replacement holding a packed 2:4 weight, and ``sparsify``.
+
+State (what ``state_dict`` holds): ``values[out, in/2]``, ``meta[out, in/8]`` (uint8) in the layout of
+:mod:`llmsparse.formats.nm`, and ``bias``. Derived forms, built on demand and never saved:
+
+* on CPU (or any non-CUDA device): the dense-with-zeros weight, used with ``F.linear`` (the fallback
+  that keeps every model running anywhere);
+* on CUDA: cuSPARSELt's compressed weight when the dispatcher picked cuSPARSELt for some M, and the
+  dense-with-zeros weight when it picked dense for some M (``keep_dense``).
+
+On CUDA, ``forward`` looks up the path measured fastest for the bucket of the token count M
+(:mod:`.dispatch`), tuning that bucket first if it has never been measured (outside CUDA-graph
+capture). Call :func:`prepare` (``sparsify`` does) before capturing graphs or compiling.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..formats.nm import meta_shape, pack_nm, unpack_nm
+from . import dispatch
+
+_GPU_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def is_24(weight: torch.Tensor) -> bool:
+    """True when every 4 consecutive inputs of every row hold at most 2 nonzeros."""
+    if weight.dim() != 2 or weight.shape[1] % 4:
+        return False
+    nz = (weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1)
+    return bool((nz <= 2).all())
+
+
+class SparseLinear(nn.Module):
+    """A 2:4-sparse linear layer (at most 2 nonzeros in every 4 consecutive inputs; NVIDIA's convention)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device=None,
+                 dtype=torch.float16):
+        super().__init__()
+        if in_features % 8:
+            raise ValueError(f"SparseLinear needs in_features divisible by 8, got {in_features}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.register_buffer("values", torch.zeros(out_features, in_features // 2, device=device, dtype=dtype))
+        self.register_buffer("meta", torch.zeros(meta_shape(out_features, in_features, 2, 4), device=device,
+                                                 dtype=torch.uint8))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self.register_buffer("_dense", None, persistent=False)
+        self.register_buffer("_cslt", None, persistent=False)
+        self.min_speedup = dispatch.DEFAULT_MIN_SPEEDUP
+        self.keep_dense: bool | str = "auto"
+        self._table: dict[int, dispatch.Choice] | None = None
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> "SparseLinear":
+        """From a dense-with-zeros 2:4 weight ``[out, in]`` (raises if the pattern fails)."""
+        out_f, in_f = weight.shape
+        mod = cls(in_f, out_f, bias is not None, device="meta", dtype=weight.dtype)
+        v, m = pack_nm(weight.detach(), 2, 4)
+        mod.values = v
+        mod.meta = m
+        if bias is not None:
+            mod.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        return mod
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "SparseLinear":
+        return cls.from_dense(linear.weight, linear.bias)
+
+    @classmethod
+    def from_packed(cls, values: torch.Tensor, meta: torch.Tensor, in_features: int,
+                    bias: torch.Tensor | None = None) -> "SparseLinear":
+        """From the packed ``(values, meta)`` of :func:`llmsparse.formats.nm.pack_nm` (e.g. a checkpoint)."""
+        out_f = values.shape[0]
+        if tuple(values.shape) != (out_f, in_features // 2) or tuple(meta.shape) != meta_shape(out_f, in_features, 2, 4):
+            raise ValueError(f"packed shapes {tuple(values.shape)}, {tuple(meta.shape)} do not match "
+                             f"a 2:4 weight of {out_f}x{in_features}")
+        mod = cls(in_features, out_f, bias is not None, device="meta", dtype=values.dtype)
+        mod.values = values.contiguous()
+        mod.meta = meta.to(torch.uint8).contiguous()
+        if bias is not None:
+            mod.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        return mod
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, 2:4"
+
+    # ----------------------------------------------------------------- derived forms
+    def dense_weight(self) -> torch.Tensor:
+        """The dense-with-zeros weight (rebuilt from the packed form; not cached)."""
+        return unpack_nm(self.values, self.meta, 2, 4, self.in_features)
+
+    @property
+    def weight(self) -> torch.Tensor:  # for code that reads .weight (dtype, device, shape)
+        return self._dense if self._dense is not None else self.dense_weight()
+
+    def _get_dense(self) -> torch.Tensor:
+        if self._dense is None or self._dense.device != self.values.device:
+            self._dense = self.dense_weight()
+        return self._dense
+
+    def _get_cslt(self) -> torch.Tensor:
+        if self._cslt is None or self._cslt.device != self.values.device:
+            from .cslt import compress
+
+            self._cslt = compress(self.dense_weight())
+        return self._cslt
+
+    def _key(self) -> tuple:
+        return dispatch.make_key(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
+                                 self.values.device)
+
+    # ----------------------------------------------------------------- dispatch
+    def prepare(self, buckets: Iterable[int] = dispatch.BUCKETS, *, min_speedup: float | None = None,
+                keep_dense: bool | str | None = None, log=None) -> dict[int, dispatch.Choice]:
+        """Tune (once per shape) the given buckets and build the forms the chosen paths need."""
+        if min_speedup is not None:
+            self.min_speedup = min_speedup
+        if keep_dense is not None:
+            self.keep_dense = keep_dense
+        if self.values.device.type != "cuda" or self.values.dtype not in _GPU_DTYPES:
+            self._table = None
+            return {}
+        table = dispatch.tune(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
+                              tuple(buckets), device=self.values.device, min_speedup=self.min_speedup, log=log)
+        self._table = table
+        self._materialize()
+        return table
+
+    def _materialize(self) -> None:
+        paths = {c.path for c in (self._table or {}).values()}
+        if "cslt" in paths:
+            self._get_cslt()
+        else:
+            self._cslt = None
+        if "dense" in paths and self.keep_dense is not False:
+            self._get_dense()
+        else:
+            self._dense = None
+
+    def paths(self) -> dict[int, str]:
+        return {b: c.path for b, c in sorted((self._table or {}).items())}
+
+    def _choose(self, m: int) -> dispatch.Choice:
+        b = dispatch.bucket_of(m)
+        if self._table is None:
+            self._table = dispatch.table_for(self._key())
+        c = self._table.get(b)
+        if c is None:
+            if torch.cuda.is_current_stream_capturing():
+                c = dispatch.nearest(self._table, b) or dispatch.Choice("mm", (16,) + _default_mm())
+            else:
+                self.prepare((b,))
+                c = self._table[b]
+        if c.path == "dense" and self.keep_dense is False:
+            c = _best_sparse_fallback(m)
+        if torch.cuda.is_current_stream_capturing():
+            # never build a derived form inside a capture (it would be replayed every time)
+            if (c.path == "cslt" and self._cslt is None) or (c.path == "dense" and self._dense is None):
+                c = dispatch.Choice("mm", (16,) + _default_mm()) if m <= 256 else c
+        return c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cuda" or self.values.dtype not in _GPU_DTYPES:
+            w = self._get_dense()
+            return F.linear(x.to(w.dtype), w, self.bias)
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if x2.dtype != self.values.dtype:
+            x2 = x2.to(self.values.dtype)
+        if x2.stride(-1) != 1 or (x2.shape[0] > 1 and x2.stride(0) != self.in_features):
+            x2 = x2.contiguous()
+        c = self._choose(x2.shape[0])
+        y = dispatch.run_choice(c, x2, values=self.values, meta=self.meta,
+                                dense=self._dense if c.path == "dense" else None,
+                                cslt_packed=self._cslt if c.path == "cslt" else None,
+                                bias=self.bias, out_features=self.out_features)
+        if c.path == "dense" and self._dense is None:  # pragma: no cover - guarded above
+            raise RuntimeError("dense path without dense weight")
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+def _default_mm() -> tuple:
+    from .triton_sp24 import MM_CONFIGS
+
+    return MM_CONFIGS[16][0]
+
+
+def _best_sparse_fallback(m: int) -> dispatch.Choice:
+    if m <= 256:
+        return dispatch.Choice("mm", (16 if m <= 16 else 64,) + _default_mm())
+    return dispatch.Choice("cslt", (0,))
+
+
+# --------------------------------------------------------------------------- model-level
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parts = name.split(".")
+    mod = model
+    for p in parts[:-1]:
+        mod = getattr(mod, p)
+    return mod, parts[-1]
+
+
+def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
+             buckets: Iterable[int] | None = None, keep_dense: bool | str = "auto", tune: bool = True,
+             skip: Iterable[str] = ("lm_head",), log=None) -> dict:
+    """Swap every ``nn.Linear`` whose weight is 2:4 (and whose width is a multiple of 8) for a
+    :class:`SparseLinear`. Others (and names containing an entry of ``skip``) stay as they are.
+
+    On CUDA with fp16/bf16 weights each layer shape is tuned once over ``buckets`` of M (default:
+    all, 1..16384); a layer for which the dispatcher chose dense at every bucket (no sparse path at
+    least ``min_speedup`` x faster) is left as ``nn.Linear``. ``keep_dense="auto"`` keeps the
+    dense-with-zeros weight in layers that use dense at some bucket (never slower, more memory);
+    ``keep_dense=False`` keeps only packed forms and uses the fastest sparse path everywhere.
+    On CPU the swapped layers run the dense-with-zeros fallback: outputs equal ``nn.Linear``'s.
+
+    Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}}}``.
+    """
+    buckets = tuple(buckets) if buckets is not None else dispatch.BUCKETS
+    swapped: list[str] = []
+    skipped: dict[str, str] = {}
+    paths: dict[str, dict[int, str]] = {}
+    targets = []
+    for name, mod in model.named_modules():
+        if type(mod) is not nn.Linear:
+            continue
+        if any(s and s in name for s in skip):
+            skipped[name] = "skipped by name"
+            continue
+        w = mod.weight
+        if w.shape[1] % 8:
+            skipped[name] = f"in_features {w.shape[1]} not divisible by 8"
+            continue
+        if not is_24(w.detach()):
+            skipped[name] = "weight is not 2:4"
+            continue
+        targets.append(name)
+    del mod, w
+    for name in targets:
+        parent, attr = _parent(model, name)
+        new = SparseLinear.from_linear(getattr(parent, attr))
+        new.min_speedup = min_speedup
+        new.keep_dense = keep_dense
+        on_gpu = new.values.device.type == "cuda" and new.values.dtype in _GPU_DTYPES
+        if on_gpu and tune:
+            table = new.prepare(buckets, log=log)
+            shape = f"{new.out_features}x{new.in_features}"
+            paths[shape] = {b: c.path for b, c in sorted(table.items())}
+            if all(table[b].path == "dense" for b in buckets):
+                skipped[name] = "dense is as fast at every measured M"
+                continue
+        setattr(parent, attr, new)
+        swapped.append(name)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {"swapped": swapped, "skipped": skipped, "paths": paths}
+
+
+def prepare(model: nn.Module, buckets: Iterable[int] = dispatch.BUCKETS, **kw) -> None:
+    """Tune and build derived forms for every SparseLinear in ``model`` (call before graph capture)."""
+    for mod in model.modules():
+        if isinstance(mod, SparseLinear):
+            mod.prepare(tuple(buckets), **kw)
+
+
+def swap_packed(model: nn.Module, packed: dict[str, tuple[torch.Tensor, torch.Tensor]], **prepare_kw) -> list[str]:
+    """Replace the ``nn.Linear`` at each name of ``packed`` (``{name: (values, meta)}``, e.g. read from a
+    packed checkpoint) with a SparseLinear built from it; on CUDA, prepare it. Returns the names."""
+    done = []
+    for name, (values, meta) in packed.items():
+        parent, attr = _parent(model, name)
+        old = getattr(parent, attr)
+        in_f = old.in_features if isinstance(old, nn.Linear) else values.shape[1] * 2
+        dev = old.weight.device if isinstance(old, nn.Linear) and old.weight.device.type != "meta" else values.device
+        bias = old.bias if isinstance(old, nn.Linear) and old.bias is not None else None
+        new = SparseLinear.from_packed(values.to(dev), meta.to(dev), in_f, None if bias is None else bias.to(dev))
+        if new.values.device.type == "cuda":
+            new.prepare(**prepare_kw)
+        setattr(parent, attr, new)
+        done.append(name)
+    return done
+
+
+def memory_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+__all__ = ["SparseLinear", "sparsify", "prepare", "swap_packed", "is_24", "memory_bytes"]

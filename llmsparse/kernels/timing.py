@@ -1,0 +1,89 @@
+"""GPU timing shared by the dispatcher and the benchmarks.
+
+Times are GPU times of CUDA-graph replays (launch gaps removed, host overhead excluded), the median
+of several replays, each replay cycling through several argument sets so that repeated calls do not
+measure the L2 cache (weights rotate through at least ``2 x L2`` bytes where memory allows).
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Callable, Sequence
+
+import torch
+
+
+def l2_bytes(device=None) -> int:
+    props = torch.cuda.get_device_properties(device or torch.cuda.current_device())
+    return int(getattr(props, "L2_cache_size", 50 * 2**20) or 50 * 2**20)
+
+
+def rotation_count(bytes_per_set: int, budget_bytes: int | None = None, max_sets: int = 8) -> int:
+    """How many copies of a weight to rotate through so that they overflow L2 twice."""
+    target = 2 * l2_bytes() + 1
+    n = -(-target // max(bytes_per_set, 1))
+    if budget_bytes is not None:
+        n = min(n, max(1, budget_bytes // max(bytes_per_set, 1)))
+    return int(max(1, min(max_sets, n)))
+
+
+def _eager_ms(fn: Callable, args_list: Sequence[tuple], iters: int = 3) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        for a in args_list:
+            fn(*a)
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / (iters * len(args_list))
+
+
+def time_call(fn: Callable, args_list: Sequence[tuple], *, target_ms: float = 2.0, replays: int = 7,
+              use_graph: bool = True, warmup: int = 2) -> float:
+    """Median milliseconds per call of ``fn(*args)``, args cycling over ``args_list``.
+
+    With ``use_graph`` the calls are captured in one CUDA graph (enough calls to fill about
+    ``target_ms``) and the graph's replays are timed with events; if capture fails the calls are
+    timed eagerly instead (same events, same median).
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            for a in args_list:
+                fn(*a)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    one = max(_eager_ms(fn, args_list, iters=1), 1e-3)
+    reps = int(max(1, min(200, target_ms / (one * len(args_list)))))
+    calls = reps * len(args_list)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    if use_graph:
+        try:
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                for _ in range(reps):
+                    for a in args_list:
+                        fn(*a)
+            g.replay()
+            torch.cuda.synchronize()
+            for _ in range(replays):
+                start.record()
+                g.replay()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / calls)
+            del g
+            return statistics.median(times)
+        except Exception:  # capture not possible: fall back to eager timing
+            torch.cuda.synchronize()
+            times = []
+    for _ in range(replays):
+        start.record()
+        for _ in range(reps):
+            for a in args_list:
+                fn(*a)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return statistics.median(times)

@@ -1,0 +1,144 @@
+"""GPU tests for the 2:4 kernels (skipped without CUDA). Run on a GPU machine:
+
+    python -m pytest tests/gpu -q
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+from llmsparse.formats.nm import pack_nm, unpack_nm  # noqa: E402
+from llmsparse.kernels import SparseLinear, sparsify  # noqa: E402
+from llmsparse.kernels.dispatch import random_24  # noqa: E402
+
+DT = [torch.float16, torch.bfloat16]
+TOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2}
+
+
+def rel(a, b):
+    a, b = a.float(), b.float()
+    return float((a - b).norm() / b.norm())
+
+
+def poisoned(m, n, dtype):
+    return torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DT + [torch.float32])
+def test_pack_roundtrip_gpu_matches_cpu(dtype):
+    w = random_24(96, 264, dtype, "cuda")
+    v, m = pack_nm(w, 2, 4)
+    assert torch.equal(unpack_nm(v, m, 2, 4, 264), w)
+    vc, mc = pack_nm(w.cpu(), 2, 4)
+    assert torch.equal(v.cpu(), vc) and torch.equal(m.cpu(), mc)
+
+
+SMALL = [(48, 136), (40, 520), (264, 64)]
+BIG = [(4096, 4096), (11008, 4096), (4096, 11008)]
+M_ODD = [1, 2, 3, 5, 8, 13, 16, 17, 31, 33, 64, 100, 129, 256]
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", SMALL + BIG)
+def test_triton_kernels_vs_dense(dtype, shape):
+    from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, sp24_gemv, sp24_mm
+
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    ms = M_ODD if shape in SMALL else [1, 3, 16, 17, 100]
+    for M in ms:
+        x = torch.randn(M, k, device="cuda", dtype=dtype)
+        for b in (None, bias):
+            ref = F.linear(x, w, b)
+            if M <= GEMV_MAX_M:
+                for cfg in GEMV_CONFIGS:
+                    y = sp24_gemv(x, v, m, b, n, cfg=cfg, out=poisoned(M, n, dtype))
+                    assert torch.isfinite(y).all(), (cfg, M)
+                    assert rel(y, ref) < TOL[dtype], (cfg, M, rel(y, ref))
+            for bm in (16, 32, 64, 128):
+                if bm > 16 and M <= 16:
+                    continue
+                for cfg in MM_CONFIGS[bm][: (None if shape in SMALL else 1)]:
+                    y = sp24_mm(x, v, m, b, n, block_m=bm, cfg=cfg, out=poisoned(M, n, dtype))
+                    assert torch.isfinite(y).all(), (bm, cfg, M)
+                    assert rel(y, ref) < TOL[dtype], (bm, cfg, M, rel(y, ref))
+
+
+@pytest.mark.parametrize("dtype", DT)
+def test_cslt_path(dtype):
+    from llmsparse.kernels.cslt import available, compress, cslt_linear
+
+    if not available():
+        pytest.skip("no cuSPARSELt")
+    w = random_24(1024, 512, dtype, "cuda")
+    c = compress(w)
+    for M in (16, 17, 100, 4096):
+        x = torch.randn(M, 512, device="cuda", dtype=dtype)
+        assert rel(cslt_linear(x, c, None, 0), F.linear(x, w)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DT)
+def test_sparse_linear_dispatch_and_graph(dtype):
+    w = random_24(512, 1024, dtype, "cuda")
+    b = torch.randn(512, device="cuda", dtype=dtype)
+    lin = SparseLinear.from_dense(w, b)
+    table = lin.prepare((1, 4, 16, 64, 512))
+    assert set(table) >= {1, 4, 16, 64, 512}
+    for M in (1, 3, 16, 50, 300):
+        x = torch.randn(2, M, 1024, device="cuda", dtype=dtype)
+        assert rel(lin(x), F.linear(x, w, b)) < TOL[dtype]
+    # captured in a CUDA graph, same result as eager
+    x = torch.randn(1, 1024, device="cuda", dtype=dtype)
+    y_eager = lin(x)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        lin(x)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = lin(x)
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, y_eager)
+
+
+def test_never_slower_choice_is_recorded():
+    from llmsparse.kernels import dispatch
+
+    lin = SparseLinear.from_dense(random_24(2048, 2048, torch.float16, "cuda"))
+    table = lin.prepare((1, 16))
+    for b in (1, 16):
+        c = table[b]
+        assert c.path == "dense" or c.ms <= c.dense_ms
+        assert not math.isnan(c.dense_ms)
+    assert dispatch.RECORDS
+
+
+def test_sparsify_tiny_llama_logits():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmsparse.kernels.benchmark import prune_24_
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=1000)
+    model = LlamaForCausalLM(cfg).to("cuda", torch.float16).eval()
+    prune_24_(model)
+    ids = torch.randint(0, 1000, (2, 37), device="cuda")
+    with torch.no_grad():
+        ref = model(ids).logits.float()
+        rep = sparsify(model, buckets=(1, 2, 4, 8, 16, 32, 64, 128), min_speedup=0.0)  # force sparse paths
+        assert len(rep["swapped"]) == 14
+        out = model(ids).logits.float()
+        step = model(ids[:, :1]).logits.float()
+        ref1 = ref[:, :1]
+    assert rel(out, ref) < 5e-3
+    assert rel(step, ref1) < 5e-3

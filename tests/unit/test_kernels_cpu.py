@@ -1,0 +1,149 @@
+"""CPU side of llmsparse.kernels: the dense-with-zeros fallback, the swap, the dispatcher's pure parts."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llmsparse.kernels import SparseLinear, is_24, sparsify, swap_packed
+from llmsparse.kernels import dispatch
+from llmsparse.masks import nm_mask
+
+
+def _w24(out, inp, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out, inp, generator=g)
+    return (w * nm_mask(w.abs(), 2, 4)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_fallback_equals_linear(dtype):
+    w = _w24(24, 64, dtype)
+    b = torch.randn(24).to(dtype)
+    lin = SparseLinear.from_dense(w, b)
+    x = torch.randn(3, 5, 64).to(dtype)
+    y = lin(x)
+    assert y.shape == (3, 5, 24)
+    assert torch.equal(y, F.linear(x, w, b))
+    assert torch.equal(lin.dense_weight(), w)
+
+
+def test_state_dict_is_packed_and_from_packed_roundtrip():
+    w = _w24(16, 32)
+    lin = SparseLinear.from_dense(w, None)
+    sd = lin.state_dict()
+    assert set(sd) == {"values", "meta"}
+    assert sd["values"].shape == (16, 16) and sd["meta"].shape == (16, 4) and sd["meta"].dtype == torch.uint8
+    lin2 = SparseLinear.from_packed(sd["values"], sd["meta"], 32)
+    x = torch.randn(4, 32)
+    assert torch.equal(lin2(x), x @ w.t())
+    with pytest.raises(ValueError):
+        SparseLinear.from_packed(sd["values"], sd["meta"], 64)
+
+
+def test_from_dense_rejects_non_24():
+    with pytest.raises(ValueError):
+        SparseLinear.from_dense(torch.ones(4, 8))
+    with pytest.raises(ValueError):
+        SparseLinear(12, 4)
+
+
+def test_is_24():
+    assert is_24(_w24(8, 16))
+    assert not is_24(torch.ones(8, 16))
+    assert not is_24(torch.zeros(8, 6))
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(32, 48)
+        self.b = nn.Linear(48, 16, bias=False)
+        self.c = nn.Linear(16, 8)  # stays dense (not 2:4)
+        with torch.no_grad():
+            self.a.weight.copy_(_w24(48, 32, seed=1))
+            self.b.weight.copy_(_w24(16, 48, seed=2))
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_sparsify_swaps_only_24_and_keeps_outputs():
+    m = Toy()
+    x = torch.randn(7, 32)
+    ref = m(x)
+    rep = sparsify(m)
+    assert rep["swapped"] == ["a", "b"]
+    assert rep["skipped"] == {"c": "weight is not 2:4"}
+    assert isinstance(m.a, SparseLinear) and isinstance(m.c, nn.Linear)
+    assert torch.equal(m(x), ref)
+
+
+def test_swap_packed():
+    from llmsparse.formats.nm import pack_nm
+
+    m = Toy()
+    x = torch.randn(2, 32)
+    ref = m(x)
+    v, meta = pack_nm(m.a.weight.detach(), 2, 4)
+    assert swap_packed(m, {"a": (v, meta)}) == ["a"]
+    assert torch.equal(m(x), ref)
+
+
+def test_sparsify_tiny_llama_logits_unchanged():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=97)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.Linear) and "lm_head" not in name:
+                mod.weight.mul_(nm_mask(mod.weight.abs(), 2, 4))
+    ids = torch.randint(0, 97, (2, 11))
+    with torch.no_grad():
+        ref = model(ids).logits
+        rep = sparsify(model)
+        out = model(ids).logits
+    assert len(rep["swapped"]) == 14 and "lm_head" in rep["skipped"]
+    assert torch.equal(out, ref)
+
+
+def test_buckets_and_nearest():
+    assert dispatch.bucket_of(1) == 1
+    assert dispatch.bucket_of(3) == 4
+    assert dispatch.bucket_of(17) == 32
+    assert dispatch.bucket_of(10**6) == dispatch.BUCKETS[-1]
+    t = {1: dispatch.Choice("gemv"), 4096: dispatch.Choice("cslt", (0,))}
+    assert dispatch.nearest(t, 2).path == "gemv"
+    assert dispatch.nearest(t, 2048).path == "cslt"
+    assert dispatch.nearest({}, 8) is None
+
+
+def test_candidates_cover_sizes():
+    pytest.importorskip("triton")
+    c1 = {c.path for c in dispatch.candidates(1)}
+    assert c1 == {"gemv", "mm"}
+    assert {c.path for c in dispatch.candidates(4096)} == {"cslt"}
+    assert any(c.path == "mm" and c.cfg[0] == 128 for c in dispatch.candidates(256))
+
+
+def test_parse_shapes():
+    from llmsparse.kernels.benchmark import parse_shapes
+
+    assert parse_shapes("llama2-7b") == [(4096, 4096), (11008, 4096), (4096, 11008)]
+    assert parse_shapes("8192x28672, 16x32") == [(8192, 28672), (16, 32)]
+    with pytest.raises(ValueError):
+        parse_shapes("big")
+
+
+def test_bench_cli_without_cuda_is_user_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from llmsparse.cli.main import main
+
+    rc = main(["bench", "--json", str(tmp_path / "r.json"), "--plot", ""])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "CUDA" in err and len(err.strip().splitlines()) == 1
