@@ -128,11 +128,11 @@ def run_tasks(
                 include_defaults=False,
                 metadata={"llmsparse_data_dir": str(Path(data_dir).expanduser()) if data_dir else None},
             )
-            task_objs += _flatten_tasks(tm.load_task_or_group(offline))
+            task_objs += list(tm.load(offline)["tasks"].values())
         if online:
             tm_online = TaskManager()
             try:
-                task_objs += _flatten_tasks(tm_online.load_task_or_group(online))
+                task_objs += list(tm_online.load(online)["tasks"].values())  # groups: per subtask
             except Exception as e:  # dataset download failures surface here
                 raise UserError(
                     f"could not load lm-eval task(s) {', '.join(online)} from the Hugging Face hub "
@@ -165,8 +165,13 @@ def run_tasks(
         "device": str(getattr(model, "device", device)),
         "runtime_s": round(runtime, 2),
     }
-    for name in names:
-        result["tasks"][name] = _task_result(out, name, limit, files.get(name))
+    names_out = names[:]
+    for t in task_objs:  # an online group name expands to its subtasks
+        if t.config.task not in names_out:
+            names_out.append(t.config.task)
+    for name in names_out:
+        if name in out["results"]:
+            result["tasks"][name] = _task_result(out, name, limit, files.get(name))
     return result
 
 
@@ -334,17 +339,6 @@ def _check_online_tasks(online: list[str]) -> None:
 # --------------------------------------------------------------------------- results
 
 
-def _flatten_tasks(obj) -> list:
-    """Task objects from TaskManager.load_task_or_group's (possibly nested) dict."""
-    out = []
-    for v in obj.values():
-        if isinstance(v, dict):
-            out += _flatten_tasks(v)
-        else:
-            out.append(v)
-    return out
-
-
 def _finite(x):
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         x = float(x)
@@ -460,21 +454,26 @@ def _scale(metric: str) -> float:
     return 100.0 if metric.split(",")[0] in _PERCENT_METRICS else 1.0
 
 
-def _fmt_num(metric: str, x: float) -> str:
-    x = x * _scale(metric)
+def _decimals(metric: str, ref: float) -> int:
+    """Decimals for a metric, chosen from a reference value so value, ± and Δ line up."""
     if _scale(metric) != 1.0:
-        return f"{x:.2f}"
-    if abs(x) >= 1000:
-        return f"{x:.1f}"
-    return f"{x:.4f}" if abs(x) < 10 else f"{x:.2f}"
+        return 2
+    ref = abs(ref)
+    return 1 if ref >= 1000 else 2 if ref >= 10 else 4
+
+
+def _fmt_num(metric: str, x: float, ref: float | None = None) -> str:
+    nd = _decimals(metric, x if ref is None else ref)
+    return f"{x * _scale(metric):.{nd}f}"
 
 
 def _fmt_value(metric: str, m) -> str:
     if not m or m.get("value") is None:
         return "—"
-    s = _fmt_num(metric, m["value"])
+    v = m["value"]
+    s = _fmt_num(metric, v)
     if m.get("stderr") is not None:
-        s += " ± " + _fmt_num(metric, m["stderr"])
+        s += " ± " + _fmt_num(metric, m["stderr"], ref=v)
     return s
 
 
@@ -482,7 +481,7 @@ def _fmt_delta(metric: str, base, m, hib, Text):
     if not base or not m or base.get("value") is None or m.get("value") is None:
         return Text("—")
     d = m["value"] - base["value"]
-    s = _fmt_num(metric, d)
+    s = _fmt_num(metric, d, ref=base["value"])
     if not s.startswith("-"):
         s = "+" + s
     style = ""
@@ -549,7 +548,7 @@ def lm_eval_own_tasks(task_names: Iterable[str], data_dir: str | Path, work_dir:
         cfg.update(
             dataset_path="json",
             dataset_name=None,
-            dataset_kwargs={"data_files": {split: str(path)}},
+            dataset_kwargs={"data_files": {split: str(path)}, "cache_dir": str(work_dir / "hf_datasets")},
             training_split=None,
             validation_split=split if split == "validation" else None,
             test_split=split if split == "test" else None,
