@@ -107,9 +107,9 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                            all_written=finite)
                 rec = recs.get(bucket_of(m))
                 if rec is not None:
-                    for p in ("gemv", "mm", "cslt"):
+                    for p in ("gemv", "mm:", "mmb", "cslt"):
                         ts = [t for name, t in rec.timings.items() if name.startswith(p)]
-                        row[f"best_{p}_ms"] = min(ts) if ts else None
+                        row[f"best_{p.rstrip(':')}_ms"] = min(ts) if ts else None
                     row["tune_dense_ms"] = rec.timings.get("dense")
                 if stock and s.get("stock") is not None:
                     try:
@@ -195,6 +195,7 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
     toks = torch.zeros((1, gen + 8), dtype=torch.long, device="cuda")
 
     def reset():
+        cache.reset()  # in place (static addresses kept); transformers 5 tracks the write position inside
         with torch.no_grad():
             out = model(input_ids=prompt, past_key_values=cache, cache_position=torch.arange(prompt_len, device="cuda"),
                         use_cache=True, logits_to_keep=1)

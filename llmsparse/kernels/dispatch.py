@@ -5,7 +5,7 @@ For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers
 
 * ``dense``: cuBLAS ``F.linear`` on the dense-with-zeros weight,
 * ``gemv``:  the Triton kernel that selects inputs by the 2-bit indices (M <= 8),
-* ``mm``:    the Triton kernel that rebuilds dense tiles in registers for ``tl.dot`` (M <= 256),
+* ``mm``/``mmb``: the Triton kernels that rebuild dense tiles in registers for ``tl.dot`` (M <= 256),
 * ``cslt``:  cuSPARSELt on the sparse tensor cores, over a few algorithm ids (M >= 16),
 
 checks each sparse candidate's output against dense (relative error), and keeps the fastest. A
@@ -39,7 +39,7 @@ def bucket_of(m: int) -> int:
 
 @dataclass
 class Choice:
-    path: str  # "dense" | "gemv" | "mm" | "cslt"
+    path: str  # "dense" | "gemv" | "mm" | "mmb" | "cslt"
     cfg: tuple = ()  # gemv: (BN, BK, warps, stages); mm: (BM, BN, BK, warps, stages); cslt: (alg_id,)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
@@ -120,6 +120,10 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
         from .triton_sp24 import sp24_mm
 
         return sp24_mm(x, values, meta, bias, out_features, block_m=choice.cfg[0], cfg=choice.cfg[1:])
+    if p == "mmb":
+        from .triton_sp24 import sp24_mm_wb
+
+        return sp24_mm_wb(x, values, meta, bias, out_features, block_m=choice.cfg[0], cfg=choice.cfg[1:])
     if p == "cslt":
         from .cslt import cslt_linear
 
@@ -129,21 +133,35 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
     raise ValueError(f"unknown path {p!r}")
 
 
-def candidates(m: int, *, paths=("gemv", "mm", "cslt"), cslt_algs=(0,)) -> list[Choice]:
-    from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS
+def choice_name(c: Choice) -> str:
+    """``gemv:4,1024,4,2`` / ``mm:16:32,256,4,3`` / ``cslt:0``: the names LLMSPARSE_KERNEL_EXCLUDE uses."""
+    if c.path in ("mm", "mmb"):
+        return f"{c.path}:{c.cfg[0]}:" + ",".join(map(str, c.cfg[1:]))
+    return f"{c.path}:" + ",".join(map(str, c.cfg))
+
+
+def candidates(m: int, *, paths=("gemv", "mm", "mmb", "cslt"), cslt_algs=(0,), dtype=None) -> list[Choice]:
+    from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, MMB_CONFIGS, excluded
 
     out: list[Choice] = []
     if "gemv" in paths and m <= GEMV_MAX_M:
         out += [Choice("gemv", c) for c in GEMV_CONFIGS]
-    if "mm" in paths and m <= 256:
-        bms = [min(max(16, 1 << (m - 1).bit_length()), 64)]
-        if m >= 128:
-            bms.append(128)
-        for bm in bms:
-            out += [Choice("mm", (bm,) + c) for c in MM_CONFIGS[bm]]
+    bms = [min(max(16, 1 << (m - 1).bit_length()), 64)]
+    if m >= 128:
+        bms.append(128)
+    for p, table in (("mm", MM_CONFIGS), ("mmb", MMB_CONFIGS)):
+        if p in paths and m <= 256:
+            for bm in bms:
+                out += [Choice(p, (bm,) + c) for c in table[bm]]
     if "cslt" in paths and m >= 16:
         out += [Choice("cslt", (a,)) for a in cslt_algs]
-    return out
+    return [c for c in out if not excluded(choice_name(c), dtype)]
+
+
+def _fatal(e: Exception) -> bool:
+    """A CUDA fault (illegal instruction/address, assert) poisons the context: stop, do not skip."""
+    msg = str(e)
+    return "CUDA error" in msg or "illegal" in msg.lower() or type(e).__name__ == "AcceleratorError"
 
 
 def random_24(n: int, k: int, dtype, device, generator=None) -> torch.Tensor:
@@ -219,12 +237,13 @@ def err_limit(dtype) -> float:
 
 
 def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUCKETS, *, device=None,
-         min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=("gemv", "mm", "cslt"), force: bool = False,
+         min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=("gemv", "mm", "mmb", "cslt"), force: bool = False,
          log: Callable[[str], None] | None = None, bench: ShapeBench | None = None) -> dict[int, Choice]:
     """Measure the candidates for the given buckets of one layer shape; fill and return its table."""
     from .cslt import available as cslt_available
     from .cslt import search_alg
     from .timing import time_call
+    from .triton_sp24 import excluded
 
     device = device or torch.device("cuda", torch.cuda.current_device())
     key = make_key(out_features, in_features, dtype, has_bias, device)
@@ -239,7 +258,7 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
     for b in todo:
         rec = TuneRecord(key, b)
         algs = [0]
-        if "cslt" in paths and b >= 16:
+        if "cslt" in paths and b >= 16 and not excluded("cslt_search", dtype):
             a = search_alg(sb.sets[0]["cslt_packed"], sb.inputs(b)[0])
             if a is not None and a not in algs:
                 algs.append(a)
@@ -249,11 +268,14 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
         dense_ms = time_call(fn, args)
         rec.timings["dense"] = dense_ms
         best = None
-        for c in candidates(b, paths=paths, cslt_algs=algs):
-            name = f"{c.path}{list(c.cfg)}"
+        for c in candidates(b, paths=paths, cslt_algs=algs, dtype=dtype):
+            name = choice_name(c)
             try:
                 err = sb.check(b, c)
             except Exception as e:  # a config that fails to compile or launch is skipped
+                if _fatal(e):
+                    raise RuntimeError(f"{name} faulted on {key} M={b}; exclude it with "
+                                       f"LLMSPARSE_KERNEL_EXCLUDE={name}") from e
                 rec.errors[name] = f"error: {type(e).__name__}: {str(e)[:120]}"
                 continue
             rec.errors[name] = err
@@ -263,6 +285,8 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
             try:
                 c.ms = time_call(fn, args)
             except Exception as e:
+                if _fatal(e):
+                    raise
                 rec.errors[name] = f"error: {type(e).__name__}: {str(e)[:120]}"
                 continue
             c.err = err
@@ -277,7 +301,7 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
         RECORDS.append(rec)
         if log:
             c = table[b]
-            log(f"{key[1]} {out_features}x{in_features} M<={b}: {c.path}{list(c.cfg)} "
+            log(f"{key[1]} {out_features}x{in_features} M<={b}: {choice_name(c)} "
                 f"{c.ms * 1e3:.1f} us vs dense {dense_ms * 1e3:.1f} us ({dense_ms / c.ms:.2f}x)")
     return table
 

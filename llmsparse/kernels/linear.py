@@ -193,7 +193,7 @@ def _default_mm() -> tuple:
     return MM_CONFIGS[16][0]
 
 
-def _best_sparse_fallback(m: int) -> dispatch.Choice:
+def _best_sparse_fallback(m: int) -> dispatch.Choice:  # only with keep_dense=False
     if m <= 256:
         return dispatch.Choice("mm", (16 if m <= 16 else 64,) + _default_mm())
     return dispatch.Choice("cslt", (0,))

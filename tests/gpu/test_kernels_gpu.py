@@ -38,37 +38,58 @@ def test_pack_roundtrip_gpu_matches_cpu(dtype):
     assert torch.equal(v.cpu(), vc) and torch.equal(m.cpu(), mc)
 
 
-SMALL = [(48, 136), (40, 520), (264, 64)]
+SMALL = [(48, 136), (264, 520)]
 BIG = [(4096, 4096), (11008, 4096), (4096, 11008)]
-M_ODD = [1, 2, 3, 5, 8, 13, 16, 17, 31, 33, 64, 100, 129, 256]
+
+
+def _configs(dtype, every: bool):
+    """(kind, block_m, cfg) to test: every configuration on small shapes, the first of each kind on big ones."""
+    from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS, MM_CONFIGS, MMB_CONFIGS, excluded
+
+    out = [("gemv", 1, c) for c in GEMV_CONFIGS if not excluded("gemv:" + ",".join(map(str, c)), dtype)]
+    for kind, table in (("mm", MM_CONFIGS), ("mmb", MMB_CONFIGS)):
+        for bm, cfgs in table.items():
+            out += [(kind, bm, c) for c in cfgs
+                    if not excluded(f"{kind}:{bm}:" + ",".join(map(str, c)), dtype)]
+    if every:
+        return out
+    seen, first = set(), []
+    for kind, bm, c in out:
+        if (kind, bm) not in seen:
+            seen.add((kind, bm))
+            first.append((kind, bm, c))
+    return first
 
 
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("shape", SMALL + BIG)
 def test_triton_kernels_vs_dense(dtype, shape):
-    from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, sp24_gemv, sp24_mm
+    """Every kernel against dense-with-zeros F.linear, odd M, NaN-poisoned outputs, with and without bias."""
+    from llmsparse.kernels.triton_sp24 import GEMV_MAX_M, sp24_gemv, sp24_mm, sp24_mm_wb
 
     n, k = shape
     w = random_24(n, k, dtype, "cuda")
     bias = torch.randn(n, device="cuda", dtype=dtype)
     v, m = pack_nm(w, 2, 4)
-    ms = M_ODD if shape in SMALL else [1, 3, 16, 17, 100]
-    for M in ms:
-        x = torch.randn(M, k, device="cuda", dtype=dtype)
-        for b in (None, bias):
+    for i, (kind, bm, cfg) in enumerate(_configs(dtype, every=shape in SMALL)):
+        if kind == "gemv":
+            ms = [1, 3, 8]
+        else:
+            ms = [1, 13, 17] if bm == 16 else [bm - 5, bm + 3]
+        for M in ms:
+            x = torch.randn(M, k, device="cuda", dtype=dtype)
+            b = bias if (i + M) % 2 else None
             ref = F.linear(x, w, b)
-            if M <= GEMV_MAX_M:
-                for cfg in GEMV_CONFIGS:
-                    y = sp24_gemv(x, v, m, b, n, cfg=cfg, out=poisoned(M, n, dtype))
-                    assert torch.isfinite(y).all(), (cfg, M)
-                    assert rel(y, ref) < TOL[dtype], (cfg, M, rel(y, ref))
-            for bm in (16, 32, 64, 128):
-                if bm > 16 and M <= 16:
-                    continue
-                for cfg in MM_CONFIGS[bm][: (None if shape in SMALL else 1)]:
-                    y = sp24_mm(x, v, m, b, n, block_m=bm, cfg=cfg, out=poisoned(M, n, dtype))
-                    assert torch.isfinite(y).all(), (bm, cfg, M)
-                    assert rel(y, ref) < TOL[dtype], (bm, cfg, M, rel(y, ref))
+            out = poisoned(M, n, dtype)
+            if kind == "gemv":
+                assert M <= GEMV_MAX_M
+                y = sp24_gemv(x, v, m, b, n, cfg=cfg, out=out)
+            elif kind == "mm":
+                y = sp24_mm(x, v, m, b, n, block_m=bm, cfg=cfg, out=out)
+            else:
+                y = sp24_mm_wb(x, v, m, b, n, block_m=bm, cfg=cfg, out=out)
+            assert torch.isfinite(y).all(), (kind, bm, cfg, M)
+            assert rel(y, ref) < TOL[dtype], (kind, bm, cfg, M, rel(y, ref))
 
 
 @pytest.mark.parametrize("dtype", DT)
