@@ -30,7 +30,7 @@ def parse(name: str):
         bm, cfg = rest.split(":")
         return Choice(path, (int(bm),) + tuple(int(v) for v in cfg.split(","))), int(bm)
     if path == "gemv":
-        return Choice(path, tuple(int(v) for v in rest.split(","))), 1
+        return Choice(path, tuple(int(v) for v in rest.split(","))), 4
     return Choice("cslt", (int(rest),)), None
 
 
@@ -55,7 +55,7 @@ def one(name: str, dtype_s: str) -> int:
             continue
         c, M0 = parse(name)
         cp = compress(w) if c.path == "cslt" else None
-        for M in ([M0, M0 + 3] if M0 else [16, 4096]):
+        for M in (([1, 16] if M0 == 16 else [M0, M0 + 3]) if M0 else [16, 4096]):
             x = torch.randn(M, k, device="cuda", dtype=dtype)
             ref = F.linear(x, w).float()
             p = torch.full((M * n,), float("nan"), device="cuda", dtype=dtype)

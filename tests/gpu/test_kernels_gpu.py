@@ -40,38 +40,35 @@ def test_pack_roundtrip_gpu_matches_cpu(dtype):
 
 SMALL = [(48, 136), (264, 520)]
 BIG = [(4096, 4096), (11008, 4096), (4096, 11008)]
+KINDS = ["gemv:1", "mm:16", "mm:32", "mm:64", "mm:128", "mmb:16", "mmb:32", "mmb:64", "mmb:128"]
 
 
-def _configs(dtype, every: bool):
-    """(kind, block_m, cfg) to test: every configuration on small shapes, the first of each kind on big ones."""
+def _configs(dtype, kind: str, bm: int, every: bool):
+    """Configurations of one kernel kind (all of them on small shapes, the first on big ones)."""
     from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS, MM_CONFIGS, MMB_CONFIGS, excluded
 
-    out = [("gemv", 1, c) for c in GEMV_CONFIGS if not excluded("gemv:" + ",".join(map(str, c)), dtype)]
-    for kind, table in (("mm", MM_CONFIGS), ("mmb", MMB_CONFIGS)):
-        for bm, cfgs in table.items():
-            out += [(kind, bm, c) for c in cfgs
-                    if not excluded(f"{kind}:{bm}:" + ",".join(map(str, c)), dtype)]
-    if every:
-        return out
-    seen, first = set(), []
-    for kind, bm, c in out:
-        if (kind, bm) not in seen:
-            seen.add((kind, bm))
-            first.append((kind, bm, c))
-    return first
+    if kind == "gemv":
+        cfgs = [c for c in GEMV_CONFIGS if not excluded("gemv:" + ",".join(map(str, c)), dtype)]
+    else:
+        table = MM_CONFIGS if kind == "mm" else MMB_CONFIGS
+        cfgs = [c for c in table[bm] if not excluded(f"{kind}:{bm}:" + ",".join(map(str, c)), dtype)]
+    return cfgs if every else cfgs[:1]
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("shape", SMALL + BIG)
-def test_triton_kernels_vs_dense(dtype, shape):
-    """Every kernel against dense-with-zeros F.linear, odd M, NaN-poisoned outputs, with and without bias."""
+def test_triton_kernels_vs_dense(shape, dtype, kind):
+    """Each kernel against dense-with-zeros F.linear, odd M, NaN-poisoned outputs, with and without bias."""
     from llmsparse.kernels.triton_sp24 import GEMV_MAX_M, sp24_gemv, sp24_mm, sp24_mm_wb
 
+    kind, bm = kind.split(":")
+    bm = int(bm)
     n, k = shape
     w = random_24(n, k, dtype, "cuda")
     bias = torch.randn(n, device="cuda", dtype=dtype)
     v, m = pack_nm(w, 2, 4)
-    for i, (kind, bm, cfg) in enumerate(_configs(dtype, every=shape in SMALL)):
+    for i, cfg in enumerate(_configs(dtype, kind, bm, every=shape == SMALL[0])):
         if kind == "gemv":
             ms = [1, 3, 8]
         else:
