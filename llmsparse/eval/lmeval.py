@@ -95,21 +95,11 @@ def run_tasks(
     Raises:
         UserError: bad input (unknown task, missing data file, ``limit`` < 1, lm-eval missing).
     """
-    names = _parse_task_names(tasks)
-    limit = _check_limit(limit)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"--batch-size must be a positive integer (got {batch_size!r})")
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
-        raise UserError(
-            f"--data-dir {data_dir}: not a directory; give a directory laid out like the "
-            f"package's task data ({PACKAGE_DATA_DIR}), e.g. DIR/piqa/piqa_validation.jsonl"
-        )
+    names = check_tasks(tasks, data_dir=data_dir, limit=limit, batch_size=batch_size)
     offline = [n for n in names if n in LOCAL_TASKS]
     online = [n for n in names if n not in LOCAL_TASKS]
-    files = {n: _data_file_or_error(n, data_dir) for n in offline}
+    files = {n: find_data_file(n, data_dir) for n in offline}
     lm_eval = _import_lm_eval()
-    if online:
-        _check_online_tasks(online)
 
     import torch
 
@@ -173,6 +163,41 @@ def run_tasks(
         if name in out["results"]:
             result["tasks"][name] = _task_result(out, name, limit, files.get(name))
     return result
+
+
+def check_tasks(
+    tasks: list[str] | str,
+    *,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+) -> list[str]:
+    """Validate a task request before any model is loaded; return the task names (deduplicated).
+
+    Checks: at least one name; ``limit`` >= 1 (or None); ``batch_size`` >= 1 (or None);
+    ``data_dir`` is a directory; lm-eval is installed; every offline task's data file exists;
+    names that are not offline tasks are known to lm-eval and the hub is reachable.
+    Raises :class:`UserError` with a one-line message otherwise.
+    """
+    names = _parse_task_names(tasks)
+    _check_limit(limit)
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise UserError(f"--batch-size must be a positive integer (got {batch_size!r})")
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise UserError(
+            f"--data-dir {data_dir}: not a directory; give a directory laid out like the "
+            f"package's task data ({PACKAGE_DATA_DIR}), e.g. DIR/piqa/piqa_validation.jsonl"
+        )
+    online = [n for n in names if n not in LOCAL_TASKS]
+    if online:
+        _check_online_tasks(online)  # before the lm-eval import: the offline list is the news
+    for n in names:
+        if n in LOCAL_TASKS:
+            _data_file_or_error(n, data_dir)
+    _import_lm_eval()
+    return names
 
 
 def render_table(results_by_model: Mapping[str, Mapping[str, Any]]):
@@ -325,6 +350,7 @@ def _check_online_tasks(online: list[str]) -> None:
             f"unknown offline task(s): {', '.join(online)}; offline tasks are: {offline_list} "
             "(other lm-eval tasks need the Hugging Face hub, which is not reachable here)"
         )
+    _import_lm_eval()
     from lm_eval.tasks import TaskManager
 
     known = set(TaskManager().all_tasks)

@@ -327,3 +327,11 @@ def test_render_table_three_models_and_missing_task():
 def test_finite():
     assert lmeval._finite(1) == 1.0 and lmeval._finite(float("nan")) is None
     assert lmeval._finite("N/A") is None and math.isclose(lmeval._finite(0.25), 0.25)
+
+
+def test_check_tasks_before_loading_a_model(tmp_path):
+    pytest.importorskip("lm_eval")
+    assert lmeval.check_tasks("piqa, arc_easy,piqa", limit=5, batch_size=2) == ["piqa", "arc_easy"]
+    assert lmeval.check_tasks(["wikitext"], data_dir=str(tmp_path)) == ["wikitext"]  # falls back to the package
+    with pytest.raises(UserError, match="--limit"):
+        lmeval.check_tasks("piqa", limit=0)
