@@ -1,8 +1,10 @@
 """lm-evaluation-harness bridge: zero-shot tasks on an already loaded model, offline.
 
-The CLI calls three functions:
+The CLI calls four functions:
 
 - :func:`list_offline_tasks` - names of the tasks that run without the Hugging Face hub;
+- :func:`check_tasks` - validate a request (names, data files, limit, lm-eval installed)
+  before any model is loaded;
 - :func:`run_tasks` - evaluate one loaded model (``HFLM(pretrained=model, tokenizer=tok)`` +
   ``lm_eval.simple_evaluate``) and return a JSON-serialisable dict;
 - :func:`render_table` - a rich table of several models' results side by side, with deltas
@@ -25,6 +27,7 @@ import hashlib
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -132,7 +135,9 @@ def run_tasks(
 
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        # lm-eval prints progress chatter ("bootstrapping for stddev") on stdout: keep stdout
+        # for results (tables, JSON), send the chatter to stderr with the progress bars
+        with torch.inference_mode(), contextlib.redirect_stdout(sys.stderr):
             out = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=task_objs,
