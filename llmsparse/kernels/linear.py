@@ -55,6 +55,7 @@ class SparseLinear(nn.Module):
         self.register_buffer("_cslt", None, persistent=False)
         self.min_speedup = dispatch.DEFAULT_MIN_SPEEDUP
         self.keep_dense: bool | str = "auto"
+        self.lazy_tune = True  # measure an unseen M bucket at first use (else use the nearest measured one)
         self._table: dict[int, dispatch.Choice] | None = None
 
     # ----------------------------------------------------------------- construction
@@ -154,7 +155,7 @@ class SparseLinear(nn.Module):
             self._table = dispatch.table_for(self._key())
         c = self._table.get(b)
         if c is None:
-            if torch.cuda.is_current_stream_capturing():
+            if torch.cuda.is_current_stream_capturing() or (not self.lazy_tune and self._table):
                 c = dispatch.nearest(self._table, b) or dispatch.Choice("mm", (16,) + _default_mm())
             else:
                 self.prepare((b,))
@@ -212,7 +213,7 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
              buckets: Iterable[int] | None = None, keep_dense: bool | str = "auto", tune: bool = True,
-             skip: Iterable[str] = ("lm_head",), log=None) -> dict:
+             skip: Iterable[str] = ("lm_head",), lazy_tune: bool = True, log=None) -> dict:
     """Swap every ``nn.Linear`` whose weight is 2:4 (and whose width is a multiple of 8) for a
     :class:`SparseLinear`. Others (and names containing an entry of ``skip``) stay as they are.
 
@@ -221,6 +222,8 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     least ``min_speedup`` x faster) is left as ``nn.Linear``. ``keep_dense="auto"`` keeps the
     dense-with-zeros weight in layers that use dense at some bucket (never slower, more memory);
     ``keep_dense=False`` keeps only packed forms and uses the fastest sparse path everywhere.
+    ``lazy_tune=False``: an M outside the measured buckets uses the nearest measured bucket's path
+    instead of being measured at first use.
     On CPU the swapped layers run the dense-with-zeros fallback: outputs equal ``nn.Linear``'s.
 
     Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}}}``.
@@ -250,6 +253,7 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
         new = SparseLinear.from_linear(getattr(parent, attr))
         new.min_speedup = min_speedup
         new.keep_dense = keep_dense
+        new.lazy_tune = lazy_tune
         on_gpu = new.values.device.type == "cuda" and new.values.dtype in _GPU_DTYPES
         if on_gpu and tune:
             table = new.prepare(buckets, log=log)
@@ -290,8 +294,22 @@ def swap_packed(model: nn.Module, packed: dict[str, tuple[torch.Tensor, torch.Te
     return done
 
 
+def densify(model: nn.Module) -> int:
+    """Swap every SparseLinear back to an ``nn.Linear`` holding the dense-with-zeros weight. Returns the count."""
+    names = [n for n, m in model.named_modules() if isinstance(m, SparseLinear)]
+    for name in names:
+        parent, attr = _parent(model, name)
+        sp = getattr(parent, attr)
+        lin = nn.Linear(sp.in_features, sp.out_features, bias=sp.bias is not None, device="meta")
+        lin.weight = nn.Parameter(sp.dense_weight(), requires_grad=False)
+        if sp.bias is not None:
+            lin.bias = nn.Parameter(sp.bias.detach(), requires_grad=False)
+        setattr(parent, attr, lin)
+    return len(names)
+
+
 def memory_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
 
-__all__ = ["SparseLinear", "sparsify", "prepare", "swap_packed", "is_24", "memory_bytes"]
+__all__ = ["SparseLinear", "sparsify", "densify", "prepare", "swap_packed", "is_24", "memory_bytes"]

@@ -198,6 +198,10 @@ GEMV_CONFIGS = [
     (8, 512, 4, 2),
     (16, 1024, 8, 2),
     (2, 2048, 4, 2),
+    (16, 2048, 8, 1),
+    (32, 1024, 8, 2),
+    (8, 2048, 8, 1),
+    (8, 1024, 8, 2),
 ]
 # BLOCK_M -> configs; "mm": W rebuilt as the A operand (y^T = W x^T)
 MM_CONFIGS = {

@@ -147,3 +147,15 @@ def test_bench_cli_without_cuda_is_user_error(tmp_path, monkeypatch, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "CUDA" in err and len(err.strip().splitlines()) == 1
+
+
+def test_densify_restores_linear():
+    from llmsparse.kernels import densify
+
+    m = Toy()
+    x = torch.randn(3, 32)
+    ref = m(x)
+    sparsify(m)
+    assert densify(m) == 2
+    assert type(m.a) is nn.Linear and type(m.b) is nn.Linear and m.b.bias is None
+    assert torch.equal(m(x), ref)
