@@ -44,7 +44,8 @@ def prune_to_dir(model: str, output: str, *, method: str = "wanda", sparsity: st
     spec = SparsitySpec.parse(sparsity)
     cspec = CalibSpec.parse(calib)
     opts = _method_options(method, method_options or {})
-    get_method(method, **opts)  # unknown method / bad options fail here
+    method_obj = get_method(method, **opts)  # unknown method / bad options fail here
+    resolved_opts = method_obj.options() if hasattr(method_obj, "options") else opts
     if grouping not in ("layer", "sequential"):
         raise UserError(f"unknown --grouping '{grouping}'; use layer or sequential")
     if batch_size < 1:
@@ -74,9 +75,9 @@ def prune_to_dir(model: str, output: str, *, method: str = "wanda", sparsity: st
     record = make_record(
         "prune",
         source=str(src),
-        recipe={"method": method, "sparsity": str(spec), "calib": str(cspec) if get_method(method, **opts).stats else None,
+        recipe={"method": method, "sparsity": str(spec), "calib": str(cspec) if method_obj.stats else None,
                 "seed": seed, "ignore": list(ignore), "grouping": grouping, "batch_size": batch_size,
-                "dtype": report["dtype"], "options": opts},
+                "dtype": report["dtype"], "options": resolved_opts},
         wall_time_s={"load": round(t_load, 3), "prune": report["time_total_s"]},
         result={k: v for k, v in report.items() if k not in ("layers", "method_info")},
         layers=report["layers"],

@@ -46,37 +46,10 @@ class Hessian:
         self.H.addmm_(r.t(), r)
 
 
-class MeanVar:
-    """Per input channel mean, population variance and sum of squares (Chan et al. merge of batch
-    moments, fp64 accumulators: exact to rounding whatever the batch split)."""
+def _meanvar(in_features: int, device=None):
+    from .prune.dsnot_stats import MeanVarSq
 
-    def __init__(self, in_features: int, device=None):
-        self.count = 0
-        self._mean = torch.zeros(in_features, dtype=torch.float64, device=device)
-        self._m2 = torch.zeros(in_features, dtype=torch.float64, device=device)
-        self.sq = torch.zeros(in_features, dtype=torch.float64, device=device)
-
-    def update(self, x: torch.Tensor) -> None:
-        r = x.reshape(-1, x.shape[-1]).double()
-        nb = r.shape[0]
-        if nb == 0:
-            return
-        mb = r.mean(0)
-        m2b = ((r - mb) ** 2).sum(0)
-        n = self.count + nb
-        delta = mb - self._mean
-        self._mean += delta * (nb / n)
-        self._m2 += m2b + delta * delta * (self.count * nb / n)
-        self.sq += (r * r).sum(0)
-        self.count = n
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self._mean.float()
-
-    @property
-    def var(self) -> torch.Tensor:
-        return (self._m2 / max(self.count, 1)).float()
+    return MeanVarSq()
 
 
-STATS = {"rownorm": RowNorm, "hessian": Hessian, "meanvar": MeanVar}
+STATS = {"rownorm": RowNorm, "hessian": Hessian, "meanvar": _meanvar}  # meanvar: DSnoT's MeanVarSq

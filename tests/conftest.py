@@ -72,3 +72,44 @@ class ToyTokenizer:
 @pytest.fixture
 def toy_tokenizer():
     return ToyTokenizer()
+
+
+def train_tiny_tokenizer(vocab_size: int = 256):
+    """A real (byte-level BPE) tokenizer trained offline on the shipped C4 sample."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from llmsparse.data import c4_train_docs
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(list(c4_train_docs()[:200]), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return train_tiny_tokenizer(256)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A saved tiny Llama (vocab matching the tiny tokenizer) with its tokenizer: a real HF directory."""
+    import transformers as t
+
+    torch.manual_seed(0)
+    cfg = t.LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                        tie_word_embeddings=False)
+    m = t.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.1)
+    d = tmp_path_factory.mktemp("models") / "tiny-llama"
+    m.save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d

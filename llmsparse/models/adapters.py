@@ -34,6 +34,13 @@ class Adapter:
     def get(self, model: nn.Module, path: str | None):
         return _get(model, path) if path else None
 
+    def head(self, model: nn.Module):
+        """The output projection (``lm_head``; older GPT-NeoX code calls it ``embed_out``)."""
+        for p in (self.head_path, "lm_head", "embed_out"):
+            if p and _has(model, p):
+                return _get(model, p)
+        return None
+
     def linears(self, layer: nn.Module) -> dict[str, nn.Linear]:
         """All ``nn.Linear`` modules of one decoder layer, by name relative to the layer."""
         return {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
@@ -100,7 +107,7 @@ GPT_NEOX = Adapter(
     layers_path="gpt_neox.layers",
     embed_paths=("gpt_neox.embed_in",),
     final_norm_path="gpt_neox.final_layer_norm",
-    head_path="embed_out",
+    head_path="lm_head",
     groups=(
         ("attention.query_key_value",),
         ("attention.dense",),

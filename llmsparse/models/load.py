@@ -116,6 +116,24 @@ def pick_device(device: str | None = None):
     return d
 
 
+def quiet_transformers() -> None:
+    """transformers' own progress bars and warnings would interleave with ours."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:  # the GGUF de-quantiser uses a bare tqdm that ignores the switch above
+        import functools
+
+        import transformers.modeling_gguf_pytorch_utils as g
+        from tqdm.auto import tqdm
+
+        g.tqdm = functools.partial(tqdm, disable=True)
+    except Exception:  # pragma: no cover - layout of a future transformers
+        pass
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def load_tokenizer(src: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -178,6 +196,7 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     src = resolve(model, gguf_file)
     td = parse_dtype(dtype)
     if src.kind == "dir":

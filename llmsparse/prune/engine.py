@@ -104,6 +104,8 @@ def prune_model(model: nn.Module, tokenizer, cfg: PruneConfig, progress=None) ->
     cache = None
     if method.stats:
         calib = CalibSpec.parse(cfg.calib)
+        if hasattr(method, "set_calibration"):
+            method.set_calibration(calib)
         ctx = getattr(model.config, "max_position_embeddings", None)
         if ctx is not None and calib.seqlen > ctx:
             raise UserError(f"calibration seqlen {calib.seqlen} exceeds the model's context of {ctx} tokens; use a smaller seqlen")

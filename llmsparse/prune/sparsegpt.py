@@ -23,10 +23,13 @@ def prune(
     *,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    inplace: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(new_weight, keep_mask)``; ``new_weight`` has zeros where the mask is False and
-    the weight's dtype."""
-    H = (H.H if isinstance(H, Hessian) else H).clone().float()
+    the weight's dtype. With ``inplace`` the Hessian's storage is reused (and destroyed), which
+    keeps peak memory at about two ``in x in`` matrices."""
+    H = H.H if isinstance(H, Hessian) else H
+    H = H.float() if inplace else H.clone().float()
     W = weight.detach().clone().float()
     rows, cols = W.shape
     dead = torch.diag(H) == 0
@@ -36,8 +39,11 @@ def prune(
     idx = torch.arange(cols, device=W.device)
     H[idx, idx] += damp
     L = torch.linalg.cholesky(H)
+    del H
     Hinv = torch.cholesky_inverse(L)
+    del L
     U = torch.linalg.cholesky(Hinv, upper=True)
+    del Hinv
     keep = torch.ones_like(W, dtype=torch.bool)
     nm = spec.is_nm
     if nm and blocksize % spec.m:
@@ -66,15 +72,14 @@ def prune(
                 metric = W1[:, i : i + spec.m] ** 2 / d1[i : i + spec.m].reshape(1, -1) ** 2
                 sel = torch.topk(metric, spec.m - spec.n, dim=1, largest=False)[1]
                 prune1[:, i : i + spec.m].scatter_(1, sel, True)
-            q = w.clone()
-            q[prune1[:, i]] = 0
+            q = w.masked_fill(prune1[:, i], 0)  # no boolean indexing: no host sync on GPU
             Q1[:, i] = q
             err = (w - q) / d
-            W1[:, i:] -= err.unsqueeze(1) @ U1[i, i:].unsqueeze(0)
+            W1[:, i:].addr_(err, U1[i, i:], alpha=-1)
             Err1[:, i] = err
         W[:, i1:i2] = Q1
         keep[:, i1:i2] = ~prune1
-        W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+        W[:, i2:].addmm_(Err1, U[i1:i2, i2:], alpha=-1)
     W[~keep] = 0
     return W.to(weight.dtype), keep
 
@@ -88,5 +93,6 @@ class SparseGPT:
         self.percdamp = percdamp
 
     def prune(self, weight, stats, spec, name=""):
+        # the linears of one sequential group share one Hessian, so it is copied (not inplace)
         w, mask = prune(weight, stats["hessian"], spec, blocksize=self.blocksize, percdamp=self.percdamp)
         return w, mask, {}

@@ -7,7 +7,7 @@ import torch
 from llmsparse.masks import is_nm
 from llmsparse.prune import magnitude, sparsegpt, wanda
 from llmsparse.spec import SparsitySpec
-from llmsparse.stats import Hessian, MeanVar, RowNorm
+from llmsparse.stats import Hessian, RowNorm
 
 
 def test_wanda_hand_case():
@@ -59,17 +59,6 @@ def test_hessian_streamed_equals_oneshot():
     X = x.reshape(-1, 10)
     ref = 2.0 / 6 * X.t() @ X  # 2/nsamples * sum over sequences of X X^T
     assert torch.allclose(st.H.double(), ref, rtol=1e-5, atol=1e-5)
-
-
-def test_meanvar_streamed_equals_oneshot():
-    x = torch.randn(4, 50, 8, dtype=torch.float64) * 3 + 5
-    st = MeanVar(8)
-    for part in x.split(1):
-        st.update(part)
-    X = x.reshape(-1, 8)
-    assert torch.allclose(st.mean.double(), X.mean(0), atol=1e-5)
-    assert torch.allclose(st.var.double(), X.var(0, unbiased=False), rtol=1e-5)
-    assert torch.allclose(st.sq, (X * X).sum(0))
 
 
 def _obs_reference(W, H, spec, blocksize, percdamp=0.01):

