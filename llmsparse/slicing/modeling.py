@@ -291,6 +291,12 @@ def apply_slicing_structure(model, slicing: dict) -> None:
     """Turn a freshly built family model into the sliced structure recorded in ``slicing``."""
     family = family_of(model)
     layers = decoder_layers(model)
+    k_emb = slicing.get("embed_dim", slicing["full_dim"])
+    if k_emb != slicing["full_dim"]:  # authors' layout: sliced input embeddings (Llama family)
+        old = model.model.embed_tokens
+        model.model.embed_tokens = nn.Embedding(
+            old.num_embeddings, k_emb, padding_idx=old.padding_idx, device=old.weight.device, dtype=old.weight.dtype
+        )
     for layer, spec in zip(layers, slicing["layers"]):
         convert_layer(layer, family, spec, slicing["full_dim"], slicing["eps"])
 

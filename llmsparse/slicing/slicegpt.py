@@ -201,12 +201,18 @@ def rotate_and_slice(
     device=None,
     store=None,
     progress: ProgressFn | None = None,
+    Q_in: torch.Tensor | None = None,
+    one_shortcut: bool = False,
 ) -> list[dict]:
     """Rotate every decoder layer with PCA bases of its calibration signals and slice to ``new_dim``.
 
     ``model`` must already be fused (``fuse_norms``). ``layer0_inputs`` comes from
     ``capture_layer0_inputs``. With ``new_dim == hidden_size`` nothing is deleted and the model
-    computes the same function as before (computational invariance). Returns per-layer specs
+    computes the same function as before (computational invariance). ``Q_in`` ([d, k], float64):
+    basis the layer-0 inputs are already in (authors' layout with rotated embeddings); default
+    None = original basis. ``one_shortcut``: variant that reuses each layer's attention->MLP basis
+    for its output, so only the attention skip connection needs a matrix (less compute, measured
+    in docs/slicegpt.md). Returns per-layer specs
     ({"in", "mid", "out", "norm1", "attn_shortcut", "mlp_shortcut"}).
     """
     if not getattr(model, "_llmsparse_fused", False):
@@ -218,8 +224,11 @@ def rotate_and_slice(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     store = torch.device(store) if store is not None else device
     inps = layer0_inputs
-    Q_in: torch.Tensor | None = None  # basis of the incoming stream, [d, k_in]; None = original basis
+    # Q_in: basis of the incoming stream, [d, k_in]; None = original basis
+    if Q_in is not None:
+        Q_in = Q_in.to(device, torch.float64)
     specs: list[dict] = []
+    specs_first_orig = Q_in is None and not isinstance(getattr(layers[0], layer_parts(layers[0], family)["norm1"]), SlicedRMSNorm)
     for idx, layer in enumerate(layers):
         orig_dev = next(layer.parameters()).device
         layer.to(device)
@@ -252,8 +261,19 @@ def rotate_and_slice(
         layer.mlp_shortcut = _shortcut(Q_mid.T.contiguous(), ref)
 
         # (3) PCA of the layer output (the last layer writes back to the original basis)
-        outs = _run_layer(layer, inps, device, store)
-        if idx < n - 1:
+        if one_shortcut and idx < n - 1:
+            # variant: keep Q_mid for the MLP output too, so the MLP skip connection is the identity
+            rotate_outputs(parts["mlp_out"], Q_mid)
+            layer.mlp_shortcut = None
+            outs = _run_layer(layer, inps, device, store)
+            inps = [{"hidden": o, "kwargs": b["kwargs"]} for o, b in zip(outs, inps)]
+            Q_in = Q_mid
+            k_out = new_dim
+        else:
+            outs = _run_layer(layer, inps, device, store)
+        if one_shortcut and idx < n - 1:
+            pass
+        elif idx < n - 1:
             _, Q = pca_basis(_covariance(outs, device))
             Q_out = Q[:, :new_dim]
             rotate_outputs(parts["mlp_out"], Q_out)
@@ -272,7 +292,7 @@ def rotate_and_slice(
                 "in": k_in,
                 "mid": new_dim,
                 "out": k_out,
-                "norm1": "orig" if idx == 0 else "rms",
+                "norm1": "orig" if (idx == 0 and specs_first_orig) else "rms",
                 "attn_shortcut": layer.attn_shortcut is not None,
                 "mlp_shortcut": layer.mlp_shortcut is not None,
             }
@@ -308,12 +328,19 @@ def slice_model(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
+    slice_embeddings: bool = False,
+    one_shortcut: bool = False,
 ) -> dict:
     """Slice ``model`` in place with SliceGPT and return a summary dict.
 
     calib_input_ids: LongTensor[nsamples, seqlen]. ratio in [0, 1): fraction of the hidden size
     removed; the kept width is round_down((1 - ratio) * d, round_to). On return the model is an
     instance of the registered ``Sliced<Family>ForCausalLM`` class with ``config.slicing`` set.
+
+    ``slice_embeddings=True`` reproduces the authors' layout for comparison (Llama family only):
+    the input embeddings are mean-centred, rotated by the PCA basis of the layer-0 inputs and sliced,
+    and the LM head is untied (a full V x d copy). The default keeps embeddings and head as they
+    are (tied stays tied), see docs/slicegpt.md.
     """
     if not isinstance(ratio, (int, float)) or math.isnan(ratio) or not (0.0 <= ratio < 1.0):
         raise UserError(f"--ratio must be in [0, 1), got {ratio}; e.g. --ratio 0.25 removes 25% of the hidden size")
@@ -329,9 +356,30 @@ def slice_model(
     params_before = count_params(model)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     store = dev  # signals stay on the compute device (the CPU path keeps them in RAM anyway)
-    fuse_norms(model)
+    family = check_supported(model)
+    Q0 = None
+    if slice_embeddings:
+        if family == "opt":
+            raise UserError("slice_embeddings (the authors' layout) is implemented for the Llama family only")
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        if head.weight is emb.weight:  # untie: the head keeps the original matrix
+            head.weight = nn.Parameter(emb.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+        W = emb.weight.data.double()
+        emb.weight.data = (W - W.mean(dim=-1, keepdim=True)).to(emb.weight.dtype)  # as the authors do
+    fuse_norms(model, fuse_first=slice_embeddings)
     inps = capture_layer0_inputs(model, calib_input_ids, batch_size, dev, store)
-    specs = rotate_and_slice(model, inps, new_dim, device=dev, store=store, progress=progress)
+    if slice_embeddings:
+        _, Q = pca_basis(_covariance([b["hidden"] for b in inps], dev))
+        Q0 = Q[:, :new_dim]
+        emb = model.get_input_embeddings()
+        emb.weight.data = (emb.weight.data.to(dev, torch.float64) @ Q0).to(emb.weight.device, emb.weight.dtype)
+        emb.embedding_dim = new_dim
+        Qs = Q0.to(store)
+        inps = [{"hidden": (b["hidden"].to(torch.float64) @ Qs).to(b["hidden"].dtype), "kwargs": b["kwargs"]} for b in inps]
+    specs = rotate_and_slice(
+        model, inps, new_dim, device=dev, store=store, progress=progress, Q_in=Q0, one_shortcut=one_shortcut
+    )
     del inps
     model.to(next(decoder_layers(model)[0].parameters()).device)
     slicing = {
@@ -341,6 +389,8 @@ def slice_model(
         "ratio": float(ratio),
         "round_to": int(round_to),
         "eps": float(_first_sliced_norm(model).eps),
+        "embed_dim": new_dim if slice_embeddings else d,
+        "variant": ("authors-embeddings " if slice_embeddings else "") + ("one-shortcut" if one_shortcut else "paper"),
         "layers": specs,
     }
     model.config = _sliced_config(model, slicing)

@@ -219,3 +219,51 @@ def test_load_sliced_refuses_dense_checkpoint(tmp_path):
     tiny_llama().save_pretrained(tmp_path)
     with pytest.raises(UserError, match="not a sliced checkpoint"):
         S.load_sliced(tmp_path)
+
+
+# ----------------------------------------------------------------------------- layout variants
+
+
+def test_one_shortcut_variant_exact_and_smaller(tmp_path):
+    m = tiny_llama()
+    x = ids(2, 12, seed=3)
+    ref = logits(m, x)
+    S.slice_model(m, ids(8, 16), 0.0, one_shortcut=True)
+    assert rel_err(logits(m, x), ref) < 1e-4
+    a, b = tiny_llama(), tiny_llama()
+    ia = S.slice_model(a, ids(8, 16), 0.25)
+    ib = S.slice_model(b, ids(8, 16), 0.25, one_shortcut=True)
+    assert ib["params_after"] < ia["params_after"]
+    assert all(layer.mlp_shortcut is None for layer in b.model.layers[:-1])
+    S.save_sliced(b, None, tmp_path, ib)
+    assert torch.equal(logits(S.load_sliced(tmp_path), x), logits(b, x))
+
+
+def test_authors_layout_unties_and_slices_embeddings(tmp_path):
+    m = tiny_llama()
+    info = S.slice_model(m, ids(8, 16), 0.25, slice_embeddings=True)
+    assert m.model.embed_tokens.weight.shape == (V, 48) and m.lm_head.weight.shape == (V, D)
+    assert info["tied_embeddings"] is False
+    S.save_sliced(m, None, tmp_path, info)
+    x = ids(2, 12, seed=3)
+    assert torch.equal(logits(S.load_sliced(tmp_path), x), logits(m, x))
+
+
+def test_uniform_variant_is_a_plain_llama(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from llmsparse.slicing.uniform import slice_model_uniform
+
+    m = tiny_llama()
+    x = ids(2, 12, seed=3)
+    ref = logits(m, x)
+    slice_model_uniform(m, ids(8, 16), 0.0)
+    assert rel_err(logits(m, x), ref) < 1e-4
+    m = tiny_llama()
+    dense = S.count_params(m)
+    info = slice_model_uniform(m, ids(8, 16), 0.25)
+    assert info["params_after"] < dense and m.config.hidden_size == 48
+    m.save_pretrained(tmp_path)
+    re = LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(re) is LlamaForCausalLM
+    assert torch.equal(logits(re, x), logits(m, x))
