@@ -31,7 +31,7 @@ def parse(name: str):
         return Choice(path, (int(bm),) + tuple(int(v) for v in cfg.split(","))), int(bm)
     if path == "gemv":
         return Choice(path, tuple(int(v) for v in rest.split(","))), 4
-    return Choice("cslt", (int(rest),)), None
+    return Choice("cslt", tuple(int(v) for v in rest.split(","))), None
 
 
 def one(name: str, dtype_s: str) -> int:

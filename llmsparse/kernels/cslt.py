@@ -28,14 +28,23 @@ def compress(dense_with_zeros: torch.Tensor) -> torch.Tensor:
     return torch._cslt_compress(dense_with_zeros.contiguous())
 
 
-def cslt_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, alg_id: int = 0) -> torch.Tensor:
-    """``x[M, K] @ W^T (+ bias)`` with ``packed = compress(W)``."""
+def cslt_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, alg_id: int = 0,
+                transpose_result: bool = True) -> torch.Tensor:
+    """``x[M, K] @ W^T (+ bias)`` with ``packed = compress(W)``, as a contiguous ``[M, N]``.
+
+    ``transpose_result=True`` asks cuSPARSELt for ``[M, N]`` directly; ``False`` computes
+    ``W x^T = [N, M]`` (the layout PyTorch 2.11's stock path uses) and transposes it with a copy.
+    Which is faster depends on dtype, shape and algorithm; the dispatcher measures both."""
     M = x.shape[0]
     pad = (-M) % _ROW_ALIGN
     xp = F.pad(x, (0, 0, 0, pad)) if pad else x
-    y = torch._cslt_sparse_mm(packed, xp.t(), bias=None, transpose_result=True, alg_id=alg_id)
+    y = torch._cslt_sparse_mm(packed, xp.t(), bias=None, transpose_result=transpose_result, alg_id=alg_id)
+    if not transpose_result:
+        y = y.t()
     if pad:
         y = y[:M]
+    if not transpose_result:
+        y = y.contiguous()
     if bias is not None:
         y = y + bias
     return y

@@ -28,9 +28,11 @@ import torch.nn.functional as F
 BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 DEFAULT_MIN_SPEEDUP = 1.05  # a sparse path must win by more than timing noise (about +-5% at large M)
 # cuSPARSELt algorithm ids measured besides its own search (which faulted for fp16 on an H100 with
-# cuSPARSELt 0.8; there, alg 0 ran about 1.7x slower than dense while ids found by the bf16 search ran 1.4x faster)
-CSLT_ALGS_SMALL = (0, 15, 17)
-CSLT_ALGS_LARGE = (0, 8, 12, 15, 16, 17, 18, 20)
+# cuSPARSELt 0.8). Measured there: bf16 with the searched ids 15/17 ran 1.3-1.7x faster than dense at
+# M >= 1024, fp16 with alg 0 and the transposed result ran up to 1.7x SLOWER than dense, while PyTorch
+# 2.11's stock path (alg 0, untransposed result) ran 1.2-1.5x faster. Both result layouts are candidates.
+CSLT_ALGS_SMALL = (0,)
+CSLT_ALGS_LARGE = (0, 15, 17)
 
 
 def bucket_of(m: int) -> int:
@@ -44,7 +46,7 @@ def bucket_of(m: int) -> int:
 @dataclass
 class Choice:
     path: str  # "dense" | "gemv" | "mm" | "mmb" | "cslt"
-    cfg: tuple = ()  # gemv: (BN, BK, warps, stages); mm: (BM, BN, BK, warps, stages); cslt: (alg_id,)
+    cfg: tuple = ()  # gemv: (BN, BK, warps, stages); mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
     err: float = math.nan  # relative error vs dense-with-zeros F.linear in the check
@@ -131,7 +133,7 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
     if p == "cslt":
         from .cslt import cslt_linear
 
-        return cslt_linear(x, cslt_packed, bias, choice.cfg[0])
+        return cslt_linear(x, cslt_packed, bias, choice.cfg[0], bool(choice.cfg[1]) if len(choice.cfg) > 1 else True)
     if p == "dense":
         return F.linear(x, dense, bias)
     raise ValueError(f"unknown path {p!r}")
@@ -158,7 +160,7 @@ def candidates(m: int, *, paths=("gemv", "mm", "mmb", "cslt"), cslt_algs=(0,), d
             for bm in bms:
                 out += [Choice(p, (bm,) + c) for c in table[bm]]
     if "cslt" in paths and m >= 16:
-        out += [Choice("cslt", (a,)) for a in cslt_algs]
+        out += [Choice("cslt", (a, tr)) for a in cslt_algs for tr in (1, 0)]
     return [c for c in out if not excluded(choice_name(c), dtype)]
 
 

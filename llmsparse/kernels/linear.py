@@ -197,7 +197,7 @@ def _default_mm() -> tuple:
 def _best_sparse_fallback(m: int) -> dispatch.Choice:  # only with keep_dense=False
     if m <= 256:
         return dispatch.Choice("mm", (16 if m <= 16 else 64,) + _default_mm())
-    return dispatch.Choice("cslt", (0,))
+    return dispatch.Choice("cslt", (0, 0))
 
 
 # --------------------------------------------------------------------------- model-level

@@ -99,7 +99,10 @@ def test_cslt_path(dtype):
     c = compress(w)
     for M in (16, 17, 100, 4096):
         x = torch.randn(M, 512, device="cuda", dtype=dtype)
-        assert rel(cslt_linear(x, c, None, 0), F.linear(x, w)) < TOL[dtype]
+        for tr in (True, False):
+            y = cslt_linear(x, c, None, 0, transpose_result=tr)
+            assert y.shape == (M, 1024) and y.is_contiguous()
+            assert rel(y, F.linear(x, w)) < TOL[dtype]
 
 
 @pytest.mark.parametrize("dtype", DT)
