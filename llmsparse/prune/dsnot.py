@@ -1,6 +1,6 @@
 """DSnoT: training-free prune-and-grow refinement of a sparse mask (pure math, no modules, no I/O).
 
-Zhang, Zhao, Lin, et al., "Dynamic Sparse No Training: Training-Free Fine-tuning for Sparse
+Zhang, Zhao, Lin, Sun, Yao, Han, Tanner, Liu, Ji, "Dynamic Sparse No Training: Training-Free Fine-tuning for Sparse
 LLMs", ICLR 2024 (arXiv:2310.08915); authors' code https://github.com/zyxxmu/DSnoT
 (``lib/prune.py::prune_DSnoT``, ``lib/layerwrapper.py``, ``main.py``). This is an independent
 implementation of the rules described there; see ``docs/dsnot.md`` for what is the same and
@@ -14,8 +14,10 @@ Per output row i, with c_ij = W_ij * E[x_j] (the weight's contribution to the ex
   |W_ij| * ||X_j|| (divided by Var(x_j)^p_prune; p_prune = 0 reproduces the authors' code);
 * prune (N:M): the kept weight with the lowest Wanda score inside the M-group of the grown one;
 * a swap is tried only while |e_i| * seqlen > update_threshold (the authors' unit, see
-  ``DSnoTOptions.seqlen``), and accepted by the rule ``DSnoTOptions.accept``; a row whose
-  swap is refused stops for good (as in the authors' code); at most ``max_cycles`` swaps a row.
+  ``DSnoTOptions.seqlen``), and accepted by the rule ``DSnoTOptions.accept``: with "mse" (ours)
+  only if the row's expected squared output error drops, a refused grow candidate being skipped;
+  with "sign"/"authors" a refused swap stops the row for good (as in the authors' code);
+  at most ``max_cycles`` cycles, hence swaps, a row.
 
 All rows are processed at once; the only Python loop is over cycles.
 """
@@ -214,7 +216,16 @@ def refine(
     thr = opts.update_threshold / opts.seqlen  # the authors' threshold in units of e
 
     ar = torch.arange(rows, device=dev)
-    ptr_g = torch.zeros(rows, 2, dtype=torch.long, device=dev)  # [:,0] for e>0, [:,1] for e<0
+    # Both directions of each list side by side: columns [0, K) serve e > 0, [K, 2K) serve e < 0.
+    G = torch.cat([g_up, g_dn], 1)
+    nG = torch.stack([n_g_up, n_g_dn], 1)
+    CG, VG = c.gather(1, G), v.gather(1, G)
+    grown = torch.zeros(rows, 2 * K, dtype=torch.long, device=dev)  # 1 where a grow was accepted
+    if not nm:
+        P = torch.cat([p_up, p_dn], 1)
+        nP = torch.stack([n_p_up, n_p_dn], 1)
+        CP, VP = c.gather(1, P), v.gather(1, P)
+    ptr_g = torch.zeros(rows, 2, dtype=torch.long, device=dev)  # next candidate, per direction
     ptr_p = torch.zeros(rows, 2, dtype=torch.long, device=dev)
     active = torch.ones(rows, dtype=torch.bool, device=dev)
     swaps = torch.zeros(rows, dtype=torch.long, device=dev)
@@ -224,30 +235,30 @@ def refine(
         if not bool(active.any()):
             break
         cycles += 1
-        up = e > 0
-        col = (~up).long()  # which pointer of the pair
-        # grow
-        pg = ptr_g.gather(1, col[:, None]).squeeze(1)
-        pgc = pg.clamp(max=K - 1)[:, None]
-        gi = torch.where(up, g_up.gather(1, pgc).squeeze(1), g_dn.gather(1, pgc).squeeze(1))
-        ok = pg < torch.where(up, n_g_up, n_g_dn)
+        d = (e <= 0).long()[:, None]  # direction: 0 when e > 0, 1 when e < 0
+        # grow: next candidate of this direction
+        pg = ptr_g.gather(1, d)
+        gok = pg < nG.gather(1, d)
+        jg = d * K + pg.clamp(max=K - 1)
+        cg, vg = CG.gather(1, jg), VG.gather(1, jg)
         # prune
         if not nm:
-            pp = ptr_p.gather(1, col[:, None]).squeeze(1)
-            ppc = pp.clamp(max=K - 1)[:, None]
-            pi = torch.where(up, p_up.gather(1, ppc).squeeze(1), p_dn.gather(1, ppc).squeeze(1))
-            ok &= pp < torch.where(up, n_p_up, n_p_dn)
+            pp = ptr_p.gather(1, d)
+            ok = gok & (pp < nP.gather(1, d))
+            jp = d * K + pp.clamp(max=K - 1)
+            cp, vp = CP.gather(1, jp), VP.gather(1, jp)
         else:
-            gcols = (gi - gi % M)[:, None] + offs  # [rows, M]
+            gi = G.gather(1, jg)
+            gcols = (gi - gi % M) + offs  # [rows, M]: the grown weight's group
             cand = keep.gather(1, gcols) & keep0.gather(1, gcols)  # kept from the start, not yet pruned
             sc = torch.where(cand, pscore.gather(1, gcols), pos_inf)
-            j = sc.argmin(1, keepdim=True)
-            pi = gcols.gather(1, j).squeeze(1)
-            ok &= cand.any(1)
-        cg, cp = c[ar, gi], c[ar, pi]
+            pi = gcols.gather(1, sc.argmin(1, keepdim=True))
+            ok = gok & cand.any(1, keepdim=True)
+            cp, vp = c.gather(1, pi), v.gather(1, pi)
+        ok, cg, vg, cp, vp = ok.squeeze(1), cg.squeeze(1), vg.squeeze(1), cp.squeeze(1), vp.squeeze(1)
         e_new = e - cg + cp
+        vs_new = vsum - vg + vp
         if use_mse:
-            vs_new = vsum - v[ar, gi] + v[ar, pi]
             ok &= _row_error(e_new, vs_new) < _row_error(e, vsum)
         if use_sign:
             ok &= torch.sign(e_new) == sign0
@@ -255,26 +266,34 @@ def refine(
             # a refused grow candidate is skipped (the next, smaller one is tried next cycle);
             # the row stops only when its candidates run out (or |e| falls under the threshold)
             acc = active & ok
-            active &= ok | (pg < torch.where(up, n_g_up, n_g_dn))
-            tried = active | acc
+            active &= gok.squeeze(1)
+            tried = active
         else:
             active &= ok  # the authors' rule: a refused swap stops the row for good
             acc = tried = active
         if not bool(tried.any()):
             break
-        r = ar[acc]
-        keep[r, gi[acc]] = True
-        keep[r, pi[acc]] = False
+        acc_l = acc.long()[:, None]
+        grown.scatter_add_(1, jg, acc_l)
         e = torch.where(acc, e_new, e)
-        vsum = torch.where(acc, vsum - v[ar, gi] + v[ar, pi], vsum)
-        step_g = torch.zeros(rows, 2, dtype=torch.long, device=dev)
-        step_g.scatter_(1, col[:, None], tried.long()[:, None])
-        ptr_g += step_g
-        if not nm:
-            step_p = torch.zeros(rows, 2, dtype=torch.long, device=dev)
-            step_p.scatter_(1, col[:, None], acc.long()[:, None])
-            ptr_p += step_p
-        swaps += acc.long()
+        vsum = torch.where(acc, vs_new, vsum)
+        ptr_g.scatter_add_(1, d, tried.long()[:, None])
+        if nm:
+            r = ar[acc]
+            keep[r, gi.squeeze(1)[acc]] = True
+            keep[r, pi.squeeze(1)[acc]] = False
+        else:
+            ptr_p.scatter_add_(1, d, acc_l)
+        swaps += acc_l.squeeze(1)
+
+    if not nm:
+        # apply: the accepted grows, and the first ptr_p prune candidates of each direction
+        rr = ar[:, None].expand(rows, 2 * K)
+        gsel = grown > 0
+        keep[rr[gsel], G[gsel]] = True
+        kk = torch.arange(K, device=dev)
+        psel = torch.cat([kk < ptr_p[:, :1], kk < ptr_p[:, 1:]], 1)
+        keep[rr[psel], P[psel]] = False
 
     # recompute from the final mask (no drift from the incremental updates)
     e = (c * ~keep).sum(1)
