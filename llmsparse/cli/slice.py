@@ -6,24 +6,22 @@ from typing import Optional
 
 import typer
 
-HELP = """Slice a model with SliceGPT (Ashkboos et al., ICLR 2024).
+HELP = (
+    "Slice a model with SliceGPT (Ashkboos et al., ICLR 2024).\n\n"
+    "Folds the normalisation scales into the adjacent linear layers, rotates the residual stream of every "
+    "decoder block with the eigenvectors of its calibration covariance and deletes the least important "
+    "directions: inside the decoder stack the hidden size d becomes round_down((1 - RATIO) * d, ROUND_TO), "
+    "giving smaller dense matrices. Embeddings and LM head are kept (tied stays tied). Supported: Llama "
+    "(incl. SmolLM), Mistral, Qwen2, Qwen3 and pre-LN OPT.\n\n"
+    "The output loads with AutoModelForCausalLM.from_pretrained(OUT) in a process that has imported "
+    "llmsparse.slicing (the sliced classes register themselves), or with llmsparse.slicing.load_sliced(OUT)."
+)
 
-Folds the normalisation scales into the adjacent linear layers, rotates the residual stream of
-every decoder block with the eigenvectors of its calibration covariance and deletes the least
-important directions: the hidden size d becomes round_down((1 - RATIO) * d, ROUND_TO) inside the
-decoder stack, giving smaller dense matrices. Supported: Llama (incl. SmolLM), Mistral, Qwen2,
-Qwen3 and pre-LN OPT.
-
-The output loads with AutoModelForCausalLM.from_pretrained(OUT) in any process that has
-imported llmsparse (the sliced classes register themselves), or with llmsparse.slicing.load_sliced(OUT).
-"""
-
-EPILOG = """Examples:
-
-  llmsparse slice smollm2 --ratio 0.25 --calib c4:64x512 -o smol-sliced25
-
-  llmsparse slice ./Llama-2-7b-hf --ratio 0.3 --calib c4:128x2048 --device cuda --dtype float16 -o llama7b-s30
-"""
+EPILOG = (
+    "Examples:\n\n"
+    "llmsparse slice smollm2 --ratio 0.25 --calib c4:64x512 -o smol-sliced25\n\n"
+    "llmsparse slice ./Llama-2-7b-hf --ratio 0.3 --device cuda --dtype float16 -o llama7b-s30"
+)
 
 
 def register(app: typer.Typer) -> None:
