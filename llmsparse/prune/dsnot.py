@@ -58,6 +58,8 @@ class DSnoTOptions:
         effective value is 0; our default 0 reproduces their behaviour.
     skip: which linear layers keep their initial mask: "none", "attn" or "mlp" (authors
         ``--skip_layer mlp``: DSnoT refines only the attention projections; ours is the same).
+        Leaf names may be added after a comma, e.g. "mlp,v_proj" (like the authors'
+        ``--skip_sub_layer``); they are matched against the last part of the module name.
     seqlen: tokens per calibration sequence. The authors' expectation statistic is the sum of x
         over the tokens of one sequence averaged over sequences, i.e. ``seqlen * E[x]``, so their
         threshold 0.1 applies to ``seqlen * e``; we keep that unit. The engine passes the
@@ -84,10 +86,17 @@ class DSnoTOptions:
             raise ValueError(f"update_threshold is {self.update_threshold}; it must be >= 0")
         if self.seqlen < 1:
             raise ValueError(f"seqlen is {self.seqlen}; it must be >= 1")
-        skip = _SKIP_ALIASES.get(str(self.skip).lower())
-        if skip is None:
-            raise ValueError(f"skip is {self.skip!r}; choose none, attn or mlp")
-        self.skip = skip
+        toks = [t.strip().lower() for t in str(self.skip).split(",") if t.strip()]
+        if not toks:
+            raise ValueError("skip is empty; choose none, attn or mlp")
+        kinds = []
+        for t in toks:
+            k = _SKIP_ALIASES.get(t)
+            if k is None and not t.isidentifier():
+                raise ValueError(f"skip has {t!r}; use none, attn, mlp and/or projection names like v_proj")
+            kinds.append(k or t)
+        kinds = [k for k in dict.fromkeys(kinds) if k != "none"]
+        self.skip = ",".join(kinds) or "none"
         if self.accept not in _ACCEPT:
             raise ValueError(f"accept is {self.accept!r}; choose one of {', '.join(_ACCEPT)}")
 
@@ -118,7 +127,9 @@ def skip_layer(name: str, opts: DSnoTOptions | None = None) -> bool:
     opts = opts or DSnoTOptions()
     if opts.skip == "none":
         return False
-    return layer_kind(name) == opts.skip
+    toks = set(opts.skip.split(","))
+    leaf = name.rsplit(".", 1)[-1].lower()
+    return layer_kind(name) in toks or leaf in toks
 
 
 def _row_error(e: torch.Tensor, vsum: torch.Tensor) -> torch.Tensor:

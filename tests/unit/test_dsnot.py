@@ -90,7 +90,7 @@ def test_max_cycles_zero_is_identity():
 
 # ---------------------------------------------------------------- random layers
 
-def _layer(out=96, inn=64, n_tok=8192, seed=0, dtype=torch.float32):
+def _layer(out=96, inn=64, n_tok=4096, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     W = (torch.randn(out, inn, generator=g) * 0.05).to(dtype)
     mu = torch.randn(inn, generator=g)  # non-zero channel means
@@ -106,9 +106,11 @@ def _init_mask(W, st, spec):
     return nm_mask(score, spec.n, spec.m) if spec.is_nm else per_row_mask(score, spec.ratio)
 
 
+_COMBOS = [(a, torch.float32) for a in ACCEPTS] + [("mse", torch.float16), ("mse", torch.bfloat16)]
+
+
 @pytest.mark.parametrize("s", ["0.6", "2:4", "4:8"])
-@pytest.mark.parametrize("accept", ACCEPTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("accept,dtype", _COMBOS)
 def test_count_and_pattern_preserved(s, accept, dtype):
     spec = SparsitySpec.parse(s)
     W, X, st = _layer(seed=1, dtype=dtype)
@@ -168,7 +170,7 @@ def test_device_dtype_and_validation():
     with pytest.raises(ValueError):
         refine(W, mask, st.mean[:10], st.var, st.sq_norm, "0.6")
     with pytest.raises(ValueError):
-        DSnoTOptions(skip="everything")
+        DSnoTOptions(skip="every thing")
     with pytest.raises(ValueError):
         DSnoTOptions(accept="maybe")
     assert DSnoTOptions(skip="self_attn").skip == "attn" and DSnoTOptions(skip="no_skip").skip == "none"
@@ -203,6 +205,13 @@ def test_skip_layer_names():
     assert all(skip_layer(n, skip_attn) for n in attn) and not any(skip_layer(n, skip_attn) for n in mlp)
     assert not any(skip_layer(n, DSnoTOptions(skip="none")) for n in attn + mlp + ["lm_head"])
     assert not skip_layer("lm_head", skip_mlp)
+    both = DSnoTOptions(skip="mlp, V_proj")  # a kind plus projection names (authors' --skip_sub_layer)
+    assert both.skip == "mlp,v_proj"
+    assert skip_layer("model.layers.3.self_attn.v_proj", both) and skip_layer("mlp.up_proj", both)
+    assert not skip_layer("model.layers.3.self_attn.q_proj", both)
+    assert DSnoTOptions(skip="none,none").skip == "none"
+    with pytest.raises(ValueError):
+        DSnoTOptions(skip="mlp,not a name")
 
 
 # ---------------------------------------------------------------- MeanVarSq
