@@ -90,6 +90,13 @@ def analyse(model: str, pattern: str | None = None, gguf_file: str | None = None
         out["pattern"] = str(spec)
         out["pattern_ok"] = sum(r["pattern_ok"] for r in mats.values())
         out["pattern_checked"] = len(mats)
+    if Path(model).is_dir():  # packed checkpoints: format, per-layer patterns, on-disk bytes
+        try:
+            from .formats import packed as _packed
+        except ImportError:
+            _packed = None
+        if _packed is not None and _packed.is_packed(model):
+            out["format"] = _packed.describe(model)
     p = Path(model) / "llmsparse.json"
     if p.is_file():
         try:

@@ -59,6 +59,11 @@ def register(app: typer.Typer) -> None:
             rec = info["record"]
             s.add_row("made by", f"llmsparse {rec.get('kind')}: {json.dumps(rec.get('recipe', {}))[:120]}")
         out_console.print(s)
+        if info.get("format"):
+            from ..formats.packed import format_tables
+
+            for tbl in format_tables(info["format"], matrices):
+                out_console.print(tbl)
         if json_out:
             write_json(json_out, info)
 
