@@ -37,6 +37,13 @@ def register(app: typer.Typer) -> None:
             None, "--round-to", help="Round the sliced hidden size down to a multiple of this (default 8)."
         ),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Calibration batch size (default 8)."),
+        layout: Optional[str] = typer.Option(
+            None,
+            "--layout",
+            help="paper (per-block bases, two skip matrices per layer; default), one-shortcut (one skip "
+            "matrix per layer: smaller, faster) or uniform (one basis for the whole model: a stock "
+            "transformers model, loads anywhere, less accurate; Llama family). See docs/slicegpt.md.",
+        ),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, float16 or bfloat16 (default: the model's)."),
         device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
         output: str = typer.Option(..., "--output", "-o", help="Output directory."),
@@ -49,6 +56,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             round_to=round_to,
             batch_size=batch_size,
+            layout=layout,
             dtype=dtype,
             device=device,
             output=output,
@@ -64,6 +72,7 @@ def run_slice(
     seed: int | None = None,
     round_to: int | None = None,
     batch_size: int | None = None,
+    layout: str | None = None,
     dtype: str | None = None,
     device: str | None = None,
     output: str,
@@ -85,6 +94,9 @@ def run_slice(
     seed = 0 if seed is None else seed
     round_to = 8 if round_to is None else round_to
     batch_size = 8 if batch_size is None else batch_size
+    layout = "paper" if layout is None else layout
+    if layout not in ("paper", "one-shortcut", "uniform"):
+        raise UserError(f"unknown --layout '{layout}'; use paper, one-shortcut or uniform")
     if math.isnan(ratio) or not (0.0 <= ratio < 1.0):
         raise UserError(f"--ratio must be in [0, 1), got {ratio}; e.g. --ratio 0.25 removes 25% of the hidden size")
     if round_to < 1:
@@ -126,11 +138,20 @@ def run_slice(
     except ImportError:  # pragma: no cover
         prog = None
     try:
-        info = slice_model(m, ids, ratio, round_to=round_to, batch_size=batch_size, device=dev, progress=progress_cb)
+        if layout == "uniform":
+            from ..slicing.uniform import slice_model_uniform
+
+            info = slice_model_uniform(m, ids, ratio, round_to=round_to, batch_size=batch_size, device=dev)
+        else:
+            info = slice_model(
+                m, ids, ratio, round_to=round_to, batch_size=batch_size, device=dev, progress=progress_cb,
+                one_shortcut=(layout == "one-shortcut"),
+            )
     finally:
         if prog is not None:
             prog.stop()
 
+    info["layout"] = layout
     info["calibration"].update({"source": spec.source, "seed": seed, "spec": str(spec)})
     record = {
         "method": "slicegpt",

@@ -74,7 +74,7 @@ def _norm_affine(norm: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | N
 def check_supported(model) -> str:
     """Return the family name or raise a UserError naming the supported families."""
     mt = getattr(model.config, "model_type", "?")
-    if mt.startswith("llmsparse_sliced_"):
+    if mt.startswith("llmsparse_sliced_") or getattr(model.config, "slicing", None):
         raise UserError(f"this model is already sliced ({mt}); slice the original dense model instead")
     family = family_of(model)
     if family is None:

@@ -450,8 +450,9 @@ def load_sliced(path, dtype=None, device=None):
     cfg_file = Path(path) / "config.json"
     if not cfg_file.is_file():
         raise UserError(f"{path}: no config.json; expected a directory written by `llmsparse slice`")
-    mt = json.loads(cfg_file.read_text()).get("model_type", "")
-    if not mt.startswith("llmsparse_sliced_"):
+    cfg_json = json.loads(cfg_file.read_text())
+    mt = cfg_json.get("model_type", "")
+    if not mt.startswith("llmsparse_sliced_") and not cfg_json.get("slicing"):
         raise UserError(f"{path} is not a sliced checkpoint (model_type '{mt}'); load it with from_pretrained")
     kw: dict[str, Any] = {"use_safetensors": True}
     if dtype is not None:

@@ -15,6 +15,8 @@ sqrt(d / k), which equals RMS normalisation by the original width d.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -39,6 +41,7 @@ def slice_model_uniform(model, calib_input_ids, ratio: float, *, round_to: int =
     if k % cfg.num_attention_heads:
         raise UserError(f"uniform slicing: sliced width {k} must be a multiple of the {cfg.num_attention_heads} heads")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
+    t0 = time.time()
     before = count_params(model)
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     if head.weight is emb.weight:
@@ -60,13 +63,16 @@ def slice_model_uniform(model, calib_input_ids, ratio: float, *, round_to: int =
 
     add([b["hidden"] for b in inps])
     for layer in decoder_layers(model):
+        home = next(layer.parameters()).device
         layer.to(dev)
         parts = layer_parts(layer, family)
         add(_run_layer(layer, inps, dev, dev, stop_at=getattr(layer, parts["norm2"])))
         outs = _run_layer(layer, inps, dev, dev)
         add(outs)
         inps = [{"hidden": o, "kwargs": b["kwargs"]} for o, b in zip(outs, inps)]
+        layer.to(home)
     del inps
+    model.to(next(decoder_layers(model)[0].parameters()).device)
     Q = pca_basis(H)[1][:, :k]
 
     # rotate + slice everything with the same basis
@@ -96,5 +102,11 @@ def slice_model_uniform(model, calib_input_ids, ratio: float, *, round_to: int =
     cfg.hidden_size = k
     cfg.rms_norm_eps = eps * d / k
     model._llmsparse_fused = False
-    return {"method": "slicegpt-uniform", "ratio": ratio, "hidden_size": d, "sliced_hidden_size": k,
-            "params_before": before, "params_after": count_params(model)}
+    # recorded in config.json (a plain extra key: the checkpoint stays a stock family model)
+    cfg.slicing = {"method": "slicegpt", "layout": "uniform", "full_dim": d, "sliced_dim": k,
+                   "ratio": float(ratio), "round_to": int(round_to)}
+    return {"method": "slicegpt", "layout": "uniform", "ratio": float(ratio), "round_to": int(round_to),
+            "hidden_size": d, "sliced_hidden_size": k, "num_layers": len(decoder_layers(model)),
+            "params_before": before, "params_after": count_params(model), "tied_embeddings": False,
+            "calibration": {"nsamples": int(calib_input_ids.shape[0]), "seqlen": int(calib_input_ids.shape[1])},
+            "seconds": round(time.time() - t0, 2)}

@@ -82,3 +82,21 @@ def test_slice_cli_writes_loadable_checkpoint(tiny_dir, tmp_path):
 def test_slice_cli_bad_ratio(tiny_dir, tmp_path):
     r = CliRunner().invoke(_app(), ["slice", str(tiny_dir), "--ratio", "1.0", "-o", str(tmp_path / "x")])
     assert isinstance(r.exception, UserError) and "[0, 1)" in str(r.exception)
+
+
+def test_slice_cli_uniform_layout_loads_as_stock_model(tiny_dir, tmp_path):
+    out = tmp_path / "uni"
+    r = CliRunner().invoke(
+        _app(),
+        ["slice", str(tiny_dir), "--ratio", "0.25", "--calib", "c4:4x32", "--layout", "uniform", "-o", str(out)],
+    )
+    assert r.exit_code == 0, (r.output, r.exception)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "llama" and cfg["hidden_size"] == 24 and cfg["slicing"]["layout"] == "uniform"
+    from transformers import LlamaForCausalLM
+
+    m = LlamaForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        assert torch.isfinite(m(torch.tensor([[1, 2, 3]])).logits).all()
+    r2 = CliRunner().invoke(_app(), ["slice", str(out), "--ratio", "0.25", "--calib", "c4:4x32", "-o", str(tmp_path / "b")])
+    assert isinstance(r2.exception, UserError) and "already sliced" in str(r2.exception)
