@@ -115,7 +115,11 @@ def main(argv=None):
     ap.add_argument("--pruned-dir", help="a pruned checkpoint to load instead of the 2:4 emulation")
     ap.add_argument("--compare-lm-eval", action="store_true")
     ap.add_argument("--json", help="write all results here")
+    ap.add_argument("--markdown", metavar="JSON", help="print markdown tables from a JSON written earlier, run nothing")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
 
     from rich.console import Console
@@ -185,6 +189,47 @@ def main(argv=None):
     _dump(args.json, report, results)
     if args.json:
         con.print(f"wrote {args.json}")
+
+
+def markdown(rep: dict) -> str:
+    """Markdown tables (for docs/eval-tasks.md) from a report JSON."""
+    res = rep.get("results", {})
+    labels = list(res)
+    lines = [f"Machine: {rep['machine']}. `--limit {rep['limit']}`, batch size {rep['batch_size']}, "
+             f"fp32. Load average (1/5/15 min) at start: {rep.get('load_average_at_start')}"
+             + (f", at end: {rep['load_average_at_end']}" if rep.get("load_average_at_end") else "") + ".", ""]
+    lines.append("| phase | wall time |")
+    lines.append("| --- | ---: |")
+    for key, what in (("load_dense_s", "load SmolLM2 (GGUF -> fp32)"), ("dense_eval_s", "dense: 5 tasks"),
+                      ("make_pruned_s", "make the 2:4 model"), ("pruned_eval_s", "2:4: 5 tasks"),
+                      ("side_by_side_total_s", "**total, dense and 2:4 side by side**"),
+                      ("lm_eval_own_s", "lm-eval's own configs, dense (comparison)")):
+        if key in rep:
+            lines.append(f"| {what} | {rep[key]:.1f} s ({rep[key] / 60:.1f} min) |")
+    lines.append("")
+    if labels:
+        tasks = list(res[labels[0]]["tasks"])
+        head = "| task | metric | " + " | ".join(labels) + (" | Δ |" if len(labels) > 1 else " |")
+        lines += [head, "|" + " --- |" * (2 + len(labels) + (len(labels) > 1))]
+        for t in tasks:
+            for metric, m in res[labels[0]]["tasks"][t]["metrics"].items():
+                cells = []
+                for lab in labels:
+                    mm = res[lab]["tasks"].get(t, {}).get("metrics", {}).get(metric, {})
+                    cells.append(lmeval._fmt_value(metric, mm))
+                row = f"| {t} (v{res[labels[0]]['tasks'][t]['version']}, n={res[labels[0]]['tasks'][t]['n_samples']}) | {metric} | " + " | ".join(cells)
+                if len(labels) > 1:
+                    other = res[labels[1]]["tasks"].get(t, {}).get("metrics", {}).get(metric)
+                    row += " | " + lmeval._fmt_delta(metric, m, other, None, lambda s, style="": s)
+                lines.append(row + " |")
+        lines.append("")
+    if rep.get("lm_eval_own_comparison"):
+        lines += [f"| task | metric | ours | lm-eval's own config | difference |", "| --- | --- | ---: | ---: | ---: |"]
+        for r in rep["lm_eval_own_comparison"]:
+            d = "—" if r["diff"] is None else f"{r['diff']:+.4f} {r['diff_unit']}"
+            lines.append(f"| {r['task']} | {r['metric']} | {r['ours']:.6f} | {r['lm_eval_own']:.6f} | {d} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _dump(path, report, results):
