@@ -27,7 +27,7 @@ def _root() -> None:
     """llmsparse: prune, slice, evaluate, export and benchmark causal LMs."""
 
 
-COMMAND_MODULES = ("prune", "eval", "info", "slice", "export", "bench")
+COMMAND_MODULES = ("prune", "eval", "info", "slice", "export", "bench", "run")
 
 for _name in COMMAND_MODULES:
     try:

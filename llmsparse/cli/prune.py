@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
         ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="Glob on full module names to leave dense (repeatable), e.g. '*.down_proj'."),
         grouping: str = typer.Option("layer", "--grouping", help="layer: stats from the dense layer (reference code); sequential: group by group."),
-        init: str = typer.Option("wanda", "--init", help="DSnoT: initial pruner (wanda, sparsegpt, magnitude)."),
+        init: str = typer.Option("wanda", "--init", help="DSnoT: initial pruner (wanda, sparsegpt, magnitude) or existing (refine the zeros already there)."),
         max_cycles: Optional[int] = typer.Option(None, "--max-cycles", help="DSnoT: swaps per row at most."),
         update_threshold: Optional[float] = typer.Option(None, "--update-threshold", help="DSnoT: stop when |reconstruction shift| is below this."),
         pow_var_grow: Optional[float] = typer.Option(None, "--pow-var-grow", help="DSnoT: variance power in the grow criterion."),
