@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         pattern: Optional[str] = typer.Option(None, "--pattern", help="N:M pattern to use wherever a weight satisfies "
                                               "it, e.g. 2:4 (default: the recipe's, else the smallest that holds)."),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 | float16 | bfloat16 (default: the model's)."),
-        max_shard_size: str = typer.Option("2GB", "--max-shard-size", help="Largest weight file (packed); larger "
+        max_shard_size: str = typer.Option("1GB", "--max-shard-size", help="Largest weight file (packed); larger "
                                            "models are sharded with an index file."),
         gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="GGUF file inside MODEL directory."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
 
 
 def export_model(model: str, output: str, *, fmt: str = "packed", pattern: str | None = None, dtype: str | None = None,
-                 max_shard_size: str = "2GB", gguf_file: str | None = None, overwrite: bool = False,
+                 max_shard_size: str = "1GB", gguf_file: str | None = None, overwrite: bool = False,
                  json_out: str | None = None, trust_remote_code: bool = False, progress: bool = True) -> dict:
     """Load ``model`` (anything llmsparse reads) and write it to ``output`` as ``fmt``. Returns the record."""
     import time

@@ -12,8 +12,11 @@ floating dtype) and every decoder validates what it reads.
               ``row_offsets[rows+1]`` (prefix sum of per-row counts; int32 when it fits, else int64).
 * ``dense``   the tensor unchanged.
 
-"Zero" means the bit pattern of +0.0: a -0.0 is a kept value, so that a round trip is bitwise
-exact. Tensors with more than two dimensions (fused MoE experts ``[E, out, in]``) are encoded as
+Exact by default: only +0.0 is a zero, a -0.0 is a kept value, so a round trip is bitwise exact.
+When a weight satisfies a pattern only if -0.0 counts as zero (a pruning mask applied by
+multiplication leaves -0.0 behind), or when a bitmask would be noticeably smaller that way, the
+weight is encoded in "value" mode (``exact=False``): -0.0 at pruned positions read back as +0.0,
+an equal value. Tensors with more than two dimensions (fused MoE experts ``[E, out, in]``) are encoded as
 ``[prod(leading), last]``; the pattern runs along the last (input) dimension.
 """
 from __future__ import annotations
@@ -34,8 +37,10 @@ class FormatError(ValueError):
     """A packed tensor that does not decode (bad shape, bad metadata, broken pattern)."""
 
 
-def nonzero_mask(w: torch.Tensor) -> torch.Tensor:
-    """True where the bit pattern is not +0.0 (so -0.0 counts as a kept value)."""
+def nonzero_mask(w: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    """True where a value is kept: any bit pattern but +0.0 (``exact``), or any nonzero value."""
+    if w.is_floating_point() and not exact:
+        return w != 0
     return w.contiguous().view(_INT_VIEW[w.element_size()]) != 0
 
 
@@ -103,7 +108,8 @@ def nm_max_count(nz: torch.Tensor, m: int) -> int:
     return int(nz.view(rows, cols // m, m).sum(-1, dtype=torch.int32).max())
 
 
-def pack_nm(w: torch.Tensor, n: int, m: int, nz: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_nm(w: torch.Tensor, n: int, m: int, nz: torch.Tensor | None = None,
+            exact: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``w[rows, cols]`` N:M-sparse (bit-pattern zeros) -> ``(values[rows, cols*n/m], meta uint8)``,
     byte for byte the layout of :func:`llmsparse.formats.nm.pack_nm`. Raises FormatError if the
     pattern does not hold."""
@@ -111,18 +117,18 @@ def pack_nm(w: torch.Tensor, n: int, m: int, nz: torch.Tensor | None = None) -> 
     if cols % m:
         raise FormatError(f"width {cols} is not divisible by M={m}")
     if nz is None and native.lib() is not None and w.is_contiguous():
-        r = native.pack_nm(w, n, m, _nm.index_bits(m), _nm.meta_shape(rows, cols, n, m)[1])
+        r = native.pack_nm(w, n, m, _nm.index_bits(m), _nm.meta_shape(rows, cols, n, m)[1], exact)
         if r is None:
             raise FormatError(f"weight is not {n}:{m} sparse")
         return r[0], r[1]
-    if not nm_fast_ok(n, m):  # wide groups: the reference packer (value zeros; -0.0 becomes +0.0)
+    if not nm_fast_ok(n, m):  # wide groups: the reference packer (value mode)
         try:
             return _nm.pack_nm(w, n, m)
         except ValueError as e:
             raise FormatError(str(e)) from None
     G = cols // m
     if nz is None:
-        nz = nonzero_mask(w)
+        nz = nonzero_mask(w, exact)
     nzg = nz.view(rows, G, m)
     code = nzg[..., 0].to(torch.uint8)
     for j in range(1, m):
@@ -214,16 +220,16 @@ def bitmask_bytes(rows: int, cols: int, nnz: int, elem: int) -> int:
     return rows * ((cols + 7) // 8) + nnz * elem + (rows + 1) * off
 
 
-def pack_bitmask(w: torch.Tensor, nz: torch.Tensor | None = None):
+def pack_bitmask(w: torch.Tensor, nz: torch.Tensor | None = None, exact: bool = True):
     """``w[rows, cols]`` -> ``(bitmask uint8 [rows, ceil(cols/8)], values [nnz], row_offsets [rows+1])``."""
     rows, cols = w.shape
     if nz is None and native.lib() is not None and w.is_contiguous():
-        bm, values, offsets = native.pack_bitmask(w)
+        bm, values, offsets = native.pack_bitmask(w, exact)
         if int(offsets[-1]) < 2**31:
             offsets = offsets.to(torch.int32)
         return bm, values, offsets
     if nz is None:
-        nz = nonzero_mask(w)
+        nz = nonzero_mask(w, exact)
     pad = (-cols) % 8
     nzp = torch.nn.functional.pad(nz, (0, pad)) if pad else nz
     nzp = nzp.view(rows, -1, 8)
@@ -275,34 +281,33 @@ class Choice:
     m: int = 0
     nnz: int = 0
     nbytes: int = 0
+    exact: bool = True  # False: -0.0 counted as zero (read back as +0.0)
 
 
 AUTO_M = (4, 8)
 
 
-def _stats(w2: torch.Tensor) -> tuple[int, int, int]:
+def _stats(w2: torch.Tensor, exact: bool = True) -> tuple[int, int, int]:
     if native.lib() is not None:
-        return native.group_stats(w2)
-    nz = nonzero_mask(w2)
+        return native.group_stats(w2, exact)
+    nz = nonzero_mask(w2, exact)
     return int(nz.sum()), (nm_max_count(nz, 4) if w2.shape[1] % 4 == 0 else -1), \
         (nm_max_count(nz, 8) if w2.shape[1] % 8 == 0 else -1)
 
 
-def choose(w: torch.Tensor, prefer: tuple[int, int] | None = None) -> Choice:
-    """Pick the encoding for a weight: ``prefer`` (an N:M pattern) when it holds, else the smallest
-    of n:4 / n:8 with n <= m/2 that holds, else a bitmask when that is smaller than dense, else dense."""
-    w2 = as_rows(w.contiguous())
-    rows, cols = w2.shape
-    elem = w.element_size()
-    dense_b = w.numel() * elem
-    nnz, mx4, mx8 = _stats(w2)
-    if nnz == w.numel() or w.numel() == 0:
-        return Choice("dense", "dense", nnz=nnz, nbytes=dense_b)
-    if prefer is not None:
-        n, m = prefer
-        if cols % m == 0 and ((m == 4 and mx4 <= n) or (m == 8 and mx8 <= n) or
-                              (m not in (4, 8) and nm_max_count(nonzero_mask(w2), m) <= n)):
-            return Choice("nm", f"{n}:{m}", n, m, nnz, nm_bytes(rows, cols, n, m, elem))
+def _nm_holds(w2, stats, n, m, exact) -> bool:
+    cols = w2.shape[1]
+    if cols % m:
+        return False
+    if m == 4:
+        return stats[1] <= n
+    if m == 8:
+        return stats[2] <= n
+    return nm_max_count(nonzero_mask(w2, exact), m) <= n
+
+
+def _best_auto(stats, rows, cols, elem, exact) -> Choice | None:
+    nnz, mx4, mx8 = stats
     best = None
     if nnz > 0:
         for m, mx in ((4, mx4), (8, mx8)):
@@ -310,15 +315,42 @@ def choose(w: torch.Tensor, prefer: tuple[int, int] | None = None) -> Choice:
                 continue
             n = max(1, mx)
             if n <= m // 2:
-                c = Choice("nm", f"{n}:{m}", n, m, nnz, nm_bytes(rows, cols, n, m, elem))
+                c = Choice("nm", f"{n}:{m}", n, m, nnz, nm_bytes(rows, cols, n, m, elem), exact)
                 if best is None or c.nbytes < best.nbytes:
                     best = c
-    if best is not None:
-        return best
-    bb = bitmask_bytes(rows, cols, nnz, elem)
-    if bb < dense_b:
-        return Choice("bitmask", "unstructured", nnz=nnz, nbytes=bb)
-    return Choice("dense", "dense", nnz=nnz, nbytes=dense_b)
+    return best
+
+
+def choose(w: torch.Tensor, prefer: tuple[int, int] | None = None) -> Choice:
+    """Pick the encoding for a weight: ``prefer`` (an N:M pattern) when it holds, else the smallest
+    of n:4 / n:8 with n <= m/2 that holds, else a bitmask when that is smaller than dense, else dense.
+    Exact mode (-0.0 kept) unless the pattern needs -0.0 read as zero, or the bitmask is >1% smaller so."""
+    w2 = as_rows(w.contiguous())
+    rows, cols = w2.shape
+    elem = w.element_size()
+    dense_b = w.numel() * elem
+    if w.numel() == 0:
+        return Choice("dense", "dense", nbytes=0)
+    se = _stats(w2, True)
+    sv = _stats(w2, False) if w.is_floating_point() else se
+    if sv[0] == w.numel():  # not a single zero
+        return Choice("dense", "dense", nnz=sv[0], nbytes=dense_b)
+    modes = [(se, True)] + ([(sv, False)] if sv != se else [])
+    if prefer is not None:
+        n, m = prefer
+        for st, ex in modes:
+            if _nm_holds(w2, st, n, m, ex):
+                return Choice("nm", f"{n}:{m}", n, m, st[0], nm_bytes(rows, cols, n, m, elem), ex)
+    for st, ex in modes:
+        best = _best_auto(st, rows, cols, elem, ex)
+        if best is not None:
+            return best
+    be, bv = bitmask_bytes(rows, cols, se[0], elem), bitmask_bytes(rows, cols, sv[0], elem)
+    if be < dense_b and be <= bv * 1.01:
+        return Choice("bitmask", "unstructured", nnz=se[0], nbytes=be)
+    if bv < dense_b:
+        return Choice("bitmask", "unstructured", nnz=sv[0], nbytes=bv, exact=False)
+    return Choice("dense", "dense", nnz=se[0], nbytes=dense_b)
 
 
 def encode_auto(w: torch.Tensor, prefer: tuple[int, int] | None = None) -> tuple[Choice, dict[str, torch.Tensor]]:
@@ -328,7 +360,7 @@ def encode_auto(w: torch.Tensor, prefer: tuple[int, int] | None = None) -> tuple
         w2 = as_rows(w.contiguous())
         rows, cols = w2.shape
         if cols % m == 0 and w.numel():
-            r = native.pack_nm(w2, n, m, _nm.index_bits(m), _nm.meta_shape(rows, cols, n, m)[1])
+            r = native.pack_nm(w2, n, m, _nm.index_bits(m), _nm.meta_shape(rows, cols, n, m)[1], True)
             if r is not None and r[2] < w.numel():
                 ch = Choice("nm", f"{n}:{m}", n, m, r[2], nm_bytes(rows, cols, n, m, w.element_size()))
                 return ch, {".values": r[0], ".meta": r[1]}
@@ -342,9 +374,9 @@ def encode(w: torch.Tensor, choice: Choice) -> dict[str, torch.Tensor]:
         return {"": w.contiguous()}
     w2 = as_rows(w.contiguous())
     if choice.encoding == "nm":
-        v, meta = pack_nm(w2, choice.n, choice.m)
+        v, meta = pack_nm(w2, choice.n, choice.m, exact=choice.exact)
         return {".values": v, ".meta": meta}
-    bm, v, off = pack_bitmask(w2)
+    bm, v, off = pack_bitmask(w2, exact=choice.exact)
     return {".bitmask": bm, ".values": v, ".row_offsets": off}
 
 

@@ -5,7 +5,8 @@ builds) into ``~/.cache/llmsparse/`` and loaded with ctypes. It produces exactly
 pure-torch codecs in :mod:`llmsparse.formats.codecs` (tests compare both). Without a compiler, or
 with ``LLMSPARSE_NO_NATIVE=1``, the torch path is used.
 
-All functions work on bit patterns (unsigned integers of the element size): "zero" is +0.0.
+All functions work on bit patterns (unsigned integers of the element size). ``exact=1``: only +0.0
+is a zero (a -0.0 is kept bit for bit); ``exact=0``: +0.0 and -0.0 are both zeros.
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ import torch
 SOURCE = r"""
 #include <stdint.h>
 #include <string.h>
+/* a value is "nonzero" unless it is +0.0 or -0.0: all bits but the sign bit clear */
+#define NZ(T, x) ((T)((x) << 1) != (T)0)
+/* exact != 0: every bit pattern but +0.0 is a value (keeps -0.0 bit for bit) */
+#define ISNZ(T, x) (exact ? ((x) != (T)0) : NZ(T, x))
 
 
 static const uint8_t P0_24[16] = {0,0,0,0,0,0,1,0,0,0,1,0,2,0,0,0};
@@ -32,7 +37,7 @@ static const uint8_t POP_24[16] = {0,1,1,2,1,2,2,3,1,2,2,3,2,3,3,4};
 
 /* 2:4 fast path; cols % 8 == 0. Same bytes as the general pack_nm. */
 #define DEF24(T, S)                                                                                \
-int64_t pack24_##S(const T* w, int64_t rows, int64_t cols, T* values, uint8_t* meta, int64_t* counts) { \
+int64_t pack24_##S(const T* w, int64_t rows, int64_t cols, T* values, uint8_t* meta, int64_t* counts, int exact) { \
   int64_t G = cols / 4; int64_t bad = -1;                                                          \
   _Pragma("omp parallel for schedule(static)")                                                     \
   for (int64_t r = 0; r < rows; r++) {                                                             \
@@ -40,8 +45,8 @@ int64_t pack24_##S(const T* w, int64_t rows, int64_t cols, T* values, uint8_t* m
     int64_t rc = 0; int ok = 1;                                                                    \
     for (int64_t g = 0; g < G; g += 2) {                                                           \
       const T* x = wr + 4 * g;                                                                     \
-      int c0 = (x[0] != 0) | ((x[1] != 0) << 1) | ((x[2] != 0) << 2) | ((x[3] != 0) << 3);        \
-      int c1 = (x[4] != 0) | ((x[5] != 0) << 1) | ((x[6] != 0) << 2) | ((x[7] != 0) << 3);        \
+      int c0 = ISNZ(T, x[0]) | (ISNZ(T, x[1]) << 1) | (ISNZ(T, x[2]) << 2) | (ISNZ(T, x[3]) << 3);        \
+      int c1 = ISNZ(T, x[4]) | (ISNZ(T, x[5]) << 1) | (ISNZ(T, x[6]) << 2) | (ISNZ(T, x[7]) << 3);        \
       ok &= OK_24[c0] & OK_24[c1];                                                                 \
       vr[2 * g] = x[P0_24[c0]]; vr[2 * g + 1] = x[P1_24[c0]];                                      \
       vr[2 * g + 2] = x[4 + P0_24[c1]]; vr[2 * g + 3] = x[4 + P1_24[c1]];                          \
@@ -55,13 +60,37 @@ int64_t pack24_##S(const T* w, int64_t rows, int64_t cols, T* values, uint8_t* m
     }                                                                                              \
   }                                                                                                \
   return bad;                                                                                      \
+}                                                                                                  \
+/* 2:4 decode; cols % 8 == 0. -1, or 2*row for a group whose positions are not increasing */  \
+int64_t unpack24_##S(const T* values, const uint8_t* meta, int64_t rows, int64_t cols, T* out) {   \
+  int64_t bad = -1;                                                                                \
+  _Pragma("omp parallel for schedule(static)")                                                     \
+  for (int64_t r = 0; r < rows; r++) {                                                             \
+    const T* vr = values + r * (cols / 2); const uint8_t* mr = meta + r * (cols / 8);              \
+    T* o = out + r * cols; int ok = 1;                                                             \
+    for (int64_t q = 0; q < cols / 8; q++) {                                                       \
+      uint8_t byte = mr[q];                                                                        \
+      for (int h = 0; h < 2; h++) {                                                                \
+        int nib = (byte >> (4 * h)) & 15; int p0 = nib & 3, p1 = nib >> 2;                         \
+        ok &= p0 < p1;                                                                             \
+        T v0 = vr[4 * q + 2 * h], v1 = vr[4 * q + 2 * h + 1];                                      \
+        T* g = o + 8 * q + 4 * h;                                                                  \
+        g[0] = 0; g[1] = 0; g[2] = 0; g[3] = 0; g[p0] = v0; g[p1] = v1;                          \
+      }                                                                                            \
+    }                                                                                              \
+    if (!ok) {                                                                                     \
+      _Pragma("omp atomic write")                                                                  \
+      bad = 2 * r;                                                                                 \
+    }                                                                                              \
+  }                                                                                                \
+  return bad;                                                                                      \
 }
 DEF24(uint16_t, 2)
 DEF24(uint32_t, 4)
 
 #define DEF(T, S)                                                                                  \
 int64_t pack_nm_##S(const T* w, int64_t rows, int64_t cols, int n, int m, int b, T* values,        \
-                    uint8_t* meta, int64_t mstride, int64_t* counts) {                             \
+                    uint8_t* meta, int64_t mstride, int64_t* counts, int exact) {                             \
   int64_t G = cols / m; int64_t bad = -1;                                                          \
   _Pragma("omp parallel for schedule(static)")                                                     \
   for (int64_t r = 0; r < rows; r++) {                                                             \
@@ -69,12 +98,12 @@ int64_t pack_nm_##S(const T* w, int64_t rows, int64_t cols, int n, int m, int b,
     uint64_t acc = 0; int nacc = 0; int64_t mb = 0; int ok = 1; int64_t rc = 0;                   \
     for (int64_t g = 0; g < G; g++) {                                                              \
       const T* x = wr + g * m; int cnt = 0;                                                        \
-      for (int j = 0; j < m; j++) cnt += (x[j] != 0);                                              \
+      for (int j = 0; j < m; j++) cnt += ISNZ(T, x[j]);                                              \
       if (cnt > n) { ok = 0; break; }                                                              \
       rc += cnt;                                                                                   \
       int fill = n - cnt;                                                                          \
       for (int j = 0; j < m; j++) {                                                                \
-        int take = x[j] != 0;                                                                      \
+        int take = ISNZ(T, x[j]);                                                                      \
         if (!take && fill > 0) { take = 1; fill--; }                                               \
         if (take) {                                                                                \
           *vr++ = x[j]; acc |= (uint64_t)j << nacc; nacc += b;                                     \
@@ -93,24 +122,24 @@ int64_t pack_nm_##S(const T* w, int64_t rows, int64_t cols, int n, int m, int b,
   return bad;                                                                                      \
 }                                                                                                  \
 /* out[0] = nonzeros, out[1] = max per group of 4, out[2] = max per group of 8 (-1: width not divisible) */ \
-void group_stats_##S(const T* w, int64_t rows, int64_t cols, int64_t* out) {                       \
+void group_stats_##S(const T* w, int64_t rows, int64_t cols, int64_t* out, int exact) {                       \
   int64_t nnz = 0, mx4 = 0, mx8 = 0; int d4 = cols % 4 == 0, d8 = cols % 8 == 0;                   \
   _Pragma("omp parallel for schedule(static) reduction(+:nnz) reduction(max:mx4,mx8)")             \
   for (int64_t r = 0; r < rows; r++) {                                                             \
     const T* wr = w + r * cols; int64_t c = 0;                                                     \
     if (d8) {                                                                                      \
       for (int64_t j = 0; j < cols; j += 8) {                                                      \
-        int a = (wr[j] != 0) + (wr[j + 1] != 0) + (wr[j + 2] != 0) + (wr[j + 3] != 0);             \
-        int e = (wr[j + 4] != 0) + (wr[j + 5] != 0) + (wr[j + 6] != 0) + (wr[j + 7] != 0);         \
+        int a = ISNZ(T, wr[j]) + ISNZ(T, wr[j + 1]) + ISNZ(T, wr[j + 2]) + ISNZ(T, wr[j + 3]);             \
+        int e = ISNZ(T, wr[j + 4]) + ISNZ(T, wr[j + 5]) + ISNZ(T, wr[j + 6]) + ISNZ(T, wr[j + 7]);         \
         if (a > mx4) mx4 = a; if (e > mx4) mx4 = e; if (a + e > mx8) mx8 = a + e; c += a + e;     \
       }                                                                                            \
     } else if (d4) {                                                                               \
       for (int64_t j = 0; j < cols; j += 4) {                                                      \
-        int a = (wr[j] != 0) + (wr[j + 1] != 0) + (wr[j + 2] != 0) + (wr[j + 3] != 0);             \
+        int a = ISNZ(T, wr[j]) + ISNZ(T, wr[j + 1]) + ISNZ(T, wr[j + 2]) + ISNZ(T, wr[j + 3]);             \
         if (a > mx4) mx4 = a; c += a;                                                              \
       }                                                                                            \
     } else {                                                                                       \
-      for (int64_t j = 0; j < cols; j++) c += (wr[j] != 0);                                        \
+      for (int64_t j = 0; j < cols; j++) c += ISNZ(T, wr[j]);                                        \
     }                                                                                              \
     nnz += c;                                                                                      \
   }                                                                                                \
@@ -145,16 +174,16 @@ int64_t unpack_nm_##S(const T* values, const uint8_t* meta, int64_t rows, int64_
   }                                                                                                \
   return bad;                                                                                      \
 }                                                                                                  \
-void bm_mask_##S(const T* w, int64_t rows, int64_t cols, uint8_t* bm, int64_t bstride, int64_t* counts) { \
+void bm_mask_##S(const T* w, int64_t rows, int64_t cols, uint8_t* bm, int64_t bstride, int64_t* counts, int exact) { \
   _Pragma("omp parallel for schedule(static)")                                                     \
   for (int64_t r = 0; r < rows; r++) {                                                             \
     const T* wr = w + r * cols; uint8_t* br = bm + r * bstride; int64_t c = 0;                     \
     for (int64_t q = 0; q < bstride; q++) {                                                        \
       uint8_t byte = 0; int64_t j0 = q * 8;                                                        \
       if (j0 + 8 <= cols) {                                                                        \
-        for (int k = 0; k < 8; k++) byte |= (uint8_t)((wr[j0 + k] != 0) << k);                     \
+        for (int k = 0; k < 8; k++) byte |= (uint8_t)(ISNZ(T, wr[j0 + k]) << k);                     \
       } else {                                                                                     \
-        for (int k = 0; j0 + k < cols; k++) byte |= (uint8_t)((wr[j0 + k] != 0) << k);             \
+        for (int k = 0; j0 + k < cols; k++) byte |= (uint8_t)(ISNZ(T, wr[j0 + k]) << k);             \
       }                                                                                            \
       c += __builtin_popcount(byte);                                                               \
       br[q] = byte;                                                                                \
@@ -162,13 +191,13 @@ void bm_mask_##S(const T* w, int64_t rows, int64_t cols, uint8_t* bm, int64_t bs
     counts[r] = c;                                                                                 \
   }                                                                                                \
 }                                                                                                  \
-void bm_values_##S(const T* w, int64_t rows, int64_t cols, const int64_t* offsets, T* values) {    \
+void bm_values_##S(const T* w, int64_t rows, int64_t cols, const int64_t* offsets, T* values, int exact) {    \
   _Pragma("omp parallel for schedule(static)")                                                     \
   for (int64_t r = 0; r < rows; r++) {                                                             \
     const T* wr = w + r * cols; T* vr = values + offsets[r]; int64_t cnt = offsets[r + 1] - offsets[r]; \
     int64_t k = 0, j = 0;                                                                          \
-    for (; j < cols && k < cnt - 1; j++) { vr[k] = wr[j]; k += (wr[j] != 0); }                     \
-    for (; j < cols; j++) if (wr[j] != 0) vr[k++] = wr[j];                                         \
+    for (; j < cols && k < cnt - 1; j++) { vr[k] = wr[j]; k += ISNZ(T, wr[j]); }                     \
+    for (; j < cols; j++) if (ISNZ(T, wr[j])) vr[k++] = wr[j];                                         \
   }                                                                                                \
 }                                                                                                  \
 /* offsets already checked: offsets[0]==0, last==nnz, non-decreasing. -1 or the bad row */        \
@@ -233,18 +262,20 @@ def _build() -> ctypes.CDLL | None:
     i64, p, ci = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for s in (1, 2, 4, 8):
         f = getattr(lib, f"pack_nm_{s}")
-        f.restype, f.argtypes = i64, [p, i64, i64, ci, ci, ci, p, p, i64, p]
+        f.restype, f.argtypes = i64, [p, i64, i64, ci, ci, ci, p, p, i64, p, ci]
         if s in (2, 4):
             f = getattr(lib, f"pack24_{s}")
-            f.restype, f.argtypes = i64, [p, i64, i64, p, p, p]
+            f.restype, f.argtypes = i64, [p, i64, i64, p, p, p, ci]
+            f = getattr(lib, f"unpack24_{s}")
+            f.restype, f.argtypes = i64, [p, p, i64, i64, p]
         f = getattr(lib, f"group_stats_{s}")
-        f.restype, f.argtypes = None, [p, i64, i64, p]
+        f.restype, f.argtypes = None, [p, i64, i64, p, ci]
         f = getattr(lib, f"unpack_nm_{s}")
         f.restype, f.argtypes = i64, [p, p, i64, i64, ci, ci, ci, i64, p]
         f = getattr(lib, f"bm_mask_{s}")
-        f.restype, f.argtypes = None, [p, i64, i64, p, i64, p]
+        f.restype, f.argtypes = None, [p, i64, i64, p, i64, p, ci]
         f = getattr(lib, f"bm_values_{s}")
-        f.restype, f.argtypes = None, [p, i64, i64, p, p]
+        f.restype, f.argtypes = None, [p, i64, i64, p, p, ci]
         f = getattr(lib, f"bm_unpack_{s}")
         f.restype, f.argtypes = i64, [p, i64, p, p, i64, i64, p]
     return lib
@@ -269,15 +300,15 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
-def group_stats(w: torch.Tensor) -> tuple[int, int, int]:
+def group_stats(w: torch.Tensor, exact: bool = True) -> tuple[int, int, int]:
     """(nonzeros, max nonzeros per group of 4 or -1, per group of 8 or -1) of a contiguous 2-D CPU tensor."""
     out = torch.zeros(3, dtype=torch.int64)
     rows, cols = w.shape
-    getattr(lib(), f"group_stats_{w.element_size()}")(_ptr(w), rows, cols, _ptr(out))
+    getattr(lib(), f"group_stats_{w.element_size()}")(_ptr(w), rows, cols, _ptr(out), int(exact))
     return int(out[0]), int(out[1]), int(out[2])
 
 
-def pack_nm(w: torch.Tensor, n: int, m: int, b: int, meta_bytes: int):
+def pack_nm(w: torch.Tensor, n: int, m: int, b: int, meta_bytes: int, exact: bool = True):
     """-> (values, meta, nnz) or None when the pattern fails. ``w`` contiguous 2-D CPU."""
     L = lib()
     rows, cols = w.shape
@@ -286,10 +317,10 @@ def pack_nm(w: torch.Tensor, n: int, m: int, b: int, meta_bytes: int):
     meta = torch.empty(rows, meta_bytes, dtype=torch.uint8)
     counts = torch.empty(rows, dtype=torch.int64)
     if (n, m) == (2, 4) and cols % 8 == 0 and es in (2, 4):
-        bad = getattr(L, f"pack24_{es}")(_ptr(w), rows, cols, _ptr(values), _ptr(meta), _ptr(counts))
+        bad = getattr(L, f"pack24_{es}")(_ptr(w), rows, cols, _ptr(values), _ptr(meta), _ptr(counts), int(exact))
     else:
         bad = getattr(L, f"pack_nm_{es}")(_ptr(w), rows, cols, n, m, b, _ptr(values), _ptr(meta), meta_bytes,
-                                          _ptr(counts))
+                                          _ptr(counts), int(exact))
     if bad >= 0:
         return None
     return values, meta, int(counts.sum())
@@ -301,23 +332,27 @@ def unpack_nm(values: torch.Tensor, meta: torch.Tensor, n: int, m: int, b: int, 
     rows = values.shape[0]
     out = torch.empty(rows, cols, dtype=values.dtype)
     values, meta = values.contiguous(), meta.contiguous()
+    es = values.element_size()
+    if (n, m) == (2, 4) and cols % 8 == 0 and es in (2, 4):
+        bad = getattr(L, f"unpack24_{es}")(_ptr(values), _ptr(meta), rows, cols, _ptr(out))
+        return (None, bad) if bad >= 0 else (out, -1)
     bad = getattr(L, f"unpack_nm_{values.element_size()}")(_ptr(values), _ptr(meta), rows, cols, n, m, b,
                                                            meta.shape[1], _ptr(out))
     return (None, bad) if bad >= 0 else (out, -1)
 
 
-def pack_bitmask(w: torch.Tensor):
+def pack_bitmask(w: torch.Tensor, exact: bool = True):
     L = lib()
     rows, cols = w.shape
     es = w.element_size()
     bstride = (cols + 7) // 8
     bm = torch.empty(rows, bstride, dtype=torch.uint8)
     counts = torch.empty(rows, dtype=torch.int64)
-    getattr(L, f"bm_mask_{es}")(_ptr(w), rows, cols, _ptr(bm), bstride, _ptr(counts))
+    getattr(L, f"bm_mask_{es}")(_ptr(w), rows, cols, _ptr(bm), bstride, _ptr(counts), int(exact))
     offsets = torch.zeros(rows + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=offsets[1:])
     values = torch.empty(int(offsets[-1]), dtype=w.dtype)
-    getattr(L, f"bm_values_{es}")(_ptr(w), rows, cols, _ptr(offsets), _ptr(values))
+    getattr(L, f"bm_values_{es}")(_ptr(w), rows, cols, _ptr(offsets), _ptr(values), int(exact))
     return bm, values, offsets
 
 

@@ -44,7 +44,7 @@ FORMAT_VERSION = 1
 SINGLE_FILE = "model.packed.safetensors"
 INDEX_FILE = "model.packed.safetensors.index.json"
 SHARD_NAME = "model-{i:05d}-of-{n:05d}.packed.safetensors"
-DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3
+DEFAULT_MAX_SHARD_BYTES = 1024**3  # two may be in memory at once (one filling, one being written)
 CHECKSUM_KEY = "llmsparse.checksums"
 
 _ST_DTYPES = {
@@ -159,7 +159,7 @@ class _Plan:
     path: Path
     sparsity: dict
     files: list  # file names in order
-    stored: dict  # stored name -> (file, st dtype, shape, nbytes)
+    stored: dict  # stored name -> (file, st dtype, shape, nbytes, data offset)
     checksums: dict  # stored name -> checksum
     items: list  # [_Item] in file order
 
@@ -248,7 +248,7 @@ def _plan(path) -> _Plan:
             if end + e > size:
                 raise UserError(f"tensor {k} in {fn}: data runs past the end of the file ({end + e} > {size} bytes); "
                                 "the file is truncated, re-export the checkpoint")
-            stored[k] = (fn, dt, shape, e - s)
+            stored[k] = (fn, dt, shape, e - s, s)
     # layers described by the metadata
     items, claimed = [], set()
     for name, entry in sp["layers"].items():
@@ -272,7 +272,7 @@ def _plan(path) -> _Plan:
             sn = name + suf
             if sn not in stored:
                 raise UserError(f"tensor {sn} is missing from the files; the checkpoint is incomplete, re-export it")
-            fn, sdt, sshape, _ = stored[sn]
+            fn, sdt, sshape = stored[sn][:3]
             if tuple(sshape) != tuple(shape):
                 raise UserError(f"tensor {sn}: shape {list(sshape)} in {fn} disagrees with the metadata "
                                 f"({entry.get('pattern')} {list(entry['shape'])} -> {list(shape)})")
@@ -294,7 +294,8 @@ def _plan(path) -> _Plan:
         if entry.get("encoding") == "dense" and name not in stored:
             raise UserError(f"tensor {name} is missing from the files; the checkpoint is incomplete, re-export it")
     order = {fn: i for i, fn in enumerate(files)}
-    items.sort(key=lambda it: (order[stored[next(iter(it.parts.values()))][0]], it.name))
+    # read in file order (sequential I/O)
+    items.sort(key=lambda it: min((order[stored[sn][0]], stored[sn][4]) for sn in it.parts.values()))
     return _Plan(path, sp, files, stored, sums, items)
 
 
@@ -389,41 +390,87 @@ def _unique_state(model):
         yield k, v
 
 
+_ST_NAME = {v: k for k, v in _ST_DTYPES.items() if v is not None}
+
+
+def write_safetensors(path, tensors: dict, metadata: dict | None = None) -> None:
+    """Write a safetensors file (same layout as ``safetensors.torch.save_file``: tensors ordered by
+    element size, largest first, so each starts aligned; header padded with spaces to 8 bytes),
+    streaming each tensor's bytes to the file without an extra copy. Readable by ``safe_open``."""
+    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    header, off = {}, 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for k in order:
+        t = tensors[k]
+        n = t.numel() * t.element_size()
+        header[k] = {"dtype": _ST_NAME[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + n]}
+        off += n
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * ((-len(hb)) % 8)
+    with open(path, "wb") as f:
+        f.write(len(hb).to_bytes(8, "little"))
+        f.write(hb)
+        for k in order:
+            t = tensors[k]
+            if t.numel():
+                f.write(memoryview(_bytes_view(t)))
+
+
 class _ShardWriter:
+    """Collects packed tensors into shards of at most ``max_bytes``; each full shard is checksummed
+    and written by a background thread while the next one is packed (at most one shard waits)."""
+
     def __init__(self, out_dir: Path, max_bytes: int):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.out, self.max = out_dir, max_bytes
         self.cur: dict = {}
         self.cur_bytes = 0
         self.files: list[tuple[str, list[str], int]] = []  # (tmp name, names, bytes)
+        self.pool = ThreadPoolExecutor(1)
+        self.pending = None
 
     def add(self, parts: dict):
         size = sum(t.numel() * t.element_size() for t in parts.values())
         if self.cur and self.cur_bytes + size > self.max:
             self.flush()
-        self.cur.update(parts)
+        self.cur.update({k: v.contiguous() for k, v in parts.items()})
         self.cur_bytes += size
 
-    def flush(self):
-        from safetensors.torch import save_file
+    @staticmethod
+    def _write(path: Path, tensors: dict):
+        sums = {k: checksum(v) for k, v in tensors.items()}
+        meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), CHECKSUM_KEY: json.dumps(sums)}
+        write_safetensors(path, tensors, meta)
 
+    def _wait(self):
+        if self.pending is not None:
+            fut, self.pending = self.pending, None
+            fut.result()  # re-raises a write error (disk full, ...)
+
+    def flush(self):
         if not self.cur:
             return
+        self._wait()
         fn = f".shard-{len(self.files):05d}.tmp"
-        sums = {k: checksum(v) for k, v in self.cur.items()}
-        meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), CHECKSUM_KEY: json.dumps(sums)}
-        save_file({k: v.contiguous() for k, v in self.cur.items()}, str(self.out / fn), metadata=meta)
+        self.pending = self.pool.submit(self._write, self.out / fn, self.cur)
         self.files.append((fn, list(self.cur), self.cur_bytes))
         self.cur, self.cur_bytes = {}, 0
 
+    def close(self):
+        try:
+            self._wait()
+        finally:
+            self.pool.shutdown(wait=True)
+
     def finish(self) -> list[str]:
         self.flush()
+        self.close()
         n = len(self.files)
         names = []
         if n == 0:  # a model with no tensors still gets a (empty) file
-            self.cur = {}
-            from safetensors.torch import save_file
-
-            save_file({}, str(self.out / SINGLE_FILE), metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
+            write_safetensors(self.out / SINGLE_FILE, {}, {"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
             return [SINGLE_FILE]
         weight_map, total = {}, 0
         for i, (tmp, keys, nbytes) in enumerate(self.files):
@@ -461,6 +508,14 @@ def save_packed(model, tokenizer, out_dir, record: dict | None = None, *, prefer
     state = list(_unique_state(model))
     advance = progress.task("packing", len(state)) if progress is not None else None
     w = _ShardWriter(out, max_bytes)
+    try:
+        files, stats = _pack_all(w, state, excluded, pref, advance)
+    finally:
+        w.close()
+    return _finish_packed(model, tokenizer, out, record, files, *stats)
+
+
+def _pack_all(w, state, excluded, pref, advance):
     layers, counts = {}, {}
     lin_dense = lin_stored = tensors_bytes = dense_bytes = 0
     first_float = None
@@ -483,6 +538,8 @@ def save_packed(model, tokenizer, out_dir, record: dict | None = None, *, prefer
                      "dtype": _NAME_OF[t.dtype], "nnz": ch.nnz}
             if ch.encoding == "nm":
                 entry.update(n=ch.n, m=ch.m)
+            if not ch.exact:
+                entry["exact"] = False  # -0.0 at pruned positions were taken as zeros (read back as +0.0)
             stored = {name + suf: v for suf, v in parts.items()}
             sb = sum(v.numel() * v.element_size() for v in stored.values())
             entry["bytes"] = sb
@@ -496,6 +553,11 @@ def save_packed(model, tokenizer, out_dir, record: dict | None = None, *, prefer
         if advance:
             advance()
     files = w.finish()
+    return files, (layers, counts, lin_dense, lin_stored, tensors_bytes, dense_bytes, first_float)
+
+
+def _finish_packed(model, tokenizer, out, record, files, layers, counts, lin_dense, lin_stored, tensors_bytes,
+                   dense_bytes, first_float):
     on_disk = sum((out / f).stat().st_size for f in files)
     sparsity = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "layers": layers}
     # config.json: what save_pretrained writes, plus the sparsity section

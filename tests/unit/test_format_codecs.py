@@ -49,13 +49,45 @@ def test_nm_odd_group_count(impl):
     assert torch.equal(bits(codecs.unpack_nm(v, meta, 2, 4, 12)), bits(w))
 
 
-def test_negative_zero_survives_bitmask(impl):
+def test_bitmask_round_trip_and_negative_zero(impl):
     w = torch.randn(6, 37)
     w[torch.rand_like(w) < 0.5] = 0
-    w[0, 3] = -0.0
     bm, v, off = codecs.pack_bitmask(w)
-    assert off.dtype == torch.int32 and off[0] == 0 and int(off[-1]) == v.numel()
+    assert off.dtype == torch.int32 and off[0] == 0 and int(off[-1]) == v.numel() == int((w != 0).sum())
     assert torch.equal(bits(codecs.unpack_bitmask(bm, v, off, 37)), bits(w))
+    # one -0.0 among the kept values: exact mode keeps it bit for bit
+    w1 = w.clone()
+    w1[0, 3] = -0.0
+    ch, parts = codecs.encode_auto(w1)
+    assert ch.encoding == "bitmask" and ch.exact
+    back = codecs.decode({"encoding": "bitmask", "shape": [6, 37], "nnz": ch.nnz}, parts)
+    assert torch.equal(bits(back), bits(w1))
+    # every pruned zero -0.0 (a mask applied by multiplication): value mode, same bytes as +0.0 zeros
+    w2 = w.clone()
+    w2[w2 == 0] = -0.0
+    ch2, parts2 = codecs.encode_auto(w2)
+    assert ch2.encoding == "bitmask" and not ch2.exact
+    assert torch.equal(parts2[".bitmask"], bm) and torch.equal(parts2[".values"], v)
+    back2 = codecs.decode({"encoding": "bitmask", "shape": [6, 37], "nnz": ch2.nnz}, parts2)
+    assert torch.equal(bits(back2), bits(w))
+
+
+def test_negative_zeros_do_not_break_nm(impl):
+    dense = torch.randn(8, 32).half()
+    keep = nm_weight(8, 32, 2, 4, torch.float16) != 0
+    w2 = dense * keep  # multiplying by a mask leaves -0.0 where pruned weights were negative
+    assert bool((torch.signbit(w2) & (w2 == 0)).any())
+    ch, parts = codecs.encode_auto(w2, (2, 4))
+    assert ch.pattern == "2:4" and not ch.exact
+    back = codecs.decode({"encoding": "nm", "n": 2, "m": 4, "shape": [8, 32]}, parts)
+    assert torch.equal(back, w2)  # equal values (the sign of pruned zeros is not kept)
+    # a -0.0 kept inside the pattern (fp16 underflow of a small weight): exact, bit for bit
+    w3 = nm_weight(8, 32, 2, 4, torch.float16)
+    w3[w3 != 0] = torch.where(torch.arange(int((w3 != 0).sum())) % 7 == 0, -0.0, w3[w3 != 0].float()).half()
+    ch3, parts3 = codecs.encode_auto(w3, (2, 4))
+    assert ch3.exact
+    back3 = codecs.decode({"encoding": "nm", "n": 2, "m": 4, "shape": [8, 32]}, parts3)
+    assert torch.equal(bits(back3), bits(w3))
 
 
 def test_nm_rejects_weights_outside_the_pattern(impl):
