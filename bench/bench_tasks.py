@@ -115,10 +115,20 @@ def main(argv=None):
     ap.add_argument("--pruned-dir", help="a pruned checkpoint to load instead of the 2:4 emulation")
     ap.add_argument("--compare-lm-eval", action="store_true")
     ap.add_argument("--json", help="write all results here")
+    ap.add_argument("--check-prompts", action="store_true",
+                    help="only compare every document's prompt/target/choices with lm-eval's own configs (no model)")
     ap.add_argument("--markdown", metavar="JSON", help="print markdown tables from a JSON written earlier, run nothing")
     args = ap.parse_args(argv)
     if args.markdown:
         print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
+    if args.check_prompts:
+        names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        res = check_all_prompts(names)
+        for k, v in res.items():
+            print(f"{k}: {v['identical']}/{v['docs']} documents with identical context, target and choices")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"prompt_check": res}, indent=2))
         return
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
 
@@ -230,6 +240,31 @@ def markdown(rep: dict) -> str:
             lines.append(f"| {r['task']} | {r['metric']} | {r['ours']:.6f} | {r['lm_eval_own']:.6f} | {d} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def check_all_prompts(tasks) -> dict:
+    """Every document of every task: our (context, target, choices) == lm-eval's own config's."""
+    from lm_eval.tasks import TaskManager
+
+    from llmsparse.eval.tasks import TASKS_DIR
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp, lmeval._quiet_lm_eval(False):
+        theirs = {t.config.task: t for t in lmeval.lm_eval_own_tasks(tasks, None, tmp)}
+        mine = TaskManager(include_path=str(TASKS_DIR), include_defaults=False).load(list(tasks))["tasks"]
+        for name in tasks:
+            a, b = mine[name], theirs[name]
+            da = a.test_docs() if a.has_test_docs() else a.validation_docs()
+            db = b.test_docs() if b.has_test_docs() else b.validation_docs()
+            same = len(da) == len(db)
+            n = 0
+            for x, y in zip(da, db):
+                ok = a.doc_to_text(x) == b.doc_to_text(y) and a.doc_to_target(x) == b.doc_to_target(y)
+                if a.OUTPUT_TYPE == "multiple_choice":
+                    ok = ok and a.doc_to_choice(x) == b.doc_to_choice(y)
+                n += ok
+            out[name] = {"docs": len(da), "identical": n, "all_identical": same and n == len(da)}
+    return out
 
 
 def _dump(path, report, results):
