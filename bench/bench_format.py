@@ -6,8 +6,11 @@ in a fresh subprocess so that its peak RSS (ru_maxrss) is its own:
 
   save_dense    build the model, ``save_pretrained``                 (time of the save only)
   save_packed   build the model, ``llmsparse.formats.packed.save_packed``
-  load_dense    ``AutoModelForCausalLM.from_pretrained``
-  load_packed   ``llmsparse.formats.packed.load_packed``
+  load_dense    ``AutoModelForCausalLM.from_pretrained`` + touching every page of every tensor
+  load_packed   ``llmsparse.formats.packed.load_packed`` + the same touch
+
+(transformers 5 maps safetensors files and reads the pages on first use, so a load is timed until the
+weights are in memory; ``load_only_s`` in the JSON is the call alone.)
 
 Loads read files just written (warm page cache, for both). The loaded models are compared (bitwise
 weights, identical logits on a short input). Prints a table, writes JSON (``--json``).
@@ -77,6 +80,36 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _anon_now() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class AnonPeak:
+    """Samples RssAnon (anonymous memory: tensors; not the page cache mapped from files) every 20 ms."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak, self.stop = _anon_now(), threading.Event()
+
+        def loop():
+            while not self.stop.wait(0.02):
+                self.peak = max(self.peak, _anon_now())
+
+        self.th = threading.Thread(target=loop, daemon=True)
+        self.th.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        self.th.join()
+        self.peak = max(self.peak, _anon_now())
+
+
 def step(args) -> dict:
     import torch
 
@@ -88,6 +121,8 @@ def step(args) -> dict:
     from llmsparse.formats import packed  # noqa: F401
 
     base_rss = _rss_now()
+    base_anon = _anon_now()
+    mon = AnonPeak().__enter__()
     if args.step in ("save_dense", "save_packed"):
         m = build(args.layers)
         out["model_bytes"] = dense_bytes(m)
@@ -102,7 +137,9 @@ def step(args) -> dict:
         else:
             from llmsparse.formats import packed
 
-            out["summary"] = packed.save_packed(m, None, d, {"recipe": {"sparsity": "2:4"}})
+            shard = args.max_shard_size or max(1, int(out["model_bytes"] / 13.5))
+            out["max_shard_bytes"] = shard
+            out["summary"] = packed.save_packed(m, None, d, {"recipe": {"sparsity": "2:4"}}, max_shard_size=shard)
         out["time_s"] = time.perf_counter() - t
     else:
         import torch
@@ -116,7 +153,16 @@ def step(args) -> dict:
             from llmsparse.formats import packed
 
             m, _ = packed.load_packed(args.dir, tokenizer=False)
+        out["load_only_s"] = time.perf_counter() - t
+        # from_pretrained maps the safetensors file and reads pages on first use: touch every page of
+        # every tensor so that both loaders are timed until the weights are really in memory
+        acc = 0.0
+        for v in m.state_dict().values():
+            flat = v.reshape(-1)
+            step_ = max(1, 4096 // max(1, v.element_size()))
+            acc += float(flat[::step_].float().sum())
         out["time_s"] = time.perf_counter() - t
+        out["touch_s"] = out["time_s"] - out["load_only_s"]
         out["model_bytes"] = dense_bytes(m)
         ids = torch.arange(8).unsqueeze(0) * 37 % 32000
         out["logits"] = m(ids).logits[0, -1, :64].float().tolist()
@@ -128,13 +174,18 @@ def step(args) -> dict:
                 h.update(k.encode())
                 h.update(v.contiguous().view(torch.uint8).numpy().tobytes())
             out["state_sha256"] = h.hexdigest()
+    mon.__exit__(None, None, None)
     out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out["base_rss"] = base_rss
+    out["peak_anon"] = mon.peak
+    out["base_anon"] = base_anon
     return out
 
 
-def run_step(name: str, d: Path, layers: int, dump: bool) -> dict:
+def run_step(name: str, d: Path, layers: int, dump: bool, shard: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--step", name, "--dir", str(d), "--layers", str(layers)]
+    if shard:
+        cmd += ["--max-shard-size", str(shard)]
     if dump:
         cmd.append("--dump")
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -153,6 +204,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="runs per step; the fastest is reported")
     ap.add_argument("--workdir", default=None, help="where to write the checkpoints (default: a temp dir)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--max-shard-size", type=int, default=None,
+                    help="bytes per packed shard (default: model size / 13.5, i.e. the 1 GiB default's share "
+                    "of a 13.5 GB Llama-2-7B, so that a reduced shape keeps the 7B proportions)")
     ap.add_argument("--step", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dump", action="store_true", help=argparse.SUPPRESS)
@@ -165,7 +219,7 @@ def main() -> None:
     res: dict = {}
     try:
         for name, d in (("save_dense", dd), ("save_packed", pd), ("load_dense", dd), ("load_packed", pd)):
-            runs = [run_step(name, d, args.layers, dump=(i == 0 and name.startswith("load")))
+            runs = [run_step(name, d, args.layers, dump=(i == 0 and name.startswith("load")), shard=args.max_shard_size)
                     for i in range(args.repeat)]
             best = min(runs, key=lambda r: r["time_s"])
             best["times_s"] = [r["time_s"] for r in runs]
@@ -173,7 +227,8 @@ def main() -> None:
                 if k in runs[0]:
                     best[k] = runs[0][k]
             res[name] = best
-            print(f"{name:12s} {best['time_s']:8.2f} s  peak RSS {best['peak_rss'] / 1e9:6.2f} GB", flush=True)
+            print(f"{name:12s} {best['time_s']:8.2f} s  peak RSS {best['peak_rss'] / 1e9:6.2f} GB  "
+                  f"peak anon {best['peak_anon'] / 1e9:6.2f} GB", flush=True)
         sizes = {"dense_files": dir_bytes(dd, ".safetensors"), "packed_files": dir_bytes(pd, ".safetensors")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -186,12 +241,16 @@ def main() -> None:
         "model_bytes": mb,
         "sizes": {**sizes, "linear_ratio": s["linear_ratio"], "files_ratio": sizes["packed_files"] / sizes["dense_files"]},
         "time_s": {k: res[k]["time_s"] for k in res},
+        "load_only_s": {k: res[k]["load_only_s"] for k in res if "load_only_s" in res[k]},
         "time_ratio": {"export": res["save_packed"]["time_s"] / res["save_dense"]["time_s"],
                        "load": res["load_packed"]["time_s"] / res["load_dense"]["time_s"]},
         "peak_rss_bytes": {k: res[k]["peak_rss"] for k in res},
         "peak_rss_over_model": {k: res[k]["peak_rss"] / mb for k in res},
         "baseline_rss_bytes": {k: res[k]["base_rss"] for k in res},
         "peak_above_baseline_over_model": {k: (res[k]["peak_rss"] - res[k]["base_rss"]) / mb for k in res},
+        "peak_anon_bytes": {k: res[k]["peak_anon"] for k in res},
+        "peak_anon_above_baseline_over_model": {k: (res[k]["peak_anon"] - res[k]["base_anon"]) / mb for k in res},
+        "max_shard_bytes": res["save_packed"].get("max_shard_bytes"),
         "identical_weights": res["load_dense"]["state_sha256"] == res["load_packed"]["state_sha256"],
         "identical_logits": res["load_dense"]["logits"] == res["load_packed"]["logits"],
         "runs": {k: res[k]["times_s"] for k in res},
@@ -201,12 +260,13 @@ def main() -> None:
 
     t = Table(title=f"packed format, Llama-2-7B shapes x {args.layers} layers, fp16 2:4 "
                     f"({mb / 1e9:.2f} GB dense)")
-    for c in ("step", "time (s)", "vs dense", "peak RSS (GB)", "RSS / model", "(peak-imports) / model"):
+    for c in ("step", "time (s)", "vs dense", "peak RSS (GB)", "(RSS-imports)/model", "(anon-imports)/model"):
         t.add_column(c, justify="left" if c == "step" else "right")
     for k in ("save_dense", "save_packed", "load_dense", "load_packed"):
         rel = "" if "dense" in k else f"{report['time_ratio']['export' if 'save' in k else 'load']:.2f}x"
-        t.add_row(k, f"{res[k]['time_s']:.2f}", rel, f"{res[k]['peak_rss'] / 1e9:.2f}", f"{res[k]['peak_rss'] / mb:.2f}",
-                  f"{(res[k]['peak_rss'] - res[k]['base_rss']) / mb:.2f}")
+        t.add_row(k, f"{res[k]['time_s']:.2f}", rel, f"{res[k]['peak_rss'] / 1e9:.2f}",
+                  f"{(res[k]['peak_rss'] - res[k]['base_rss']) / mb:.2f}",
+                  f"{(res[k]['peak_anon'] - res[k]['base_anon']) / mb:.2f}")
     Console().print(t)
     print(f"files: dense {sizes['dense_files'] / 1e9:.3f} GB, packed {sizes['packed_files'] / 1e9:.3f} GB "
           f"({report['sizes']['files_ratio']:.4f}x); linear weights {s['linear_ratio']:.4f}x; "

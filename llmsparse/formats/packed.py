@@ -299,30 +299,97 @@ def _plan(path) -> _Plan:
     return _Plan(path, sp, files, stored, sums, items)
 
 
-def _read_item(plan: _Plan, handles: dict, it: _Item, verify: bool = True) -> tuple[str, torch.Tensor | dict]:
-    """Read one logical tensor. Dense items return the tensor; others return the decoded dense tensor."""
+class _Mapped:
+    """Zero-copy access to the tensors of one checked safetensors file (``mmap``): packed components
+    are decoded straight from the page cache; dense tensors are copied out once."""
+
+    def __init__(self, path: Path, plan: _Plan):
+        import mmap
+
+        self.plan = plan
+        self.f = open(path, "rb")
+        self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else None
+        self.base = 8 + int.from_bytes(self.f.read(8), "little")
+
+    def get_tensor(self, sn: str, copy: bool = True) -> torch.Tensor:
+        import warnings
+
+        _, dt, shape, nbytes, begin = self.plan.stored[sn]
+        dtype = _ST_DTYPES[dt]
+        if nbytes == 0:
+            return torch.empty(shape, dtype=dtype)
+        off = self.base + begin
+        es = torch.empty(0, dtype=dtype).element_size()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # read-only buffer: we never write through these views
+            if off % es:
+                t = torch.frombuffer(bytearray(self.mm[off: off + nbytes]), dtype=dtype)
+            else:
+                t = torch.frombuffer(self.mm, dtype=dtype, count=nbytes // es, offset=off)
+        t = t.view(shape)
+        return t.clone() if copy else t
+
+    def release(self, sn: str) -> None:
+        """Drop the pages of ``sn`` from this process's mapping (they stay in the page cache), so that
+        reading a checkpoint does not grow the resident set by the file size."""
+        import mmap
+
+        if self.mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        _, _, _, nbytes, begin = self.plan.stored[sn]
+        ps = mmap.PAGESIZE
+        a = -(-(self.base + begin) // ps) * ps
+        b = (self.base + begin + nbytes) // ps * ps
+        if b > a:
+            try:
+                self.mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+            except (OSError, ValueError):
+                pass
+
+    def close(self):
+        try:
+            if self.mm is not None:
+                self.mm.close()
+        except BufferError:  # a view is still referenced somewhere: the GC closes it later
+            pass
+        self.f.close()
+
+
+def _read_item(plan: _Plan, handles: dict, it: _Item, verify: bool = True) -> torch.Tensor:
+    """Read one logical tensor: dense items as stored, packed ones decoded to dense-with-zeros."""
     parts = {}
     for suf, sn in it.parts.items():
         fn = plan.stored[sn][0]
-        try:
-            t = handles[fn].get_tensor(sn)
-        except Exception as e:
-            raise UserError(f"tensor {sn}: could not be read from {fn} ({str(e)[:120]}); the file is corrupted") from None
+        t = handles[fn].get_tensor(sn, copy=it.dense)
         if verify and not _verify(t, plan.checksums.get(sn)):
             raise UserError(f"tensor {sn}: checksum mismatch in {fn}; the file is corrupted, re-export the checkpoint")
         parts[suf] = t
-    if it.dense:
-        return parts[""]
     try:
-        return codecs.decode(it.entry, parts)
-    except codecs.FormatError as e:
-        raise UserError(f"tensor {it.name}: {e}; the checkpoint is corrupted (pattern {it.entry.get('pattern')})") from None
+        if it.dense:
+            return parts[""]
+        try:
+            return codecs.decode(it.entry, parts)
+        except codecs.FormatError as e:
+            raise UserError(f"tensor {it.name}: {e}; the checkpoint is corrupted "
+                            f"(pattern {it.entry.get('pattern')})") from None
+    finally:
+        parts.clear()
+        for sn in it.parts.values():
+            handles[plan.stored[sn][0]].release(sn)
 
 
 @contextlib.contextmanager
 def _handles(plan: _Plan):
-    with contextlib.ExitStack() as st:
-        yield {fn: st.enter_context(_open(plan.path / fn)) for fn in plan.files}
+    hs = {}
+    try:
+        for fn in plan.files:
+            with _open(plan.path / fn):  # safetensors' own header check
+                pass
+            hs[fn] = _Mapped(plan.path / fn, plan)
+        yield hs
+    finally:
+        for h in hs.values():
+            h.close()
 
 
 def iter_dense_tensors(path, verify: bool = True):
@@ -668,7 +735,7 @@ def load_packed(path, dtype=None, tokenizer=True, *, device=None, sparse_kernels
                 if isinstance(mod, torch.nn.Linear):
                     parts = {}
                     for suf, sn in it.parts.items():
-                        t = hs[plan.stored[sn][0]].get_tensor(sn)
+                        t = hs[plan.stored[sn][0]].get_tensor(sn, copy=True)
                         if verify and not _verify(t, plan.checksums.get(sn)):
                             raise UserError(f"tensor {sn}: checksum mismatch; the file is corrupted, re-export it")
                         parts[suf] = t
