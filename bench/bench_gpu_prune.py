@@ -41,20 +41,26 @@ def build_model(tiny: bool, vocab: int):
     else:  # Llama-2-7B
         cfg = t.LlamaConfig(vocab_size=vocab, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                             num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096)
-    with torch.device("meta"):
-        m = t.LlamaForCausalLM(cfg)
-    m = m.to_empty(device="cpu").to(torch.float16)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float16)
+    try:
+        with torch.device("meta"):
+            m = t.LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(old)
+    m = m.to_empty(device="cpu")
     randomize(m)
-    m.model.rotary_emb.__init__(config=cfg)  # buffers were on meta
+    m.model.rotary_emb.__init__(config=cfg)  # its buffers were on meta
     return m.eval()
 
 
 @torch.no_grad()
 def randomize(m):
-    g = torch.Generator().manual_seed(0)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # random numbers are far faster on the GPU
+    g = torch.Generator(device=dev).manual_seed(0)
     for n, p in m.named_parameters():
         if p.dim() == 2:
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).mul_(0.02).to(p.dtype))
+            p.copy_(torch.randn(p.shape, generator=g, device=dev, dtype=p.dtype).mul_(0.02))
         else:
             p.fill_(1.0)
 

@@ -69,6 +69,15 @@ def main():
         ppl, te = evaluate(base)
         rows.append({"method": "dense", "sparsity": "0", "ppl": ppl, "prune_s": 0.0, "eval_s": te})
         print(f"dense: ppl {ppl:.3f} (eval {te:.0f}s)", flush=True)
+    def save():
+        if args.json:
+            os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+            with open(args.json, "w") as f:
+                json.dump({"protocol": "P-smol", "calib": args.calib, "seed": args.seed, "seqlen": args.seqlen,
+                           "limit": args.limit, "machine": machine(), "load_s": t_load, "rows": rows,
+                           "load_avg_end": os.getloadavg()}, f, indent=2)
+
+    save()
     opts = json.loads(args.method_options)
     for method in args.methods.split(","):
         for sp in args.sparsities.split(","):
@@ -83,6 +92,7 @@ def main():
                          "measured_sparsity": rep["sparsity_overall"], "method_info_layers": len(rep["method_info"])})
             print(f"{method} {sp}: ppl {ppl:.3f} sparsity {rep['sparsity_overall']:.4f} "
                   f"(prune {tp:.0f}s, eval {te:.0f}s)", flush=True)
+            save()
             del m
     result = {"protocol": "P-smol", "calib": args.calib, "seed": args.seed, "seqlen": args.seqlen,
               "limit": args.limit, "machine": machine(), "load_s": t_load, "rows": rows,
@@ -90,10 +100,7 @@ def main():
     print(f"\n{'method':<12}{'sparsity':>9}{'ppl':>10}{'prune s':>9}")
     for r in rows:
         print(f"{r['method']:<12}{r['sparsity']:>9}{r['ppl']:>10.3f}{r['prune_s']:>9.1f}")
-    if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    save()
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("| method | sparsity | WikiText-2 ppl | prune wall (s) |\n|---|---|---|---|\n")
