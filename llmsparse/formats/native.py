@@ -88,6 +88,61 @@ int64_t unpack24_##S(const T* values, const uint8_t* meta, int64_t rows, int64_t
 DEF24(uint16_t, 2)
 DEF24(uint32_t, 4)
 
+/* 2:4 fp16/bf16, word at a time: a group of 4 halves is one uint64 (SWAR zero tests). Same bytes. */
+int64_t pack24w_2(const uint16_t* w, int64_t rows, int64_t cols, uint16_t* values, uint8_t* meta,
+                  int64_t* counts, int exact) {
+  int64_t G = cols / 4; int64_t bad = -1;
+  const uint64_t LO = 0x7FFF7FFF7FFF7FFFull, HI = 0x8000800080008000ull;
+  const uint64_t K = 1ull | (1ull << 15) | (1ull << 30) | (1ull << 45);
+  #pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const uint16_t* wr = w + r * cols; uint32_t* vr = (uint32_t*)(values + r * (cols / 2));
+    uint8_t* mr = meta + r * (cols / 8); int64_t rc = 0; int ok = 1;
+    for (int64_t g = 0; g < G; g += 2) {
+      uint64_t x0, x1; memcpy(&x0, wr + 4 * g, 8); memcpy(&x1, wr + 4 * g + 4, 8);
+      uint64_t f0 = ((x0 & LO) + LO) | (exact ? x0 : 0), f1 = ((x1 & LO) + LO) | (exact ? x1 : 0);
+      f0 &= HI; f1 &= HI;
+      int c0 = (int)((((f0 >> 15) * K) >> 45) & 15), c1 = (int)((((f1 >> 15) * K) >> 45) & 15);
+      ok &= OK_24[c0] & OK_24[c1];
+      uint32_t a0 = (uint32_t)((x0 >> (16 * P0_24[c0])) & 0xFFFF) | ((uint32_t)((x0 >> (16 * P1_24[c0])) & 0xFFFF) << 16);
+      uint32_t a1 = (uint32_t)((x1 >> (16 * P0_24[c1])) & 0xFFFF) | ((uint32_t)((x1 >> (16 * P1_24[c1])) & 0xFFFF) << 16);
+      memcpy(vr + g, &a0, 4); memcpy(vr + g + 1, &a1, 4);
+      mr[g >> 1] = (uint8_t)(NIB_24[c0] | (NIB_24[c1] << 4));
+      rc += POP_24[c0] + POP_24[c1];
+    }
+    counts[r] = rc;
+    if (!ok) {
+      #pragma omp atomic write
+      bad = r;
+    }
+  }
+  return bad;
+}
+
+/* 2:4 fp16/bf16 decode, a uint64 per group. -1, or 2*row for a group whose positions are not increasing */
+int64_t unpack24w_2(const uint16_t* values, const uint8_t* meta, int64_t rows, int64_t cols, uint16_t* out) {
+  int64_t bad = -1;
+  #pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const uint16_t* vr = values + r * (cols / 2); const uint8_t* mr = meta + r * (cols / 8);
+    uint16_t* o = out + r * cols; int ok = 1;
+    for (int64_t q = 0; q < cols / 8; q++) {
+      uint8_t byte = mr[q];
+      for (int h = 0; h < 2; h++) {
+        int nib = (byte >> (4 * h)) & 15; int p0 = nib & 3, p1 = nib >> 2;
+        ok &= p0 < p1;
+        uint64_t x = ((uint64_t)vr[4 * q + 2 * h] << (16 * p0)) | ((uint64_t)vr[4 * q + 2 * h + 1] << (16 * p1));
+        memcpy(o + 8 * q + 4 * h, &x, 8);
+      }
+    }
+    if (!ok) {
+      #pragma omp atomic write
+      bad = 2 * r;
+    }
+  }
+  return bad;
+}
+
 #define DEF(T, S)                                                                                  \
 int64_t pack_nm_##S(const T* w, int64_t rows, int64_t cols, int n, int m, int b, T* values,        \
                     uint8_t* meta, int64_t mstride, int64_t* counts, int exact) {                             \
@@ -266,6 +321,11 @@ def _build() -> ctypes.CDLL | None:
         if s in (2, 4):
             f = getattr(lib, f"pack24_{s}")
             f.restype, f.argtypes = i64, [p, i64, i64, p, p, p, ci]
+            if s == 2:
+                f = lib.pack24w_2
+                f.restype, f.argtypes = i64, [p, i64, i64, p, p, p, ci]
+                f = lib.unpack24w_2
+                f.restype, f.argtypes = i64, [p, p, i64, i64, p]
             f = getattr(lib, f"unpack24_{s}")
             f.restype, f.argtypes = i64, [p, p, i64, i64, p]
         f = getattr(lib, f"group_stats_{s}")
@@ -317,7 +377,8 @@ def pack_nm(w: torch.Tensor, n: int, m: int, b: int, meta_bytes: int, exact: boo
     meta = torch.empty(rows, meta_bytes, dtype=torch.uint8)
     counts = torch.empty(rows, dtype=torch.int64)
     if (n, m) == (2, 4) and cols % 8 == 0 and es in (2, 4):
-        bad = getattr(L, f"pack24_{es}")(_ptr(w), rows, cols, _ptr(values), _ptr(meta), _ptr(counts), int(exact))
+        fn = L.pack24w_2 if es == 2 and os.environ.get("LLMSPARSE_PACK24W", "1") == "1" else getattr(L, f"pack24_{es}")
+        bad = fn(_ptr(w), rows, cols, _ptr(values), _ptr(meta), _ptr(counts), int(exact))
     else:
         bad = getattr(L, f"pack_nm_{es}")(_ptr(w), rows, cols, n, m, b, _ptr(values), _ptr(meta), meta_bytes,
                                           _ptr(counts), int(exact))
@@ -334,7 +395,8 @@ def unpack_nm(values: torch.Tensor, meta: torch.Tensor, n: int, m: int, b: int, 
     values, meta = values.contiguous(), meta.contiguous()
     es = values.element_size()
     if (n, m) == (2, 4) and cols % 8 == 0 and es in (2, 4):
-        bad = getattr(L, f"unpack24_{es}")(_ptr(values), _ptr(meta), rows, cols, _ptr(out))
+        fn = L.unpack24w_2 if es == 2 and os.environ.get("LLMSPARSE_PACK24W", "1") == "1" else getattr(L, f"unpack24_{es}")
+        bad = fn(_ptr(values), _ptr(meta), rows, cols, _ptr(out))
         return (None, bad) if bad >= 0 else (out, -1)
     bad = getattr(L, f"unpack_nm_{values.element_size()}")(_ptr(values), _ptr(meta), rows, cols, n, m, b,
                                                            meta.shape[1], _ptr(out))
