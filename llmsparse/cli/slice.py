@@ -40,9 +40,9 @@ def register(app: typer.Typer) -> None:
         layout: Optional[str] = typer.Option(
             None,
             "--layout",
-            help="paper (per-block bases, two skip matrices per layer; default), one-shortcut (one skip "
-            "matrix per layer: smaller, faster) or uniform (one basis for the whole model: a stock "
-            "transformers model, loads anywhere, less accurate; Llama family). See docs/slicegpt.md.",
+            help="paper (per-block bases with skip-connection matrices; default) or uniform (one basis for the "
+            "whole model: a stock transformers model that loads without llmsparse; experimental, Llama "
+            "family only, accuracy not yet measured on a real model). See docs/slicegpt.md.",
         ),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, float16 or bfloat16 (default: the model's)."),
         device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
@@ -95,8 +95,8 @@ def run_slice(
     round_to = 8 if round_to is None else round_to
     batch_size = 8 if batch_size is None else batch_size
     layout = "paper" if layout is None else layout
-    if layout not in ("paper", "one-shortcut", "uniform"):
-        raise UserError(f"unknown --layout '{layout}'; use paper, one-shortcut or uniform")
+    if layout not in ("paper", "uniform"):
+        raise UserError(f"unknown --layout '{layout}'; use paper or uniform")
     if math.isnan(ratio) or not (0.0 <= ratio < 1.0):
         raise UserError(f"--ratio must be in [0, 1), got {ratio}; e.g. --ratio 0.25 removes 25% of the hidden size")
     if round_to < 1:
@@ -144,8 +144,7 @@ def run_slice(
             info = slice_model_uniform(m, ids, ratio, round_to=round_to, batch_size=batch_size, device=dev)
         else:
             info = slice_model(
-                m, ids, ratio, round_to=round_to, batch_size=batch_size, device=dev, progress=progress_cb,
-                one_shortcut=(layout == "one-shortcut"),
+                m, ids, ratio, round_to=round_to, batch_size=batch_size, device=dev, progress=progress_cb
             )
     finally:
         if prog is not None:
