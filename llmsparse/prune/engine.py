@@ -185,7 +185,18 @@ def _stats_pass_and_prune(layer, lins, names, groups, method, spec, prefix, cach
 
 
 def _apply(method, mod: nn.Linear, stats: dict, spec: SparsitySpec, full: str, report: dict):
-    new_w, mask, info = method.prune(mod.weight.data, stats, spec, full)
+    # The methods' math is many small tensor ops (SparseGPT's column sweep, DSnoT's cycles). On the
+    # CPU one thread runs them faster than several, and far faster on a busy machine, where
+    # OpenMP barriers between threads stall (measured: 2.1 s vs 36 s for a 1536x576 SparseGPT).
+    on_cpu = mod.weight.device.type == "cpu"
+    threads = torch.get_num_threads()
+    if on_cpu:
+        torch.set_num_threads(1)
+    try:
+        new_w, mask, info = method.prune(mod.weight.data, stats, spec, full)
+    finally:
+        if on_cpu:
+            torch.set_num_threads(threads)
     if new_w is not None:
         mod.weight.data.copy_(new_w)
     mod.weight.data[~mask] = 0
