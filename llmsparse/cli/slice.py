@@ -41,8 +41,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--layout",
             help="paper (per-block bases with skip-connection matrices; default) or uniform (one basis for the "
-            "whole model: a stock transformers model that loads without llmsparse; experimental, Llama "
-            "family only, accuracy not yet measured on a real model). See docs/slicegpt.md.",
+            "whole model: a stock transformers model that loads without llmsparse and runs faster, but less "
+            "accurate: +12.8% perplexity on SmolLM2 at 25%; Llama family). See docs/slicegpt.md.",
         ),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, float16 or bfloat16 (default: the model's)."),
         device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),

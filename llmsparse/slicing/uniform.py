@@ -4,8 +4,8 @@ With a single orthogonal basis Q for every block, all shortcut matrices are the 
 sliced model is an ordinary family model (e.g. ``LlamaForCausalLM``) with ``hidden_size = k`` and
 an explicit ``head_dim``: the checkpoint loads with plain ``from_pretrained``, no llmsparse import.
 The price is accuracy: one basis cannot follow the residual stream as it drifts through the
-blocks, and the statistics come from the dense model (no interleaving). docs/slicegpt.md
-reports the measured cost; ``slice_model`` (per-block bases, the paper's method) is the default.
+blocks, and the statistics come from the dense model (no interleaving). Measured on SmolLM2
+(P-smol, 25%): perplexity 227.5 vs 201.7 for the per-block layout, 1.23x vs 1.07x CPU speed-up; ``slice_model`` (per-block bases, the paper's method) is the default.
 
 Choices: Q = eigenvectors of the sum of the trace-normalised covariances of every residual-stream
 signal (each layer's input, the attention->MLP signal, the final output), dampened like the
