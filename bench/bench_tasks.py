@@ -171,10 +171,10 @@ def main(argv=None):
         con.print(f"pruned: {report['pruned_eval_s']} s")
         del pruned
 
-    _dump(args.json, report, results)
     report["side_by_side_total_s"] = round(
         report["load_dense_s"] + report["dense_eval_s"] + report.get("make_pruned_s", 0) + report.get("pruned_eval_s", 0), 1
     )
+    _dump(args.json, report, results)
     con.print(lmeval.render_table(results))
     con.print(f"total (load + dense + pruned evaluation): {report['side_by_side_total_s']} s "
               f"= {report['side_by_side_total_s'] / 60:.1f} min")
