@@ -144,6 +144,18 @@ def load_tokenizer(src: ModelSource, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(src.path, **kw)
 
 
+def _register_llmsparse_classes(path: str) -> None:
+    """Sliced checkpoints use model classes that ``import llmsparse.slicing`` registers with
+    transformers' Auto classes; import it when the config asks for one."""
+    cfg = Path(path) / "config.json"
+    try:
+        mt = json.loads(cfg.read_text()).get("model_type", "")
+    except (OSError, json.JSONDecodeError):
+        return
+    if str(mt).startswith("llmsparse_sliced_"):
+        import llmsparse.slicing  # noqa: F401  (registration)
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Cheap check (DNS + TCP) so that a missing model is reported at once, not after retries."""
     import socket
@@ -207,6 +219,8 @@ def load_model(
         if _packed is not None and _packed.is_packed(src.path):
             m, tok = _packed.load_packed(src.path, dtype=td, tokenizer=tokenizer)
             return m, tok, src
+    if src.kind == "dir":
+        _register_llmsparse_classes(src.path)
     kw: dict = {"trust_remote_code": trust_remote_code}
     if src.kind == "gguf":
         _need_gguf()
