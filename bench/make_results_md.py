@@ -37,8 +37,11 @@ def main():
         diff = f"{(r['ppl'] / ref - 1) * 100:+.2f}%" if ref else "—"
         print(f"| {key[0]} | {key[1]} | {r['ppl']:.3f} | {ref if ref else 'held by the issue owner'} | {diff} | "
               f"{r.get('measured_sparsity', 0):.4f} | {r['prune_s']:.1f} | {src} |")
-    print(f"\nMachine: {machine}. Prune wall times were taken on a shared, heavily loaded machine "
-          "(other jobs running); see the timing table for a clean measurement.\n")
+    clean = os.path.exists(os.path.join(HERE, "results", "cpu_timing.json"))
+    print(f"\nMachine: {machine}. Prune wall times were taken on a shared machine with a load average of "
+          "8-18 (up to ten other CPU-bound jobs), so they say nothing about speed"
+          + ("; see the CPU timing table." if clean else "; no clean CPU timing was measured yet "
+             "(`bench/bench_cpu_prune.py` is the script for it).") + "\n")
     g = os.path.join(HERE, "results", "gpu_prune_h100.json")
     if os.path.exists(g):
         d = json.load(open(g))
