@@ -1,6 +1,7 @@
 """``llmsparse info``: parameter counts, per-layer sparsity, N:M pattern checks."""
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import typer
@@ -67,5 +68,3 @@ def register(app: typer.Typer) -> None:
         if json_out:
             write_json(json_out, info)
 
-
-import json  # noqa: E402

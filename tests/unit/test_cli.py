@@ -100,9 +100,10 @@ def test_no_decoder_layers(capsys, tmp_path):
     m.transformer.h = torch.nn.ModuleList([torch.nn.Identity()])
     d = tmp_path / "weird"
     m.save_pretrained(d)
+    from llmsparse.errors import UserError
     from llmsparse.models import adapters
 
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match="no recognisable decoder layers; supported families"):
         adapters.get_adapter(t.AutoModelForCausalLM.from_pretrained(d))
 
 
