@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
     except typer.Exit as e:
-        return getattr(e, "exit_code", 0)
+        code = getattr(e, "exit_code", 0)
+        if code == 130:  # typer turns Ctrl-C into Exit(130)
+            print("error: interrupted; nothing was written", file=sys.stderr)
+        return code
     except no_args_help as e:  # type: ignore[misc]
         print(e.format_message() if hasattr(e, "format_message") else str(e), file=sys.stderr)
         return 2
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e.format_message()}", file=sys.stderr)
         return 2
+    if rv == 130:  # typer turns Ctrl-C into an exit code of 130 when not standalone
+        print("error: interrupted; nothing was written", file=sys.stderr)
     return rv if isinstance(rv, int) else 0
 
 
