@@ -23,7 +23,7 @@ def main():
     ap.add_argument("--calib", default="c4:64x512")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    from bench_psmol import machine
+    from _common import machine
 
     from llmsparse.models.load import load_model
     from llmsparse.prune.engine import PruneConfig, prune_model

@@ -14,22 +14,11 @@ import argparse
 import copy
 import json
 import os
-import platform
 import time
 
 import torch
 
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.python_version()}"
+from _common import machine  # noqa: E402
 
 
 def main():

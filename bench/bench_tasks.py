@@ -24,7 +24,6 @@ import copy
 import importlib.util
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from _common import machine  # noqa: E402
 
 from llmsparse.eval import lmeval  # noqa: E402
 
@@ -66,18 +66,6 @@ def emulate_24(model):
                     assert is_nm(w, 2, 4)
                     n += 1
     return pruned, n
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}; {os.cpu_count()} CPU cores visible, torch threads {torch.get_num_threads()}, torch {torch.__version__}"
 
 
 def compare_with_lm_eval(model, tok, tasks, limit, batch_size, ours):
