@@ -1,0 +1,63 @@
+"""Run the Triton 2:4 kernels in Triton's CPU interpreter (TRITON_INTERPRET=1) and compare them with a
+float64 dense-with-zeros reference. Executed in a subprocess by test_kernels_interpreter.py (the
+interpreter must be chosen before the kernels are defined). Prints one line per case; exits 1 on a
+mismatch."""
+import os
+import sys
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import numpy as np  # noqa: E402
+import triton.runtime.interpreter as interp  # noqa: E402
+
+# Triton 3.6's interpreter turns 1-element arrays into ints with int(arr), which numpy >= 2.4 refuses
+_orig = interp._patch_lang_tensor
+
+
+def _patched(tensor, scope):
+    _orig(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+
+interp._patch_lang_tensor = _patched
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from llmsparse.formats.nm import pack_nm  # noqa: E402
+from llmsparse.kernels import triton_sp24 as T  # noqa: E402
+from llmsparse.kernels.dispatch import random_24  # noqa: E402
+
+torch.manual_seed(0)
+CASES = [  # (kind, out, in, M, cfg, bias)
+    ("gemv", 40, 200, 3, (8, 64, 4, 2), True),
+    ("gemv", 64, 256, 1, (4, 256, 4, 2), False),
+    ("mm", 40, 200, 19, (16, 32, 64, 4, 3), True),
+    ("mmb", 64, 256, 5, (16, 32, 128, 4, 3), False),
+    ("mm4", 64, 256, 16, (16, 64, 256, 4, 3, 1), False),
+    ("mm4", 64, 256, 16, (16, 64, 256, 4, 3, 0), True),
+    ("mm4", 40, 200, 5, (16, 32, 64, 4, 3, 1), True),
+    ("mm4", 40, 200, 19, (16, 16, 128, 4, 3, 0), False),
+    ("mm4", 96, 520, 33, (32, 64, 256, 4, 3, 1), True),
+]
+bad = 0
+for kind, n, k, m, cfg, has_bias in CASES:
+    w = random_24(n, k, torch.float32, "cpu")
+    v, mt = pack_nm(w, 2, 4)
+    x = torch.randn(m, k)
+    b = torch.randn(n) if has_bias else None
+    out = torch.full((m, n), float("nan"))
+    if kind == "gemv":
+        y = T.sp24_gemv(x, v, mt, b, n, cfg=cfg, out=out)
+    elif kind == "mm":
+        y = T.sp24_mm(x, v, mt, b, n, block_m=cfg[0], cfg=cfg[1:], out=out)
+    elif kind == "mmb":
+        y = T.sp24_mm_wb(x, v, mt, b, n, block_m=cfg[0], cfg=cfg[1:], out=out)
+    else:
+        y = T.sp24_mm4(x, v, mt, b, n, cfg=cfg, out=out)
+    ref = F.linear(x.double(), w.double(), None if b is None else b.double())
+    err = float((y.double() - ref).norm() / ref.norm())
+    ok = bool(torch.isfinite(y).all()) and err < 1e-5
+    bad += not ok
+    print(f"{kind} {n}x{k} M={m} cfg={cfg} bias={has_bias}: rel err {err:.2e} {'ok' if ok else 'FAIL'}")
+sys.exit(1 if bad else 0)
