@@ -6,7 +6,6 @@ For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers
 * ``dense``: cuBLAS ``F.linear`` on the dense-with-zeros weight,
 * ``gemv``:  the Triton kernel that selects inputs by the 2-bit indices (M <= 8),
 * ``mm``/``mmb``: the Triton kernels that rebuild dense tiles in registers for ``tl.dot`` (M <= 256),
-* ``mm4``: the Triton kernel that splits W by kept position (four ``tl.dot`` on ``x[:, p::4]``, M <= 256),
 * ``cslt``:  cuSPARSELt on the sparse tensor cores, over a few algorithm ids (M >= 16),
 
 checks each sparse candidate's output against dense (relative error), and keeps the fastest. A
@@ -46,9 +45,8 @@ def bucket_of(m: int) -> int:
 
 @dataclass
 class Choice:
-    path: str  # "dense" | "gemv" | "mm" | "mmb" | "mm4" | "cslt"
-    cfg: tuple = ()  # gemv: (BN, BK, warps, stages); mm/mmb: (BM, BN, BK, warps, stages);
-    # mm4: (BM, BN, BK, warps, stages, w_is_a); cslt: (alg_id, transposed)
+    path: str  # "dense" | "gemv" | "mm" | "mmb" | "cslt"
+    cfg: tuple = ()  # gemv: (BN, BK, warps, stages); mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
     err: float = math.nan  # relative error vs dense-with-zeros F.linear in the check
@@ -132,10 +130,6 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
         from .triton_sp24 import sp24_mm_wb
 
         return sp24_mm_wb(x, values, meta, bias, out_features, block_m=choice.cfg[0], cfg=choice.cfg[1:])
-    if p == "mm4":
-        from .triton_sp24 import sp24_mm4
-
-        return sp24_mm4(x, values, meta, bias, out_features, cfg=choice.cfg)
     if p == "cslt":
         from .cslt import cslt_linear
 
@@ -152,8 +146,8 @@ def choice_name(c: Choice) -> str:
     return f"{c.path}:" + ",".join(map(str, c.cfg))
 
 
-def candidates(m: int, *, paths=("gemv", "mm", "mmb", "mm4", "cslt"), cslt_algs=(0,), dtype=None) -> list[Choice]:
-    from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM4_CONFIGS, MM_CONFIGS, MMB_CONFIGS, excluded
+def candidates(m: int, *, paths=("gemv", "mm", "mmb", "cslt"), cslt_algs=(0,), dtype=None) -> list[Choice]:
+    from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, MMB_CONFIGS, excluded
 
     out: list[Choice] = []
     if "gemv" in paths and m <= GEMV_MAX_M:
@@ -165,9 +159,6 @@ def candidates(m: int, *, paths=("gemv", "mm", "mmb", "mm4", "cslt"), cslt_algs=
         if p in paths and m <= 256:
             for bm in bms:
                 out += [Choice(p, (bm,) + c) for c in table[bm]]
-    if "mm4" in paths and m <= 256:
-        for bm in bms:
-            out += [Choice("mm4", c) for c in MM4_CONFIGS[bm]]
     if "cslt" in paths and m >= 16:
         out += [Choice("cslt", (a, tr)) for a in cslt_algs for tr in (1, 0)]
     return [c for c in out if not excluded(choice_name(c), dtype)]
@@ -252,7 +243,7 @@ def err_limit(dtype) -> float:
 
 
 def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUCKETS, *, device=None,
-         min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=("gemv", "mm", "mmb", "mm4", "cslt"), force: bool = False,
+         min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=("gemv", "mm", "mmb", "cslt"), force: bool = False,
          log: Callable[[str], None] | None = None, bench: ShapeBench | None = None) -> dict[int, Choice]:
     """Measure the candidates for the given buckets of one layer shape; fill and return its table."""
     from .cslt import available as cslt_available

@@ -40,18 +40,15 @@ def test_pack_roundtrip_gpu_matches_cpu(dtype):
 
 SMALL = [(48, 136), (264, 520)]
 BIG = [(4096, 4096), (11008, 4096), (4096, 11008)]
-KINDS = ["gemv:1", "mm:16", "mm:32", "mm:64", "mm:128", "mmb:16", "mmb:32", "mmb:64", "mmb:128",
-         "mm4:16", "mm4:32", "mm4:64", "mm4:128"]
+KINDS = ["gemv:1", "mm:16", "mm:32", "mm:64", "mm:128", "mmb:16", "mmb:32", "mmb:64", "mmb:128"]
 
 
 def _configs(dtype, kind: str, bm: int, every: bool):
     """Configurations of one kernel kind (all of them on small shapes, the first on big ones)."""
-    from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS, MM4_CONFIGS, MM_CONFIGS, MMB_CONFIGS, excluded
+    from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS, MM_CONFIGS, MMB_CONFIGS, excluded
 
     if kind == "gemv":
         cfgs = [c for c in GEMV_CONFIGS if not excluded("gemv:" + ",".join(map(str, c)), dtype)]
-    elif kind == "mm4":
-        cfgs = [c for c in MM4_CONFIGS[bm] if not excluded("mm4:" + ",".join(map(str, c)), dtype)]
     else:
         table = MM_CONFIGS if kind == "mm" else MMB_CONFIGS
         cfgs = [c for c in table[bm] if not excluded(f"{kind}:{bm}:" + ",".join(map(str, c)), dtype)]
@@ -63,7 +60,7 @@ def _configs(dtype, kind: str, bm: int, every: bool):
 @pytest.mark.parametrize("shape", SMALL + BIG)
 def test_triton_kernels_vs_dense(shape, dtype, kind):
     """Each kernel against dense-with-zeros F.linear, odd M, NaN-poisoned outputs, with and without bias."""
-    from llmsparse.kernels.triton_sp24 import GEMV_MAX_M, sp24_gemv, sp24_mm, sp24_mm4, sp24_mm_wb
+    from llmsparse.kernels.triton_sp24 import GEMV_MAX_M, sp24_gemv, sp24_mm, sp24_mm_wb
 
     kind, bm = kind.split(":")
     bm = int(bm)
@@ -86,8 +83,6 @@ def test_triton_kernels_vs_dense(shape, dtype, kind):
                 y = sp24_gemv(x, v, m, b, n, cfg=cfg, out=out)
             elif kind == "mm":
                 y = sp24_mm(x, v, m, b, n, block_m=bm, cfg=cfg, out=out)
-            elif kind == "mm4":
-                y = sp24_mm4(x, v, m, b, n, cfg=cfg, out=out)
             else:
                 y = sp24_mm_wb(x, v, m, b, n, block_m=bm, cfg=cfg, out=out)
             assert torch.isfinite(y).all(), (kind, bm, cfg, M)

@@ -125,7 +125,7 @@ def test_buckets_and_nearest():
 def test_candidates_cover_sizes():
     pytest.importorskip("triton")
     c1 = {c.path for c in dispatch.candidates(1)}
-    assert c1 == {"gemv", "mm", "mmb", "mm4"}
+    assert c1 == {"gemv", "mm", "mmb"}
     assert {c.path for c in dispatch.candidates(4096)} == {"cslt"}
     assert any(c.path == "mm" and c.cfg[0] == 128 for c in dispatch.candidates(256))
 
