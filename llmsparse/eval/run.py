@@ -65,7 +65,8 @@ def evaluate_models(models: list[str], *, ppl: str | None = None, tasks: str | N
         results["models"][mname] = res
         del m
         gc.collect()
-    out_console.print(render_ppl_table(results))
+    if ppl_sets:
+        out_console.print(render_ppl_table(results))
     if task_list:
         from . import lmeval
 

@@ -27,12 +27,14 @@ import torch.nn.functional as F
 
 BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 DEFAULT_MIN_SPEEDUP = 1.05  # a sparse path must win by more than timing noise (about +-5% at large M)
-# cuSPARSELt algorithm ids measured besides its own search (which faulted for fp16 on an H100 with
-# cuSPARSELt 0.8). Measured there: bf16 with the searched ids 15/17 ran 1.3-1.7x faster than dense at
-# M >= 1024, fp16 with alg 0 and the transposed result ran up to 1.7x SLOWER than dense, while PyTorch
-# 2.11's stock path (alg 0, untransposed result) ran 1.2-1.5x faster. Both result layouts are candidates.
-CSLT_ALGS_SMALL = (0,)
-CSLT_ALGS_LARGE = (0, 15, 17)
+# cuSPARSELt algorithm ids measured besides its own search (which faults for fp16 on an H100 with
+# cuSPARSELt 0.8, see triton_sp24.DEFAULT_EXCLUDE), each with both result layouts. Measured there
+# (bench/device/cslt_probe.py, bench/results/cslt_probe_h100.json): with a contiguous [M, N] result,
+# fp16 is fastest with alg 1 and transpose_result=True (1.08-1.25x dense at M=4096); alg 0 untransposed
+# is as fast as PyTorch's stock path only when the [N, M] result is left transposed (stock returns
+# that non-contiguous view); the transposing copy costs 0.4-0.8x of the GEMM. bf16: the searched id.
+CSLT_ALGS_SMALL = (0, 1)
+CSLT_ALGS_LARGE = (0, 1, 2)
 
 
 def bucket_of(m: int) -> int:
