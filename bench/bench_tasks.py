@@ -141,10 +141,10 @@ def main(argv=None):
     if not args.no_pruned:
         t0 = time.perf_counter()
         if args.pruned_dir:
-            from llmsparse.models.load import load_model, load_tokenizer, resolve  # lead's loader
+            from llmsparse.models.load import load_model
 
-            src = resolve(args.pruned_dir)
-            pruned, ptok = load_model(src), load_tokenizer(src)
+            pruned, ptok, _ = load_model(args.pruned_dir)
+            pruned.eval()
             label = f"pruned ({args.pruned_dir})"
             report["pruned"] = args.pruned_dir
         else:
