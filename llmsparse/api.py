@@ -10,13 +10,18 @@ from .spec import CalibSpec, SparsitySpec
 def load(path: str, *, dtype: str | None = None, device: str | None = None, tokenizer: bool = False,
          gguf_file: str | None = None, trust_remote_code: bool = False):
     """Load any model llmsparse can read (HF dir, hub id, GGUF, 'smollm2', packed or sliced
-    checkpoints). Returns the model, or ``(model, tokenizer)`` with ``tokenizer=True``."""
+    checkpoints). Returns the model, or ``(model, tokenizer)`` with ``tokenizer=True``.
+
+    With ``device`` a CUDA device, a packed checkpoint's 2:4 fp16/bf16 linears are loaded as
+    :class:`llmsparse.kernels.SparseLinear` (fast 2:4 kernels, tuned per shape on first load);
+    everywhere else the model holds dense-with-zeros weights."""
     from .models.load import load_model, pick_device
 
+    dev = pick_device(device) if device is not None else None
     m, tok, _ = load_model(path, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
-                           tokenizer=tokenizer)
-    if device is not None:
-        m.to(pick_device(device))
+                           tokenizer=tokenizer, packed_device=dev)
+    if dev is not None:
+        m.to(dev)
     return (m, tok) if tokenizer else m
 
 

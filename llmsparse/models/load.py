@@ -198,8 +198,13 @@ def load_model(
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
     tokenizer: bool = True,
+    packed_device=None,
 ):
     """Load ``model`` on the CPU. Returns ``(model, tokenizer, source)``.
+
+    ``packed_device``: for a packed checkpoint only, the device to load it onto; on CUDA its 2:4
+    fp16/bf16 linears become :class:`llmsparse.kernels.SparseLinear` straight from the stored values
+    and metadata (:func:`llmsparse.formats.packed.load_packed`).
 
     The model stays on the CPU: the layer-wise engine moves one decoder layer at a time to the
     accelerator. GGUF weights are de-quantised by transformers (fp32 unless ``dtype`` says otherwise).
@@ -217,7 +222,7 @@ def load_model(
         except ImportError:
             _packed = None
         if _packed is not None and _packed.is_packed(src.path):
-            m, tok = _packed.load_packed(src.path, dtype=td, tokenizer=tokenizer)
+            m, tok = _packed.load_packed(src.path, dtype=td, tokenizer=tokenizer, device=packed_device)
             return m, tok, src
     if src.kind == "dir":
         _register_llmsparse_classes(src.path)

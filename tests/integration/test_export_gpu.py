@@ -23,3 +23,16 @@ def test_packed_to_sparse_kernels(tmp_path, dtype):
         out = m2(ids.cuda()).logits.float()
     rel = float((out - ref).norm() / ref.norm())
     assert rel < 2e-2, rel
+
+
+def test_llmsparse_load_routes_packed_to_kernels(tmp_path):
+    """``llmsparse.load(path, device="cuda")`` gives SparseLinear layers for a packed 2:4 checkpoint."""
+    import llmsparse
+    from llmsparse.formats import packed
+    from llmsparse.kernels import SparseLinear
+    from tests.unit.test_format_packed import pruned_tiny
+
+    m = pruned_tiny("llama", torch.float16, "2:4")
+    packed.save_packed(m, None, tmp_path / "p", {"recipe": {"sparsity": "2:4"}})
+    m2 = llmsparse.load(str(tmp_path / "p"), device="cuda")
+    assert sum(isinstance(x, SparseLinear) for x in m2.modules()) == 14

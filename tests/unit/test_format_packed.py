@@ -210,3 +210,24 @@ def test_unknown_encoding_and_missing_tensor(packed_dir, tmp_path):
 def test_missing_component(packed_dir):
     rewrite(packed_dir, lambda ts: ts.pop(TARGET + ".meta"))
     load_fails(packed_dir, TARGET + ".meta", "missing")
+
+
+def test_api_load_passes_device_to_packed_loader(tmp_path, monkeypatch):
+    """llmsparse.load(path, device=...) hands the device to load_packed (which swaps in the 2:4
+    kernels on CUDA) instead of moving a dense model afterwards; on CPU the model is dense-with-zeros."""
+    import llmsparse
+
+    m = pruned_tiny("llama", torch.float32, "2:4")
+    d = tmp_path / "p"
+    packed.save_packed(m, None, d, {"recipe": {"sparsity": "2:4"}})
+    seen = {}
+    real = packed.load_packed
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(packed, "load_packed", spy)
+    m2 = llmsparse.load(str(d), device="cpu")
+    assert seen["device"] == torch.device("cpu")
+    same_state(m, m2)
