@@ -81,9 +81,6 @@ def run_slice(
     """The `slice` command as a function (the CLI is a thin layer over it). Returns the info dict."""
     import json
     import math
-    import os
-    import shutil
-    import tempfile
     import time
     from pathlib import Path
 
@@ -103,17 +100,15 @@ def run_slice(
         raise UserError(f"--round-to must be a positive integer, got {round_to}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be a positive integer, got {batch_size}")
-    out = Path(output).expanduser()
-    if out.exists() and not overwrite:
-        raise UserError(f"output {out} already exists; choose another -o or pass --overwrite")
+    from ..output import atomic_dir, check_output, versions
+
+    out = check_output(output, overwrite)  # before any work
 
     from ..models.load import load_model, pick_device, read_llmsparse_record
 
     rec = read_llmsparse_record(model) if Path(model).expanduser().is_dir() else None
     if rec is not None and _is_sliced_record(rec):
         raise UserError(f"{model} is already sliced (see its llmsparse.json); slice the original dense model instead")
-
-    import torch
 
     from ..data import calibration_batches
     from ..spec import CalibSpec
@@ -157,20 +152,12 @@ def run_slice(
         "operations": [{"op": "slice", **info}],
         "source_model": str(src),
         "dtype": str(next(m.parameters()).dtype).replace("torch.", ""),
-        "versions": {"torch": torch.__version__, **_versions()},
+        "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite) as tmp:  # nothing half-written on error or Ctrl-C
         save_sliced(m, tok, tmp, info)
         (tmp / "llmsparse.json").write_text(json.dumps(record, indent=2))
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else os.remove(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _print_summary(info, out)
     return info
 
@@ -182,18 +169,6 @@ def _is_sliced_record(rec: dict) -> bool:
         if isinstance(op, dict) and (op.get("op") == "slice" or op.get("method") == "slicegpt"):
             return True
     return False
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    v = {}
-    for pkg in ("transformers", "llmsparse"):
-        try:
-            v[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return v
 
 
 def _print_summary(info: dict, out) -> None:
