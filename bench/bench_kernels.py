@@ -51,7 +51,7 @@ def main() -> int:
                         [B.DTYPES[d] for d in a.dtype.split(",")], stock=not a.no_stock,
                         min_speedup=a.min_speedup, log=lambda s: print(s, flush=True))
     res = {"env": B.env_info(), "command": "python " + " ".join(sys.argv), "seconds": time.time() - t0, "gemm": rows,
-           "tuning": [{"key": list(r.key), "M": r.m, "timings": r.timings,
+           "tuning": [{"key": list(r.key), "M": r.m, "timings": r.timings, "confirmed": r.confirmed,
                        "errors": {k: (v if isinstance(v, str) else float(v)) for k, v in r.errors.items()}}
                       for r in dispatch.RECORDS]}
     with open(os.path.join(a.out, "gemm.json"), "w") as f:

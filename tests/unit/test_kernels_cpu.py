@@ -159,3 +159,60 @@ def test_densify_restores_linear():
     assert densify(m) == 2
     assert type(m.a) is nn.Linear and type(m.b) is nn.Linear and m.b.bias is None
     assert torch.equal(m(x), ref)
+
+
+class _FakeBench:
+    """Stands in for dispatch.ShapeBench on the CPU: no tensors, every candidate exact."""
+
+    have_cslt = False
+    sets = []
+
+    def args(self, m, choice):
+        return (lambda name: None), [(dispatch.choice_name(choice),)]
+
+    def check(self, m, choice):
+        return 0.0
+
+
+def _scripted_tune(monkeypatch, script, default=9.0, **kw):
+    """Run dispatch.tune for bucket 1 with time_call answering from ``script`` (name -> list of ms)."""
+    pytest.importorskip("triton")
+    from llmsparse.kernels import timing
+
+    calls = []
+
+    def fake_time_call(fn, args_list, **_):
+        name = args_list[0][0]
+        calls.append(name)
+        seq = script.get(name)
+        return seq.pop(0) if seq else default
+
+    monkeypatch.setattr(timing, "time_call", fake_time_call)
+    monkeypatch.setattr(dispatch, "device_name", lambda device=None: "fake-gpu")
+    dispatch.clear()
+    table = dispatch.tune(64, 64, torch.float16, False, (1,), device="cpu", bench=_FakeBench(),
+                          paths=("gemv",), force=True, **kw)
+    return table[1], calls
+
+
+def test_tune_keeps_a_confirmed_win(monkeypatch):
+    from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS
+
+    g = "gemv:" + ",".join(map(str, GEMV_CONFIGS[0]))
+    c, calls = _scripted_tune(monkeypatch, {"dense:": [1.0, 1.0, 1.0], g: [0.6, 0.61, 0.62]})
+    assert c.path == "gemv" and c.cfg == GEMV_CONFIGS[0]
+    assert c.ms == pytest.approx(0.61) and c.dense_ms == pytest.approx(1.0)
+    assert calls[-4:] == ["dense:", g, "dense:", g]  # interleaved re-measurement
+
+
+def test_tune_drops_a_win_that_does_not_hold(monkeypatch):
+    """First measurement: sparse 1.2x faster; re-measured twice: slower than dense -> dense."""
+    from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS
+
+    g = "gemv:" + ",".join(map(str, GEMV_CONFIGS[0]))
+    c, _ = _scripted_tune(monkeypatch, {"dense:": [1.0, 0.9, 0.9], g: [0.83, 1.0, 1.0]})
+    assert c.path == "dense"
+    rec = dispatch.RECORDS[-1]
+    assert rec.confirmed["dense"] == [1.0, 0.9, 0.9] and rec.confirmed[g] == [0.83, 1.0, 1.0]
+    c, _ = _scripted_tune(monkeypatch, {"dense:": [1.0], g: [0.83]}, confirm=0)  # no confirmation: kept
+    assert c.path == "gemv"
