@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..calibrate import StopForward, _to, capture_inputs
 from ..errors import UserError
 from .fusion import check_supported, fuse_norms
 from .modeling import (
@@ -46,10 +47,6 @@ from .pca import accumulate_covariance, pca_basis, sliced_dim
 ProgressFn = Callable[[int, int, str], None]
 
 
-class _Stop(Exception):
-    pass
-
-
 def count_params(model: nn.Module) -> int:
     """Parameters counted once each (tied embeddings count once)."""
     return sum(p.numel() for p in model.parameters())
@@ -60,53 +57,20 @@ def count_params(model: nn.Module) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _to(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(_to(o, device) for o in obj)
-    if isinstance(obj, list):
-        return [_to(o, device) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
-
-
 @torch.no_grad()
 def capture_layer0_inputs(model, input_ids: torch.Tensor, batch_size: int, device, store) -> list[dict]:
-    """Run the embeddings for each calibration batch and return the inputs of decoder layer 0.
+    """Inputs of decoder layer 0 for every calibration batch, as
+    ``[{"hidden": Tensor[b, s, d], "kwargs": dict}]`` (tensors on ``store``). The capture itself is
+    the pruning engine's (:func:`llmsparse.calibrate.capture_inputs`)."""
+    from ..models.adapters import get_adapter
 
-    Returns a list of {"hidden": Tensor[b, s, d], "kwargs": dict} (tensors on ``store``).
-    """
-    layers = decoder_layers(model)
-    captured: dict[str, Any] = {}
-
-    def hook(_mod, args, kwargs):
-        captured["hidden"] = args[0] if args else kwargs.pop("hidden_states")
-        captured["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-        raise _Stop
-
-    # move everything except the decoder layers to the device for the embedding pass
-    base = model.model.decoder if family_of(model) == "opt" else model.model
-    for name, child in base.named_children():
-        if child is layers:
-            continue
-        child.to(device)
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    cache = capture_inputs(model, get_adapter(model), input_ids, device=torch.device(device), batch_size=batch_size)
+    store = torch.device(store)
     out = []
-    try:
-        for i in range(0, input_ids.shape[0], batch_size):
-            ids = input_ids[i : i + batch_size].to(device)
-            try:
-                model(input_ids=ids, use_cache=False)
-            except _Stop:
-                pass
-            kw = captured["kwargs"]
-            kw["use_cache"] = False
-            kw.pop("past_key_values", None)
-            out.append({"hidden": captured["hidden"].to(store), "kwargs": _to(kw, store)})
-    finally:
-        handle.remove()
+    for i in range(len(cache)):
+        h, kw = cache.batch(i)
+        kw = dict(kw, use_cache=False)
+        out.append({"hidden": h.to(store), "kwargs": _to(kw, store)})
     return out
 
 
@@ -120,7 +84,7 @@ def _run_layer(layer, batches: list[dict], device, store, stop_at: nn.Module | N
 
         def pre(_m, args):
             grabbed["x"] = args[0]
-            raise _Stop
+            raise StopForward
 
         handle = stop_at.register_forward_pre_hook(pre)
     try:
@@ -129,7 +93,7 @@ def _run_layer(layer, batches: list[dict], device, store, stop_at: nn.Module | N
             kw = _to(b["kwargs"], device)
             try:
                 y = layer(h, **kw)
-            except _Stop:
+            except StopForward:
                 y = grabbed["x"]
             if isinstance(y, tuple):
                 y = y[0]

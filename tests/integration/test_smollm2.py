@@ -58,3 +58,28 @@ def test_smollm2_wanda_2of4(smollm2, tmp_path):
     with torch.no_grad():
         assert torch.equal(re(ids).logits, m(ids).logits)
     assert json.loads((out / "llmsparse.json").read_text())["kind"] == "prune"
+
+
+def test_smollm2_slicegpt_invariance(smollm2):
+    """SliceGPT computational invariance on the real model: after norm fusion and a full-rank
+    rotation (per-block PCA bases from 4 x 64 calibration tokens, nothing deleted) the logits equal
+    the original model's (max relative error < 1e-4 in float32)."""
+    import copy
+
+    import llmsparse.slicing as S
+    from llmsparse.slicing.slicegpt import capture_layer0_inputs
+
+    base, tok = smollm2
+    m = copy.deepcopy(base)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 49152, (2, 48), generator=g)
+    with torch.no_grad():
+        ref = base(x).logits
+        S.fuse_norms(m)
+        calib = torch.randint(0, 49152, (4, 64), generator=g)
+        inps = capture_layer0_inputs(m, calib, 4, torch.device("cpu"), torch.device("cpu"))
+        S.rotate_and_slice(m, inps, m.config.hidden_size)
+        assert m.model.layers[5].attn_shortcut is not None and m.model.layers[5].mlp_shortcut is not None
+        out = m(x).logits
+    err = float(((out - ref).abs().max() / ref.abs().max()))
+    assert err < 1e-4, err
