@@ -28,7 +28,7 @@ def load(path: str, *, dtype: str | None = None, device: str | None = None, toke
 def _method_options(method: str, options: dict) -> dict:
     opts = {k: v for k, v in (options or {}).items() if v is not None}
     if method != "dsnot":
-        for k in ("init", "max_cycles", "update_threshold", "pow_var_grow", "pow_var_prune", "skip"):
+        for k in ("init", "max_cycles", "update_threshold", "pow_var_grow", "pow_var_prune", "skip", "accept"):
             opts.pop(k, None)
     return opts
 

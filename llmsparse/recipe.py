@@ -31,7 +31,7 @@ from .errors import UserError
 TOP_KEYS = {"model", "output", "seed", "calib", "dtype", "device", "batch_size", "grouping", "ignore", "steps",
             "eval", "overwrite", "save_format"}
 STEP_KEYS = {"method", "sparsity", "calib", "grouping", "ignore", "init", "max_cycles", "update_threshold",
-             "pow_var_grow", "pow_var_prune", "skip", "blocksize", "percdamp"}
+             "pow_var_grow", "pow_var_prune", "skip", "accept", "blocksize", "percdamp"}
 DEFAULTS = {"seed": 0, "calib": "c4:128x2048", "batch_size": 8, "grouping": "layer", "ignore": [],
             "overwrite": False, "save_format": "dense"}
 

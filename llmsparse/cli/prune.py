@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         update_threshold: Optional[float] = typer.Option(None, "--update-threshold", help="DSnoT: stop when |reconstruction shift| is below this."),
         pow_var_grow: Optional[float] = typer.Option(None, "--pow-var-grow", help="DSnoT: variance power in the grow criterion."),
         pow_var_prune: Optional[float] = typer.Option(None, "--pow-var-prune", help="DSnoT: variance power in the prune criterion."),
-        skip: Optional[str] = typer.Option(None, "--skip", help="DSnoT: none | attn | mlp: leave those layers as the initial pruner left them."),
+        skip: Optional[str] = typer.Option(None, "--skip", help="DSnoT: none | attn | mlp (optionally plus projection names, e.g. mlp,v_proj): leave those layers as the initial pruner left them."),
+        accept: Optional[str] = typer.Option(None, "--accept", help="DSnoT swap acceptance: mse (default) | sign (the paper) | authors (the authors' code as shipped)."),
         blocksize: int = typer.Option(128, "--blocksize", help="SparseGPT: columns per block."),
         percdamp: float = typer.Option(0.01, "--percdamp", help="SparseGPT: dampening, fraction of the mean Hessian diagonal."),
         batch_size: int = typer.Option(8, "--batch-size", help="Calibration sequences per forward."),
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
             save_format=save_format,
             method_options=dict(
                 init=init, max_cycles=max_cycles, update_threshold=update_threshold,
-                pow_var_grow=pow_var_grow, pow_var_prune=pow_var_prune, skip=skip,
+                pow_var_grow=pow_var_grow, pow_var_prune=pow_var_prune, skip=skip, accept=accept,
                 blocksize=blocksize, percdamp=percdamp,
             ),
         )

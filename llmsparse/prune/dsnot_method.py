@@ -31,7 +31,7 @@ class _Existing:
 @register("dsnot")
 class DSnoT:
     def __init__(self, init: str = "wanda", max_cycles=None, update_threshold=None, pow_var_grow=None,
-                 pow_var_prune=None, skip=None, blocksize: int = 128, percdamp: float = 0.01, seqlen=None,
+                 pow_var_prune=None, skip=None, accept=None, blocksize: int = 128, percdamp: float = 0.01, seqlen=None,
                  dense: dict | None = None, **_):
         from .registry import get_method
 
@@ -42,7 +42,7 @@ class DSnoT:
         # "existing": refine the zeros already in the model (DSnoT as a step after any pruner)
         self.init = _Existing() if init == "existing" else get_method(init, blocksize=blocksize, percdamp=percdamp)
         given = dict(max_cycles=max_cycles, update_threshold=update_threshold, pow_var_grow=pow_var_grow,
-                     pow_var_prune=pow_var_prune, skip=skip, seqlen=seqlen)
+                     pow_var_prune=pow_var_prune, skip=skip, seqlen=seqlen, accept=accept)
         try:
             self.opts = DSnoTOptions(**{k: v for k, v in given.items() if v is not None})
         except ValueError as e:

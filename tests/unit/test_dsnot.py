@@ -288,3 +288,33 @@ def test_tiny_model_integration():
             tot_after += (X @ (W * ~new).T).square().sum().item()
         assert refined == 8  # q, k, v, o of two layers
         assert tot_after < tot_before
+
+
+def test_every_option_reaches_the_method():
+    """Options given to the registered method (what the CLI, recipes and bench scripts use) all
+    arrive in DSnoTOptions; an unknown accept rule is a user error. (accept used to be dropped.)"""
+    from llmsparse.api import _method_options
+    from llmsparse.errors import UserError
+    from llmsparse.prune.registry import get_method
+
+    given = dict(init="magnitude", max_cycles=7, update_threshold=0.5, pow_var_grow=2.0, pow_var_prune=1.0,
+                 skip="attn,down_proj", accept="authors")
+    m = get_method("dsnot", **_method_options("dsnot", given))
+    assert m.options() == {"init": "magnitude", "max_cycles": 7, "update_threshold": 0.5, "pow_var_grow": 2.0,
+                           "pow_var_prune": 1.0, "skip": "attn,down_proj", "seqlen": 2048, "accept": "authors"}
+    with pytest.raises(UserError, match="accept"):
+        get_method("dsnot", accept="maybe")
+    assert "accept" not in _method_options("wanda", given)
+
+
+def test_cli_accept_option(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import llmsparse.api as api
+    from llmsparse.cli.main import app
+
+    seen = {}
+    monkeypatch.setattr(api, "prune_to_dir", lambda *a, **kw: seen.update(kw))
+    r = CliRunner().invoke(app, ["prune", "m", "-o", str(tmp_path / "o"), "-m", "dsnot", "--accept", "sign"])
+    assert r.exit_code == 0, r.output
+    assert seen["method_options"]["accept"] == "sign"
