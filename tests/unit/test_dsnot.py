@@ -183,8 +183,8 @@ def test_device_dtype_and_validation():
 
 def test_options_defaults_and_dict():
     o = DSnoTOptions()
-    assert (o.max_cycles, o.update_threshold, o.pow_var_grow, o.skip, o.accept) == (50, 0.1, 1.0, "mlp", "mse")
-    assert o.to_dict()["max_cycles"] == 50
+    assert (o.max_cycles, o.update_threshold, o.pow_var_grow, o.skip, o.accept) == (10, 0.1, 1.0, "mlp", "mse")
+    assert o.to_dict()["max_cycles"] == 10
 
 
 # ---------------------------------------------------------------- skip_layer
