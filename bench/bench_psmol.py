@@ -62,7 +62,8 @@ def main():
         if args.json:
             os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
             with open(args.json, "w") as f:
-                json.dump({"protocol": "P-smol", "calib": args.calib, "seed": args.seed, "seqlen": args.seqlen,
+                json.dump({"protocol": "P-smol", "method_options": json.loads(args.method_options),
+                           "calib": args.calib, "seed": args.seed, "seqlen": args.seqlen,
                            "limit": args.limit, "machine": machine(), "load_s": t_load, "rows": rows,
                            "load_avg_end": os.getloadavg()}, f, indent=2)
 
