@@ -57,13 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, typer.Abort):
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        rv = 130
     except typer.Exit as e:
-        code = getattr(e, "exit_code", 0)
-        if code == 130:  # typer turns Ctrl-C into Exit(130)
-            print("error: interrupted; nothing was written", file=sys.stderr)
-        return code
+        rv = getattr(e, "exit_code", 0)
     except no_args_help as e:  # type: ignore[misc]
         print(e.format_message() if hasattr(e, "format_message") else str(e), file=sys.stderr)
         return 2
@@ -79,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e.format_message()}", file=sys.stderr)
         return 2
-    if rv == 130:  # typer turns Ctrl-C into an exit code of 130 when not standalone
+    if rv == 130:  # Ctrl-C: raised here, or turned by typer into Exit(130) / a return value of 130
         print("error: interrupted; nothing was written", file=sys.stderr)
     return rv if isinstance(rv, int) else 0
 
