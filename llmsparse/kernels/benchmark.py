@@ -76,7 +76,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
     """For every dtype, shape and M: dense cuBLAS, ours (dispatcher's pick), best of each of our paths,
     and PyTorch's stock ``to_sparse_semi_structured`` + ``F.linear``; times in ms (graph replays,
     median), relative errors vs dense-with-zeros ``F.linear`` (same dtype) and vs fp32."""
-    from .dispatch import Choice, ShapeBench, bucket_of
+    from .dispatch import ShapeBench, bucket_of
 
     rows = []
     dev = torch.device("cuda")
@@ -103,10 +103,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                 if c.path == "dense":  # the dispatcher's pick is the dense call itself
                     t_dense = t_ours = statistics.median(time_call(*sb.args(m, c)) for _ in range(3))
                 else:
-                    td, to = [], []
-                    for _ in range(3):
-                        td.append(time_call(*sb.args(m, Choice("dense"))))
-                        to.append(time_call(*sb.args(m, c)))
+                    td, to = dispatch.time_interleaved(sb, m, c, 3)
                     t_dense, t_ours = statistics.median(td), statistics.median(to)
                 row = dict(dtype=str(dtype).replace("torch.", ""), out=n, inp=k, M=m, path=c.path, cfg=list(c.cfg),
                            dense_ms=t_dense, ours_ms=t_ours, speedup=t_dense / t_ours,

@@ -242,6 +242,18 @@ class ShapeBench:
         return float((y - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
+def time_interleaved(sb: ShapeBench, m: int, choice: Choice, rounds: int) -> tuple[list[float], list[float]]:
+    """Time dense and ``choice`` alternately ``rounds`` times each (fresh inputs every time), so
+    that clock drift under sustained load hits both alike. Returns (dense ms list, choice ms list)."""
+    from .timing import time_call
+
+    ds, cs = [], []
+    for _ in range(rounds):
+        ds.append(time_call(*sb.args(m, Choice("dense"))))
+        cs.append(time_call(*sb.args(m, choice)))
+    return ds, cs
+
+
 def err_limit(dtype) -> float:
     return 2e-3 if dtype == torch.float16 else 1.5e-2
 
@@ -308,12 +320,8 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
         if best is not None and dense_ms / best.ms >= min_speedup:
             # confirm a win by re-measuring dense and the winner interleaved (medians of 3): clocks
             # drift, and a narrow win in one measurement was seen to be a loss in the next
-            fn_d, args_d = sb.args(b, Choice("dense"))
-            fn_b, args_b = sb.args(b, best)
-            ds, bs = [dense_ms], [best.ms]
-            for _ in range(confirm):
-                ds.append(time_call(fn_d, args_d))
-                bs.append(time_call(fn_b, args_b))
+            ds, bs = time_interleaved(sb, b, best, confirm)
+            ds, bs = [dense_ms] + ds, [best.ms] + bs
             dense_ms, best.ms = statistics.median(ds), statistics.median(bs)
             rec.confirmed = {"dense": ds, choice_name(best): bs}
         if best is not None and dense_ms / best.ms >= min_speedup:
