@@ -117,10 +117,49 @@ def time_forward(models: dict, seqlen: int, reps: int, vocab: int, logits_to_kee
     return {k: {"median_s": statistics.median(v), "runs_s": [round(t, 4) for t in v]} for k, v in times.items()}
 
 
+class _Makers(dict):
+    """Layout name -> function slicing a model in place. Names: paper (vocabulary side kept),
+    one-shortcut, authors-embeddings, uniform, sliced-vocab (the default), sliced-vocab-one-shortcut,
+    sliced-vocab-group<N> (one basis per N layers), group<N> (same, vocabulary side kept)."""
+
+    def __init__(self, calib, ratio):
+        super().__init__()
+        self.calib, self.ratio = calib, ratio
+
+    def __missing__(self, name):
+        import llmsparse.slicing as S
+        from llmsparse.slicing.uniform import slice_model_uniform
+
+        c, r = self.calib, self.ratio
+        if name == "uniform":
+            return lambda m: slice_model_uniform(m, c, r)
+        kw = {}
+        rest = name
+        if rest.startswith("sliced-vocab"):
+            kw["vocab"] = "slice"
+            rest = rest[len("sliced-vocab"):].lstrip("-")
+        else:
+            kw["vocab"] = "keep"
+        if rest in ("", "paper"):
+            pass
+        elif rest == "one-shortcut":
+            kw["one_shortcut"] = True
+        elif rest == "authors-embeddings":
+            kw["slice_embeddings"] = True
+        elif rest.startswith("group"):
+            kw["group"] = int(rest[len("group"):])
+        else:
+            raise KeyError(name)
+        return lambda m: S.slice_model(m, c, r, **kw)
+
+
+def layout_makers(calib, ratio) -> dict:
+    return _Makers(calib, ratio)
+
+
 def variants(args) -> None:
     """Compare slicing layouts on SmolLM2 under the P-smol calibration (same data, same windows)."""
     import llmsparse.slicing as S
-    from llmsparse.slicing.uniform import slice_model_uniform
 
     dense, tok = load_smollm2()
     calib = calib_p_smol(tok, args.nsamples, args.seqlen, args.seed)
@@ -132,12 +171,7 @@ def variants(args) -> None:
     if not args.skip_dense_ppl:
         res["rows"]["dense"]["ppl"] = perplexity(dense, wiki, args.seqlen, args.variant_windows)
     print("dense", res["rows"]["dense"], f"{time.time() - t:.0f}s", flush=True)
-    makers = {
-        "paper": lambda m: S.slice_model(m, calib, args.ratio),
-        "one-shortcut": lambda m: S.slice_model(m, calib, args.ratio, one_shortcut=True),
-        "authors-embeddings": lambda m: S.slice_model(m, calib, args.ratio, slice_embeddings=True),
-        "uniform": lambda m: slice_model_uniform(m, calib, args.ratio),
-    }
+    makers = layout_makers(calib, args.ratio)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.variants.split(","):
@@ -170,16 +204,11 @@ def speed(args) -> None:
     shapes as the P-smol models. Reports wall-clock and process CPU time (the latter is far less
     sensitive to other jobs on a shared machine), medians over --reps interleaved runs."""
     import llmsparse.slicing as S
-    from llmsparse.slicing.uniform import slice_model_uniform
 
     torch.set_num_threads(args.speed_threads)
     dense, tok = load_smollm2()
     calib = calib_p_smol(tok, args.speed_calib, 64, args.seed)
-    makers = {
-        "paper": lambda m: S.slice_model(m, calib, args.ratio),
-        "one-shortcut": lambda m: S.slice_model(m, calib, args.ratio, one_shortcut=True),
-        "uniform": lambda m: slice_model_uniform(m, calib, args.ratio),
-    }
+    makers = layout_makers(calib, args.ratio)
     models = {"dense": dense}
     for name in args.speed_layouts.split(","):
         m = copy.deepcopy(dense)
@@ -231,37 +260,43 @@ def gpu_7b(args) -> None:
         num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    t = time.time()
-    with torch.device("cuda"):
-        model = LlamaForCausalLM._from_config(cfg, dtype=torch.float16)
-    model.eval()
-    build_s = time.time() - t
-    ids = torch.randint(0, cfg.vocab_size, (args.gpu_nsamples, args.gpu_seqlen))
-    torch.cuda.synchronize()
-    done = {"n": 0}
+    results = []
+    for layout in args.gpu_layouts.split(","):
+        kw = {} if layout == "default" else {"group": int(layout[len("group"):])}
+        torch.manual_seed(0)
+        t = time.time()
+        with torch.device("cuda"):
+            model = LlamaForCausalLM._from_config(cfg, dtype=torch.float16)
+        model.eval()
+        build_s = time.time() - t
+        ids = torch.randint(0, cfg.vocab_size, (args.gpu_nsamples, args.gpu_seqlen))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.time()
 
-    def prog(i, n, desc):
-        done["n"] = i
-        if i % 8 == 0 or i == n:
-            print(f"  layer {i}/{n} at {time.time() - t0:.1f} s", flush=True)
+        def prog(i, n, desc):
+            if i % 8 == 0 or i == n:
+                print(f"  {layout}: layer {i}/{n} at {time.time() - t0:.1f} s", flush=True)
 
-    t0 = time.time()
-    info = S.slice_model(model, ids, args.ratio, batch_size=args.batch_size, device="cuda", progress=prog)
-    torch.cuda.synchronize()
-    res = {
-        "device": torch.cuda.get_device_name(0),
-        "torch": torch.__version__,
-        "build_s": round(build_s, 1),
-        "slice_s": round(time.time() - t0, 1),
-        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
-        "info": info,
-        "calibration": [args.gpu_nsamples, args.gpu_seqlen],
-    }
-    print(json.dumps(res, indent=2))
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+        info = S.slice_model(model, ids, args.ratio, batch_size=args.batch_size, device="cuda", progress=prog, **kw)
+        torch.cuda.synchronize()
+        res = {
+            "layout": layout,
+            "device": torch.cuda.get_device_name(0),
+            "torch": torch.__version__,
+            "build_s": round(build_s, 1),
+            "slice_s": round(time.time() - t0, 1),
+            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+            "info": info,
+            "calibration": [args.gpu_nsamples, args.gpu_seqlen],
+        }
+        print(json.dumps(res, indent=2), flush=True)
+        results.append(res)
+        del model
+        torch.cuda.empty_cache()
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results if len(results) > 1 else results[0], indent=2))
 
 
 def main() -> None:
@@ -286,6 +321,7 @@ def main() -> None:
     ap.add_argument("--gpu-7b", action="store_true", help="time slicing a random Llama-2-7B-shaped model on CUDA")
     ap.add_argument("--gpu-nsamples", type=int, default=128)
     ap.add_argument("--gpu-seqlen", type=int, default=2048)
+    ap.add_argument("--gpu-layouts", default="default", help="comma list: default, group<N>")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "slice_smollm2.json"))
     args = ap.parse_args()
     if args.gpu_7b:

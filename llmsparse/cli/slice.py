@@ -11,7 +11,8 @@ HELP = (
     "Folds the normalisation scales into the adjacent linear layers, rotates the residual stream of every "
     "decoder block with the eigenvectors of its calibration covariance and deletes the least important "
     "directions: inside the decoder stack the hidden size d becomes round_down((1 - RATIO) * d, ROUND_TO), "
-    "giving smaller dense matrices. Embeddings and LM head are kept (tied stays tied). Supported: Llama "
+    "giving smaller dense matrices. For the Llama family the embeddings and the LM head are sliced too "
+    "(tied stays tied, through one shared basis); OPT keeps them. Supported: Llama "
     "(incl. SmolLM), Mistral, Qwen2, Qwen3 and pre-LN OPT.\n\n"
     "The output loads with AutoModelForCausalLM.from_pretrained(OUT) in a process that has imported "
     "llmsparse.slicing (the sliced classes register themselves), or with llmsparse.slicing.load_sliced(OUT)."
@@ -44,6 +45,19 @@ def register(app: typer.Typer) -> None:
             "whole model: a stock transformers model that loads without llmsparse and runs faster, but less "
             "accurate: +12.8% perplexity on SmolLM2 at 25%; Llama family). See docs/slicegpt.md.",
         ),
+        vocab: Optional[str] = typer.Option(
+            None,
+            "--vocab",
+            help="slice (default for the Llama family: embeddings and LM head are rotated and sliced too, "
+            "tied embeddings stay tied) or keep (embeddings and head untouched; the only choice for OPT). "
+            "See docs/slicegpt.md.",
+        ),
+        group: Optional[int] = typer.Option(
+            None,
+            "--group",
+            help="Share one rotation among N consecutive layers (fewer skip-connection matrices: faster, "
+            "less accurate). Default 0: the paper's two bases per layer.",
+        ),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, float16 or bfloat16 (default: the model's)."),
         device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
         output: str = typer.Option(..., "--output", "-o", help="Output directory."),
@@ -57,6 +71,8 @@ def register(app: typer.Typer) -> None:
             round_to=round_to,
             batch_size=batch_size,
             layout=layout,
+            vocab=vocab,
+            group=group,
             dtype=dtype,
             device=device,
             output=output,
@@ -73,6 +89,8 @@ def run_slice(
     round_to: int | None = None,
     batch_size: int | None = None,
     layout: str | None = None,
+    vocab: str | None = None,
+    group: int | None = None,
     dtype: str | None = None,
     device: str | None = None,
     output: str,
@@ -94,6 +112,14 @@ def run_slice(
     layout = "paper" if layout is None else layout
     if layout not in ("paper", "uniform"):
         raise UserError(f"unknown --layout '{layout}'; use paper or uniform")
+    vocab = "auto" if vocab is None else vocab
+    if vocab not in ("auto", "keep", "slice"):
+        raise UserError(f"unknown --vocab '{vocab}'; use slice or keep")
+    group = 0 if group is None else group
+    if group < 0:
+        raise UserError(f"--group must be 0 (paper: two bases per layer) or a positive number of layers, got {group}")
+    if layout == "uniform" and (vocab != "auto" or group):
+        raise UserError("--vocab and --group apply to --layout paper; uniform has one basis and slices the vocabulary side")
     if math.isnan(ratio) or not (0.0 <= ratio < 1.0):
         raise UserError(f"--ratio must be in [0, 1), got {ratio}; e.g. --ratio 0.25 removes 25% of the hidden size")
     if round_to < 1:
@@ -139,7 +165,8 @@ def run_slice(
             info = slice_model_uniform(m, ids, ratio, round_to=round_to, batch_size=batch_size, device=dev)
         else:
             info = slice_model(
-                m, ids, ratio, round_to=round_to, batch_size=batch_size, device=dev, progress=progress_cb
+                m, ids, ratio, round_to=round_to, batch_size=batch_size, device=dev, progress=progress_cb,
+                vocab=vocab, group=group,
             )
     finally:
         if prog is not None:

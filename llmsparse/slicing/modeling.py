@@ -46,19 +46,24 @@ class SlicedRMSNorm(nn.Module):
 
     y = weight * x / sqrt(sum(x^2) / full_dim + eps). With dim == full_dim and weight == 1 this is
     the weight-free RMSNorm the fused model uses; computing in float32 like the HF norms.
+
+    ``proj=True`` adds a bias-free ``dim x dim`` linear map after the normalisation (used as the
+    final norm when the vocabulary side is sliced and the embeddings stay tied).
     """
 
-    def __init__(self, dim: int, full_dim: int, eps: float):
+    def __init__(self, dim: int, full_dim: int, eps: float, proj: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.full_dim = int(full_dim)
         self.eps = float(eps)
+        self.proj = nn.Linear(dim, dim, bias=False) if proj else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x32 = x.to(torch.float32)
         var = x32.pow(2).sum(-1, keepdim=True) / self.full_dim
-        return self.weight * (x32 * torch.rsqrt(var + self.eps)).to(dtype)
+        y = self.weight * (x32 * torch.rsqrt(var + self.eps)).to(dtype)
+        return y if self.proj is None else self.proj(y)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, full_dim={self.full_dim}, eps={self.eps}"
@@ -67,6 +72,14 @@ class SlicedRMSNorm(nn.Module):
 # --------------------------------------------------------------------------------------------
 # decoder-layer forwards with shortcut matrices
 # --------------------------------------------------------------------------------------------
+
+
+def _cache_kwargs(past_key_values, kwargs: dict) -> dict:
+    """Pass the KV cache on under the name the caller used (transformers >= 5.24 calls it ``cache``
+    and warns when both names are given)."""
+    if past_key_values is not None:
+        kwargs = dict(kwargs, past_key_values=past_key_values)
+    return kwargs
 
 
 def _llama_like_forward(
@@ -85,10 +98,9 @@ def _llama_like_forward(
         hidden_states=hidden_states,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        past_key_values=past_key_values,
         use_cache=use_cache,
         position_embeddings=position_embeddings,
-        **kwargs,
+        **_cache_kwargs(past_key_values, kwargs),
     )
     if self.attn_shortcut is not None:
         residual = self.attn_shortcut(residual)
@@ -115,10 +127,9 @@ def _opt_forward(
     hidden_states = self.self_attn_layer_norm(hidden_states)
     hidden_states, _ = self.self_attn(
         hidden_states=hidden_states,
-        past_key_values=past_key_values,
         position_ids=position_ids,
         attention_mask=attention_mask,
-        **kwargs,
+        **_cache_kwargs(past_key_values, kwargs),
     )
     if self.attn_shortcut is not None:
         residual = self.attn_shortcut(residual)
@@ -299,6 +310,16 @@ def apply_slicing_structure(model, slicing: dict) -> None:
         )
     for layer, spec in zip(layers, slicing["layers"]):
         convert_layer(layer, family, spec, slicing["full_dim"], slicing["eps"])
+    final = slicing.get("final")
+    if final:  # sliced vocabulary side: final norm (+ k x k map) and head read the sliced stream
+        ref = model.model.embed_tokens.weight
+        model.model.norm = SlicedRMSNorm(final["dim"], slicing["full_dim"], slicing["eps"], proj=final["proj"]).to(
+            device=ref.device, dtype=ref.dtype
+        )
+        head = model.get_output_embeddings()
+        model.lm_head = nn.Linear(final["dim"], head.out_features, bias=False, device=ref.device, dtype=ref.dtype)
+        if getattr(model.config, "tie_word_embeddings", False):
+            model.lm_head.weight = model.model.embed_tokens.weight
 
 
 def register_auto_classes() -> None:

@@ -104,6 +104,18 @@ def _run_layer(layer, batches: list[dict], device, store, stop_at: nn.Module | N
     return outs
 
 
+@torch.no_grad()
+def _run_layer_capture(layer, batches: list[dict], device, store, at: nn.Module) -> tuple[list, list]:
+    """Run ``layer`` on every batch; return (inputs of module ``at``, layer outputs)."""
+    grabbed: list[torch.Tensor] = []
+    handle = at.register_forward_pre_hook(lambda _m, args: grabbed.append(args[0].to(store)))
+    try:
+        outs = _run_layer(layer, batches, device, store)
+    finally:
+        handle.remove()
+    return grabbed, outs
+
+
 def _covariance(signals: list[torch.Tensor], device) -> torch.Tensor:
     H = None
     for x in signals:
@@ -167,6 +179,8 @@ def rotate_and_slice(
     progress: ProgressFn | None = None,
     Q_in: torch.Tensor | None = None,
     one_shortcut: bool = False,
+    rotate_last: bool = False,
+    bases: dict | None = None,
 ) -> list[dict]:
     """Rotate every decoder layer with PCA bases of its calibration signals and slice to ``new_dim``.
 
@@ -177,7 +191,10 @@ def rotate_and_slice(
     None = original basis. ``one_shortcut``: variant that reuses each layer's attention->MLP basis
     for its output, so only the attention skip connection needs a matrix. Experimental and NOT
     recommended: on SmolLM2 (P-smol, 25%) it gave perplexity 64114 vs 202 for the paper's two
-    bases (MLP outputs write directions absent from the attention->MLP signal); docs/slicegpt.md. Returns per-layer specs
+    bases (MLP outputs write directions absent from the attention->MLP signal); docs/slicegpt.md.
+    ``rotate_last``: the last layer writes its own PCA basis (sliced) like every other layer instead
+    of the original basis; that basis ([d, k], float64) is stored as ``bases["last"]`` when a dict
+    is given (the caller must then rotate the final norm and the head). Returns per-layer specs
     ({"in", "mid", "out", "norm1", "attn_shortcut", "mlp_shortcut"}).
     """
     if not getattr(model, "_llmsparse_fused", False):
@@ -214,8 +231,16 @@ def rotate_and_slice(
 
         # (2) PCA of the signal entering the MLP normalisation
         norm2 = getattr(layer, parts["norm2"])
-        mid = _run_layer(layer, [{"hidden": b["hidden"], "kwargs": b["kwargs"]} for b in inps], device, store, stop_at=norm2)
-        _, Q = pca_basis(_covariance(mid, device))
+        if one_shortcut and idx < n - 1:
+            # one basis for the attention->MLP signal and the layer output: PCA of the sum of both
+            # trace-normalised covariances (the MLP output is written in the same basis)
+            mid, full = _run_layer_capture(layer, inps, device, store, norm2)
+            Cm, Co = _covariance(mid, device), _covariance(full, device)
+            _, Q = pca_basis(Cm / Cm.trace() + Co / Co.trace())
+            del full, Cm, Co
+        else:
+            mid = _run_layer(layer, inps, device, store, stop_at=norm2)
+            _, Q = pca_basis(_covariance(mid, device))
         del mid
         Q_mid = Q[:, :new_dim]
         rotate_outputs(parts["attn_out"], Q_mid)
@@ -238,7 +263,7 @@ def rotate_and_slice(
             outs = _run_layer(layer, inps, device, store)
         if one_shortcut and idx < n - 1:
             pass
-        elif idx < n - 1:
+        elif idx < n - 1 or rotate_last:
             _, Q = pca_basis(_covariance(outs, device))
             Q_out = Q[:, :new_dim]
             rotate_outputs(parts["mlp_out"], Q_out)
@@ -249,6 +274,8 @@ def rotate_and_slice(
             ]
             Q_in = Q_out
             k_out = new_dim
+            if idx == n - 1 and bases is not None:
+                bases["last"] = Q_out
         else:
             k_out = d
         del outs
@@ -267,6 +294,130 @@ def rotate_and_slice(
             torch.cuda.empty_cache()
         if progress is not None:
             progress(idx + 1, n, "rotating and slicing")
+    return specs
+
+
+@torch.no_grad()
+def rotate_and_slice_grouped(
+    model,
+    layer0_inputs: list[dict],
+    new_dim: int,
+    group: int,
+    *,
+    device=None,
+    store=None,
+    progress: ProgressFn | None = None,
+    Q_in: torch.Tensor | None = None,
+    rotate_last: bool = False,
+    bases: dict | None = None,
+) -> list[dict]:
+    """SliceGPT with one basis per group of ``group`` consecutive decoder layers.
+
+    Inside a group the residual stream keeps one basis, so the only skip-connection matrix is at the
+    group's first layer (``Q_prev^T P``); ``group=1`` gives one matrix per layer instead of the
+    paper's two. The group's basis P is the PCA of the sum of the trace-normalised covariances of
+    every residual-stream signal inside the group (each layer's input, attention->MLP signal and
+    output), gathered by running the group's layers, still unsliced, on the sliced stream that
+    leaves the previous group (interleaved like the paper's algorithm). Arguments as
+    :func:`rotate_and_slice`; with ``new_dim == hidden_size`` the model's function is unchanged.
+    """
+    if not getattr(model, "_llmsparse_fused", False):
+        raise ValueError("rotate_and_slice_grouped needs a fused model: call fuse_norms(model) first")
+    if group < 1:
+        raise ValueError("group must be >= 1")
+    family = family_of(model)
+    d = model.config.hidden_size
+    layers = decoder_layers(model)
+    n = len(layers)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    store = torch.device(store) if store is not None else device
+    if Q_in is not None:
+        Q_in = Q_in.to(device, torch.float64)
+    first_orig = Q_in is None and not isinstance(getattr(layers[0], layer_parts(layers[0], family)["norm1"]), SlicedRMSNorm)
+    specs: list[dict] = []
+    inps = layer0_inputs
+    done = 0
+    for g0 in range(0, n, group):
+        idxs = list(range(g0, min(g0 + group, n)))
+        homes = [next(layers[i].parameters()).device for i in idxs]
+        for i in idxs:
+            layers[i].to(device)
+        # (1) statistics of the unsliced group, fed with the incoming (sliced) stream in the original basis
+        back = None if Q_in is None else Q_in.T.to(store)
+        h = [{"hidden": b["hidden"] if back is None else (b["hidden"].to(torch.float64) @ back).to(b["hidden"].dtype),
+              "kwargs": b["kwargs"]} for b in inps]
+        C = torch.zeros(d, d, dtype=torch.float64, device=device)
+
+        def add(signals):
+            Ci = _covariance(signals, device)
+            C.add_(Ci / Ci.trace())
+
+        add([b["hidden"] for b in h])
+        for i in idxs:
+            parts = layer_parts(layers[i], family)
+            mid, outs = _run_layer_capture(layers[i], h, device, store, getattr(layers[i], parts["norm2"]))
+            add(mid)
+            add(outs)
+            h = [{"hidden": o, "kwargs": b["kwargs"]} for o, b in zip(outs, h)]
+            del mid, outs
+        del h
+        _, Q = pca_basis(C)
+        P = Q[:, :new_dim]
+        # (2) rotate and slice the group with P
+        for i in idxs:
+            layer = layers[i]
+            parts = layer_parts(layer, family)
+            ref = parts["attn_out"].weight
+            last = i == n - 1
+            norm1_orig = i == 0 and first_orig
+            old1 = getattr(layer, parts["norm1"])
+            if i == g0:
+                # the attention reads the incoming stream; its skip connection moves it to P
+                if Q_in is not None:
+                    k_in = Q_in.shape[1]
+                    for lin in parts["attn_in"]:
+                        rotate_inputs(lin, Q_in)
+                    setattr(layer, parts["norm1"], SlicedRMSNorm(k_in, old1.full_dim, old1.eps).to(device, ref.dtype))
+                    S_prev = Q_in.T
+                else:  # original basis (layer 0 reading the un-rotated embeddings): width d, norm kept
+                    k_in = d
+                    S_prev = _shortcut_matrix(layer, "attn_shortcut", d, device)  # identity, or centering (OPT)
+                layer.attn_shortcut = _shortcut(S_prev @ P, ref)
+            else:
+                k_in = new_dim
+                for lin in parts["attn_in"]:
+                    rotate_inputs(lin, P)
+                setattr(layer, parts["norm1"], SlicedRMSNorm(new_dim, old1.full_dim, old1.eps).to(device, ref.dtype))
+                layer.attn_shortcut = None
+            rotate_outputs(parts["attn_out"], P)
+            for lin in parts["mlp_in"]:
+                rotate_inputs(lin, P)
+            old2 = getattr(layer, parts["norm2"])
+            setattr(layer, parts["norm2"], SlicedRMSNorm(new_dim, old2.full_dim, old2.eps).to(device, ref.dtype))
+            if last and not rotate_last:
+                layer.mlp_shortcut = _shortcut(P.T.contiguous(), ref)  # write back to the original basis
+                k_out = d
+            else:
+                rotate_outputs(parts["mlp_out"], P)
+                layer.mlp_shortcut = None
+                k_out = new_dim
+            specs.append({"in": k_in, "mid": new_dim, "out": k_out,
+                          "norm1": "orig" if norm1_orig else "rms",
+                          "attn_shortcut": layer.attn_shortcut is not None, "mlp_shortcut": layer.mlp_shortcut is not None})
+        # (3) run the sliced group: the next group's inputs
+        for i in idxs:
+            outs = _run_layer(layers[i], inps, device, store)
+            inps = [{"hidden": o, "kwargs": b["kwargs"]} for o, b in zip(outs, inps)]
+        for i, home in zip(idxs, homes):
+            layers[i].to(home)
+        Q_in = P
+        done += len(idxs)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if progress is not None:
+            progress(done, n, "rotating and slicing")
+    if rotate_last and bases is not None:
+        bases["last"] = Q_in
     return specs
 
 
@@ -295,6 +446,8 @@ def slice_model(
     progress: ProgressFn | None = None,
     slice_embeddings: bool = False,
     one_shortcut: bool = False,
+    vocab: str = "auto",
+    group: int = 0,
 ) -> dict:
     """Slice ``model`` in place with SliceGPT and return a summary dict.
 
@@ -306,6 +459,17 @@ def slice_model(
     the input embeddings are mean-centred, rotated by the PCA basis of the layer-0 inputs and sliced,
     and the LM head is untied (a full V x d copy). The default keeps embeddings and head as they
     are (tied stays tied), see docs/slicegpt.md.
+
+    ``vocab="slice"`` (Llama family; the default there, ``"auto"``) slices the vocabulary side too and keeps tied embeddings tied:
+    the embedding matrix E becomes T = E Q0 (Q0: sliced PCA basis of the layer-0 inputs), the last
+    layer writes its own sliced basis Qf, and the head reads it through T and a k x k matrix B that
+    best reproduces the original head in least squares, T B ~ H diag(w) Qf (H: the head, w: the
+    final norm's scale; exact when nothing is sliced). An untied head is simply rotated and sliced,
+    H diag(w) Qf, with no extra matrix. Q0 is not the PCA of the embeddings alone but of the sum of
+    the trace-normalised covariances of the embedding signal and of the final norm's output, since
+    one basis serves both ends (docs/slicegpt.md has the measurements). ``vocab="keep"`` (OPT's
+    default) leaves embeddings and head as they are. ``group=N`` (N >= 1) shares one basis among N
+    consecutive layers (:func:`rotate_and_slice_grouped`).
     """
     if not isinstance(ratio, (int, float)) or math.isnan(ratio) or not (0.0 <= ratio < 1.0):
         raise UserError(f"--ratio must be in [0, 1), got {ratio}; e.g. --ratio 0.25 removes 25% of the hidden size")
@@ -322,7 +486,26 @@ def slice_model(
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     store = dev  # signals stay on the compute device (the CPU path keeps them in RAM anyway)
     family = check_supported(model)
+    if vocab == "auto":
+        vocab = "keep" if (family == "opt" or slice_embeddings) else "slice"
+    if vocab not in ("keep", "slice"):
+        raise UserError(f"unknown vocab option '{vocab}'; use keep or slice")
+    if group < 0 or (group and one_shortcut):
+        raise UserError("group must be >= 0 and cannot be combined with one_shortcut")
+    if vocab == "slice" and (slice_embeddings or family == "opt"):
+        raise UserError("vocab='slice' is implemented for the Llama family (RMSNorm) and excludes slice_embeddings")
     Q0 = None
+    head_ref = None
+    if vocab == "slice":
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        tied = head.weight is emb.weight
+        fn = model.model.norm
+        # the function the head computes on the weight-free normalised stream: H diag(w)
+        head_ref = {
+            "tied": tied,
+            "M": head.weight.data.to(dev, torch.float64) * fn.weight.data.to(dev, torch.float64)[None, :],
+            "eps": float(getattr(fn, "variance_epsilon", getattr(fn, "eps", 1e-6))),
+        }
     if slice_embeddings:
         if family == "opt":
             raise UserError("slice_embeddings (the authors' layout) is implemented for the Llama family only")
@@ -332,20 +515,43 @@ def slice_model(
         model.config.tie_word_embeddings = False
         W = emb.weight.data.double()
         emb.weight.data = (W - W.mean(dim=-1, keepdim=True)).to(emb.weight.dtype)  # as the authors do
-    fuse_norms(model, fuse_first=slice_embeddings)
-    inps = capture_layer0_inputs(model, calib_input_ids, batch_size, dev, store)
-    if slice_embeddings:
-        _, Q = pca_basis(_covariance([b["hidden"] for b in inps], dev))
+    if vocab == "slice":
+        # one basis for the vocabulary side, serving the embeddings and the head alike: PCA of the
+        # sum of the trace-normalised covariances of the embedding signal and of the final norm's
+        # output (one extra pass of the dense model over the calibration data)
+        inps = capture_layer0_inputs(model, calib_input_ids, batch_size, dev, store)
+        Ce = _covariance([b["hidden"] for b in inps], dev)
+        Cy = _final_norm_covariance(model, inps, dev, store)
+        _, Q = pca_basis(Ce / Ce.trace() + Cy / Cy.trace())
+        del Ce, Cy
+        fuse_norms(model, fuse_first=True)  # layer-0 inputs (the embeddings) are unchanged by fusion
+    else:
+        fuse_norms(model, fuse_first=slice_embeddings)
+        inps = capture_layer0_inputs(model, calib_input_ids, batch_size, dev, store)
+        if slice_embeddings:
+            _, Q = pca_basis(_covariance([b["hidden"] for b in inps], dev))
+    if slice_embeddings or vocab == "slice":
         Q0 = Q[:, :new_dim]
         emb = model.get_input_embeddings()
         emb.weight.data = (emb.weight.data.to(dev, torch.float64) @ Q0).to(emb.weight.device, emb.weight.dtype)
         emb.embedding_dim = new_dim
         Qs = Q0.to(store)
         inps = [{"hidden": (b["hidden"].to(torch.float64) @ Qs).to(b["hidden"].dtype), "kwargs": b["kwargs"]} for b in inps]
-    specs = rotate_and_slice(
-        model, inps, new_dim, device=dev, store=store, progress=progress, Q_in=Q0, one_shortcut=one_shortcut
-    )
+    bases: dict = {}
+    if group:
+        specs = rotate_and_slice_grouped(
+            model, inps, new_dim, group, device=dev, store=store, progress=progress, Q_in=Q0,
+            rotate_last=vocab == "slice", bases=bases,
+        )
+    else:
+        specs = rotate_and_slice(
+            model, inps, new_dim, device=dev, store=store, progress=progress, Q_in=Q0, one_shortcut=one_shortcut,
+            rotate_last=vocab == "slice", bases=bases,
+        )
     del inps
+    final = None
+    if vocab == "slice":
+        final = _slice_head(model, head_ref, bases["last"], d)
     model.to(next(decoder_layers(model)[0].parameters()).device)
     slicing = {
         "method": "slicegpt",
@@ -354,10 +560,14 @@ def slice_model(
         "ratio": float(ratio),
         "round_to": int(round_to),
         "eps": float(_first_sliced_norm(model).eps),
-        "embed_dim": new_dim if slice_embeddings else d,
-        "variant": ("authors-embeddings " if slice_embeddings else "") + ("one-shortcut" if one_shortcut else "paper"),
+        "embed_dim": new_dim if (slice_embeddings or vocab == "slice") else d,
+        "variant": ("authors-embeddings " if slice_embeddings else "")
+        + ("sliced-vocab " if vocab == "slice" else "")
+        + (f"group-{group}" if group else ("one-shortcut" if one_shortcut else "paper")),
         "layers": specs,
     }
+    if final is not None:
+        slicing["final"] = final
     model.config = _sliced_config(model, slicing)
     model.__class__ = SLICED_MODEL_CLASSES[family_of(model)]
     params_after = count_params(model)
@@ -371,9 +581,60 @@ def slice_model(
         "params_before": params_before,
         "params_after": params_after,
         "tied_embeddings": _is_tied(model),
+        "vocab": vocab,
+        "group": int(group),
         "calibration": {"nsamples": int(calib_input_ids.shape[0]), "seqlen": int(calib_input_ids.shape[1])},
         "seconds": round(time.time() - t0, 2),
     }
+
+
+@torch.no_grad()
+def _final_norm_covariance(model, inps: list[dict], device, store) -> torch.Tensor:
+    """Covariance (float64 sum) of the final norm's output of the (unsliced) model, run layer by layer
+    from the captured layer-0 inputs (one decoder layer on ``device`` at a time)."""
+    h = inps
+    for layer in decoder_layers(model):
+        orig = next(layer.parameters()).device
+        layer.to(device)
+        outs = _run_layer(layer, h, device, store)
+        h = [{"hidden": o, "kwargs": b["kwargs"]} for o, b in zip(outs, h)]
+        layer.to(orig)
+    norm = model.model.norm
+    orig = next(norm.parameters()).device
+    norm.to(device)
+    C = _covariance([norm(b["hidden"].to(device)) for b in h], device)
+    norm.to(orig)
+    return C
+
+
+@torch.no_grad()
+def _slice_head(model, head_ref: dict, Qf: torch.Tensor, d: int) -> dict:
+    """Rotate/slice the final norm and the LM head onto the last layer's basis ``Qf`` ([d, k]).
+
+    The head must compute M h for the weight-free normalised stream h (M = H diag(w) Qf, [V, k]).
+    Untied head: it becomes M. Tied: the (already sliced) embedding matrix T is shared, and a k x k
+    map B with T B ~ M (least squares over the vocabulary, float64 normal equations) goes between
+    the final norm and the head. Returns the ``final`` entry of ``config.slicing``."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    k = Qf.shape[1]
+    M = head_ref["M"].to(Qf.device) @ Qf
+    ref = emb.weight
+    if head_ref["tied"]:
+        T = emb.weight.data.to(Qf.device, torch.float64)
+        G = T.T @ T
+        G.diagonal().add_(1e-10 * G.diagonal().mean())  # guard against a rank-deficient vocabulary matrix
+        B = torch.linalg.solve(G, T.T @ M)
+        new_norm = SlicedRMSNorm(k, d, head_ref["eps"], proj=True).to(ref.device, ref.dtype)
+        new_norm.proj.weight.data = B.to(ref.device, ref.dtype)  # y = n(h) B^T, logits = y T^T = (T B n(h))^T
+        head.weight = emb.weight
+        rel = float(torch.linalg.norm(T @ B - M) / torch.linalg.norm(M))
+    else:
+        new_norm = SlicedRMSNorm(k, d, head_ref["eps"]).to(ref.device, ref.dtype)
+        head.weight = nn.Parameter(M.to(head.weight.device, head.weight.dtype))
+        rel = 0.0
+    head.in_features = k
+    model.model.norm = new_norm
+    return {"dim": k, "proj": bool(head_ref["tied"]), "head_fit_rel_error": rel}
 
 
 def _first_sliced_norm(model) -> SlicedRMSNorm:

@@ -100,3 +100,27 @@ def test_slice_cli_uniform_layout_loads_as_stock_model(tiny_dir, tmp_path):
         assert torch.isfinite(m(torch.tensor([[1, 2, 3]])).logits).all()
     r2 = CliRunner().invoke(_app(), ["slice", str(out), "--ratio", "0.25", "--calib", "c4:4x32", "-o", str(tmp_path / "b")])
     assert isinstance(r2.exception, UserError) and "already sliced" in str(r2.exception)
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [(["--vocab", "shrink"], "--vocab"), (["--group", "-1"], "--group"), (["--layout", "uniform", "--group", "2"], "uniform")],
+)
+def test_slice_cli_bad_vocab_group(tiny_dir, tmp_path, args, msg):
+    out = tmp_path / "x"
+    r = CliRunner().invoke(_app(), ["slice", str(tiny_dir), "--ratio", "0.25", "-o", str(out), *args])
+    assert isinstance(r.exception, UserError) and msg in str(r.exception)
+    assert not out.exists()
+
+
+def test_slice_cli_keep_vocab_and_group(tiny_dir, tmp_path):
+    out = tmp_path / "g"
+    r = CliRunner().invoke(
+        _app(),
+        ["slice", str(tiny_dir), "--ratio", "0.25", "--calib", "c4:4x32", "--vocab", "keep", "--group", "2", "-o", str(out)],
+    )
+    assert r.exit_code == 0, (r.output, r.exception)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["slicing"]["embed_dim"] == 32 and "group-2" in cfg["slicing"]["variant"]
+    op = json.loads((out / "llmsparse.json").read_text())["operations"][0]
+    assert op["vocab"] == "keep" and op["group"] == 2

@@ -159,13 +159,17 @@ def test_slice_dims_params_and_reload(make, tmp_path):
     assert info["tied_embeddings"] is True  # tied input/output embeddings stay tied
     fam = "opt" if hasattr(m.model, "decoder") else "llama"
     layers = m.model.decoder.layers if fam == "opt" else m.model.layers
+    # default: Llama slices the vocabulary side (every width 48); OPT keeps embeddings and head (width D at both ends)
+    edge = D if fam == "opt" else 48
     for i, layer in enumerate(layers):
         a = layer.self_attn
         o = a.out_proj if fam == "opt" else a.o_proj
         down = layer.fc2 if fam == "opt" else layer.mlp.down_proj
-        assert a.q_proj.weight.shape[1] == (D if i == 0 else 48)
+        assert a.q_proj.weight.shape[1] == (edge if i == 0 else 48)
         assert o.weight.shape[0] == 48
-        assert down.weight.shape[0] == (D if i == len(layers) - 1 else 48)
+        assert down.weight.shape[0] == (edge if i == len(layers) - 1 else 48)
+    emb = m.get_input_embeddings().weight
+    assert emb.shape == (V, edge) and m.get_output_embeddings().weight is emb
     assert m.config.model_type == f"llmsparse_sliced_{fam}"
     assert m.config.slicing["sliced_dim"] == 48
 
@@ -239,6 +243,72 @@ def test_one_shortcut_variant_exact_and_smaller(tmp_path):
     assert torch.equal(logits(S.load_sliced(tmp_path), x), logits(b, x))
 
 
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("group", [0, 1, 2])
+def test_sliced_vocab_exact_at_full_width(tie, group):
+    """Embeddings/head rotated (shared basis, head map B) and grouped bases change nothing before slicing."""
+    m = tiny_llama(tie=tie)
+    x = ids(2, 12, seed=3)
+    ref = logits(m, x)
+    S.slice_model(m, ids(8, 16), 0.0, vocab="slice", group=group)
+    assert rel_err(logits(m, x), ref) < 1e-4
+    assert m.config.slicing["final"]["proj"] is tie
+
+
+@pytest.mark.parametrize("group", [0, 2])
+def test_opt_keep_vocab_grouped_exact_at_full_width(group):
+    m = tiny_opt()
+    x = ids(2, 12, seed=3)
+    ref = logits(m, x)
+    S.slice_model(m, ids(8, 16), 0.0, group=group)
+    assert rel_err(logits(m, x), ref) < 1e-4
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_sliced_vocab_structure_and_reload(tie, tmp_path):
+    m = tiny_llama(tie=tie)
+    dense = S.count_params(m)
+    info = S.slice_model(m, ids(8, 16), 0.25, vocab="slice")
+    emb, head, norm = m.model.embed_tokens, m.lm_head, m.model.norm
+    assert emb.weight.shape == (V, 48) and head.weight.shape == (V, 48)
+    assert (head.weight is emb.weight) is tie and info["tied_embeddings"] is tie
+    # tied: the head reads through a 48 x 48 map fitted in least squares; untied: exact, no map
+    assert (norm.proj is not None) is tie
+    fit = m.config.slicing["final"]["head_fit_rel_error"]
+    assert (0.0 < fit < 1.0) if tie else fit == 0.0
+    assert info["params_after"] == S.count_params(m) < dense
+    x = ids(2, 12, seed=3)
+    S.save_sliced(m, None, tmp_path, info)
+    from transformers import AutoModelForCausalLM
+
+    re = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert torch.equal(logits(re, x), logits(m, x))
+    assert S.count_params(re) == info["params_after"]
+    assert (re.lm_head.weight is re.model.embed_tokens.weight) is tie
+
+
+def test_grouped_bases_have_fewer_skip_matrices(tmp_path):
+    a, b = tiny_llama(), tiny_llama()
+    ia = S.slice_model(a, ids(8, 16), 0.25)
+    ib = S.slice_model(b, ids(8, 16), 0.25, group=2)
+    # 3 layers, groups {0, 1} and {2}: a skip matrix only where a group starts
+    assert [layer.attn_shortcut is not None for layer in b.model.layers] == [True, False, True]
+    assert all(layer.mlp_shortcut is None for layer in b.model.layers)
+    assert ib["params_after"] < ia["params_after"]
+    S.save_sliced(b, None, tmp_path, ib)
+    x = ids(2, 12, seed=3)
+    assert torch.equal(logits(S.load_sliced(tmp_path), x), logits(b, x))
+
+
+def test_bad_vocab_and_group_options():
+    with pytest.raises(UserError, match="vocab"):
+        S.slice_model(tiny_llama(), ids(2, 8), 0.25, vocab="shrink")
+    with pytest.raises(UserError, match="Llama family"):
+        S.slice_model(tiny_opt(), ids(2, 8), 0.25, vocab="slice")
+    with pytest.raises(UserError, match="group"):
+        S.slice_model(tiny_llama(), ids(2, 8), 0.25, group=-1)
+
+
 def test_authors_layout_unties_and_slices_embeddings(tmp_path):
     m = tiny_llama()
     info = S.slice_model(m, ids(8, 16), 0.25, slice_embeddings=True)
@@ -267,3 +337,13 @@ def test_uniform_variant_is_a_plain_llama(tmp_path):
     re = LlamaForCausalLM.from_pretrained(tmp_path).eval()
     assert type(re) is LlamaForCausalLM
     assert torch.equal(logits(re, x), logits(m, x))
+
+
+def test_sliced_model_generates_with_kv_cache():
+    """The sliced decoder layers pass the KV cache on (the name changed across transformers versions):
+    at full width, greedy generation equals the dense model's token for token."""
+    m = tiny_llama()
+    x = ids(1, 5, seed=9)
+    ref = m.generate(x, max_new_tokens=8, do_sample=False)
+    S.slice_model(m, ids(8, 16), 0.0)
+    assert torch.equal(m.generate(x, max_new_tokens=8, do_sample=False), ref)
