@@ -58,7 +58,18 @@ def register(app: typer.Typer) -> None:
             s.add_row(f"matrices satisfying {pattern}", f"{info['pattern_ok']}/{info['pattern_checked']}")
         if "record" in info:
             rec = info["record"]
-            s.add_row("made by", f"llmsparse {rec.get('kind')}: {json.dumps(rec.get('recipe', {}))[:120]}")
+            for op in rec.get("operations") or []:
+                if isinstance(op, dict) and op.get("op") == "slice":  # SliceGPT output: before/after
+                    pb, pa = op.get("params_before"), op.get("params_after")
+                    if pb and pa:
+                        s.add_row("parameters before slicing", f"{pb:,}")
+                        s.add_row("parameters after slicing", f"{pa:,} ({pa / pb:.1%})")
+                    s.add_row("sliced by", "llmsparse slice: " + ", ".join(
+                        f"{k} {op[k]}" for k in ("ratio", "hidden_size", "sliced_hidden_size", "layout", "vocab",
+                                                 "group", "tied_embeddings") if k in op)
+                        + f", calibration {op.get('calibration', {}).get('spec', '')}")
+            if rec.get("kind") is not None or rec.get("recipe"):
+                s.add_row("made by", f"llmsparse {rec.get('kind')}: {json.dumps(rec.get('recipe', {}))[:120]}")
         out_console.print(s)
         if info.get("format"):
             from ..formats.packed import format_tables

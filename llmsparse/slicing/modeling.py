@@ -12,9 +12,11 @@ A sliced decoder layer is the family's own decoder layer with three changes:
   rotated model exactly equivalent to the original one before slicing.
 * linear layers have the sliced widths recorded in ``config.slicing``.
 
-The normalisation in front of layer 0 and the final normalisation stay the family's own
-modules (the residual stream is not rotated there, see docs/slicegpt.md), which is what lets the
-input embedding and the LM head stay tied.
+With ``vocab="keep"`` the normalisation in front of layer 0 and the final normalisation stay the
+family's own modules (the residual stream is not rotated there). With ``vocab="slice"`` (the Llama
+default) the embedding is ``V x k``, layer 0's input norm is a ``SlicedRMSNorm`` too, and the final
+norm is a ``SlicedRMSNorm`` with an optional ``k x k`` ``proj`` (the head map of a tied model);
+``config.slicing["final"]`` records it. Tied embeddings stay tied in both cases.
 
 Checkpoints are saved with ``model_type = "llmsparse_sliced_<family>"``; importing
 ``llmsparse.slicing`` registers these types with ``AutoConfig`` / ``AutoModelForCausalLM`` so

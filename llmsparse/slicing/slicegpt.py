@@ -14,11 +14,13 @@ for every decoder layer, with its inputs already rotated and sliced by the previ
      output; the MLP skip connection becomes Q_mid^T Q_out (sliced); the layer output, rotated and
      sliced, is the next layer's input.
 
-Deliberate differences from the authors' code (measured in docs/slicegpt.md): the embeddings and the
-LM head are not rotated or sliced. Layer 0 reads the un-rotated embeddings (its attention inputs
-keep width d, its attention shortcut is d x d'), and the last layer writes back to the original
-basis (the authors also keep the head unsliced by default). So tied embeddings stay tied and the
-sliced model is smaller than the dense one.
+Deliberate differences from the authors' code (measured in docs/slicegpt.md): for the Llama family
+the vocabulary side is sliced with ONE basis shared by the embeddings and the head (PCA of the
+embedding signal and the head input together), so tied embeddings stay tied and the model gets
+smaller; the head reads the last layer's basis through a k x k least-squares map (``vocab="slice"``).
+With ``vocab="keep"`` (OPT) the embeddings and head are untouched: layer 0 reads the un-rotated
+embeddings (its attention skip is d x d') and the last layer writes back to the original basis.
+``group=N`` shares one basis among N consecutive layers (fewer skip matrices, faster).
 """
 
 from __future__ import annotations

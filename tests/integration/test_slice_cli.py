@@ -38,10 +38,12 @@ def tiny_dir(tmp_path_factory):
 
 
 def _app():
+    from llmsparse.cli.info import register as register_info
     from llmsparse.cli.slice import register
 
     app = typer.Typer()
     register(app)
+    register_info(app)
 
     @app.command("noop")  # a second command so typer keeps the sub-command name
     def _noop() -> None:
@@ -71,6 +73,12 @@ def test_slice_cli_writes_loadable_checkpoint(tiny_dir, tmp_path):
     assert m.config.slicing["sliced_dim"] == 24
     with torch.no_grad():
         assert torch.isfinite(m(torch.tensor([[1, 2, 3]])).logits).all()
+
+    # `llmsparse info` reports the parameter counts before and after slicing
+    ri = CliRunner().invoke(_app(), ["info", str(out)], terminal_width=200)
+    assert ri.exit_code == 0, (ri.output, ri.exception)
+    assert f"{op['params_before']:,}" in ri.output and f"{op['params_after']:,}" in ri.output
+    assert "parameters before slicing" in ri.output
 
     # slicing the sliced output again is refused, and an existing output is not overwritten
     r2 = CliRunner().invoke(_app(), ["slice", str(out), "--ratio", "0.25", "-o", str(tmp_path / "again")])
