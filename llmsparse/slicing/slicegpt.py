@@ -190,10 +190,12 @@ def rotate_and_slice(
     ``capture_layer0_inputs``. With ``new_dim == hidden_size`` nothing is deleted and the model
     computes the same function as before (computational invariance). ``Q_in`` ([d, k], float64):
     basis the layer-0 inputs are already in (authors' layout with rotated embeddings); default
-    None = original basis. ``one_shortcut``: variant that reuses each layer's attention->MLP basis
-    for its output, so only the attention skip connection needs a matrix. Experimental and NOT
-    recommended: on SmolLM2 (P-smol, 25%) it gave perplexity 64114 vs 202 for the paper's two
-    bases (MLP outputs write directions absent from the attention->MLP signal); docs/slicegpt.md.
+    None = original basis. ``one_shortcut``: variant that uses one basis for each layer's
+    attention->MLP signal and its output (PCA of both covariances, each divided by its trace), so
+    only the attention skip connection needs a matrix. Experimental, API only: with the basis of
+    the attention->MLP signal alone it gave ppl 64114 on SmolLM2 (P-smol, 25%); with the joint
+    basis 223 (16 windows; paper layout 241.5 on the same windows). ``group=1`` in
+    :func:`rotate_and_slice_grouped` is the better way to one matrix per layer (docs/slicegpt.md).
     ``rotate_last``: the last layer writes its own PCA basis (sliced) like every other layer instead
     of the original basis; that basis ([d, k], float64) is stored as ``bases["last"]`` when a dict
     is given (the caller must then rotate the final norm and the head). Returns per-layer specs
