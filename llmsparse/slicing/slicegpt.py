@@ -637,6 +637,7 @@ def _slice_head(model, head_ref: dict, Qf: torch.Tensor, d: int) -> dict:
         head.weight = nn.Parameter(M.to(head.weight.device, head.weight.dtype))
         rel = 0.0
     head.in_features = k
+    model.config.tie_word_embeddings = bool(head_ref["tied"])  # what the loader must rebuild
     model.model.norm = new_norm
     return {"dim": k, "proj": bool(head_ref["tied"]), "head_fit_rel_error": rel}
 

@@ -347,3 +347,18 @@ def test_sliced_model_generates_with_kv_cache():
     ref = m.generate(x, max_new_tokens=8, do_sample=False)
     S.slice_model(m, ids(8, 16), 0.0)
     assert torch.equal(m.generate(x, max_new_tokens=8, do_sample=False), ref)
+
+
+def test_sliced_vocab_untied_weights_under_a_tied_config(tmp_path):
+    """config says tied but the loaded head is a separate tensor: the head is sliced exactly and the
+    saved config says untied, so reloading does not tie it back to the embeddings."""
+    m = tiny_llama(tie=True)
+    m.lm_head.weight = torch.nn.Parameter(m.lm_head.weight.detach().clone() * 1.5)
+    assert m.config.tie_word_embeddings
+    info = S.slice_model(m, ids(8, 16), 0.25, vocab="slice")
+    assert info["tied_embeddings"] is False and m.config.tie_word_embeddings is False
+    S.save_sliced(m, None, tmp_path, info)
+    x = ids(2, 12, seed=3)
+    re = S.load_sliced(tmp_path)
+    assert re.lm_head.weight is not re.model.embed_tokens.weight
+    assert torch.equal(logits(re, x), logits(m, x))
