@@ -25,7 +25,6 @@ from torch import nn
 
 from ..errors import UserError
 from .modeling import (
-    SUPPORTED_FAMILIES,
     SlicedRMSNorm,
     decoder_layers,
     family_of,

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import UserError
 from .fusion import check_supported, fuse_norms, fuse_scale_into_inputs
-from .modeling import LLAMA_LIKE, SlicedRMSNorm, decoder_layers, layer_parts
+from .modeling import LLAMA_LIKE, decoder_layers, layer_parts
 from .pca import pca_basis, sliced_dim
 from .slicegpt import _covariance, _run_layer, capture_layer0_inputs, count_params, rotate_inputs, rotate_outputs
 
