@@ -170,6 +170,36 @@ def _shortcut_matrix(layer, name: str, d_in: int, device) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _setup(model, who: str, device, store, Q_in):
+    """Checks and defaults shared by the rotate-and-slice loops: returns
+    (family, layers, device, store, Q_in on device in float64, whether layer 0 reads the original basis
+    through its own, unfused input norm)."""
+    if not getattr(model, "_llmsparse_fused", False):
+        raise ValueError(f"{who} needs a fused model: call fuse_norms(model) first")
+    family = family_of(model)
+    layers = decoder_layers(model)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    store = torch.device(store) if store is not None else device
+    if Q_in is not None:
+        Q_in = Q_in.to(device, torch.float64)
+    first_orig = Q_in is None and not isinstance(getattr(layers[0], layer_parts(layers[0], family)["norm1"]), SlicedRMSNorm)
+    return family, layers, device, store, Q_in, first_orig
+
+
+def _read_stream(layer, parts: dict, Q: torch.Tensor | None, d: int, device, ref: torch.Tensor):
+    """Make the attention inputs of ``layer`` read the residual stream in basis ``Q`` ([d, k];
+    None = the original basis): rotate/slice q/k/v and give it a ``SlicedRMSNorm(k)`` input norm.
+    Returns (k, S): S maps that stream to the original basis ([k, d]); for the original basis it is
+    the layer's current skip map (identity, or OPT's centering)."""
+    if Q is None:
+        return d, _shortcut_matrix(layer, "attn_shortcut", d, device)
+    for lin in parts["attn_in"]:
+        rotate_inputs(lin, Q)
+    old = getattr(layer, parts["norm1"])
+    setattr(layer, parts["norm1"], SlicedRMSNorm(Q.shape[1], old.full_dim, old.eps).to(device, ref.dtype))
+    return Q.shape[1], Q.T
+
+
 @torch.no_grad()
 def rotate_and_slice(
     model,
@@ -201,36 +231,20 @@ def rotate_and_slice(
     is given (the caller must then rotate the final norm and the head). Returns per-layer specs
     ({"in", "mid", "out", "norm1", "attn_shortcut", "mlp_shortcut"}).
     """
-    if not getattr(model, "_llmsparse_fused", False):
-        raise ValueError("rotate_and_slice needs a fused model: call fuse_norms(model) first")
-    family = family_of(model)
-    d = model.config.hidden_size
-    layers = decoder_layers(model)
-    n = len(layers)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    store = torch.device(store) if store is not None else device
-    inps = layer0_inputs
     # Q_in: basis of the incoming stream, [d, k_in]; None = original basis
-    if Q_in is not None:
-        Q_in = Q_in.to(device, torch.float64)
+    family, layers, device, store, Q_in, specs_first_orig = _setup(model, "rotate_and_slice", device, store, Q_in)
+    d = model.config.hidden_size
+    n = len(layers)
+    inps = layer0_inputs
     specs: list[dict] = []
-    specs_first_orig = Q_in is None and not isinstance(getattr(layers[0], layer_parts(layers[0], family)["norm1"]), SlicedRMSNorm)
     for idx, layer in enumerate(layers):
         orig_dev = next(layer.parameters()).device
         layer.to(device)
         parts = layer_parts(layer, family)
         ref = parts["attn_out"].weight
-        k_in = d if Q_in is None else Q_in.shape[1]
 
         # (1) attention inputs read the rotated stream; the skip maps it back to the original basis
-        if Q_in is not None:
-            for lin in parts["attn_in"]:
-                rotate_inputs(lin, Q_in)
-            old = getattr(layer, parts["norm1"])
-            setattr(layer, parts["norm1"], SlicedRMSNorm(k_in, old.full_dim, old.eps).to(device, ref.dtype))
-            S_attn = Q_in.T  # [k_in, d]
-        else:
-            S_attn = _shortcut_matrix(layer, "attn_shortcut", d, device)  # identity, or centering (OPT)
+        k_in, S_attn = _read_stream(layer, parts, Q_in, d, device, ref)
         layer.attn_shortcut = _shortcut(S_attn, ref)
 
         # (2) PCA of the signal entering the MLP normalisation
@@ -325,19 +339,11 @@ def rotate_and_slice_grouped(
     leaves the previous group (interleaved like the paper's algorithm). Arguments as
     :func:`rotate_and_slice`; with ``new_dim == hidden_size`` the model's function is unchanged.
     """
-    if not getattr(model, "_llmsparse_fused", False):
-        raise ValueError("rotate_and_slice_grouped needs a fused model: call fuse_norms(model) first")
+    family, layers, device, store, Q_in, first_orig = _setup(model, "rotate_and_slice_grouped", device, store, Q_in)
     if group < 1:
         raise ValueError("group must be >= 1")
-    family = family_of(model)
     d = model.config.hidden_size
-    layers = decoder_layers(model)
     n = len(layers)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    store = torch.device(store) if store is not None else device
-    if Q_in is not None:
-        Q_in = Q_in.to(device, torch.float64)
-    first_orig = Q_in is None and not isinstance(getattr(layers[0], layer_parts(layers[0], family)["norm1"]), SlicedRMSNorm)
     specs: list[dict] = []
     inps = layer0_inputs
     done = 0
@@ -374,24 +380,13 @@ def rotate_and_slice_grouped(
             ref = parts["attn_out"].weight
             last = i == n - 1
             norm1_orig = i == 0 and first_orig
-            old1 = getattr(layer, parts["norm1"])
             if i == g0:
-                # the attention reads the incoming stream; its skip connection moves it to P
-                if Q_in is not None:
-                    k_in = Q_in.shape[1]
-                    for lin in parts["attn_in"]:
-                        rotate_inputs(lin, Q_in)
-                    setattr(layer, parts["norm1"], SlicedRMSNorm(k_in, old1.full_dim, old1.eps).to(device, ref.dtype))
-                    S_prev = Q_in.T
-                else:  # original basis (layer 0 reading the un-rotated embeddings): width d, norm kept
-                    k_in = d
-                    S_prev = _shortcut_matrix(layer, "attn_shortcut", d, device)  # identity, or centering (OPT)
+                # the attention reads the incoming stream (layer 0 may read the un-rotated embeddings
+                # with its own norm); its skip connection moves the stream to P
+                k_in, S_prev = _read_stream(layer, parts, Q_in, d, device, ref)
                 layer.attn_shortcut = _shortcut(S_prev @ P, ref)
             else:
-                k_in = new_dim
-                for lin in parts["attn_in"]:
-                    rotate_inputs(lin, P)
-                setattr(layer, parts["norm1"], SlicedRMSNorm(new_dim, old1.full_dim, old1.eps).to(device, ref.dtype))
+                k_in, _ = _read_stream(layer, parts, P, d, device, ref)
                 layer.attn_shortcut = None
             rotate_outputs(parts["attn_out"], P)
             for lin in parts["mlp_in"]:
