@@ -286,10 +286,12 @@ def rotate_and_slice(
             Q_out = Q[:, :new_dim]
             rotate_outputs(parts["mlp_out"], Q_out)
             layer.mlp_shortcut = _shortcut(Q_mid.T @ Q_out, ref)
-            Qs = Q_out.to(store)
-            inps = [
-                {"hidden": (o.to(torch.float64) @ Qs).to(o.dtype), "kwargs": b["kwargs"]} for o, b in zip(outs, inps)
-            ]
+            if idx < n - 1:  # the next layer's inputs, rotated and sliced
+                Qs = Q_out.to(store)
+                inps = [
+                    {"hidden": (o.to(torch.float64) @ Qs).to(o.dtype), "kwargs": b["kwargs"]}
+                    for o, b in zip(outs, inps)
+                ]
             Q_in = Q_out
             k_out = new_dim
             if idx == n - 1 and bases is not None:
@@ -403,8 +405,8 @@ def rotate_and_slice_grouped(
             specs.append({"in": k_in, "mid": new_dim, "out": k_out,
                           "norm1": "orig" if norm1_orig else "rms",
                           "attn_shortcut": layer.attn_shortcut is not None, "mlp_shortcut": layer.mlp_shortcut is not None})
-        # (3) run the sliced group: the next group's inputs
-        for i in idxs:
+        # (3) run the sliced group: the next group's inputs (none after the last group)
+        for i in idxs if idxs[-1] < n - 1 else ():
             outs = _run_layer(layers[i], inps, device, store)
             inps = [{"hidden": o, "kwargs": b["kwargs"]} for o, b in zip(outs, inps)]
         for i, home in zip(idxs, homes):
