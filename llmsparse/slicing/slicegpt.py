@@ -501,10 +501,13 @@ def slice_model(
         emb, head = model.get_input_embeddings(), model.get_output_embeddings()
         tied = head.weight is emb.weight
         fn = model.model.norm
-        # the function the head computes on the weight-free normalised stream: H diag(w)
+        # the head computes H diag(w) on the weight-free normalised stream
         head_ref = {
             "tied": tied,
-            "M": head.weight.data.to(dev, torch.float64) * fn.weight.data.to(dev, torch.float64)[None, :],
+            # the original head and final-norm scale, kept as they are (the embedding tensor is
+            # replaced, not modified, when it is rotated); float64 only at the end, in _slice_head
+            "H": head.weight.data,
+            "w": fn.weight.data.clone(),
             "eps": float(getattr(fn, "variance_epsilon", getattr(fn, "eps", 1e-6))),
         }
     if slice_embeddings:
@@ -618,7 +621,8 @@ def _slice_head(model, head_ref: dict, Qf: torch.Tensor, d: int) -> dict:
     the final norm and the head. Returns the ``final`` entry of ``config.slicing``."""
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     k = Qf.shape[1]
-    M = head_ref["M"].to(Qf.device) @ Qf
+    H, w = head_ref["H"].to(Qf.device, torch.float64), head_ref["w"].to(Qf.device, torch.float64)
+    M = (H * w[None, :]) @ Qf
     ref = emb.weight
     if head_ref["tied"]:
         T = emb.weight.data.to(Qf.device, torch.float64)
