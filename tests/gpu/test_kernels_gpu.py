@@ -89,6 +89,43 @@ def test_triton_kernels_vs_dense(shape, dtype, kind):
             assert rel(y, ref) < TOL[dtype], (kind, bm, cfg, M, rel(y, ref))
 
 
+GL_SHAPES = [(48, 160), (264, 544), (37, 96)] + BIG  # K = 160/544/96: partial chunks; N = 37: partial row blocks
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", GL_SHAPES)
+def test_gluon_gemv_vs_dense(shape, dtype):
+    """The Gluon decode kernel, every configuration (all M it serves) against dense-with-zeros F.linear,
+    NaN-poisoned outputs, odd M, with and without bias; on big shapes the first config of each M."""
+    from llmsparse.kernels import gluon_sp24 as g
+
+    if not g.AVAILABLE:
+        pytest.skip("this Triton has no Gluon")
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    big = shape in BIG
+    for M in (1, 2, 3, 4, 5, 8):
+        cfgs = g.configs_for(M)
+        for i, cfg in enumerate(cfgs[:1] if big else cfgs):
+            x = torch.randn(M, k, device="cuda", dtype=dtype)
+            b = bias if (i + M) % 2 else None
+            ref = F.linear(x, w, b)
+            out = poisoned(M, n, dtype)
+            y = g.sp24_gemv_gl(x, v, m, b, n, cfg=cfg, out=out)
+            assert torch.isfinite(y).all(), (cfg, M)
+            assert rel(y, ref) < TOL[dtype], (cfg, M, rel(y, ref))
+    # a row-strided input (a slice of a wider buffer) through the dispatcher's entry point
+    from llmsparse.kernels.dispatch import Choice, run_choice
+
+    xb = torch.randn(3, k + 32, device="cuda", dtype=dtype)
+    x = xb[:, 32:]
+    for x in (xb[:, 32:], xb[:, 1:k + 1]):  # 64-byte aligned rows; then 2-byte offset rows (copied first)
+        y = run_choice(Choice("gemvg", g.CONFIGS[0]), x, values=v, meta=m, bias=bias, out_features=n)
+        assert rel(y, F.linear(x, w, bias)) < TOL[dtype]
+
+
 @pytest.mark.parametrize("dtype", DT)
 def test_cslt_path(dtype):
     from llmsparse.kernels.cslt import available, compress, cslt_linear

@@ -124,8 +124,13 @@ def test_buckets_and_nearest():
 
 def test_candidates_cover_sizes():
     pytest.importorskip("triton")
+    from llmsparse.kernels import gluon_sp24
+
     c1 = {c.path for c in dispatch.candidates(1)}
-    assert c1 == {"gemv", "mm", "mmb"}
+    assert c1 == ({"gemvg"} if gluon_sp24.AVAILABLE else set()) | {"gemv", "mm", "mmb"}
+    # the Gluon kernel reads meta as int32 words: only offered when in_features % 32 == 0
+    assert "gemvg" not in {c.path for c in dispatch.candidates(1, in_features=4104)}
+    assert not any(c.path == "gemvg" for c in dispatch.candidates(16))
     assert {c.path for c in dispatch.candidates(4096)} == {"cslt"}
     assert any(c.path == "mm" and c.cfg[0] == 128 for c in dispatch.candidates(256))
 

@@ -1,0 +1,176 @@
+"""2:4 decode kernel written in Gluon (Triton's explicit-layout dialect), for small M.
+
+Why a second decode kernel: the Triton ``_sp24_gemv`` lets the compiler pick the register layouts,
+and the reshapes/joins it needs to pull the nibbles and the 4 candidate inputs of every group apart
+cost shared-memory round trips and barriers inside the main loop (about 13 SASS instructions per
+kept weight for sm_90, counted offline with Triton's bundled ``nvdisasm``). Here the layout is fixed by
+hand so that every tensor of the loop lives in registers of the thread that uses it:
+
+* one 4-D layout ``[TOK, R, C, G]``: ``TOK`` tokens, ``R`` weight rows, ``C`` chunks of ``G``
+  consecutive 4-wide groups; a thread holds all ``TOK x RT`` token-rows of its own chunk, so the
+  inputs of a chunk are loaded and converted once and reused for ``RT`` rows, and the 2-bit indices
+  of a row are loaded once and reused for ``TOK`` tokens;
+* the packed arrays are read through integer views, no reshapes: ``values`` as int32 (one word =
+  the two kept values of a group), ``meta`` as int32 (nibble ``j`` of word ``w`` = group ``8w + j``),
+  ``x`` as int64 (one word = the 4 inputs of a group);
+* the kept value's input is selected with two bit tests and two selects, whose bit positions are
+  compile-time constants per register (``i0`` is 0, 1 or 2 and ``i1`` is 1, 2 or 3 because the
+  indices are sorted and distinct).
+
+This is about 8 instructions per kept weight (fp16) with no barrier in the loop. Math is fp32 (exact
+products, fp32 accumulation), output in the input dtype. Same packed layout as
+:mod:`llmsparse.formats.nm` (nothing is repacked). Needs ``in_features % 32 == 0``.
+Triton without Gluon (or an older Gluon API): :data:`AVAILABLE` is False and the dispatcher skips it.
+"""
+from __future__ import annotations
+
+import torch
+
+try:  # Gluon is experimental; keep the package importable without it
+    import triton
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+
+    AVAILABLE = hasattr(gl, "BlockedLayout") and hasattr(gl, "SliceLayout")
+except Exception:  # pragma: no cover - depends on the installed Triton
+    AVAILABLE = False
+
+
+if AVAILABLE:
+
+    @gluon.jit
+    def _sp24_gemv_gl(
+        x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
+        M, N, NCH, KW, KM, stride_xm, stride_ym,
+        HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr,
+        TOK: gl.constexpr, RT: gl.constexpr, GPT: gl.constexpr, WR: gl.constexpr, WC: gl.constexpr,
+    ):
+        # x_ptr: int64 [M, K/4]; v_ptr: int32 [N, K/4]; m_ptr: int32 [N, K/32];
+        # NCH = K / (4 * GPT) chunks per row; KW = K/4; KM = K/32; stride_xm in int64 words.
+        L: gl.constexpr = gl.BlockedLayout([TOK, RT, 1, GPT], [1, 1, 32, 1], [1, WR, WC, 1], [3, 2, 1, 0])
+        L_trc: gl.constexpr = gl.SliceLayout(3, L)  # [TOK, R, C]
+        L_rc: gl.constexpr = gl.SliceLayout(0, L_trc)  # [R, C]
+        L_tcg: gl.constexpr = gl.SliceLayout(1, L)  # [TOK, C, G]
+        L_rcg: gl.constexpr = gl.SliceLayout(0, L)  # [R, C, G]
+        L_tr: gl.constexpr = gl.SliceLayout(2, L_trc)  # [TOK, R]
+        R: gl.constexpr = RT * WR
+        C: gl.constexpr = 32 * WC
+        pid_m = gl.program_id(0)  # tokens vary fastest: blocks of the same rows run together (L2 reuse)
+        pid_n = gl.program_id(1)
+        # values: [R, C, G] int32 words
+        rn = pid_n * R + gl.arange(0, R, layout=gl.SliceLayout(1, gl.SliceLayout(2, L_rcg)))
+        row = gl.minimum(rn, N - 1).to(gl.int64)  # rows past N read row N-1; their outputs are not stored
+        rc_v = gl.arange(0, C, layout=gl.SliceLayout(0, gl.SliceLayout(2, L_rcg)))
+        rg_v = gl.arange(0, GPT, layout=gl.SliceLayout(0, gl.SliceLayout(1, L_rcg)))
+        v_off = row[:, None, None] * KW + rc_v[None, :, None] * GPT + rg_v[None, None, :]
+        # meta: [R, C] int32 words (a chunk of GPT < 8 groups uses half or a quarter of a word)
+        rn_m = pid_n * R + gl.arange(0, R, layout=gl.SliceLayout(1, L_rc))
+        row_m = gl.minimum(rn_m, N - 1).to(gl.int64)
+        rc_m = gl.arange(0, C, layout=gl.SliceLayout(0, L_rc))
+        m_off = row_m[:, None] * KM + (rc_m[None, :] * GPT) // 8
+        m_shift = ((rc_m[None, :] * GPT) % 8) * 4
+        # inputs: [TOK, C, G] int64 words
+        rt = pid_m * TOK + gl.arange(0, TOK, layout=gl.SliceLayout(1, gl.SliceLayout(2, L_tcg)))
+        tok = gl.minimum(rt, M - 1).to(gl.int64)
+        rc_x = gl.arange(0, C, layout=gl.SliceLayout(0, gl.SliceLayout(2, L_tcg)))
+        rg_x = gl.arange(0, GPT, layout=gl.SliceLayout(0, gl.SliceLayout(1, L_tcg)))
+        x_off = tok[:, None, None] * stride_xm + rc_x[None, :, None] * GPT + rg_x[None, None, :]
+        # bit j*4 of a meta word = lowest index bit of group j of the chunk (a constant per register)
+        rg_b = gl.arange(0, GPT, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, L))))
+        b0 = (1 << (rg_b * 4))[None, None, None, :]
+        acc = gl.zeros([TOK, R, C, GPT], gl.float32, layout=L)
+        for c0 in range(0, NCH, C):
+            vw = gl.load(v_ptr + v_off + c0 * GPT, mask=(rc_v[None, :, None] + c0) < NCH, other=0)
+            mw = gl.load(m_ptr + m_off + (c0 * GPT) // 8, mask=(rc_m[None, :] + c0) < NCH, other=0)
+            xw = gl.load(x_ptr + x_off + c0 * GPT, mask=(rc_x[None, :, None] + c0) < NCH, other=0)
+            if GPT < 8:
+                mw = mw >> m_shift
+            mw = mw[None, :, :, None]
+            lo0 = (mw & b0) != 0
+            hi0 = (mw & (b0 << 1)) != 0
+            lo1 = (mw & (b0 << 2)) != 0
+            hi1 = (mw & (b0 << 3)) != 0
+            if IS_BF16:  # bf16 -> fp32 is a 16-bit shift
+                x0 = (xw << 16).to(gl.int32).to(gl.float32, bitcast=True)
+                x1 = (xw & 0xFFFF0000).to(gl.int32).to(gl.float32, bitcast=True)
+                x2 = ((xw >> 16) & 0xFFFF0000).to(gl.int32).to(gl.float32, bitcast=True)
+                x3 = ((xw >> 32) & 0xFFFF0000).to(gl.int32).to(gl.float32, bitcast=True)
+                v0 = (vw << 16).to(gl.float32, bitcast=True)
+                v1 = (vw & -65536).to(gl.float32, bitcast=True)
+            else:
+                x0 = xw.to(gl.int16).to(gl.float16, bitcast=True).to(gl.float32)
+                x1 = (xw >> 16).to(gl.int16).to(gl.float16, bitcast=True).to(gl.float32)
+                x2 = (xw >> 32).to(gl.int16).to(gl.float16, bitcast=True).to(gl.float32)
+                x3 = (xw >> 48).to(gl.int16).to(gl.float16, bitcast=True).to(gl.float32)
+                v0 = vw.to(gl.int16).to(gl.float16, bitcast=True).to(gl.float32)
+                v1 = (vw >> 16).to(gl.int16).to(gl.float16, bitcast=True).to(gl.float32)
+            x0 = x0[:, None, :, :]
+            x1 = x1[:, None, :, :]
+            x2 = x2[:, None, :, :]
+            x3 = x3[:, None, :, :]
+            # sorted distinct indices: the first is 0, 1 or 2, the second 1, 2 or 3
+            s0 = gl.where(hi0, x2, gl.where(lo0, x1, x0))
+            s1 = gl.where(hi1, gl.where(lo1, x3, x2), x1)
+            acc = gl.fma(v0[None, :, :, :], s0, acc)
+            acc = gl.fma(v1[None, :, :, :], s1, acc)
+        out = gl.sum(gl.sum(acc, axis=3), axis=2)  # [TOK, R]
+        rn_o = pid_n * R + gl.arange(0, R, layout=gl.SliceLayout(0, L_tr))
+        rt_o = pid_m * TOK + gl.arange(0, TOK, layout=gl.SliceLayout(1, L_tr))
+        if HAS_BIAS:
+            out += gl.load(b_ptr + rn_o, mask=rn_o < N, other=0.0).to(gl.float32)[None, :]
+        y_ptrs = y_ptr + rt_o[:, None].to(gl.int64) * stride_ym + rn_o[None, :]
+        gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(rt_o[:, None] < M) & (rn_o[None, :] < N))
+
+
+# (TOK, RT, GPT, WR, WC): tokens per program, rows per thread, groups per thread-chunk, warps along
+# rows, warps along K (num_warps = WR * WC). Rows per program = RT * WR; K per iteration = 128 * WC * GPT.
+CONFIGS = [
+    (1, 4, 8, 1, 4), (1, 2, 8, 1, 4), (1, 4, 8, 1, 2), (1, 2, 8, 2, 2),
+    (1, 4, 4, 1, 4), (1, 8, 4, 1, 4), (1, 2, 8, 1, 8), (1, 4, 8, 2, 2),
+    (1, 1, 8, 1, 4), (1, 4, 4, 2, 4),
+]
+# M = 2..8: several tokens share each decoded weight (registers grow with TOK * RT)
+CONFIGS_MULTI = {
+    2: [(2, 2, 8, 1, 4), (2, 4, 8, 1, 4), (2, 4, 4, 1, 4), (2, 2, 8, 2, 2)],
+    4: [(4, 2, 4, 1, 4), (4, 2, 8, 1, 4), (4, 1, 8, 1, 4), (4, 1, 8, 2, 2)],
+    8: [(8, 1, 4, 1, 4), (8, 2, 4, 1, 4), (4, 2, 4, 1, 4), (8, 1, 8, 1, 4)],
+}
+MAX_M = 8
+
+
+def configs_for(m: int) -> list[tuple]:
+    if m <= 1:
+        return list(CONFIGS)
+    b = 2 if m <= 2 else 4 if m <= 4 else 8
+    return list(CONFIGS_MULTI[b]) + [c for c in CONFIGS[:3]]
+
+
+def supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
+    """Whether the integer views the kernel reads exist for these tensors."""
+    if not AVAILABLE or x.dim() != 2 or x.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    k = x.shape[1]
+    return (k % 32 == 0 and x.stride(1) == 1 and x.stride(0) % 4 == 0 and x.data_ptr() % 8 == 0
+            and values.is_contiguous() and meta.is_contiguous() and values.data_ptr() % 4 == 0
+            and meta.data_ptr() % 4 == 0)
+
+
+def sp24_gemv_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
+                 out_features: int, cfg=CONFIGS[0], out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x[M, K] @ W^T (+ bias)`` with ``W`` given as packed 2:4 ``(values, meta)``."""
+    if not supported(x, values, meta):
+        raise ValueError("sp24_gemv_gl needs Gluon, fp16/bf16 x with a contiguous last dimension, "
+                         "in_features % 32 == 0 and 8-byte aligned rows")
+    M, K = x.shape
+    N = out_features
+    tok, rt, gpt, wr, wc = cfg
+    y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
+    xw = x.view(torch.int64)  # [M, K/4]; row stride x.stride(0)/4 words
+    grid = (triton.cdiv(M, tok), triton.cdiv(N, rt * wr))
+    _sp24_gemv_gl[grid](
+        xw, values.view(torch.int32), meta.view(torch.int32), y, bias if bias is not None else y,
+        M, N, K // (4 * gpt), K // 4, K // 32, x.stride(0) // 4, y.stride(0),
+        HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
+        TOK=tok, RT=rt, GPT=gpt, WR=wr, WC=wc, num_warps=wr * wc,
+    )
+    return y

@@ -1,0 +1,91 @@
+"""Compile the Triton/Gluon kernels for a GPU architecture without a GPU, and read their machine code.
+
+Triton's wheel ships ``ptxas``, ``cuobjdump`` and ``nvdisasm``, so the SASS of a kernel for sm_90 can be
+produced and inspected on any Linux x86-64 machine. Used by the CPU tests (the decode kernel's main loop
+must stay free of barriers and register spills) and when working on a kernel (instructions per kept
+weight), e.g.::
+
+    from llmsparse.kernels.offline import gluon_gemv_stats
+    gluon_gemv_stats("float16", (1, 4, 8, 2, 2))   # {'regs': 128, 'stack': 0, 'loop': 533, 'loop_barriers': 0, ...}
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+
+
+def _bin(name: str) -> str:
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def tools_available() -> bool:
+    try:
+        return all(os.access(_bin(n), os.X_OK) for n in ("ptxas", "nvdisasm", "cuobjdump"))
+    except Exception:
+        return False
+
+
+def compile_sass(src, num_warps: int, arch: int = 90) -> dict:
+    """Compile a Triton ``ASTSource``/``GluonASTSource`` for ``sm_<arch>``; returns SASS text and resources."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    with tempfile.TemporaryDirectory() as d:
+        cubin = os.path.join(d, "k.cubin")
+        with open(cubin, "wb") as f:
+            f.write(k.asm["cubin"])
+        sass = subprocess.run([_bin("nvdisasm"), "-c", cubin], capture_output=True, text=True, check=True).stdout
+        res = subprocess.run([_bin("cuobjdump"), "--dump-resource-usage", cubin], capture_output=True, text=True,
+                             check=True).stdout
+    return {"sass": sass, "regs": int(re.search(r"REG:(\d+)", res).group(1)),
+            "stack": int(re.search(r"STACK:(\d+)", res).group(1)),
+            "shared": int(re.search(r"SHARED:(\d+)", res).group(1))}
+
+
+def loops(sass: str) -> list[list[str]]:
+    """Instruction lines of every backward-branch loop (label ... ``BRA `(label)``) in the SASS text."""
+    out, cur, label = [], None, None
+    for line in sass.splitlines():
+        m = re.match(r"^(\.L_x_\d+):", line)
+        if m and cur is None:
+            label, cur = m.group(1), []
+            continue
+        if cur is not None and re.match(r"\s+/\*[0-9a-f]{4}\*/", line):
+            cur.append(line)
+            if f"BRA `({label})" in line:
+                out.append(cur)
+                cur = None
+        elif m:  # a new label before the loop closed: restart from it
+            label, cur = m.group(1), []
+    return out
+
+
+def gluon_gemv_stats(dtype: str, cfg: tuple, has_bias: bool = True, arch: int = 90) -> dict:
+    """Compile :func:`llmsparse.kernels.gluon_sp24._sp24_gemv_gl` offline; registers, spills, main loop size."""
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from . import gluon_sp24 as g
+
+    tok, rt, gpt, wr, wc = cfg
+    ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
+    sig = {"x_ptr": "*i64", "v_ptr": "*i32", "m_ptr": "*i32", "y_ptr": ty, "b_ptr": ty, "M": "i32", "N": "i32",
+           "NCH": "i32", "KW": "i32", "KM": "i32", "stride_xm": "i32", "stride_ym": "i32"}
+    consts = {"HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16", "TOK": tok, "RT": rt, "GPT": gpt, "WR": wr, "WC": wc}
+    sig.update({k: "constexpr" for k in consts})
+    fn = g._sp24_gemv_gl
+    # what the launcher specialises at run time for 16-divisible pointers and sizes
+    div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KW", "KM", "stride_xm", "stride_ym"]
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in div16}
+    r = compile_sass(GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), wr * wc, arch)
+    ls = loops(r["sass"])
+    main = max(ls, key=len) if ls else []
+    return {"regs": r["regs"], "stack": r["stack"], "loop": len(main),
+            "loop_barriers": sum("BAR" in x for x in main),
+            "loop_shared": sum(bool(re.search(r"\b(LDS|STS)\b", x)) for x in main),
+            "loop_ffma": sum("FFMA" in x for x in main),
+            "kept_per_iteration": tok * rt * gpt * 2}

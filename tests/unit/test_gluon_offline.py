@@ -1,0 +1,22 @@
+"""The Gluon decode kernel compiled for sm_90 on the CPU (Triton's bundled ptxas/nvdisasm): it must
+compile for both dtypes, and its main loop must stay free of barriers, shared-memory round trips
+and register spills -- the property that made it faster than the Triton kernel (docs/kernels.md)."""
+import pytest
+
+triton = pytest.importorskip("triton")
+from llmsparse.kernels import gluon_sp24, offline  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (gluon_sp24.AVAILABLE and offline.tools_available()),
+                                reason="needs Triton with Gluon and its bundled CUDA tools")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("cfg", [gluon_sp24.CONFIGS[0], gluon_sp24.CONFIGS_MULTI[4][0]])
+def test_gluon_gemv_main_loop_is_register_only(dtype, cfg):
+    s = offline.gluon_gemv_stats(dtype, cfg, has_bias=True)
+    assert s["stack"] == 0, s
+    assert s["loop_barriers"] == 0 and s["loop_shared"] == 0, s
+    # one FMA per kept weight and token held by a thread: every product is in the loop, none twice
+    assert s["loop_ffma"] == s["kept_per_iteration"], s
+    # about 8 instructions per kept weight (13 for the Triton kernel); a regression would show here
+    assert s["loop"] / s["kept_per_iteration"] < 10, s
