@@ -1,7 +1,9 @@
-"""Decode kernels side by side on one GPU: dense cuBLAS, the Triton ``gemv`` (every config) and the Gluon
-``gemvg`` (every config), per shape, dtype and M; each checked against dense-with-zeros first.
+"""Small-M kernels side by side on one GPU: dense cuBLAS and every configuration of the Triton and
+Gluon kernels the dispatcher would try at that M (``--paths``; cuSPARSELt is left to bench_kernels.py),
+per shape, dtype and M; each checked against dense-with-zeros first.
 
     python bench/device/gemv_gluon_probe.py --out $OUT/probe.json [--m 1,2,4,8] [--dtype fp16,bf16]
+    python bench/device/gemv_gluon_probe.py --out $OUT/mm.json --m 16,32,64,128 --paths mmg,mm,mmb
 
 Times: CUDA-graph replays over weight copies that overflow L2 (llmsparse.kernels.timing), medians.
 """
@@ -14,8 +16,7 @@ import time
 
 import torch
 
-from llmsparse.kernels import gluon_sp24
-from llmsparse.kernels.dispatch import Choice, ShapeBench, choice_name, err_limit
+from llmsparse.kernels.dispatch import Choice, ShapeBench, candidates, choice_name, err_limit
 from llmsparse.kernels.timing import time_call
 from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS
 
@@ -29,6 +30,7 @@ def main():
     ap.add_argument("--dtype", default="fp16,bf16")
     ap.add_argument("--shapes", default="")
     ap.add_argument("--old", default="all", help="all | none | N (first N Triton gemv configs)")
+    ap.add_argument("--paths", default="gemv,gemvg", help="kernel families to time (gemv, gemvg, mmg, mm, mmb)")
     a = ap.parse_args()
     ms = [int(v) for v in a.m.split(",")]
     dts = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]
@@ -41,7 +43,10 @@ def main():
         for n, k in shapes:
             sb = ShapeBench(n, k, dtype, torch.device("cuda"), with_cslt=False)
             for m in ms:
-                cands = [Choice("gemv", c) for c in old] + [Choice("gemvg", c) for c in gluon_sp24.configs_for(m)]
+                paths = tuple(a.paths.split(","))
+                cands = [c for c in candidates(m, paths=paths, dtype=dtype, in_features=k) if c.path != "gemv"]
+                if "gemv" in paths and m <= 8:
+                    cands = [Choice("gemv", c) for c in old] + cands
                 dense = [time_call(*sb.args(m, Choice("dense")))]
                 res = {}
                 for c in cands:
@@ -58,7 +63,7 @@ def main():
                 dense.append(time_call(*sb.args(m, Choice("dense"))))
                 d = statistics.median(dense)
                 best = {}
-                for p in ("gemv:", "gemvg:"):
+                for p in ("gemv:", "gemvg:", "mmg:", "mm:", "mmb:"):
                     ok = [(v["ms"], nm) for nm, v in res.items() if nm.startswith(p) and "ms" in v]
                     if ok:
                         best[p[:-1]] = min(ok)

@@ -111,7 +111,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                            all_written=finite)
                 rec = recs.get(bucket_of(m))
                 if rec is not None:
-                    for p in ("gemvg:", "gemv:", "mm:", "mmb", "cslt"):
+                    for p in ("gemvg:", "gemv:", "mmg:", "mm:", "mmb", "cslt"):
                         ts = [t for name, t in rec.timings.items() if name.startswith(p)]
                         row[f"best_{p.rstrip(':')}_ms"] = min(ts) if ts else None
                     row["tune_dense_ms"] = rec.timings.get("dense")

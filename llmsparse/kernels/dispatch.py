@@ -7,6 +7,7 @@ For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers
 * ``gemv``:  the Triton kernel that selects inputs by the 2-bit indices (M <= 8),
 * ``gemvg``: the same algorithm in Gluon with hand-placed register layouts (M <= 8, several tokens
   per program; :mod:`.gluon_sp24`),
+* ``mmg``:   Gluon, dense W fragments rebuilt in registers for mma.sync tensor-core steps (9 <= M <= 128),
 * ``mm``/``mmb``: the Triton kernels that rebuild dense tiles in registers for ``tl.dot`` (M <= 256),
 * ``cslt``:  cuSPARSELt on the sparse tensor cores, over a few algorithm ids (M >= 16),
 
@@ -50,8 +51,9 @@ def bucket_of(m: int) -> int:
 
 @dataclass
 class Choice:
-    path: str  # "dense" | "gemv" | "gemvg" | "mm" | "mmb" | "cslt"
-    cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
+    path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mm" | "mmb" | "cslt"
+    cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mmg: (WN, RN, KREP, BM);
+    # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
     err: float = math.nan  # relative error vs dense-with-zeros F.linear in the check
@@ -128,13 +130,14 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
         from .triton_sp24 import sp24_gemv
 
         return sp24_gemv(x, values, meta, bias, out_features, cfg=choice.cfg)
-    if p == "gemvg":
-        from .gluon_sp24 import sp24_gemv_gl, supported
+    if p in ("gemvg", "mmg"):
+        from .gluon_sp24 import sp24_gemv_gl, sp24_mm_gl, supported
 
         if not supported(x, values, meta):  # e.g. a strided or oddly aligned view of the input
             x = x.contiguous()
             x = x if x.data_ptr() % 8 == 0 else x.clone()
-        return sp24_gemv_gl(x, values, meta, bias, out_features, cfg=choice.cfg)
+        fn = sp24_gemv_gl if p == "gemvg" else sp24_mm_gl
+        return fn(x, values, meta, bias, out_features, cfg=choice.cfg)
     if p == "mm":
         from .triton_sp24 import sp24_mm
 
@@ -159,7 +162,7 @@ def choice_name(c: Choice) -> str:
     return f"{c.path}:" + ",".join(map(str, c.cfg))
 
 
-def candidates(m: int, *, paths=("gemvg", "gemv", "mm", "mmb", "cslt"), cslt_algs=(0,), dtype=None,
+def candidates(m: int, *, paths=("gemvg", "gemv", "mmg", "mm", "mmb", "cslt"), cslt_algs=(0,), dtype=None,
                in_features: int | None = None) -> list[Choice]:
     from . import gluon_sp24
     from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, MMB_CONFIGS, excluded
@@ -168,6 +171,9 @@ def candidates(m: int, *, paths=("gemvg", "gemv", "mm", "mmb", "cslt"), cslt_alg
     if ("gemvg" in paths and m <= gluon_sp24.MAX_M and gluon_sp24.AVAILABLE
             and (in_features is None or in_features % 32 == 0)):
         out += [Choice("gemvg", c) for c in gluon_sp24.configs_for(m)]
+    if ("mmg" in paths and gluon_sp24.MM_MIN_M <= m <= gluon_sp24.MM_MAX_M and gluon_sp24.MMA_AVAILABLE
+            and (in_features is None or in_features % 32 == 0)):
+        out += [Choice("mmg", c) for c in gluon_sp24.mm_configs_for(m)]
     if "gemv" in paths and m <= GEMV_MAX_M:
         out += [Choice("gemv", c) for c in GEMV_CONFIGS]
     bms = [min(max(16, 1 << (m - 1).bit_length()), 64)]
@@ -273,7 +279,7 @@ def err_limit(dtype) -> float:
 
 
 def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUCKETS, *, device=None,
-         min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=("gemvg", "gemv", "mm", "mmb", "cslt"), force: bool = False,
+         min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=("gemvg", "gemv", "mmg", "mm", "mmb", "cslt"), force: bool = False,
          log: Callable[[str], None] | None = None, bench: ShapeBench | None = None,
          confirm: int = 2) -> dict[int, Choice]:
     """Measure the candidates for the given buckets of one layer shape; fill and return its table.

@@ -34,6 +34,12 @@ try:  # Gluon is experimental; keep the package importable without it
     AVAILABLE = hasattr(gl, "BlockedLayout") and hasattr(gl, "SliceLayout")
 except Exception:  # pragma: no cover - depends on the installed Triton
     AVAILABLE = False
+try:
+    from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+
+    MMA_AVAILABLE = AVAILABLE and hasattr(gl, "DistributedLinearLayout") and hasattr(gl, "DotOperandLayout")
+except Exception:  # pragma: no cover
+    MMA_AVAILABLE = False
 
 
 if AVAILABLE:
@@ -172,5 +178,164 @@ def sp24_gemv_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         M, N, K // (4 * gpt), K // 4, K // 32, x.stride(0) // 4, y.stride(0),
         HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
         TOK=tok, RT=rt, GPT=gpt, WR=wr, WC=wc, num_warps=wr * wc,
+    )
+    return y
+
+
+if MMA_AVAILABLE:
+
+    @gluon.jit
+    def _halves(w, dt: gl.constexpr):
+        """int32 tensor -> [..., 2] tensor of its two 16-bit halves (low first), as dtype ``dt``."""
+        lo = w.to(gl.int16).to(dt, bitcast=True)
+        hi = (w >> 16).to(gl.int16).to(dt, bitcast=True)
+        return gl.join(lo, hi)
+
+    @gluon.jit
+    def _sp24_mm_gl(
+        x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
+        M, N, G_TOT, KW, KM, stride_xm, stride_ym,
+        LA: gl.constexpr, LX: gl.constexpr, P: gl.constexpr,
+        HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr,
+        BN: gl.constexpr, BM: gl.constexpr, KREP: gl.constexpr,
+    ):
+        # y^T[BN, BM] = W[BN, BK] x^T[BK, BM] with mma.sync m16n8k16 (fp32 accumulators). The reduction
+        # index of the MMA fragments is permuted so that each thread owns whole 2:4 groups: fragment
+        # k = L + 2Q + 8H + 16KB (L, H: the thread's registers, Q: lane % 4, KB: repetitions) is
+        # weight/input column 4 * (KREP * Q + KB) + 2H + L. W and x use the same permutation, so the
+        # products are unchanged; the dense W fragment is rebuilt in registers from the packed
+        # values (one int32 = the group's two kept values) and the group's nibble.
+        G: gl.constexpr = 4 * KREP
+        BK: gl.constexpr = 16 * KREP
+        DA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=P, k_width=2)
+        DB: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=P, k_width=2)
+        dt: gl.constexpr = gl.bfloat16 if IS_BF16 else gl.float16
+        LA_rq: gl.constexpr = gl.SliceLayout(2, LA)
+        pid_m = gl.program_id(0)  # token blocks vary fastest: the blocks of one row tile run together
+        pid_n = gl.program_id(1)
+        # packed weights, [BN, Q, KB]: group KREP * q + kb of the K tile
+        rn = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, LA_rq))
+        row = gl.minimum(rn, N - 1).to(gl.int64)
+        rq = gl.arange(0, 4, layout=gl.SliceLayout(0, LA_rq))
+        rkb = gl.arange(0, KREP, layout=gl.SliceLayout(0, gl.SliceLayout(1, LA)))
+        g_rq = rq[None, :] * KREP
+        v_off = (row[:, None] * KW + g_rq)[:, :, None] + rkb[None, None, :]
+        m_off = row[:, None] * KM + g_rq // 8  # one meta word holds the nibbles of a thread's KREP <= 8 groups
+        m_sh = (g_rq % 8) * 4
+        # inputs, [Q, KB, BM] int64 words (4 inputs of a group each)
+        rt = pid_m * BM + gl.arange(0, BM, layout=gl.SliceLayout(0, gl.SliceLayout(1, LX)))
+        tok = gl.minimum(rt, M - 1).to(gl.int64)
+        xq = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, LX)))
+        xkb = gl.arange(0, KREP, layout=gl.SliceLayout(0, gl.SliceLayout(2, LX)))
+        xg = xq[:, None] * KREP + xkb[None, :]
+        x_off = xg[:, :, None] + tok[None, None, :] * stride_xm
+        acc = gl.zeros([BN, BM], gl.float32, layout=P)
+        for g0 in range(0, G_TOT, G):
+            if EVEN_K:
+                vw = gl.load(v_ptr + v_off + g0)
+                mw = gl.load(m_ptr + m_off + g0 // 8)
+                xw = gl.load(x_ptr + x_off + g0)
+            else:
+                vw = gl.load(v_ptr + v_off + g0, mask=(g_rq[:, :, None] + rkb[None, None, :] + g0) < G_TOT, other=0)
+                mw = gl.load(m_ptr + m_off + g0 // 8, mask=(g_rq + g0) < G_TOT, other=0)
+                xw = gl.load(x_ptr + x_off + g0, mask=(xg[:, :, None] + g0) < G_TOT, other=0)
+            nib = (mw >> m_sh)[:, :, None] >> (rkb * 4)[None, None, :]  # bits 0-3: the group's nibble
+            # dense pairs (w0 | w1 << 16) and (w2 | w3 << 16) from vw = v0 | v1 << 16; the first index
+            # is 0, 1 or 2 (bit 0: it is 1, bit 1: it is 2), the second 1, 2 or 3 (bit 3: >= 2, bit 2: odd)
+            w01, w23 = gl.inline_asm_elementwise(
+                """{
+                .reg .pred lo0, hi0, lo1, hi1;
+                .reg .b32 t, a, b;
+                and.b32 t, $3, 1; setp.ne.b32 lo0, t, 0;
+                and.b32 t, $3, 2; setp.ne.b32 hi0, t, 0;
+                and.b32 t, $3, 4; setp.ne.b32 lo1, t, 0;
+                and.b32 t, $3, 8; setp.ne.b32 hi1, t, 0;
+                and.b32 a, $2, 0xFFFF;
+                selp.b32 a, a, $2, hi1;
+                selp.b32 a, 0, a, hi0;
+                shl.b32 b, $2, 16;
+                selp.b32 $0, b, a, lo0;
+                and.b32 a, $2, 0xFFFF0000;
+                selp.b32 a, $2, a, hi0;
+                shr.u32 b, $2, 16;
+                selp.b32 a, a, b, lo1;
+                selp.b32 $1, a, 0, hi1;
+                }""",
+                "=r,=r,r,r", [vw, nib], dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
+            a = gl.join(_halves(w01, dt), _halves(w23, dt))  # [BN, Q, KB, L, H]
+            a = gl.permute(a, [0, 2, 4, 1, 3])  # [BN, KB, H, Q, L]
+            a = gl.convert_layout(gl.reshape(a, [BN, BK]), DA)
+            b = gl.join(_halves(xw.to(gl.int32), dt), _halves((xw >> 32).to(gl.int32), dt))  # [Q, KB, BM, L, H]
+            b = gl.permute(b, [1, 4, 0, 3, 2])  # [KB, H, Q, L, BM]
+            b = gl.convert_layout(gl.reshape(b, [BK, BM]), DB)
+            acc = mma_v2(a, b, acc)
+        rn_o = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, P))
+        rt_o = pid_m * BM + gl.arange(0, BM, layout=gl.SliceLayout(0, P))
+        if HAS_BIAS:
+            acc += gl.load(b_ptr + rn_o, mask=rn_o < N, other=0.0).to(gl.float32)[:, None]
+        y_ptrs = y_ptr + rt_o[None, :].to(gl.int64) * stride_ym + rn_o[:, None]
+        gl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=(rt_o[None, :] < M) & (rn_o[:, None] < N))
+
+
+def _log2(v: int) -> int:
+    if v <= 0 or v & (v - 1):
+        raise ValueError(f"{v} is not a power of two")
+    return v.bit_length() - 1
+
+
+_LAYOUTS: dict = {}
+
+
+def mm_layouts(wn: int, rn: int, krep: int, bm: int):
+    """The three register layouts of :func:`_sp24_mm_gl` for (warps, row repeats, K repeats, tokens)."""
+    key = (wn, rn, krep, bm)
+    if key not in _LAYOUTS:
+        bn = 16 * wn * rn
+        la = gl.DistributedLinearLayout(  # [BN, 4 (Q), KREP (KB)]: one thread = KREP consecutive groups of 2 rows
+            reg_bases=[[0, 0, 1 << i] for i in range(_log2(krep))] + [[8, 0, 0]]
+            + [[(16 * wn) << i, 0, 0] for i in range(_log2(rn))],
+            lane_bases=[[0, 1, 0], [0, 2, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
+            warp_bases=[[16 << i, 0, 0] for i in range(_log2(wn))], block_bases=[], shape=[bn, 4, krep])
+        lx = gl.DistributedLinearLayout(  # [4 (Q), KREP (KB), BM]
+            reg_bases=[[0, 1 << i, 0] for i in range(_log2(krep))] + [[0, 0, 8 << i] for i in range(_log2(bm // 8))],
+            lane_bases=[[1, 0, 0], [2, 0, 0], [0, 0, 1], [0, 0, 2], [0, 0, 4]],
+            warp_bases=[[0, 0, 0] for _ in range(_log2(wn))], block_bases=[], shape=[4, krep, bm])
+        p = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[wn, 1], instr_shape=[16, 8])
+        _LAYOUTS[key] = (la, lx, p)
+    return _LAYOUTS[key]
+
+
+# (WN, RN, KREP, BM): warps (each 16 rows), row repeats per warp, 16-wide K steps per iteration
+# (KREP <= 8), tokens per program (a multiple of 8). Rows per program = 16 * WN * RN.
+MM_CONFIGS = {
+    16: [(2, 2, 4, 16), (4, 1, 4, 16), (4, 2, 4, 16), (2, 2, 8, 16), (4, 1, 8, 16), (2, 1, 8, 16), (8, 1, 4, 16)],
+    32: [(2, 2, 4, 32), (4, 1, 4, 32), (4, 1, 8, 32), (2, 1, 8, 32), (4, 2, 4, 16)],
+    64: [(4, 1, 4, 64), (2, 2, 4, 64), (4, 1, 4, 32), (4, 2, 4, 32)],
+}
+MM_MIN_M, MM_MAX_M = 9, 128
+
+
+def mm_configs_for(m: int) -> list[tuple]:
+    return list(MM_CONFIGS[16 if m <= 16 else 32 if m <= 32 else 64])
+
+
+def sp24_mm_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
+               out_features: int, cfg=MM_CONFIGS[16][0], out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x[M, K] @ W^T (+ bias)`` on the tensor cores (mma.sync), W rebuilt in registers from packed 2:4."""
+    if not (MMA_AVAILABLE and supported(x, values, meta)):
+        raise ValueError("sp24_mm_gl needs Gluon, fp16/bf16 x with a contiguous last dimension, "
+                         "in_features % 32 == 0 and 8-byte aligned rows")
+    M, K = x.shape
+    N = out_features
+    wn, rn, krep, bm = cfg
+    la, lx, p = mm_layouts(wn, rn, krep, bm)
+    bn = 16 * wn * rn
+    y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
+    grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
+    _sp24_mm_gl[grid](
+        x.view(torch.int64), values.view(torch.int32), meta.view(torch.int32), y, bias if bias is not None else y,
+        M, N, K // 4, K // 4, K // 32, x.stride(0) // 4, y.stride(0),
+        LA=la, LX=lx, P=p, HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
+        EVEN_K=(K // 4) % (4 * krep) == 0, BN=bn, BM=bm, KREP=krep, num_warps=wn,
     )
     return y

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..formats.nm import meta_shape, pack_nm, unpack_nm
+from ..formats.nm import meta_shape, pack_nm, sorted_24, unpack_nm
 from . import dispatch
 
 _GPU_DTYPES = (torch.float16, torch.bfloat16)
@@ -83,6 +83,9 @@ class SparseLinear(nn.Module):
         if tuple(values.shape) != (out_f, in_features // 2) or tuple(meta.shape) != meta_shape(out_f, in_features, 2, 4):
             raise ValueError(f"packed shapes {tuple(values.shape)}, {tuple(meta.shape)} do not match "
                              f"a 2:4 weight of {out_f}x{in_features}")
+        if not sorted_24(meta, in_features):
+            raise ValueError("packed 2:4 metadata must list two distinct indices per group in increasing "
+                             "order (as llmsparse.formats.nm.pack_nm writes them)")
         mod = cls(in_features, out_f, bias is not None, device="meta", dtype=values.dtype)
         mod.values = values.contiguous()
         mod.meta = meta.to(torch.uint8).contiguous()

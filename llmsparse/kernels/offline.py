@@ -89,3 +89,31 @@ def gluon_gemv_stats(dtype: str, cfg: tuple, has_bias: bool = True, arch: int = 
             "loop_shared": sum(bool(re.search(r"\b(LDS|STS)\b", x)) for x in main),
             "loop_ffma": sum("FFMA" in x for x in main),
             "kept_per_iteration": tok * rt * gpt * 2}
+
+
+def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool = True, arch: int = 90) -> dict:
+    """Compile :func:`llmsparse.kernels.gluon_sp24._sp24_mm_gl` offline; registers, spills, main loop size."""
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from . import gluon_sp24 as g
+
+    wn, rn, krep, bm = cfg
+    la, lx, p = g.mm_layouts(wn, rn, krep, bm)
+    ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
+    sig = {"x_ptr": "*i64", "v_ptr": "*i32", "m_ptr": "*i32", "y_ptr": ty, "b_ptr": ty, "M": "i32", "N": "i32",
+           "G_TOT": "i32", "KW": "i32", "KM": "i32", "stride_xm": "i32", "stride_ym": "i32"}
+    consts = {"LA": la, "LX": lx, "P": p, "HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16", "EVEN_K": even_k,
+              "BN": 16 * wn * rn, "BM": bm, "KREP": krep}
+    sig.update({k: "constexpr" for k in consts})
+    fn = g._sp24_mm_gl
+    div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "G_TOT", "KW", "KM", "stride_xm", "stride_ym"]
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in div16}
+    r = compile_sass(GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), wn, arch)
+    ls = loops(r["sass"])
+    main = max(ls, key=len) if ls else []
+    return {"regs": r["regs"], "stack": r["stack"], "loop": len(main),
+            "loop_barriers": sum("BAR" in x for x in main),
+            "loop_shared": sum(bool(re.search(r"\b(LDS|STS|LDSM|STSM)\b", x)) for x in main),
+            "loop_mma": sum("HMMA" in x for x in main),
+            # kept weights a thread decodes per iteration: (16 * RN rows-per-warp-tile x 16 * KREP) / 2 / 32 lanes
+            "kept_per_iteration": 16 * rn * 16 * krep // 2 // 32}

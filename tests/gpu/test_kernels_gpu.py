@@ -127,6 +127,32 @@ def test_gluon_gemv_vs_dense(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", GL_SHAPES)
+def test_gluon_mm_vs_dense(shape, dtype):
+    """The Gluon tensor-core kernel (mma.sync on W fragments rebuilt in registers), every configuration
+    on small shapes, odd M around each token block, NaN-poisoned outputs, with and without bias."""
+    from llmsparse.kernels import gluon_sp24 as g
+
+    if not g.MMA_AVAILABLE:
+        pytest.skip("this Triton has no Gluon mma_v2")
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    big = shape in BIG
+    for M in (9, 16, 17, 31, 64, 100, 128):
+        cfgs = g.mm_configs_for(M)
+        for i, cfg in enumerate(cfgs[:1] if big else cfgs):
+            x = torch.randn(M, k, device="cuda", dtype=dtype)
+            b = bias if (i + M) % 2 else None
+            ref = F.linear(x, w, b)
+            out = poisoned(M, n, dtype)
+            y = g.sp24_mm_gl(x, v, m, b, n, cfg=cfg, out=out)
+            assert torch.isfinite(y).all(), (cfg, M)
+            assert rel(y, ref) < TOL[dtype], (cfg, M, rel(y, ref))
+
+
+@pytest.mark.parametrize("dtype", DT)
 def test_cslt_path(dtype):
     from llmsparse.kernels.cslt import available, compress, cslt_linear
 
