@@ -7,7 +7,9 @@ For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers
 * ``gemv``:  the Triton kernel that selects inputs by the 2-bit indices (M <= 8),
 * ``gemvg``: the same algorithm in Gluon with hand-placed register layouts (M <= 8, several tokens
   per program; :mod:`.gluon_sp24`),
-* ``mmg``:   Gluon, dense W fragments rebuilt in registers for mma.sync tensor-core steps (9 <= M <= 128),
+* ``mmg``:   Gluon, dense W fragments rebuilt in registers for mma.sync tensor-core steps (9 <= M <= 128);
+  correct but slower than dense on an H200 (x re-read per 16-row warp, no split-K): not tried unless
+  asked for through ``paths``,
 * ``mm``/``mmb``: the Triton kernels that rebuild dense tiles in registers for ``tl.dot`` (M <= 256),
 * ``cslt``:  cuSPARSELt on the sparse tensor cores, over a few algorithm ids (M >= 16),
 
@@ -162,7 +164,10 @@ def choice_name(c: Choice) -> str:
     return f"{c.path}:" + ",".join(map(str, c.cfg))
 
 
-def candidates(m: int, *, paths=("gemvg", "gemv", "mmg", "mm", "mmb", "cslt"), cslt_algs=(0,), dtype=None,
+DEFAULT_PATHS = ("gemvg", "gemv", "mm", "mmb", "cslt")  # "mmg": measured slower than dense below M=16 (docs/kernels.md)
+
+
+def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
                in_features: int | None = None) -> list[Choice]:
     from . import gluon_sp24
     from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, MMB_CONFIGS, excluded
@@ -279,7 +284,7 @@ def err_limit(dtype) -> float:
 
 
 def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUCKETS, *, device=None,
-         min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=("gemvg", "gemv", "mmg", "mm", "mmb", "cslt"), force: bool = False,
+         min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=DEFAULT_PATHS, force: bool = False,
          log: Callable[[str], None] | None = None, bench: ShapeBench | None = None,
          confirm: int = 2) -> dict[int, Choice]:
     """Measure the candidates for the given buckets of one layer shape; fill and return its table.
