@@ -28,6 +28,7 @@ import torch
 
 try:  # Gluon is experimental; keep the package importable without it
     import triton
+    import triton.language as tl
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
 
@@ -192,11 +193,57 @@ if MMA_AVAILABLE:
         return gl.join(lo, hi)
 
     @gluon.jit
+    def _mm_load(x_ptr, v_ptr, m_ptr, v_off, m_off, x_off, g_rq, rkb, xg, g0, G_TOT, EVEN_K: gl.constexpr):
+        if EVEN_K:
+            vw = gl.load(v_ptr + v_off + g0)
+            mw = gl.load(m_ptr + m_off + g0 // 8)
+            xw = gl.load(x_ptr + x_off + g0)
+        else:
+            vw = gl.load(v_ptr + v_off + g0, mask=(g_rq[:, :, None] + rkb[None, None, :] + g0) < G_TOT, other=0)
+            mw = gl.load(m_ptr + m_off + g0 // 8, mask=(g_rq + g0) < G_TOT, other=0)
+            xw = gl.load(x_ptr + x_off + g0, mask=(xg[:, :, None] + g0) < G_TOT, other=0)
+        return vw, mw, xw
+
+    @gluon.jit
+    def _mm_step(vw, mw, xw, acc, m_sh, rkb, BN: gl.constexpr, BK: gl.constexpr, BM: gl.constexpr,
+                 DA: gl.constexpr, DB: gl.constexpr, dt: gl.constexpr):
+        nib = (mw >> m_sh)[:, :, None] >> (rkb * 4)[None, None, :]  # bits 0-3: the group's nibble
+        # dense pairs (w0 | w1 << 16) and (w2 | w3 << 16) from vw = v0 | v1 << 16; the first index
+        # is 0, 1 or 2 (bit 0: it is 1, bit 1: it is 2), the second 1, 2 or 3 (bit 3: >= 2, bit 2: odd)
+        w01, w23 = gl.inline_asm_elementwise(
+            """{
+            .reg .pred lo0, hi0, lo1, hi1;
+            .reg .b32 t, a, b;
+            and.b32 t, $3, 1; setp.ne.b32 lo0, t, 0;
+            and.b32 t, $3, 2; setp.ne.b32 hi0, t, 0;
+            and.b32 t, $3, 4; setp.ne.b32 lo1, t, 0;
+            and.b32 t, $3, 8; setp.ne.b32 hi1, t, 0;
+            and.b32 a, $2, 0xFFFF;
+            selp.b32 a, a, $2, hi1;
+            selp.b32 a, 0, a, hi0;
+            shl.b32 b, $2, 16;
+            selp.b32 $0, b, a, lo0;
+            and.b32 a, $2, 0xFFFF0000;
+            selp.b32 a, $2, a, hi0;
+            shr.u32 b, $2, 16;
+            selp.b32 a, a, b, lo1;
+            selp.b32 $1, a, 0, hi1;
+            }""",
+            "=r,=r,r,r", [vw, nib], dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
+        a = gl.join(_halves(w01, dt), _halves(w23, dt))  # [BN, Q, KB, L, H]
+        a = gl.permute(a, [0, 2, 4, 1, 3])  # [BN, KB, H, Q, L]
+        a = gl.convert_layout(gl.reshape(a, [BN, BK]), DA)
+        b = gl.join(_halves(xw.to(gl.int32), dt), _halves((xw >> 32).to(gl.int32), dt))  # [Q, KB, BM, L, H]
+        b = gl.permute(b, [1, 4, 0, 3, 2])  # [KB, H, Q, L, BM]
+        b = gl.convert_layout(gl.reshape(b, [BK, BM]), DB)
+        return mma_v2(a, b, acc)
+
+    @gluon.jit
     def _sp24_mm_gl(
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
-        M, N, G_TOT, KW, KM, stride_xm, stride_ym,
+        M, N, G_TOT, KW, KM, stride_xm, stride_ym, ITERS, MN,
         LA: gl.constexpr, LX: gl.constexpr, P: gl.constexpr,
-        HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr,
+        HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr, SPLIT: gl.constexpr,
         BN: gl.constexpr, BM: gl.constexpr, KREP: gl.constexpr,
     ):
         # y^T[BN, BM] = W[BN, BK] x^T[BK, BM] with mma.sync m16n8k16 (fp32 accumulators). The reduction
@@ -205,6 +252,9 @@ if MMA_AVAILABLE:
         # weight/input column 4 * (KREP * Q + KB) + 2H + L. W and x use the same permutation, so the
         # products are unchanged; the dense W fragment is rebuilt in registers from the packed
         # values (one int32 = the group's two kept values) and the group's nibble.
+        # Split-K (SPLIT > 1): program_id(2) takes ITERS K steps and writes fp32 partial sums to
+        # y_ptr[split, M, N] (MN = M * N); _splitk_reduce adds them up. The next step's loads are
+        # issued before the current step is computed (one step of register prefetch).
         G: gl.constexpr = 4 * KREP
         BK: gl.constexpr = 16 * KREP
         DA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=P, k_width=2)
@@ -213,6 +263,7 @@ if MMA_AVAILABLE:
         LA_rq: gl.constexpr = gl.SliceLayout(2, LA)
         pid_m = gl.program_id(0)  # token blocks vary fastest: the blocks of one row tile run together
         pid_n = gl.program_id(1)
+        pid_k = gl.program_id(2)
         # packed weights, [BN, Q, KB]: group KREP * q + kb of the K tile
         rn = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, LA_rq))
         row = gl.minimum(rn, N - 1).to(gl.int64)
@@ -230,51 +281,43 @@ if MMA_AVAILABLE:
         xg = xq[:, None] * KREP + xkb[None, :]
         x_off = xg[:, :, None] + tok[None, None, :] * stride_xm
         acc = gl.zeros([BN, BM], gl.float32, layout=P)
-        for g0 in range(0, G_TOT, G):
-            if EVEN_K:
-                vw = gl.load(v_ptr + v_off + g0)
-                mw = gl.load(m_ptr + m_off + g0 // 8)
-                xw = gl.load(x_ptr + x_off + g0)
-            else:
-                vw = gl.load(v_ptr + v_off + g0, mask=(g_rq[:, :, None] + rkb[None, None, :] + g0) < G_TOT, other=0)
-                mw = gl.load(m_ptr + m_off + g0 // 8, mask=(g_rq + g0) < G_TOT, other=0)
-                xw = gl.load(x_ptr + x_off + g0, mask=(xg[:, :, None] + g0) < G_TOT, other=0)
-            nib = (mw >> m_sh)[:, :, None] >> (rkb * 4)[None, None, :]  # bits 0-3: the group's nibble
-            # dense pairs (w0 | w1 << 16) and (w2 | w3 << 16) from vw = v0 | v1 << 16; the first index
-            # is 0, 1 or 2 (bit 0: it is 1, bit 1: it is 2), the second 1, 2 or 3 (bit 3: >= 2, bit 2: odd)
-            w01, w23 = gl.inline_asm_elementwise(
-                """{
-                .reg .pred lo0, hi0, lo1, hi1;
-                .reg .b32 t, a, b;
-                and.b32 t, $3, 1; setp.ne.b32 lo0, t, 0;
-                and.b32 t, $3, 2; setp.ne.b32 hi0, t, 0;
-                and.b32 t, $3, 4; setp.ne.b32 lo1, t, 0;
-                and.b32 t, $3, 8; setp.ne.b32 hi1, t, 0;
-                and.b32 a, $2, 0xFFFF;
-                selp.b32 a, a, $2, hi1;
-                selp.b32 a, 0, a, hi0;
-                shl.b32 b, $2, 16;
-                selp.b32 $0, b, a, lo0;
-                and.b32 a, $2, 0xFFFF0000;
-                selp.b32 a, $2, a, hi0;
-                shr.u32 b, $2, 16;
-                selp.b32 a, a, b, lo1;
-                selp.b32 $1, a, 0, hi1;
-                }""",
-                "=r,=r,r,r", [vw, nib], dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
-            a = gl.join(_halves(w01, dt), _halves(w23, dt))  # [BN, Q, KB, L, H]
-            a = gl.permute(a, [0, 2, 4, 1, 3])  # [BN, KB, H, Q, L]
-            a = gl.convert_layout(gl.reshape(a, [BN, BK]), DA)
-            b = gl.join(_halves(xw.to(gl.int32), dt), _halves((xw >> 32).to(gl.int32), dt))  # [Q, KB, BM, L, H]
-            b = gl.permute(b, [1, 4, 0, 3, 2])  # [KB, H, Q, L, BM]
-            b = gl.convert_layout(gl.reshape(b, [BK, BM]), DB)
-            acc = mma_v2(a, b, acc)
+        g_first = pid_k * ITERS * G
+        g_end = gl.minimum(g_first + ITERS * G, G_TOT)
+        g_last = g_first + ((g_end - g_first + G - 1) // G - 1) * G  # this split's last step (partial: masked)
+        vw, mw, xw = _mm_load(x_ptr, v_ptr, m_ptr, v_off, m_off, x_off, g_rq, rkb, xg, g_first, G_TOT, EVEN_K)
+        for g0 in range(g_first, g_end, G):
+            g_nx = gl.minimum(g0 + G, g_last)  # the last step re-reads itself instead of running past the end
+            vn, mn, xn = _mm_load(x_ptr, v_ptr, m_ptr, v_off, m_off, x_off, g_rq, rkb, xg, g_nx, G_TOT, EVEN_K)
+            acc = _mm_step(vw, mw, xw, acc, m_sh, rkb, BN, BK, BM, DA, DB, dt)
+            vw = vn
+            mw = mn
+            xw = xn
         rn_o = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, P))
         rt_o = pid_m * BM + gl.arange(0, BM, layout=gl.SliceLayout(0, P))
-        if HAS_BIAS:
-            acc += gl.load(b_ptr + rn_o, mask=rn_o < N, other=0.0).to(gl.float32)[:, None]
-        y_ptrs = y_ptr + rt_o[None, :].to(gl.int64) * stride_ym + rn_o[:, None]
-        gl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=(rt_o[None, :] < M) & (rn_o[:, None] < N))
+        o_mask = (rt_o[None, :] < M) & (rn_o[:, None] < N)
+        if SPLIT:
+            p_ptrs = y_ptr + pid_k.to(gl.int64) * MN + rt_o[None, :].to(gl.int64) * N + rn_o[:, None]
+            gl.store(p_ptrs, acc, mask=o_mask)
+        else:
+            if HAS_BIAS:
+                acc += gl.load(b_ptr + rn_o, mask=rn_o < N, other=0.0).to(gl.float32)[:, None]
+            y_ptrs = y_ptr + rt_o[None, :].to(gl.int64) * stride_ym + rn_o[:, None]
+            gl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=o_mask)
+
+
+@triton.jit
+def _splitk_reduce(p_ptr, y_ptr, b_ptr, MN, N, stride_ym, S: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    """y[m, n] = sum_s p[s, m, n] (+ bias[n]), fp32 partials -> y's dtype."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < MN
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in tl.static_range(S):
+        acc += tl.load(p_ptr + s * MN + offs, mask=ok, other=0.0)
+    n = offs % N
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + n, mask=ok, other=0.0).to(tl.float32)
+    tl.store(y_ptr + (offs // N).to(tl.int64) * stride_ym + n, acc.to(y_ptr.dtype.element_ty), mask=ok)
 
 
 def _log2(v: int) -> int:
@@ -305,12 +348,14 @@ def mm_layouts(wn: int, rn: int, krep: int, bm: int):
     return _LAYOUTS[key]
 
 
-# (WN, RN, KREP, BM): warps (each 16 rows), row repeats per warp, 16-wide K steps per iteration
-# (KREP <= 8), tokens per program (a multiple of 8). Rows per program = 16 * WN * RN.
+# (WN, RN, KREP, BM, S): warps (each 16 rows), row repeats per warp, 16-wide K steps per iteration
+# (KREP <= 8), tokens per program (a multiple of 8), K splits (S > 1: fp32 partials + a reduction
+# kernel; gives small layers enough warps). Rows per program = 16 * WN * RN.
 MM_CONFIGS = {
-    16: [(2, 2, 4, 16), (4, 1, 4, 16), (4, 2, 4, 16), (2, 2, 8, 16), (4, 1, 8, 16), (2, 1, 8, 16), (8, 1, 4, 16)],
-    32: [(2, 2, 4, 32), (4, 1, 4, 32), (4, 1, 8, 32), (2, 1, 8, 32), (4, 2, 4, 16)],
-    64: [(4, 1, 4, 64), (2, 2, 4, 64), (4, 1, 4, 32), (4, 2, 4, 32)],
+    16: [(2, 1, 8, 16, 1), (2, 1, 8, 16, 2), (2, 1, 8, 16, 4), (2, 1, 8, 16, 8), (4, 1, 8, 16, 4),
+         (2, 2, 4, 16, 4), (4, 1, 4, 16, 8), (2, 2, 8, 16, 2)],
+    32: [(2, 1, 8, 32, 1), (2, 1, 8, 32, 4), (2, 2, 4, 32, 4), (4, 1, 4, 32, 8), (2, 1, 8, 16, 4)],
+    64: [(2, 1, 8, 32, 4), (4, 1, 4, 64, 4), (2, 2, 4, 64, 2), (2, 1, 8, 32, 2)],
 }
 MM_MIN_M, MM_MAX_M = 9, 128
 
@@ -327,15 +372,27 @@ def sp24_mm_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: 
                          "in_features % 32 == 0 and 8-byte aligned rows")
     M, K = x.shape
     N = out_features
-    wn, rn, krep, bm = cfg
+    wn, rn, krep, bm = cfg[:4]
+    splits = cfg[4] if len(cfg) > 4 else 1
     la, lx, p = mm_layouts(wn, rn, krep, bm)
-    bn = 16 * wn * rn
+    bn, g = 16 * wn * rn, 4 * krep
+    steps = triton.cdiv(K // 4, g)
+    splits = max(1, min(splits, steps))
+    iters = triton.cdiv(steps, splits)
+    splits = triton.cdiv(steps, iters)  # no empty split
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
-    grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
+    target = y if splits == 1 else torch.empty((splits, M, N), device=x.device, dtype=torch.float32)
+    grid = (triton.cdiv(M, bm), triton.cdiv(N, bn), splits)
     _sp24_mm_gl[grid](
-        x.view(torch.int64), values.view(torch.int32), meta.view(torch.int32), y, bias if bias is not None else y,
-        M, N, K // 4, K // 4, K // 32, x.stride(0) // 4, y.stride(0),
+        x.view(torch.int64), values.view(torch.int32), meta.view(torch.int32), target,
+        bias if bias is not None else y,
+        M, N, K // 4, K // 4, K // 32, x.stride(0) // 4, y.stride(0), iters, M * N,
         LA=la, LX=lx, P=p, HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-        EVEN_K=(K // 4) % (4 * krep) == 0, BN=bn, BM=bm, KREP=krep, num_warps=wn,
+        EVEN_K=(K // 4) % g == 0, SPLIT=splits > 1, BN=bn, BM=bm, KREP=krep, num_warps=wn,
     )
+    if splits > 1:
+        block = 1024
+        _splitk_reduce[(triton.cdiv(M * N, block),)](
+            target, y, bias if bias is not None else y, M * N, N, y.stride(0),
+            S=splits, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4)
     return y

@@ -97,13 +97,17 @@ def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool =
 
     from . import gluon_sp24 as g
 
-    wn, rn, krep, bm = cfg
+    wn, rn, krep, bm = cfg[:4]
+    split = len(cfg) > 4 and cfg[4] > 1
     la, lx, p = g.mm_layouts(wn, rn, krep, bm)
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
     sig = {"x_ptr": "*i64", "v_ptr": "*i32", "m_ptr": "*i32", "y_ptr": ty, "b_ptr": ty, "M": "i32", "N": "i32",
-           "G_TOT": "i32", "KW": "i32", "KM": "i32", "stride_xm": "i32", "stride_ym": "i32"}
+           "G_TOT": "i32", "KW": "i32", "KM": "i32", "stride_xm": "i32", "stride_ym": "i32", "ITERS": "i32",
+           "MN": "i32"}
     consts = {"LA": la, "LX": lx, "P": p, "HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16", "EVEN_K": even_k,
-              "BN": 16 * wn * rn, "BM": bm, "KREP": krep}
+              "SPLIT": split, "BN": 16 * wn * rn, "BM": bm, "KREP": krep}
+    if split:
+        sig["y_ptr"] = "*fp32"
     sig.update({k: "constexpr" for k in consts})
     fn = g._sp24_mm_gl
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "G_TOT", "KW", "KM", "stride_xm", "stride_ym"]
