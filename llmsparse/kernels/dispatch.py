@@ -7,9 +7,8 @@ For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers
 * ``gemv``:  the Triton kernel that selects inputs by the 2-bit indices (M <= 8),
 * ``gemvg``: the same algorithm in Gluon with hand-placed register layouts (M <= 8, several tokens
   per program; :mod:`.gluon_sp24`),
-* ``mmg``:   Gluon, dense W fragments rebuilt in registers for mma.sync tensor-core steps (9 <= M <= 128);
-  correct but slower than dense on an H200 (x re-read per 16-row warp, no split-K): not tried unless
-  asked for through ``paths``,
+* ``mmg``:   Gluon, dense W fragments rebuilt in registers for mma.sync tensor-core steps, split-K
+  (9 <= M <= 16: the only bucket where it was measured to beat dense, docs/kernels.md),
 * ``mm``/``mmb``: the Triton kernels that rebuild dense tiles in registers for ``tl.dot`` (M <= 256),
 * ``cslt``:  cuSPARSELt on the sparse tensor cores, over a few algorithm ids (M >= 16),
 
@@ -164,7 +163,7 @@ def choice_name(c: Choice) -> str:
     return f"{c.path}:" + ",".join(map(str, c.cfg))
 
 
-DEFAULT_PATHS = ("gemvg", "gemv", "mm", "mmb", "cslt")  # "mmg": measured slower than dense below M=16 (docs/kernels.md)
+DEFAULT_PATHS = ("gemvg", "gemv", "mmg", "mm", "mmb", "cslt")
 
 
 def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,

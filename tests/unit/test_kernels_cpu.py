@@ -131,10 +131,10 @@ def test_candidates_cover_sizes():
     # the Gluon kernel reads meta as int32 words: only offered when in_features % 32 == 0
     assert "gemvg" not in {c.path for c in dispatch.candidates(1, in_features=4104)}
     assert not any(c.path == "gemvg" for c in dispatch.candidates(16))
-    assert "mmg" not in {c.path for c in dispatch.candidates(16)}  # opt-in (slower than dense where measured)
-    mid = {c.path for c in dispatch.candidates(16, paths=("mmg",))}
-    assert mid == ({"mmg"} if gluon_sp24.MMA_AVAILABLE else set())
-    assert not dispatch.candidates(256, paths=("mmg",))
+    mid = {c.path for c in dispatch.candidates(16)}
+    assert ("mmg" in mid) == gluon_sp24.MMA_AVAILABLE
+    # offered only where it was measured to win (M <= 16)
+    assert not dispatch.candidates(32, paths=("mmg",)) and not dispatch.candidates(8, paths=("mmg",))
     assert {c.path for c in dispatch.candidates(4096)} == {"cslt"}
     assert any(c.path == "mm" and c.cfg[0] == 128 for c in dispatch.candidates(256))
 
