@@ -5,8 +5,6 @@ import json
 import re
 from pathlib import Path
 
-import torch
-
 from .masks import is_nm
 from .spec import SparsitySpec
 

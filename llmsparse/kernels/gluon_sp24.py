@@ -1,4 +1,5 @@
-"""2:4 decode kernel written in Gluon (Triton's explicit-layout dialect), for small M.
+"""2:4 kernels written in Gluon (Triton's explicit-layout dialect): ``_sp24_gemv_gl`` for decode
+(M <= 8, FMA units) and ``_sp24_mm_gl`` on the tensor cores (mma.sync, offered at 9 <= M <= 16).
 
 Why a second decode kernel: the Triton ``_sp24_gemv`` lets the compiler pick the register layouts,
 and the reshapes/joins it needs to pull the nibbles and the 4 candidate inputs of every group apart
@@ -18,7 +19,8 @@ hand so that every tensor of the loop lives in registers of the thread that uses
   indices are sorted and distinct).
 
 This is about 8 instructions per kept weight (fp16) with no barrier in the loop. Math is fp32 (exact
-products, fp32 accumulation), output in the input dtype. Same packed layout as
+products, fp32 accumulation), output in the input dtype. ``_sp24_mm_gl`` (further down) rebuilds
+dense MMA fragments in registers instead; its comments say how. Same packed layout as
 :mod:`llmsparse.formats.nm` (nothing is repacked). Needs ``in_features % 32 == 0``.
 Triton without Gluon (or an older Gluon API): :data:`AVAILABLE` is False and the dispatcher skips it.
 """
@@ -140,7 +142,7 @@ CONFIGS = [
 CONFIGS_MULTI = {
     2: [(2, 2, 8, 1, 4), (2, 4, 8, 1, 4), (2, 4, 4, 1, 4), (2, 2, 8, 2, 2)],
     4: [(4, 2, 4, 1, 4), (4, 2, 8, 1, 4), (4, 1, 8, 1, 4), (4, 1, 8, 2, 2)],
-    8: [(8, 1, 4, 1, 4), (8, 2, 4, 1, 4), (4, 2, 4, 1, 4), (8, 1, 8, 1, 4)],
+    8: [(8, 1, 4, 1, 4), (8, 2, 4, 1, 4), (4, 2, 4, 1, 4)],  # (8, 1, 8, 1, 4) spills registers in bf16
 }
 MAX_M = 8
 

@@ -113,7 +113,6 @@ def _sp24_mm(
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
-    G: tl.constexpr = BLOCK_K // 4
     KV = K // 2
     KB = K // 8
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

@@ -63,7 +63,7 @@ def resolve(model: str, gguf_file: str | None = None) -> ModelSource:
         ggufs = sorted(x.name for x in p.glob("*.gguf"))
         if len(ggufs) == 1:
             return ModelSource("gguf", str(p), ggufs[0], display=str(p / ggufs[0]))
-        hint = f" (it holds several .gguf files; pick one with --gguf-file)" if ggufs else ""
+        hint = " (it holds several .gguf files; pick one with --gguf-file)" if ggufs else ""
         raise UserError(f"{model} holds no model: no config.json{hint}; give a Hugging Face model directory")
     # not a local path: a hub id looks like 'name' or 'org/name' without path separators beyond one
     looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith(".gguf")

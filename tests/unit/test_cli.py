@@ -1,8 +1,5 @@
 """CLI behaviour on bad input: one line, exit code 2, nothing left behind."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 

@@ -40,6 +40,12 @@ def test_state_dict_is_packed_and_from_packed_roundtrip():
     assert torch.equal(lin2(x), x @ w.t())
     with pytest.raises(ValueError):
         SparseLinear.from_packed(sd["values"], sd["meta"], 64)
+    # metadata whose indices are not distinct and increasing (not written by pack_nm) is refused:
+    # the GPU kernels rely on i0 < i1
+    bad = sd["meta"].clone()
+    bad[3, 1] = (bad[3, 1] & 0xF0) | (1 << 2) | 2  # group 2 of row 3: i0 = 2, i1 = 1
+    with pytest.raises(ValueError, match="increasing"):
+        SparseLinear.from_packed(sd["values"], bad, 32)
 
 
 def test_from_dense_rejects_non_24():
@@ -225,3 +231,13 @@ def test_tune_drops_a_win_that_does_not_hold(monkeypatch):
     assert rec.confirmed["dense"] == [1.0, 0.9, 0.9] and rec.confirmed[g] == [0.83, 1.0, 1.0]
     c, _ = _scripted_tune(monkeypatch, {"dense:": [1.0], g: [0.83]}, confirm=0)  # no confirmation: kept
     assert c.path == "gemv"
+
+
+def test_host_side_cusparselt_rejection_is_not_a_fault():
+    """cuSPARSELt refusing an algorithm id on the host is skippable; a device fault stops tuning."""
+    bad_alg = RuntimeError("CUDA error: invalid value when calling `cusparseLtMatmulAlgSetAttribute( &handle, "
+                           "&alg_sel, CUSPARSELT_MATMUL_ALG_CONFIG_ID, &alg_id, sizeof(alg_id))`")
+    assert not dispatch._fatal(bad_alg)
+    assert dispatch._fatal(RuntimeError("CUDA error: an illegal instruction was encountered"))
+    assert dispatch._fatal(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not dispatch._fatal(ValueError("config does not fit"))
