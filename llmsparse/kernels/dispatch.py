@@ -137,8 +137,15 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
         if not supported(x, values, meta):  # e.g. a strided or oddly aligned view of the input
             x = x.contiguous()
             x = x if x.data_ptr() % 8 == 0 else x.clone()
-        fn = sp24_gemv_gl if p == "gemvg" else sp24_mm_gl
-        return fn(x, values, meta, bias, out_features, cfg=choice.cfg)
+        if supported(x, values, meta):
+            fn = sp24_gemv_gl if p == "gemvg" else sp24_mm_gl
+            return fn(x, values, meta, bias, out_features, cfg=choice.cfg)
+        # packed tensors the integer views cannot read (misaligned, in_features % 32 != 0): Triton kernels
+        from .triton_sp24 import GEMV_MAX_M, MM_CONFIGS, sp24_gemv, sp24_mm
+
+        if x.shape[0] <= GEMV_MAX_M:
+            return sp24_gemv(x, values, meta, bias, out_features)
+        return sp24_mm(x, values, meta, bias, out_features, block_m=16, cfg=MM_CONFIGS[16][0])
     if p == "mm":
         from .triton_sp24 import sp24_mm
 

@@ -87,8 +87,8 @@ class SparseLinear(nn.Module):
             raise ValueError("packed 2:4 metadata must list two distinct indices per group in increasing "
                              "order (as llmsparse.formats.nm.pack_nm writes them)")
         mod = cls(in_features, out_f, bias is not None, device="meta", dtype=values.dtype)
-        mod.values = values.contiguous()
-        mod.meta = meta.to(torch.uint8).contiguous()
+        mod.values = _aligned(values.contiguous())
+        mod.meta = _aligned(meta.to(torch.uint8).contiguous())
         if bias is not None:
             mod.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
         return mod
@@ -189,6 +189,12 @@ class SparseLinear(nn.Module):
         if c.path == "dense" and self._dense is None:  # pragma: no cover - guarded above
             raise RuntimeError("dense path without dense weight")
         return y.reshape(*shape[:-1], self.out_features)
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or a copy starting on a 16-byte boundary (a view into a checkpoint buffer may not;
+    the Gluon kernels read values/meta through int32 views)."""
+    return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
 def _default_mm() -> tuple:

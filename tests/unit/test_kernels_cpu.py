@@ -241,3 +241,19 @@ def test_host_side_cusparselt_rejection_is_not_a_fault():
     assert dispatch._fatal(RuntimeError("CUDA error: an illegal instruction was encountered"))
     assert dispatch._fatal(RuntimeError("CUDA error: an illegal memory access was encountered"))
     assert not dispatch._fatal(ValueError("config does not fit"))
+
+
+def test_from_packed_copies_misaligned_views():
+    """A packed tensor that is a view at an odd offset (e.g. into a checkpoint buffer) is copied to an
+    aligned one: the Gluon kernels read values/meta through int32 views."""
+    w = _w24(16, 64)
+    sd = SparseLinear.from_dense(w, None).state_dict()
+    buf = torch.zeros(sd["meta"].numel() + 3, dtype=torch.uint8)
+    meta = buf[3:].view(sd["meta"].shape)
+    meta.copy_(sd["meta"])
+    assert meta.data_ptr() % 16 == 3
+    lin = SparseLinear.from_packed(sd["values"], meta, 64)
+    assert lin.meta.data_ptr() % 16 == 0 and torch.equal(lin.meta, sd["meta"])
+    assert lin.values.data_ptr() == sd["values"].data_ptr()  # an aligned tensor is kept as is
+    x = torch.randn(3, 64)
+    assert torch.equal(lin(x), x @ w.t())
