@@ -53,7 +53,7 @@ def bucket_of(m: int) -> int:
 @dataclass
 class Choice:
     path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mm" | "mmb" | "cslt"
-    cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mmg: (WN, RN, KREP, BM);
+    cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mmg: (WN, RN, KREP, BM, splits);
     # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
