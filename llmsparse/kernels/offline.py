@@ -65,59 +65,54 @@ def loops(sass: str) -> list[list[str]]:
     return out
 
 
-def gluon_gemv_stats(dtype: str, cfg: tuple, has_bias: bool = True, arch: int = 90) -> dict:
-    """Compile :func:`llmsparse.kernels.gluon_sp24._sp24_gemv_gl` offline; registers, spills, main loop size."""
+def _gluon_loop_stats(fn, sig: dict, consts: dict, div16: list[str], num_warps: int, arch: int) -> dict:
+    """Compile a Gluon kernel offline with the launcher's 16-divisibility specialisation of ``div16``;
+    registers, spills, and the main (longest) loop: its length, barriers, shared-memory accesses and
+    lines (for callers to count their own instructions)."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from . import gluon_sp24 as g
-
-    tok, rt, gpt, wr, wc = cfg
-    ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
-    sig = {"x_ptr": "*i64", "v_ptr": "*i32", "m_ptr": "*i32", "y_ptr": ty, "b_ptr": ty, "M": "i32", "N": "i32",
-           "NCH": "i32", "KW": "i32", "KM": "i32", "stride_xm": "i32", "stride_ym": "i32"}
-    consts = {"HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16", "TOK": tok, "RT": rt, "GPT": gpt, "WR": wr, "WC": wc}
-    sig.update({k: "constexpr" for k in consts})
-    fn = g._sp24_gemv_gl
-    # what the launcher specialises at run time for 16-divisible pointers and sizes
-    div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KW", "KM", "stride_xm", "stride_ym"]
+    sig = dict(sig, **{k: "constexpr" for k in consts})
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in div16}
-    r = compile_sass(GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), wr * wc, arch)
+    r = compile_sass(GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), num_warps, arch)
     ls = loops(r["sass"])
     main = max(ls, key=len) if ls else []
     return {"regs": r["regs"], "stack": r["stack"], "loop": len(main),
             "loop_barriers": sum("BAR" in x for x in main),
-            "loop_shared": sum(bool(re.search(r"\b(LDS|STS)\b", x)) for x in main),
-            "loop_ffma": sum("FFMA" in x for x in main),
-            "kept_per_iteration": tok * rt * gpt * 2}
+            "loop_shared": sum(bool(re.search(r"\b(LDS|STS|LDSM|STSM)\b", x)) for x in main),
+            "lines": main}
+
+
+_PTRS = {"x_ptr": "*i64", "v_ptr": "*i32", "m_ptr": "*i32"}
+_DIV16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KW", "KM", "stride_xm", "stride_ym"]
+
+
+def gluon_gemv_stats(dtype: str, cfg: tuple, has_bias: bool = True, arch: int = 90) -> dict:
+    """Compile :func:`llmsparse.kernels.gluon_sp24._sp24_gemv_gl` offline; registers, spills, main loop size."""
+    from . import gluon_sp24 as g
+
+    tok, rt, gpt, wr, wc = cfg
+    ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
+    sig = dict(_PTRS, y_ptr=ty, b_ptr=ty, M="i32", N="i32", NCH="i32", KW="i32", KM="i32", stride_xm="i32",
+               stride_ym="i32")
+    consts = {"HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16", "TOK": tok, "RT": rt, "GPT": gpt, "WR": wr, "WC": wc}
+    st = _gluon_loop_stats(g._sp24_gemv_gl, sig, consts, _DIV16, wr * wc, arch)
+    lines = st.pop("lines")
+    return dict(st, loop_ffma=sum("FFMA" in x for x in lines), kept_per_iteration=tok * rt * gpt * 2)
 
 
 def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool = True, arch: int = 90) -> dict:
     """Compile :func:`llmsparse.kernels.gluon_sp24._sp24_mm_gl` offline; registers, spills, main loop size."""
-    from triton.experimental.gluon._runtime import GluonASTSource
-
     from . import gluon_sp24 as g
 
     wn, rn, krep, bm = cfg[:4]
     split = len(cfg) > 4 and cfg[4] > 1
     la, lx, p = g.mm_layouts(wn, rn, krep, bm)
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
-    sig = {"x_ptr": "*i64", "v_ptr": "*i32", "m_ptr": "*i32", "y_ptr": ty, "b_ptr": ty, "M": "i32", "N": "i32",
-           "G_TOT": "i32", "KW": "i32", "KM": "i32", "stride_xm": "i32", "stride_ym": "i32", "ITERS": "i32",
-           "MN": "i32"}
+    sig = dict(_PTRS, y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32", N="i32", G_TOT="i32", KW="i32", KM="i32",
+               stride_xm="i32", stride_ym="i32", ITERS="i32", MN="i32")
     consts = {"LA": la, "LX": lx, "P": p, "HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16", "EVEN_K": even_k,
               "SPLIT": split, "BN": 16 * wn * rn, "BM": bm, "KREP": krep}
-    if split:
-        sig["y_ptr"] = "*fp32"
-    sig.update({k: "constexpr" for k in consts})
-    fn = g._sp24_mm_gl
-    div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "G_TOT", "KW", "KM", "stride_xm", "stride_ym"]
-    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in div16}
-    r = compile_sass(GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), wn, arch)
-    ls = loops(r["sass"])
-    main = max(ls, key=len) if ls else []
-    return {"regs": r["regs"], "stack": r["stack"], "loop": len(main),
-            "loop_barriers": sum("BAR" in x for x in main),
-            "loop_shared": sum(bool(re.search(r"\b(LDS|STS|LDSM|STSM)\b", x)) for x in main),
-            "loop_mma": sum("HMMA" in x for x in main),
-            # kept weights a thread decodes per iteration: (16 * RN rows-per-warp-tile x 16 * KREP) / 2 / 32 lanes
-            "kept_per_iteration": 16 * rn * 16 * krep // 2 // 32}
+    st = _gluon_loop_stats(g._sp24_mm_gl, sig, consts, _DIV16 + ["G_TOT"], wn, arch)
+    lines = st.pop("lines")
+    # kept weights a thread decodes per iteration: (16 * RN rows of its warp x 16 * KREP) / 2 / 32 lanes
+    return dict(st, loop_mma=sum("HMMA" in x for x in lines), kept_per_iteration=16 * rn * 16 * krep // 2 // 32)
