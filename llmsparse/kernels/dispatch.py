@@ -97,29 +97,96 @@ def clear() -> None:
     RECORDS.clear()
 
 
-def save_cache(path: str) -> None:
-    data = [{"key": list(k), "choices": {str(b): asdict(c) for b, c in t.items()}} for k, t in _TABLE.items()]
-    tmp = path + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "w") as f:
-        json.dump({"torch": torch.__version__, "entries": data}, f, indent=1)
-    os.replace(tmp, path)
+_KERNEL_FILES = ("dispatch.py", "triton_sp24.py", "gluon_sp24.py", "cslt.py", "timing.py")
+
+
+def cache_signature() -> dict:
+    """What a saved choice depends on besides the GPU (which is part of every key): the torch and Triton
+    versions and the kernel code itself (a hash of this package's kernel sources). A file written
+    under another signature is ignored, never half-used."""
+    import hashlib
+
+    h = hashlib.sha1()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in _KERNEL_FILES:
+        with open(os.path.join(here, name), "rb") as f:
+            h.update(f.read())
+    try:
+        import triton
+
+        tv = triton.__version__
+    except Exception:  # pragma: no cover - no Triton
+        tv = None
+    return {"torch": torch.__version__, "triton": tv, "kernels": h.hexdigest()[:16]}
+
+
+def default_cache_path() -> str | None:
+    """Where :func:`sparsify`/``load`` keep measured choices: ``$LLMSPARSE_KERNEL_CACHE`` (empty, ``0``
+    or ``off``: no cache), else ``$XDG_CACHE_HOME/llmsparse/kernel-choices.json`` (``~/.cache`` by default)."""
+    env = os.environ.get("LLMSPARSE_KERNEL_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in ("", "0", "off", "none") else os.path.expanduser(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "llmsparse", "kernel-choices.json")
+
+
+def _read_cache(path: str) -> list:
+    """The entries of a cache file written under this signature ([] if absent, foreign or unreadable)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict) or data.get("signature") != cache_signature():
+        return []
+    entries = data.get("entries")
+    return entries if isinstance(entries, list) else []
+
+
+def save_cache(path: str) -> int:
+    """Write every measured choice to ``path`` (JSON), merged with the entries already there for other
+    shapes or GPUs; atomic (a temporary file, then a rename). Returns how many keys the file holds."""
+    import tempfile
+
+    merged = {tuple(e["key"]): e["choices"] for e in _read_cache(path) if "key" in e and "choices" in e}
+    for k, t in _TABLE.items():
+        if t:
+            merged.setdefault(k, {}).update({str(b): asdict(c) for b, c in t.items()})
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".kernel-choices-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"signature": cache_signature(),
+                       "entries": [{"key": list(k), "choices": c} for k, c in merged.items()]}, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return len(merged)
 
 
 def load_cache(path: str) -> int:
-    """Load choices written by :func:`save_cache` for this torch version; returns how many."""
-    with open(path) as f:
-        data = json.load(f)
-    if data.get("torch") != torch.__version__:
-        return 0
+    """Load the choices :func:`save_cache` wrote under this signature; returns how many (0 for a missing,
+    unreadable or foreign file). Buckets measured in this process are kept."""
     n = 0
-    for e in data["entries"]:
-        t = table_for(tuple(e["key"]))
-        for b, c in e["choices"].items():
-            c["cfg"] = tuple(c["cfg"])
-            t[int(b)] = Choice(**c)
-            n += 1
+    for e in _read_cache(path):
+        try:
+            key = tuple(e["key"])
+            choices = {int(b): Choice(**dict(c, cfg=tuple(c["cfg"]))) for b, c in e["choices"].items()}
+        except (KeyError, TypeError, ValueError):
+            continue  # a malformed entry: measure that shape again
+        t = table_for(key)
+        for b, c in choices.items():
+            if b not in t:
+                t[b] = c
+                n += 1
     return n
+
+
+def table_size() -> int:
+    return sum(len(t) for t in _TABLE.values())
 
 
 # --------------------------------------------------------------------------- execution

@@ -14,6 +14,9 @@ capture). Call :func:`prepare` (``sparsify`` does) before capturing graphs or co
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
 from typing import Iterable
 
 import torch
@@ -220,9 +223,29 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return mod, parts[-1]
 
 
+@contextlib.contextmanager
+def kernel_cache(cache="auto"):
+    """Measured choices kept across processes: loaded on entry, written back on exit if anything new was
+    measured. ``cache``: ``"auto"`` (:func:`dispatch.default_cache_path`, ``$LLMSPARSE_KERNEL_CACHE``),
+    a path, or None/False (off). Does nothing without CUDA. A file written by other torch/Triton
+    versions or other kernel code is ignored (:func:`dispatch.cache_signature`)."""
+    path = None
+    if cache not in (None, False) and torch.cuda.is_available():
+        path = dispatch.default_cache_path() if cache in ("auto", True) else os.fspath(cache)
+    if path:
+        dispatch.load_cache(path)
+    before = dispatch.table_size()
+    yield path
+    if path and dispatch.table_size() > before:
+        try:
+            dispatch.save_cache(path)
+        except OSError as e:  # a read-only home, a full disk: the choices still hold for this process
+            warnings.warn(f"could not write the kernel choice cache {path}: {e}", stacklevel=3)
+
+
 def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
              buckets: Iterable[int] | None = None, keep_dense: bool | str = "auto", tune: bool = True,
-             skip: Iterable[str] = ("lm_head",), lazy_tune: bool = True, log=None) -> dict:
+             skip: Iterable[str] = ("lm_head",), lazy_tune: bool = True, log=None, cache="auto") -> dict:
     """Swap every ``nn.Linear`` whose weight is 2:4 (and whose width is a multiple of 8) for a
     :class:`SparseLinear`. Others (and names containing an entry of ``skip``) stay as they are.
 
@@ -234,6 +257,7 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     ``lazy_tune=False``: an M outside the measured buckets uses the nearest measured bucket's path
     instead of being measured at first use.
     On CPU the swapped layers run the dense-with-zeros fallback: outputs equal ``nn.Linear``'s.
+    ``cache``: see :func:`kernel_cache` (choices measured once per GPU, shape and software versions).
 
     Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}}}``.
     """
@@ -257,6 +281,14 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
             continue
         targets.append(name)
     del mod, w
+    with kernel_cache(cache if tune else None):
+        _swap_targets(model, targets, min_speedup, keep_dense, lazy_tune, tune, buckets, log, swapped, skipped, paths)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {"swapped": swapped, "skipped": skipped, "paths": paths}
+
+
+def _swap_targets(model, targets, min_speedup, keep_dense, lazy_tune, tune, buckets, log, swapped, skipped, paths):
     for name in targets:
         parent, attr = _parent(model, name)
         new = SparseLinear.from_linear(getattr(parent, attr))
@@ -273,21 +305,27 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
                 continue
         setattr(parent, attr, new)
         swapped.append(name)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return {"swapped": swapped, "skipped": skipped, "paths": paths}
 
 
-def prepare(model: nn.Module, buckets: Iterable[int] = dispatch.BUCKETS, **kw) -> None:
-    """Tune and build derived forms for every SparseLinear in ``model`` (call before graph capture)."""
-    for mod in model.modules():
-        if isinstance(mod, SparseLinear):
-            mod.prepare(tuple(buckets), **kw)
+def prepare(model: nn.Module, buckets: Iterable[int] = dispatch.BUCKETS, cache="auto", **kw) -> None:
+    """Tune and build derived forms for every SparseLinear in ``model`` (call before graph capture);
+    ``cache`` as in :func:`kernel_cache`."""
+    with kernel_cache(cache):
+        for mod in model.modules():
+            if isinstance(mod, SparseLinear):
+                mod.prepare(tuple(buckets), **kw)
 
 
-def swap_packed(model: nn.Module, packed: dict[str, tuple[torch.Tensor, torch.Tensor]], **prepare_kw) -> list[str]:
+def swap_packed(model: nn.Module, packed: dict[str, tuple[torch.Tensor, torch.Tensor]], cache="auto",
+                **prepare_kw) -> list[str]:
     """Replace the ``nn.Linear`` at each name of ``packed`` (``{name: (values, meta)}``, e.g. read from a
-    packed checkpoint) with a SparseLinear built from it; on CUDA, prepare it. Returns the names."""
+    packed checkpoint) with a SparseLinear built from it; on CUDA, prepare it (``cache`` as in
+    :func:`kernel_cache`). Returns the names."""
+    with kernel_cache(cache):
+        return _swap_packed(model, packed, prepare_kw)
+
+
+def _swap_packed(model, packed, prepare_kw) -> list[str]:
     done = []
     for name, (values, meta) in packed.items():
         parent, attr = _parent(model, name)
