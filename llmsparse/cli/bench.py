@@ -7,7 +7,7 @@ import typer
 
 HELP = """Measure how much faster 2:4 sparsity makes inference on this GPU.
 
-Per shape (OUTxIN of nn.Linear weights) and token count M: dense cuBLAS F.linear vs ours (the dispatcher's measured pick among Triton decode kernels, cuSPARSELt and dense) vs PyTorch's stock to_sparse_semi_structured + F.linear; CUDA-graph replays, median; relative error of every output against dense-with-zeros F.linear on fresh random inputs. With MODEL: end-to-end prefill and batch-1 decode tokens/s, dense (with zeros) vs sparsified, both captured in CUDA graphs. 2:4 means at most 2 nonzeros in every 4 consecutive weights along the input dimension (NVIDIA's convention). Needs a CUDA GPU.
+Per shape (OUTxIN of nn.Linear weights) and token count M: dense cuBLAS F.linear vs ours (the dispatcher's measured pick among the Gluon and Triton 2:4 kernels, cuSPARSELt and dense) vs PyTorch's stock to_sparse_semi_structured + F.linear; CUDA-graph replays, median; relative error of every output against dense-with-zeros F.linear on fresh random inputs. With MODEL: end-to-end prefill and batch-1 decode tokens/s, dense (with zeros) vs sparsified, both captured in CUDA graphs. 2:4 means at most 2 nonzeros in every 4 consecutive weights along the input dimension (NVIDIA's convention). Needs a CUDA GPU.
 
 MODEL is a Hugging Face directory or hub id, or random:llama2-7b / random:llama2-70b for a model of that shape with random weights (no download). Its decoder linears are pruned 2:4 by magnitude first unless they already are (--no-prune refuses instead).
 

@@ -2,13 +2,15 @@
 
 ``sparsify(model)`` swaps every 2:4 ``nn.Linear`` for a :class:`SparseLinear` that holds the packed
 weight of :mod:`llmsparse.formats.nm`; on a CUDA GPU each layer runs the path measured fastest for
-its token count (Triton "load as sparse, compute as dense" kernels at small M, cuSPARSELt at large
-M, dense cuBLAS where nothing sparse is faster); elsewhere it runs dense-with-zeros ``F.linear``.
-Triton and cuSPARSELt are imported only when a CUDA path is used.
+its token count (Gluon/Triton "load as sparse, compute as dense" kernels at small M, cuSPARSELt at
+large M, dense cuBLAS where nothing sparse is faster); elsewhere it runs dense-with-zeros ``F.linear``.
+Measured choices are kept on disk (:func:`kernel_cache`). Triton and cuSPARSELt are imported only
+when a CUDA path is used.
 """
-from .linear import SparseLinear, densify, is_24, memory_bytes, prepare, sparsify, swap_packed
+from .linear import SparseLinear, densify, is_24, kernel_cache, memory_bytes, prepare, sparsify, swap_packed
 
-__all__ = ["SparseLinear", "sparsify", "densify", "prepare", "swap_packed", "is_24", "memory_bytes", "capability"]
+__all__ = ["SparseLinear", "sparsify", "densify", "prepare", "swap_packed", "is_24", "memory_bytes", "capability",
+           "kernel_cache"]
 
 
 def capability() -> dict:
