@@ -181,22 +181,16 @@ def _unpack_groups(meta: torch.Tensor, G: int, nb: int) -> torch.Tensor:
     return gb[:, :G]
 
 
-def unpack_nm(values: torch.Tensor, meta: torch.Tensor, n: int, m: int, cols: int) -> torch.Tensor:
-    """Inverse of :func:`pack_nm`, validating the metadata (positions strictly increasing inside
-    each group, each < M; padding bits zero). Raises FormatError."""
-    rows = values.shape[0]
+def _nm_group_indices(meta: torch.Tensor, n: int, m: int, cols: int) -> torch.Tensor:
+    """The ``[rows, cols/m, n]`` positions held in N:M index metadata, validated (strictly increasing
+    inside each group, each < M; padding bits zero); on the metadata's device. Raises FormatError."""
+    rows = meta.shape[0]
     G = cols // m
     b = _nm.index_bits(m)
     nb = n * b
-    if native.lib() is not None:
-        out, bad = native.unpack_nm(values, meta, n, m, b, cols)
-        if out is None:
-            what = "index metadata does not describe a" if bad % 2 == 0 else "padding bits set in the index metadata of a"
-            raise FormatError(f"{what} {n}:{m} pattern (row {bad // 2})")
-        return out
     if nb <= 16 and _chunking(nb)[1] <= 7:
         gb = _unpack_groups(meta, G, nb)
-        idx_t, ok_t = _nm_decode_tables(n, m)
+        idx_t, ok_t = (t.to(meta.device) for t in _nm_decode_tables(n, m))
         if not bool(ok_t[gb].all()):
             raise FormatError(f"index metadata does not describe a {n}:{m} pattern")
         idx = idx_t[gb]
@@ -208,6 +202,27 @@ def unpack_nm(values: torch.Tensor, meta: torch.Tensor, n: int, m: int, cols: in
     if total_bits % 8 and meta.shape[1]:
         if bool((meta[:, -1].to(torch.int32) >> (total_bits % 8)).any()):
             raise FormatError("padding bits of the index metadata are not zero")
+    return idx
+
+
+def check_nm_meta(meta: torch.Tensor, n: int, m: int, cols: int) -> None:
+    """The validation :func:`unpack_nm` makes, without building the dense weight. Raises FormatError."""
+    _nm_group_indices(meta, n, m, cols)
+
+
+def unpack_nm(values: torch.Tensor, meta: torch.Tensor, n: int, m: int, cols: int) -> torch.Tensor:
+    """Inverse of :func:`pack_nm`, validating the metadata (positions strictly increasing inside
+    each group, each < M; padding bits zero). Raises FormatError."""
+    rows = values.shape[0]
+    G = cols // m
+    b = _nm.index_bits(m)
+    if native.lib() is not None:
+        out, bad = native.unpack_nm(values, meta, n, m, b, cols)
+        if out is None:
+            what = "index metadata does not describe a" if bad % 2 == 0 else "padding bits set in the index metadata of a"
+            raise FormatError(f"{what} {n}:{m} pattern (row {bad // 2})")
+        return out
+    idx = _nm_group_indices(meta, n, m, cols)
     out = torch.zeros(rows, G, m, dtype=values.dtype)
     out.scatter_(2, idx, values.view(rows, G, n))
     return out.view(rows, cols)

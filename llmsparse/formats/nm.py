@@ -77,15 +77,6 @@ def unpack_nm(values: torch.Tensor, meta: torch.Tensor, n: int, m: int, in_featu
     return out.reshape(rows, in_features)
 
 
-def sorted_24(meta: torch.Tensor, in_features: int) -> bool:
-    """Whether packed 2:4 metadata lists two distinct indices per group in increasing order, as
-    :func:`pack_nm` writes them (the padding nibble of an odd group count is ignored). The GPU kernels
-    rely on it (``i0 < i1``); a checkpoint written by something else may not."""
-    m = meta.to(torch.int32)
-    nib = torch.stack((m & 15, m >> 4), dim=-1).reshape(m.shape[0], -1)[:, : in_features // 4]
-    return bool(((nib & 3) < (nib >> 2)).all())
-
-
 def meta_shape(out_features: int, in_features: int, n: int, m: int) -> tuple[int, int]:
     k = in_features // m * n
     return out_features, (k * index_bits(m) + 7) // 8

@@ -20,6 +20,7 @@ layer of the same shape; ``save_cache``/``load_cache`` keep them in a JSON file.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -100,10 +101,8 @@ def clear() -> None:
 _KERNEL_FILES = ("dispatch.py", "triton_sp24.py", "gluon_sp24.py", "cslt.py", "timing.py")
 
 
-def cache_signature() -> dict:
-    """What a saved choice depends on besides the GPU (which is part of every key): the torch and Triton
-    versions and the kernel code itself (a hash of this package's kernel sources). A file written
-    under another signature is ignored, never half-used."""
+@functools.lru_cache(maxsize=1)
+def _signature() -> tuple:
     import hashlib
 
     h = hashlib.sha1()
@@ -117,7 +116,15 @@ def cache_signature() -> dict:
         tv = triton.__version__
     except Exception:  # pragma: no cover - no Triton
         tv = None
-    return {"torch": torch.__version__, "triton": tv, "kernels": h.hexdigest()[:16]}
+    return torch.__version__, tv, h.hexdigest()[:16]
+
+
+def cache_signature() -> dict:
+    """What a saved choice depends on besides the GPU (which is part of every key): the torch and Triton
+    versions and the kernel code itself (a hash of this package's kernel sources). A file written
+    under another signature is ignored, never half-used."""
+    torch_v, triton_v, kernels = _signature()  # hashed once per process
+    return {"torch": torch_v, "triton": triton_v, "kernels": kernels}
 
 
 def default_cache_path() -> str | None:

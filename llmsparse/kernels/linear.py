@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..formats.nm import meta_shape, pack_nm, sorted_24, unpack_nm
+from ..formats import codecs
+from ..formats.nm import meta_shape, pack_nm, unpack_nm
 from . import dispatch
 
 _GPU_DTYPES = (torch.float16, torch.bfloat16)
@@ -86,9 +87,11 @@ class SparseLinear(nn.Module):
         if tuple(values.shape) != (out_f, in_features // 2) or tuple(meta.shape) != meta_shape(out_f, in_features, 2, 4):
             raise ValueError(f"packed shapes {tuple(values.shape)}, {tuple(meta.shape)} do not match "
                              f"a 2:4 weight of {out_f}x{in_features}")
-        if not sorted_24(meta, in_features):
-            raise ValueError("packed 2:4 metadata must list two distinct indices per group in increasing "
-                             "order (as llmsparse.formats.nm.pack_nm writes them)")
+        try:  # the GPU kernels rely on it (the first index of a group below the second)
+            codecs.check_nm_meta(meta, 2, 4, in_features)
+        except codecs.FormatError as e:
+            raise ValueError(f"packed 2:4 metadata must list two distinct indices per group in increasing "
+                             f"order (as llmsparse.formats.nm.pack_nm writes them): {e}") from None
         mod = cls(in_features, out_f, bias is not None, device="meta", dtype=values.dtype)
         mod.values = _aligned(values.contiguous())
         mod.meta = _aligned(meta.to(torch.uint8).contiguous())
@@ -282,29 +285,25 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
         targets.append(name)
     del mod, w
     with kernel_cache(cache if tune else None):
-        _swap_targets(model, targets, min_speedup, keep_dense, lazy_tune, tune, buckets, log, swapped, skipped, paths)
+        for name in targets:
+            parent, attr = _parent(model, name)
+            new = SparseLinear.from_linear(getattr(parent, attr))
+            new.min_speedup = min_speedup
+            new.keep_dense = keep_dense
+            new.lazy_tune = lazy_tune
+            on_gpu = new.values.device.type == "cuda" and new.values.dtype in _GPU_DTYPES
+            if on_gpu and tune:
+                table = new.prepare(buckets, log=log)
+                shape = f"{new.out_features}x{new.in_features}"
+                paths[shape] = {b: c.path for b, c in sorted(table.items())}
+                if all(table[b].path == "dense" for b in buckets):
+                    skipped[name] = "dense is as fast at every measured M"
+                    continue
+            setattr(parent, attr, new)
+            swapped.append(name)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return {"swapped": swapped, "skipped": skipped, "paths": paths}
-
-
-def _swap_targets(model, targets, min_speedup, keep_dense, lazy_tune, tune, buckets, log, swapped, skipped, paths):
-    for name in targets:
-        parent, attr = _parent(model, name)
-        new = SparseLinear.from_linear(getattr(parent, attr))
-        new.min_speedup = min_speedup
-        new.keep_dense = keep_dense
-        new.lazy_tune = lazy_tune
-        on_gpu = new.values.device.type == "cuda" and new.values.dtype in _GPU_DTYPES
-        if on_gpu and tune:
-            table = new.prepare(buckets, log=log)
-            shape = f"{new.out_features}x{new.in_features}"
-            paths[shape] = {b: c.path for b, c in sorted(table.items())}
-            if all(table[b].path == "dense" for b in buckets):
-                skipped[name] = "dense is as fast at every measured M"
-                continue
-        setattr(parent, attr, new)
-        swapped.append(name)
 
 
 def prepare(model: nn.Module, buckets: Iterable[int] = dispatch.BUCKETS, cache="auto", **kw) -> None:
@@ -321,23 +320,19 @@ def swap_packed(model: nn.Module, packed: dict[str, tuple[torch.Tensor, torch.Te
     """Replace the ``nn.Linear`` at each name of ``packed`` (``{name: (values, meta)}``, e.g. read from a
     packed checkpoint) with a SparseLinear built from it; on CUDA, prepare it (``cache`` as in
     :func:`kernel_cache`). Returns the names."""
-    with kernel_cache(cache):
-        return _swap_packed(model, packed, prepare_kw)
-
-
-def _swap_packed(model, packed, prepare_kw) -> list[str]:
     done = []
-    for name, (values, meta) in packed.items():
-        parent, attr = _parent(model, name)
-        old = getattr(parent, attr)
-        in_f = old.in_features if isinstance(old, nn.Linear) else values.shape[1] * 2
-        dev = old.weight.device if isinstance(old, nn.Linear) and old.weight.device.type != "meta" else values.device
-        bias = old.bias if isinstance(old, nn.Linear) and old.bias is not None else None
-        new = SparseLinear.from_packed(values.to(dev), meta.to(dev), in_f, None if bias is None else bias.to(dev))
-        if new.values.device.type == "cuda":
-            new.prepare(**prepare_kw)
-        setattr(parent, attr, new)
-        done.append(name)
+    with kernel_cache(cache):
+        for name, (values, meta) in packed.items():
+            parent, attr = _parent(model, name)
+            old = getattr(parent, attr)
+            in_f = old.in_features if isinstance(old, nn.Linear) else values.shape[1] * 2
+            dev = old.weight.device if isinstance(old, nn.Linear) and old.weight.device.type != "meta" else values.device
+            bias = old.bias if isinstance(old, nn.Linear) and old.bias is not None else None
+            new = SparseLinear.from_packed(values.to(dev), meta.to(dev), in_f, None if bias is None else bias.to(dev))
+            if new.values.device.type == "cuda":
+                new.prepare(**prepare_kw)
+            setattr(parent, attr, new)
+            done.append(name)
     return done
 
 
