@@ -3,7 +3,8 @@
     python bench/bench_e2e.py --shape llama2-7b --prompt-len 4096 --gen 128 --out out/e2e
 
 Prefill of --prompt-len tokens and greedy decode of --gen tokens at batch 1 (static KV cache), each
-forward captured in a CUDA graph on both sides. Writes OUT/e2e.json. Needs a CUDA GPU.
+forward captured in a CUDA graph on both sides; with --compile layers, each decoder layer is also
+torch.compile-d on both sides. Writes OUT/e2e.json. Needs a CUDA GPU.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import time
 
 import torch
 
+B_COMPILE_MODES = ("none", "layers", "model")  # llmsparse.kernels.benchmark.COMPILE_MODES (imported lazily)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,6 +28,8 @@ def main() -> int:
     ap.add_argument("--decode-prompt", type=int, default=32)
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--compile", default="none", choices=B_COMPILE_MODES,
+                    help="torch.compile both sides: each decoder layer ('layers') or the whole forward")
     ap.add_argument("--out", default="out/e2e")
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -38,12 +43,12 @@ def main() -> int:
     n = B.prune_24_(model)
     print(f"built {a.shape} ({a.layers or 'all'} layers), pruned {n} linears 2:4 in {time.time() - t0:.1f} s", flush=True)
     res = B.e2e_bench(model, prompt_len=a.prompt_len, gen=a.gen, decode_prompt=a.decode_prompt,
-                      graphs=not a.no_graphs, log=lambda s: print(s, flush=True))
+                      graphs=not a.no_graphs, compile=a.compile, log=lambda s: print(s, flush=True))
     res.update(model=f"random {a.shape}", layers=a.layers, dtype=a.dtype, env=B.env_info(),
                command="python " + " ".join(sys.argv), seconds=time.time() - t0)
     with open(os.path.join(a.out, "e2e.json"), "w") as f:
         json.dump(res, f, indent=1, default=str)
-    print(f"\n{res['env'].get('gpu')} torch {torch.__version__}; graphs={res['graphs']}")
+    print(f"\n{res['env'].get('gpu')} torch {torch.__version__}; graphs={res['graphs']}; compile={a.compile}")
     print(f"prefill {a.prompt_len}: dense {res['dense_prefill_ms']:.2f} ms, 2:4 {res['sparse_prefill_ms']:.2f} ms, "
           f"{res['prefill_speedup']:.2f}x")
     print(f"decode {a.gen} tok: dense {res['dense_decode_tok_s']:.1f} tok/s, 2:4 {res['sparse_decode_tok_s']:.1f} tok/s, "

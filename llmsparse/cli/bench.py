@@ -7,7 +7,7 @@ import typer
 
 HELP = """Measure how much faster 2:4 sparsity makes inference on this GPU.
 
-Per shape (OUTxIN of nn.Linear weights) and token count M: dense cuBLAS F.linear vs ours (the dispatcher's measured pick among the Gluon and Triton 2:4 kernels, cuSPARSELt and dense) vs PyTorch's stock to_sparse_semi_structured + F.linear; CUDA-graph replays, median; relative error of every output against dense-with-zeros F.linear on fresh random inputs. With MODEL: end-to-end prefill and batch-1 decode tokens/s, dense (with zeros) vs sparsified, both captured in CUDA graphs. 2:4 means at most 2 nonzeros in every 4 consecutive weights along the input dimension (NVIDIA's convention). Needs a CUDA GPU.
+Per shape (OUTxIN of nn.Linear weights) and token count M: dense cuBLAS F.linear vs ours (the dispatcher's measured pick among the Gluon and Triton 2:4 kernels, cuSPARSELt and dense) vs PyTorch's stock to_sparse_semi_structured + F.linear; CUDA-graph replays, median; relative error of every output against dense-with-zeros F.linear on fresh random inputs. With MODEL: end-to-end prefill and batch-1 decode tokens/s, dense (with zeros) vs sparsified, both captured in CUDA graphs (and, with --compile, both torch.compile-d). 2:4 means at most 2 nonzeros in every 4 consecutive weights along the input dimension (NVIDIA's convention). Needs a CUDA GPU.
 
 MODEL is a Hugging Face directory or hub id, or random:llama2-7b / random:llama2-70b for a model of that shape with random weights (no download). Its decoder linears are pruned 2:4 by magnitude first unless they already are (--no-prune refuses instead).
 
@@ -20,6 +20,8 @@ Examples:
   llmsparse bench --shapes 11008x4096 --json gemm.json --plot gemm.png --overwrite
 
   llmsparse bench random:llama2-7b --prompt-len 4096 --gen-tokens 128
+
+  llmsparse bench random:llama2-7b --dtype bf16 --compile layers   # both sides torch.compile-d too
 
   llmsparse bench ./my-2of4-model --no-prune --dtype bf16
 """
@@ -52,6 +54,8 @@ def bench(
     decode_prompt: int = typer.Option(32, "--decode-prompt", help="Prompt length before decoding."),
     layers: Optional[int] = typer.Option(None, "--layers", help="random:* models only: number of decoder layers."),
     graphs: bool = typer.Option(True, "--graphs/--no-graphs", help="Capture CUDA graphs (same for dense and 2:4)."),
+    compile: str = typer.Option("none", "--compile", help="End to end: also torch.compile both sides, each decoder "
+                                "layer ('layers') or the whole forward ('model'); 'none' (default)."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune 2:4 by magnitude when the model is not 2:4."),
     stock: bool = typer.Option(True, "--stock/--no-stock", help="Also time PyTorch's stock 2:4 path."),
     min_speedup: float = typer.Option(1.0, "--min-speedup", help="A sparse path must beat dense by this factor."),
@@ -65,6 +69,8 @@ def bench(
     from ..errors import UserError
 
     ms = _ints(m, "m")
+    if compile not in ("none", "layers", "model"):
+        raise UserError(f"--compile must be none, layers or model, got {compile!r}")
     for p in [json_path] + ([plot] if plot else []):
         if os.path.exists(p) and not overwrite:
             raise UserError(f"{p} exists; pass --overwrite or choose another --json/--plot path")
@@ -135,10 +141,11 @@ def bench(
         else:
             raise UserError(f"{len(not24)} linear layers (e.g. {not24[0]}) are not 2:4; prune first or drop --no-prune")
         res = B.e2e_bench(mdl, prompt_len=prompt_len, gen=gen_tokens, decode_prompt=decode_prompt, graphs=graphs,
-                          min_speedup=min_speedup, log=log)
+                          compile=compile, min_speedup=min_speedup, log=log)
         res["model"] = model
         result["e2e"] = res
-        t = Table(title=f"end to end, {model}, batch 1, {'CUDA graphs' if res['graphs'] else 'eager'}")
+        treat = ("CUDA graphs" if res["graphs"] else "eager") + ("" if compile == "none" else f" + torch.compile ({compile})")
+        t = Table(title=f"end to end, {model}, batch 1, {treat}")
         for c in ("", "dense", "2:4", "speedup"):
             t.add_column(c, justify="right")
         t.add_row(f"prefill {prompt_len} tok (ms)", f"{res['dense_prefill_ms']:.2f}", f"{res['sparse_prefill_ms']:.2f}",

@@ -4,6 +4,7 @@ sides. Needs a CUDA GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -174,6 +175,44 @@ def prune_24_(model: nn.Module, skip=("lm_head",)) -> int:
     return n
 
 
+COMPILE_MODES = ("none", "layers", "model")
+
+
+def compile_model(model: nn.Module, mode: str = "layers") -> None:
+    """torch.compile for the end-to-end bench (Inductor, static shapes, no Inductor CUDA graphs: the
+    bench captures its own). ``"layers"``: each decoder layer (regional compilation: identical layers
+    share one compiled graph, so compiling takes seconds, not minutes); ``"model"``: the whole
+    forward. Applied to the dense model before timing it; the swapped SparseLinear layers are then
+    recompiled on first use, so both sides get the same treatment."""
+    if mode == "none":
+        return
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    for knob in ("recompile_limit", "cache_size_limit"):  # dense + 2:4, several shapes: more than 8 entries
+        if hasattr(cfg, knob):
+            setattr(cfg, knob, max(64, getattr(cfg, knob)))
+    if mode == "layers":
+        layers = getattr(getattr(model, "model", None), "layers", None)
+        if layers is None:
+            raise ValueError("compile='layers' needs model.model.layers (a decoder-only HF model)")
+        for layer in layers:
+            layer.compile(dynamic=False)
+    else:
+        model.compile(dynamic=False)
+
+
+def _untimed():
+    """Untimed passes (the decode prompt, the logits check) run eagerly, so that only the timed shapes
+    are compiled."""
+    try:
+        return torch.compiler.set_stance("force_eager")
+    except (AttributeError, TypeError):  # older torch
+        return contextlib.nullcontext()
+
+
 def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000) -> float:
     ids = torch.randint(1, vocab, (1, prompt_len), device="cuda")
 
@@ -200,7 +239,7 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
 
     def reset():
         cache.reset()  # in place (static addresses kept); transformers 5 tracks the write position inside
-        with torch.no_grad():
+        with torch.no_grad(), _untimed():
             out = model(input_ids=prompt, past_key_values=cache, cache_position=torch.arange(prompt_len, device="cuda"),
                         use_cache=True, logits_to_keep=1)
         ids.copy_(out.logits[:, -1:].argmax(-1))
@@ -255,19 +294,23 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
 
 
 def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: int = 32, graphs: bool = True,
-              min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP, log: Callable[[str], None] | None = None) -> dict:
+              compile: str = "none", min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
+              log: Callable[[str], None] | None = None) -> dict:
     """Dense (dense-with-zeros) vs ``sparsify``-ed model: prefill of ``prompt_len`` tokens, decode of
-    ``gen`` tokens at batch 1; same CUDA-graph treatment on both sides. The model must already be
-    2:4 in its decoder linears; it is sparsified in place."""
+    ``gen`` tokens at batch 1; the same treatment on both sides (CUDA graphs; with ``compile``, also
+    torch.compile, see :func:`compile_model`). The model must already be 2:4 in its decoder linears;
+    it is sparsified in place."""
     from .dispatch import bucket_of
     from .linear import sparsify
 
     log = log or (lambda s: None)
     vocab = model.config.vocab_size
-    res: dict = {"prompt_len": prompt_len, "gen_tokens": gen, "decode_prompt": decode_prompt, "batch": 1}
+    res: dict = {"prompt_len": prompt_len, "gen_tokens": gen, "decode_prompt": decode_prompt, "batch": 1,
+                 "compile": compile}
     chk = torch.randint(1, vocab, (1, 64), device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     with torch.no_grad():
         ref_logits = model(input_ids=chk, use_cache=False).logits.float()
+    compile_model(model, compile)  # compiled at the first call of each timed shape, in the warm-up calls
     res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab)
     log(f"dense prefill {prompt_len}: {res['dense_prefill_ms']:.2f} ms")
     res["dense_decode_tok_s"], dense_toks, g1 = decode(model, decode_prompt, gen, graphs, vocab=vocab)
@@ -282,6 +325,11 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     log(f"sparsify: {len(rep['swapped'])} layers swapped in {res['sparsify_s']:.1f} s; paths {res['paths']}")
     with torch.no_grad():
         sp_logits = model(input_ids=chk, use_cache=False).logits.float()
+        if compile != "none":
+            with _untimed():
+                sp_eager = model(input_ids=chk, use_cache=False).logits.float()
+            # the compiled 2:4 model against the eager one (same kernels; Inductor fuses the rest)
+            res["compiled_vs_eager_rel_err"] = float((sp_logits - sp_eager).norm() / sp_eager.norm())
     res["logits_rel_err"] = float((sp_logits - ref_logits).norm() / ref_logits.norm())
     res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab)
     log(f"2:4 prefill {prompt_len}: {res['sparse_prefill_ms']:.2f} ms")

@@ -449,5 +449,9 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
 def nearest(table: dict[int, Choice], b: int) -> Choice | None:
     if not table:
         return None
-    best = min(table, key=lambda t: (abs(math.log2(t) - math.log2(b)), t))
+    best, key = None, None
+    for t in table:  # a plain loop: Dynamo traces it (SparseLinear._plan under torch.compile)
+        k = (abs(math.log2(t) - math.log2(b)), t)
+        if key is None or k < key:
+            best, key = t, k
     return table[best]

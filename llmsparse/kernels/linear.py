@@ -177,6 +177,26 @@ class SparseLinear(nn.Module):
                 c = dispatch.Choice("mm", (16,) + _default_mm()) if m <= 256 else c
         return c
 
+    def _plan(self, m: int) -> dispatch.Choice:
+        """The choice for M under torch.compile: no tuning and no derived form built (Dynamo traces this;
+        it runs once per compiled shape). A bucket never measured uses the nearest measured one."""
+        table = self._table
+        if not table:
+            raise RuntimeError("SparseLinear under torch.compile needs measured kernel choices: call "
+                               "llmsparse.kernels.prepare(model) (sparsify does) before compiling")
+        c = table.get(dispatch.bucket_of(m))
+        if c is None:
+            c = dispatch.nearest(table, dispatch.bucket_of(m))
+        if (c.path == "dense" and self._dense is None) or (c.path == "cslt" and self._cslt is None):
+            c = _best_sparse_fallback(m) if m <= 256 or self._cslt is None else dispatch.Choice("cslt", (0, 1))
+        return c
+
+    def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor:
+        c = self._plan(x2.shape[0])
+        return torch.ops.llmsparse.sp24_linear(
+            x2, self.values, self.meta, self.bias, self._dense if c.path == "dense" else None,
+            self._cslt if c.path == "cslt" else None, self.out_features, c.path, [int(v) for v in c.cfg])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cuda" or self.values.dtype not in _GPU_DTYPES:
             w = self._get_dense()
@@ -187,6 +207,10 @@ class SparseLinear(nn.Module):
             x2 = x2.to(self.values.dtype)
         if x2.stride(-1) != 1 or (x2.shape[0] > 1 and x2.stride(0) != self.in_features):
             x2 = x2.contiguous()
+        if torch.compiler.is_compiling():
+            # torch.compile: the measured choice is read without tuning (call prepare() first) and the
+            # kernels run behind an opaque custom op, so Dynamo traces through without graph breaks
+            return self._compiled_forward(x2).reshape(*shape[:-1], self.out_features)
         c = self._choose(x2.shape[0])
         y = dispatch.run_choice(c, x2, values=self.values, meta=self.meta,
                                 dense=self._dense if c.path == "dense" else None,
@@ -195,6 +219,25 @@ class SparseLinear(nn.Module):
         if c.path == "dense" and self._dense is None:  # pragma: no cover - guarded above
             raise RuntimeError("dense path without dense weight")
         return y.reshape(*shape[:-1], self.out_features)
+
+
+@torch.library.custom_op("llmsparse::sp24_linear", mutates_args=())
+def _sp24_linear_op(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
+                    dense: torch.Tensor | None, cslt: torch.Tensor | None, out_features: int, path: str,
+                    cfg: list[int]) -> torch.Tensor:
+    """``x[M, in] -> [M, out]`` through one measured path (what SparseLinear runs under torch.compile)."""
+    if path == "dense" and dense is None:
+        raise ValueError("sp24_linear: the dense path needs the dense weight")
+    if path == "cslt" and cslt is None:
+        raise ValueError("sp24_linear: the cslt path needs cuSPARSELt's compressed weight")
+    y = dispatch.run_choice(dispatch.Choice(path, tuple(cfg)), x, values=values, meta=meta, dense=dense,
+                            cslt_packed=cslt, bias=bias, out_features=out_features)
+    return y if y.is_contiguous() else y.contiguous()  # the fake kernel promises a contiguous [M, out]
+
+
+@_sp24_linear_op.register_fake
+def _(x, values, meta, bias, dense, cslt, out_features, path, cfg):
+    return x.new_empty((x.shape[0], out_features))
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:

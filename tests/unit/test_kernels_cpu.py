@@ -257,3 +257,26 @@ def test_from_packed_copies_misaligned_views():
     assert lin.values.data_ptr() == sd["values"].data_ptr()  # an aligned tensor is kept as is
     x = torch.randn(3, 64)
     assert torch.equal(lin(x), x @ w.t())
+
+
+def test_compiled_forward_traces_without_graph_breaks_and_matches():
+    """The torch.compile path (measured choice read by ``_plan``, kernels behind the opaque
+    ``llmsparse::sp24_linear`` custom op) traces with fullgraph=True, its fake kernel agrees with the
+    real one (opcheck), and the result equals the dense-with-zeros product. On CPU only the dense
+    path can run, so the table is set by hand; tests/gpu compiles a sparsified model on CUDA."""
+    w = _w24(24, 64)
+    b = torch.randn(24)
+    lin = SparseLinear.from_dense(w, b)
+    x = torch.randn(5, 64)
+    with pytest.raises(RuntimeError, match="prepare"):  # no measured choices yet
+        lin._plan(5)
+    lin._table = {1: dispatch.Choice("gemvg", (1, 2, 3, 4, 5)), 8: dispatch.Choice("dense")}
+    lin._get_dense()
+    assert lin._plan(5).path == "dense" and lin._plan(1).path == "gemvg"
+    assert lin._plan(4096).path == "dense"  # unmeasured bucket: the nearest measured one
+    torch.library.opcheck(torch.ops.llmsparse.sp24_linear,
+                          (x, lin.values, lin.meta, lin.bias, lin._dense, None, 24, "dense", []))
+    fn = torch.compile(lin._compiled_forward, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(fn(x), F.linear(x, w, b))
+    with pytest.raises(ValueError, match="dense weight"):
+        torch.ops.llmsparse.sp24_linear(x, lin.values, lin.meta, None, None, None, 24, "dense", [])
