@@ -191,13 +191,16 @@ def compile_model(model: nn.Module, mode: str = "layers") -> None:
     import torch._dynamo
 
     cfg = torch._dynamo.config
-    for knob in ("recompile_limit", "cache_size_limit"):  # dense + 2:4, several shapes: more than 8 entries
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if mode == "layers" and layers is None:
+        raise ValueError("compile='layers' needs model.model.layers (a decoder-only HF model)")
+    # entries per compiled frame: dense and 2:4, prefill and decode, and in decode with a static cache one
+    # per layer (transformers indexes the cache by the layer's integer layer_idx, which Dynamo specializes)
+    limit = 8 * max(8, len(layers) if layers is not None else 8)
+    for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
         if hasattr(cfg, knob):
-            setattr(cfg, knob, max(64, getattr(cfg, knob)))
+            setattr(cfg, knob, max(limit, getattr(cfg, knob)))
     if mode == "layers":
-        layers = getattr(getattr(model, "model", None), "layers", None)
-        if layers is None:
-            raise ValueError("compile='layers' needs model.model.layers (a decoder-only HF model)")
         for layer in layers:
             layer.compile(dynamic=False)
     else:
@@ -213,14 +216,14 @@ def _untimed():
         return contextlib.nullcontext()
 
 
-def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000) -> float:
+def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000, info: dict | None = None) -> float:
     ids = torch.randint(1, vocab, (1, prompt_len), device="cuda")
 
     def fwd(ids=ids):
         return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
 
     with torch.no_grad():
-        return time_call(fwd, [()], target_ms=1.0, replays=7, use_graph=graphs, warmup=2)
+        return time_call(fwd, [()], target_ms=1.0, replays=7, use_graph=graphs, warmup=2, info=info)
 
 
 def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, runs: int = 3, vocab: int = 32000,
@@ -311,8 +314,10 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     with torch.no_grad():
         ref_logits = model(input_ids=chk, use_cache=False).logits.float()
     compile_model(model, compile)  # compiled at the first call of each timed shape, in the warm-up calls
-    res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab)
-    log(f"dense prefill {prompt_len}: {res['dense_prefill_ms']:.2f} ms")
+    pinfo: dict = {"dense": {}, "sparse": {}, "dense_again": {}}
+    res["prefill_timing"] = pinfo  # whether each prefill timing is of graph replays (and why not)
+    res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense"])
+    log(f"dense prefill {prompt_len}: {res['dense_prefill_ms']:.2f} ms ({_how(pinfo['dense'])})")
     res["dense_decode_tok_s"], dense_toks, g1 = decode(model, decode_prompt, gen, graphs, vocab=vocab)
     log(f"dense decode: {res['dense_decode_tok_s']:.1f} tok/s (graphs={g1})")
     t0 = time.time()
@@ -331,18 +336,18 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
             # the compiled 2:4 model against the eager one (same kernels; Inductor fuses the rest)
             res["compiled_vs_eager_rel_err"] = float((sp_logits - sp_eager).norm() / sp_eager.norm())
     res["logits_rel_err"] = float((sp_logits - ref_logits).norm() / ref_logits.norm())
-    res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab)
-    log(f"2:4 prefill {prompt_len}: {res['sparse_prefill_ms']:.2f} ms")
+    res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["sparse"])
+    log(f"2:4 prefill {prompt_len}: {res['sparse_prefill_ms']:.2f} ms ({_how(pinfo['sparse'])})")
     res["sparse_decode_tok_s"], sp_toks, g2 = decode(model, decode_prompt, gen, graphs, vocab=vocab)
     log(f"2:4 decode: {res['sparse_decode_tok_s']:.1f} tok/s (graphs={g2})")
-    res["graphs"] = bool(g1 and g2) if graphs else False
+    res["graphs"] = bool(g1 and g2 and pinfo["dense"].get("graph") and pinfo["sparse"].get("graph")) if graphs else False
     res["sparse_linear_bytes"] = _sparse_bytes(model)
     # dense again (same weights, swapped back), so that clock drift over the run does not favour a side
     from .linear import densify
 
     densify(model)
     torch.cuda.empty_cache()
-    d2_prefill = time_prefill(model, prompt_len, graphs, vocab)
+    d2_prefill = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense_again"])
     d2_decode, _, _ = decode(model, decode_prompt, gen, graphs, vocab=vocab)
     log(f"dense again: prefill {d2_prefill:.2f} ms, decode {d2_decode:.1f} tok/s")
     res["dense_prefill_ms_runs"] = [res["dense_prefill_ms"], d2_prefill]
@@ -355,6 +360,10 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["prefill_tok_s_sparse"] = prompt_len / (res["sparse_prefill_ms"] / 1e3)
     res["greedy_tokens_match"] = float((sp_toks == dense_toks).float().mean())
     return res
+
+
+def _how(info: dict) -> str:
+    return "graph replays" if info.get("graph") else "eager" + (f": {info['graph_error']}" if info.get("graph_error") else "")
 
 
 def _sparse_bytes(model) -> int:

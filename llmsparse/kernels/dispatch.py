@@ -451,7 +451,7 @@ def nearest(table: dict[int, Choice], b: int) -> Choice | None:
         return None
     best, key = None, None
     for t in table:  # a plain loop: Dynamo traces it (SparseLinear._plan under torch.compile)
-        k = (abs(math.log2(t) - math.log2(b)), t)
+        k = (abs(math.log2(t) - math.log2(b)), -t)  # a tie goes to the larger bucket (its path scales down)
         if key is None or k < key:
             best, key = t, k
     return table[best]

@@ -230,7 +230,7 @@ def _sp24_linear_op(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, b
         raise ValueError("sp24_linear: the dense path needs the dense weight")
     if path == "cslt" and cslt is None:
         raise ValueError("sp24_linear: the cslt path needs cuSPARSELt's compressed weight")
-    y = dispatch.run_choice(dispatch.Choice(path, tuple(cfg)), x, values=values, meta=meta, dense=dense,
+    y = dispatch.run_choice(dispatch.Choice(path, tuple(cfg)), x.contiguous(), values=values, meta=meta, dense=dense,
                             cslt_packed=cslt, bias=bias, out_features=out_features)
     return y if y.is_contiguous() else y.contiguous()  # the fake kernel promises a contiguous [M, out]
 

@@ -38,13 +38,16 @@ def _eager_ms(fn: Callable, args_list: Sequence[tuple], iters: int = 3) -> float
 
 
 def time_call(fn: Callable, args_list: Sequence[tuple], *, target_ms: float = 2.0, replays: int = 7,
-              use_graph: bool = True, warmup: int = 2) -> float:
+              use_graph: bool = True, warmup: int = 2, info: dict | None = None) -> float:
     """Median milliseconds per call of ``fn(*args)``, args cycling over ``args_list``.
 
     With ``use_graph`` the calls are captured in one CUDA graph (enough calls to fill about
     ``target_ms``) and the graph's replays are timed with events; if capture fails the calls are
-    timed eagerly instead (same events, same median).
+    timed eagerly instead (same events, same median); ``info`` (a dict), when given, gets ``graph``
+    (whether the timing is of graph replays) and ``graph_error`` (why capture failed).
     """
+    info = {} if info is None else info
+    info["graph"] = False
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -77,8 +80,10 @@ def time_call(fn: Callable, args_list: Sequence[tuple], *, target_ms: float = 2.
                 torch.cuda.synchronize()
                 times.append(start.elapsed_time(end) / calls)
             del g
+            info["graph"] = True
             return statistics.median(times)
-        except Exception:  # capture not possible: fall back to eager timing
+        except Exception as e:  # capture not possible: fall back to eager timing
+            info["graph_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             torch.cuda.synchronize()
             times = []
     for _ in range(replays):

@@ -126,6 +126,7 @@ def test_buckets_and_nearest():
     assert dispatch.nearest(t, 2).path == "gemv"
     assert dispatch.nearest(t, 2048).path == "cslt"
     assert dispatch.nearest({}, 8) is None
+    assert dispatch.nearest(t, 64).path == "cslt"  # equally far (in log2) from 1 and 4096: the larger
 
 
 def test_candidates_cover_sizes():
