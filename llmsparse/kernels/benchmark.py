@@ -218,9 +218,13 @@ def _untimed():
 
 def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000, info: dict | None = None) -> float:
     ids = torch.randint(1, vocab, (1, prompt_len), device="cuda")
+    # an explicit causal mask, the same on both sides: transformers otherwise builds no mask in the eager
+    # warm-up calls but a materialized one while a CUDA graph is being captured, and a compiled layer
+    # would recompile (which cannot happen during capture) on that difference
+    mask = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device="cuda").tril()[None, None]
 
     def fwd(ids=ids):
-        return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
+        return model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1).logits
 
     with torch.no_grad():
         return time_call(fwd, [()], target_ms=1.0, replays=7, use_graph=graphs, warmup=2, info=info)
