@@ -39,6 +39,13 @@ DEFAULT_MIN_SPEEDUP = 1.05  # a sparse path must win by more than timing noise (
 # fp16 is fastest with alg 1 and transpose_result=True (1.08-1.25x dense at M=4096); alg 0 untransposed
 # is as fast as PyTorch's stock path only when the [N, M] result is left transposed (stock returns
 # that non-contiguous view); the transposing copy costs 0.4-0.8x of the GEMM. bf16: the searched id.
+# A candidate whose single eager call (host setup + GPU, synchronized) takes longer than this, and than
+# HOST_LIMIT_X x dense's, is refused even if its CUDA-graph replays are the fastest: layers also run
+# uncaptured (eager generate, torch.compile without cudagraphs). Seen: cuSPARSELt 0.8 with fp16 and
+# alg 1 spends 270-360 ms on the host per call (H200; bench/results/cslt_host_time_h200.json), 1000x
+# its GPU time; bf16 and fp16 alg 0 take 0.6-1.9 ms.
+HOST_LIMIT_MS = 5.0
+HOST_LIMIT_X = 10.0
 CSLT_ALGS_SMALL = (0, 1)
 CSLT_ALGS_LARGE = (0, 1, 2)
 
@@ -377,7 +384,7 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
     first measurement and in the median of ``1 + confirm`` interleaved measurements of the two."""
     from .cslt import available as cslt_available
     from .cslt import search_alg
-    from .timing import time_call
+    from .timing import host_ms, time_call
     from .triton_sp24 import excluded
 
     device = device or torch.device("cuda", torch.cuda.current_device())
@@ -400,6 +407,7 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
         fn, args = sb.args(b, Choice("dense"))
         dense_ms = time_call(fn, args)
         rec.timings["dense"] = dense_ms
+        host_limit = max(HOST_LIMIT_MS, HOST_LIMIT_X * host_ms(fn, args))
         best = None
         for c in candidates(b, paths=paths, cslt_algs=algs, dtype=dtype, in_features=in_features):
             name = choice_name(c)
@@ -416,6 +424,11 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
                 continue
             fn, args = sb.args(b, c)
             try:
+                h = host_ms(fn, args)
+                if h > host_limit:
+                    rec.errors[name] = (f"refused: one eager call takes {h:.1f} ms (limit {host_limit:.1f} ms); "
+                                        "fast only when replayed in a CUDA graph")
+                    continue
                 c.ms = time_call(fn, args)
             except Exception as e:
                 if _fatal(e):

@@ -6,6 +6,7 @@ measure the L2 cache (weights rotate through at least ``2 x L2`` bytes where mem
 """
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Callable, Sequence
 
@@ -35,6 +36,22 @@ def _eager_ms(fn: Callable, args_list: Sequence[tuple], iters: int = 3) -> float
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / (iters * len(args_list))
+
+
+def host_ms(fn: Callable, args_list: Sequence[tuple], calls: int = 2) -> float:
+    """Wall-clock milliseconds of one eager call of ``fn(*args_list[0])`` up to its completion on the GPU
+    (best of ``calls``). What a caller that does not capture graphs waits; catches paths whose host-side
+    setup dwarfs their GPU time."""
+    import time
+
+    best = math.inf
+    for _ in range(calls):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn(*args_list[0])
+        torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t) * 1e3)
+    return best
 
 
 def time_call(fn: Callable, args_list: Sequence[tuple], *, target_ms: float = 2.0, replays: int = 7,

@@ -190,8 +190,9 @@ class _FakeBench:
         return 0.0
 
 
-def _scripted_tune(monkeypatch, script, default=9.0, **kw):
-    """Run dispatch.tune for bucket 1 with time_call answering from ``script`` (name -> list of ms)."""
+def _scripted_tune(monkeypatch, script, default=9.0, host=None, **kw):
+    """Run dispatch.tune for bucket 1 with time_call answering from ``script`` (name -> list of ms) and
+    host_ms from ``host`` (name -> ms, default 0.05)."""
     pytest.importorskip("triton")
     from llmsparse.kernels import timing
 
@@ -204,6 +205,7 @@ def _scripted_tune(monkeypatch, script, default=9.0, **kw):
         return seq.pop(0) if seq else default
 
     monkeypatch.setattr(timing, "time_call", fake_time_call)
+    monkeypatch.setattr(timing, "host_ms", lambda fn, args_list, **_: (host or {}).get(args_list[0][0], 0.05))
     monkeypatch.setattr(dispatch, "device_name", lambda device=None: "fake-gpu")
     dispatch.clear()
     table = dispatch.tune(64, 64, torch.float16, False, (1,), device="cpu", bench=_FakeBench(),
@@ -232,6 +234,21 @@ def test_tune_drops_a_win_that_does_not_hold(monkeypatch):
     assert rec.confirmed["dense"] == [1.0, 0.9, 0.9] and rec.confirmed[g] == [0.83, 1.0, 1.0]
     c, _ = _scripted_tune(monkeypatch, {"dense:": [1.0], g: [0.83]}, confirm=0)  # no confirmation: kept
     assert c.path == "gemv"
+
+
+def test_tune_refuses_a_path_slow_on_the_host(monkeypatch):
+    """Fastest in graph replays but 300 ms per eager call (cuSPARSELt fp16 alg 1 on Hopper): refused."""
+    from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS
+
+    g = "gemv:" + ",".join(map(str, GEMV_CONFIGS[0]))
+    c, calls = _scripted_tune(monkeypatch, {"dense:": [1.0, 1.0, 1.0], g: [0.5, 0.5, 0.5]}, host={g: 300.0})
+    assert c.path == "dense"  # the other configs (9 ms by default) lose to dense
+    assert g not in calls  # not even timed
+    assert dispatch.RECORDS[-1].errors[g].startswith("refused: one eager call takes 300.0 ms")
+    # a dense call that is itself slow on the host raises the limit (10x dense)
+    c, _ = _scripted_tune(monkeypatch, {"dense:": [1.0, 1.0, 1.0], g: [0.5, 0.5, 0.5]},
+                          host={g: 300.0, "dense:": 40.0})
+    assert c.path == "gemv" and c.cfg == GEMV_CONFIGS[0]
 
 
 def test_host_side_cusparselt_rejection_is_not_a_fault():
