@@ -4,6 +4,7 @@ per shape, dtype and M; each checked against dense-with-zeros first.
 
     python bench/device/gemv_gluon_probe.py --out $OUT/probe.json [--m 1,2,4,8] [--dtype fp16,bf16]
     python bench/device/gemv_gluon_probe.py --out $OUT/mm.json --m 16,32,64,128 --paths mmg,mm,mmb
+    python bench/device/gemv_gluon_probe.py --out $OUT/sp.json --m 1,8,16 --paths gemvg,mmg,mmsp --old none
 
 Times: CUDA-graph replays over weight copies that overflow L2 (llmsparse.kernels.timing), medians.
 """
@@ -30,7 +31,7 @@ def main():
     ap.add_argument("--dtype", default="fp16,bf16")
     ap.add_argument("--shapes", default="")
     ap.add_argument("--old", default="all", help="all | none | N (first N Triton gemv configs)")
-    ap.add_argument("--paths", default="gemv,gemvg", help="kernel families to time (gemv, gemvg, mmg, mm, mmb)")
+    ap.add_argument("--paths", default="gemv,gemvg", help="kernel families to time (gemv, gemvg, mmg, mmsp, mm, mmb)")
     a = ap.parse_args()
     ms = [int(v) for v in a.m.split(",")]
     dts = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]
@@ -63,7 +64,7 @@ def main():
                 dense.append(time_call(*sb.args(m, Choice("dense"))))
                 d = statistics.median(dense)
                 best = {}
-                for p in ("gemv:", "gemvg:", "mmg:", "mm:", "mmb:"):
+                for p in ("gemv:", "gemvg:", "mmg:", "mmsp:", "mm:", "mmb:"):
                     ok = [(v["ms"], nm) for nm, v in res.items() if nm.startswith(p) and "ms" in v]
                     if ok:
                         best[p[:-1]] = min(ok)

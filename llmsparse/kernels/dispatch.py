@@ -60,8 +60,9 @@ def bucket_of(m: int) -> int:
 
 @dataclass
 class Choice:
-    path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mm" | "mmb" | "cslt"
+    path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mmsp" | "mm" | "mmb" | "cslt"
     cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mmg: (WN, RN, KREP, BM, splits);
+    # mmsp: (WK, KU, RT, NT);
     # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
@@ -105,7 +106,7 @@ def clear() -> None:
     RECORDS.clear()
 
 
-_KERNEL_FILES = ("dispatch.py", "triton_sp24.py", "gluon_sp24.py", "cslt.py", "timing.py")
+_KERNEL_FILES = ("dispatch.py", "triton_sp24.py", "gluon_sp24.py", "gluon_mmsp.py", "cslt.py", "timing.py")
 
 
 @functools.lru_cache(maxsize=1)
@@ -212,14 +213,19 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
         from .triton_sp24 import sp24_gemv
 
         return sp24_gemv(x, values, meta, bias, out_features, cfg=choice.cfg)
-    if p in ("gemvg", "mmg"):
-        from .gluon_sp24 import sp24_gemv_gl, sp24_mm_gl, supported
+    if p in ("gemvg", "mmg", "mmsp"):
+        from .gluon_sp24 import supported
 
         if not supported(x, values, meta):  # e.g. a strided or oddly aligned view of the input
             x = x.contiguous()
             x = x if x.data_ptr() % 8 == 0 else x.clone()
         if supported(x, values, meta):
-            fn = sp24_gemv_gl if p == "gemvg" else sp24_mm_gl
+            if p == "mmsp":
+                from .gluon_mmsp import sp24_mmsp_gl as fn
+            else:
+                from .gluon_sp24 import sp24_gemv_gl, sp24_mm_gl
+
+                fn = sp24_gemv_gl if p == "gemvg" else sp24_mm_gl
             return fn(x, values, meta, bias, out_features, cfg=choice.cfg)
         # packed tensors the integer views cannot read (misaligned, in_features % 32 != 0): Triton kernels
         from .triton_sp24 import GEMV_MAX_M, MM_CONFIGS, sp24_gemv, sp24_mm
@@ -252,6 +258,9 @@ def choice_name(c: Choice) -> str:
 
 
 DEFAULT_PATHS = ("gemvg", "gemv", "mmg", "mm", "mmb", "cslt")
+# "mmsp" (gluon_mmsp: the sparse tensor cores through mma.sp) is measured only when asked for
+# (tune(paths=...), the probe script): it has been compiled and inspected offline, not yet run on a GPU
+ALL_PATHS = DEFAULT_PATHS + ("mmsp",)
 
 
 def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
@@ -266,6 +275,11 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
     if ("mmg" in paths and gluon_sp24.MM_MIN_M <= m <= gluon_sp24.MM_MAX_M and gluon_sp24.MMA_AVAILABLE
             and (in_features is None or in_features % 32 == 0)):
         out += [Choice("mmg", c) for c in gluon_sp24.mm_configs_for(m)]
+    if "mmsp" in paths and m <= 16 and (in_features is None or in_features % 32 == 0):
+        from . import gluon_mmsp
+
+        if gluon_mmsp.MMSP_AVAILABLE:
+            out += [Choice("mmsp", c) for c in gluon_mmsp.mmsp_configs_for(m)]
     if "gemv" in paths and m <= GEMV_MAX_M:
         out += [Choice("gemv", c) for c in GEMV_CONFIGS]
     bms = [min(max(16, 1 << (m - 1).bit_length()), 64)]

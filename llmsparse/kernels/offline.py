@@ -116,3 +116,23 @@ def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool =
     lines = st.pop("lines")
     # kept weights a thread decodes per iteration: (16 * RN rows of its warp x 16 * KREP) / 2 / 32 lanes
     return dict(st, loop_mma=sum("HMMA" in x for x in lines), kept_per_iteration=16 * rn * 16 * krep // 2 // 32)
+
+
+def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool = True, arch: int = 90,
+                     keep_lines: bool = False) -> dict:
+    """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size."""
+    from . import gluon_mmsp as g
+
+    wk, ku, rt, nt = cfg
+    ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
+    sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i16", y_ptr=ty, b_ptr=ty, M="i32", N="i32", S="i32", KG="i32",
+               KH="i32", stride_xw="i32", stride_ym="i32", ITERS="i32")
+    consts = {"L": g.mmsp_layout(wk, ku, rt, nt), "HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16",
+              "EVEN_K": even_k, "WK": wk, "KU": ku, "RT": rt, "NT": nt}
+    div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "KH", "stride_xw", "stride_ym"]
+    st = _gluon_loop_stats(g._sp24_mmsp_gl, sig, consts, div16, wk, arch)
+    lines = st.pop("lines")
+    out = dict(st, loop_mma=sum("HMMA" in x for x in lines), kept_per_iteration=ku * rt * 16 * 16 // 32)
+    if keep_lines:
+        out["lines"] = lines
+    return out

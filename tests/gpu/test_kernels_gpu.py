@@ -269,3 +269,34 @@ def test_compiled_sparse_layers_match_eager(dtype):
         torch.cuda.synchronize()
     assert rel(y.float(), eager[1]) < 2e-2
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", GL_SHAPES)
+def test_gluon_mmsp_vs_dense(shape, dtype):
+    """The experimental mma.sp kernel (not a default dispatcher path until this passes on hardware):
+    every configuration against dense-with-zeros F.linear, NaN-poisoned outputs, odd M, partial K
+    iterations, with and without bias; on big shapes the first configuration of each M."""
+    from llmsparse.kernels import gluon_mmsp as g
+    from llmsparse.kernels.dispatch import Choice, run_choice
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    big = shape in BIG
+    for M in (1, 3, 8, 9, 16):
+        cfgs = g.mmsp_configs_for(M)
+        for i, cfg in enumerate(cfgs[:1] if big else cfgs):
+            x = torch.randn(M, k, device="cuda", dtype=dtype)
+            b = bias if (i + M) % 2 else None
+            out = poisoned(M, n, dtype)
+            y = g.sp24_mmsp_gl(x, v, m, b, n, cfg=cfg, out=out)
+            assert torch.isfinite(y).all(), (cfg, M)
+            assert rel(y, F.linear(x, w, b)) < TOL[dtype], (cfg, M, rel(y, F.linear(x, w, b)))
+    xb = torch.randn(5, k + 32, device="cuda", dtype=dtype)
+    for x in (xb[:, 32:], xb[:, 1:k + 1]):  # aligned strided rows; then 2-byte offset rows (copied first)
+        y = run_choice(Choice("mmsp", g.MMSP_CONFIGS[8][0]), x, values=v, meta=m, bias=bias, out_features=n)
+        assert rel(y, F.linear(x, w, bias)) < TOL[dtype]

@@ -34,3 +34,22 @@ def test_gluon_mm_fragments_are_built_in_registers(dtype, cfg, even_k):
     wn, rn, krep, bm = cfg[:4]
     assert s["loop_mma"] == rn * krep * (bm // 8), s  # one m16n8k16 per 16 rows x 16 k x 8 tokens of a warp
     assert s["loop"] / s["kept_per_iteration"] < 12, s
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("cfg,even_k", [((8, 2, 1, 1), True), ((4, 2, 2, 2), False)])
+def test_gluon_mmsp_feeds_the_sparse_tensor_cores_from_plain_loads(dtype, cfg, even_k):
+    """The experimental mma.sp kernel: one HMMA.SP per 16 rows x 32 inputs x 8 tokens of a warp, each
+    operand a plain global load (no shared memory, barrier or spill in the loop), and at most 4
+    instructions per kept weight a thread handles (gemvg: about 8)."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts")
+    s = offline.gluon_mmsp_stats(dtype, cfg, has_bias=True, even_k=even_k, keep_lines=True)
+    lines = s.pop("lines")
+    assert s["stack"] == 0, s
+    assert s["loop_barriers"] == 0 and s["loop_shared"] == 0, s
+    wk, ku, rt, nt = cfg
+    assert sum("HMMA.SP.16832.F32" in x for x in lines) == ku * rt * nt, s
+    assert s["loop"] / s["kept_per_iteration"] < (4 if even_k else 6), s
