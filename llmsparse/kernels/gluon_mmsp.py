@@ -174,9 +174,10 @@ if MMSP_AVAILABLE:
 # (WK, KU, RT, NT): warps splitting K, 32-wide K steps per iteration (one accumulator each), 16-row
 # tiles per warp, 8-token tiles. Rows per program = 16 * RT; tokens per program = 8 * NT.
 MMSP_CONFIGS = {
-    8: [(8, 2, 1, 1), (4, 4, 1, 1), (8, 4, 1, 1), (4, 2, 2, 1), (8, 1, 1, 1), (4, 2, 1, 1)],
-    16: [(8, 2, 1, 2), (4, 4, 1, 2), (4, 2, 2, 2), (8, 1, 1, 2), (4, 2, 1, 2)],
+    8: [(8, 2, 1, 1), (16, 2, 1, 1), (8, 4, 1, 1), (4, 4, 1, 1), (16, 1, 1, 1), (4, 2, 2, 1), (8, 1, 1, 1)],
+    16: [(8, 2, 1, 2), (16, 2, 1, 2), (16, 1, 1, 2), (8, 4, 1, 2), (4, 4, 1, 2), (4, 2, 2, 2)],
 }
+# registers (sm_90, offline): 48-96 for NT=1, 52-128 for NT=2; KU=8 needs 170-218 (left out)
 
 
 def mmsp_configs_for(m: int) -> list[tuple]:
