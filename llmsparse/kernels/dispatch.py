@@ -263,6 +263,15 @@ DEFAULT_PATHS = ("gemvg", "gemv", "mmg", "mm", "mmb", "cslt")
 ALL_PATHS = DEFAULT_PATHS + ("mmsp",)
 
 
+def check_paths(paths) -> tuple:
+    """``paths`` as a tuple of known kernel families (ValueError naming the unknown ones)."""
+    paths = (paths,) if isinstance(paths, str) else tuple(paths)
+    bad = [p for p in paths if p not in ALL_PATHS]
+    if bad or not paths:
+        raise ValueError(f"unknown kernel path(s) {bad or paths}; choose from {', '.join(ALL_PATHS)}")
+    return paths
+
+
 def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
                in_features: int | None = None) -> list[Choice]:
     from . import gluon_sp24
@@ -402,9 +411,11 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
     from .triton_sp24 import excluded
 
     device = device or torch.device("cuda", torch.cuda.current_device())
+    paths = tuple(paths)
     key = make_key(out_features, in_features, dtype, has_bias, device)
     table = table_for(key)
-    todo = [b for b in buckets if force or b not in table]
+    # a bucket measured earlier with a path outside ``paths`` (another sparsify call) is measured again
+    todo = [b for b in buckets if force or b not in table or table[b].path not in paths + ("dense",)]
     if not todo:
         return table
     use_cslt = "cslt" in paths and cslt_available()

@@ -60,6 +60,7 @@ class SparseLinear(nn.Module):
         self.min_speedup = dispatch.DEFAULT_MIN_SPEEDUP
         self.keep_dense: bool | str = "auto"
         self.lazy_tune = True  # measure an unseen M bucket at first use (else use the nearest measured one)
+        self.allowed_paths: tuple | None = None  # kernel families to measure (None: dispatch.DEFAULT_PATHS)
         self._table: dict[int, dispatch.Choice] | None = None
 
     # ----------------------------------------------------------------- construction
@@ -129,8 +130,11 @@ class SparseLinear(nn.Module):
 
     # ----------------------------------------------------------------- dispatch
     def prepare(self, buckets: Iterable[int] = dispatch.BUCKETS, *, min_speedup: float | None = None,
-                keep_dense: bool | str | None = None, log=None) -> dict[int, dispatch.Choice]:
+                keep_dense: bool | str | None = None, paths: Iterable[str] | None = None,
+                log=None) -> dict[int, dispatch.Choice]:
         """Tune (once per shape) the given buckets and build the forms the chosen paths need."""
+        if paths is not None:
+            self.allowed_paths = dispatch.check_paths(paths)
         if min_speedup is not None:
             self.min_speedup = min_speedup
         if keep_dense is not None:
@@ -139,7 +143,8 @@ class SparseLinear(nn.Module):
             self._table = None
             return {}
         table = dispatch.tune(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
-                              tuple(buckets), device=self.values.device, min_speedup=self.min_speedup, log=log)
+                              tuple(buckets), device=self.values.device, min_speedup=self.min_speedup, log=log,
+                              paths=self.allowed_paths or dispatch.DEFAULT_PATHS)
         self._table = table
         self._materialize()
         return table
@@ -170,11 +175,11 @@ class SparseLinear(nn.Module):
                 self.prepare((b,))
                 c = self._table[b]
         if c.path == "dense" and self.keep_dense is False:
-            c = _best_sparse_fallback(m)
+            c = _best_sparse_fallback(m, self._cslt is not None)
         if torch.cuda.is_current_stream_capturing():
             # never build a derived form inside a capture (it would be replayed every time)
             if (c.path == "cslt" and self._cslt is None) or (c.path == "dense" and self._dense is None):
-                c = dispatch.Choice("mm", (16,) + _default_mm()) if m <= 256 else c
+                c = _best_sparse_fallback(m, self._cslt is not None)
         return c
 
     def _plan(self, m: int) -> dispatch.Choice:
@@ -188,7 +193,7 @@ class SparseLinear(nn.Module):
         if c is None:
             c = dispatch.nearest(table, dispatch.bucket_of(m))
         if (c.path == "dense" and self._dense is None) or (c.path == "cslt" and self._cslt is None):
-            c = _best_sparse_fallback(m) if m <= 256 or self._cslt is None else dispatch.Choice("cslt", (0, 1))
+            c = _best_sparse_fallback(m, self._cslt is not None)
         return c
 
     def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor:
@@ -252,10 +257,15 @@ def _default_mm() -> tuple:
     return MM_CONFIGS[16][0]
 
 
-def _best_sparse_fallback(m: int) -> dispatch.Choice:  # only with keep_dense=False
-    if m <= 256:
-        return dispatch.Choice("mm", (16 if m <= 16 else 64,) + _default_mm())
-    return dispatch.Choice("cslt", (0, 0))
+def _best_sparse_fallback(m: int, have_cslt: bool) -> dispatch.Choice:
+    """A sparse path that needs no form the layer lacks: for keep_dense=False where dense won, and for
+    a choice whose derived form was not built (inside a capture, under torch.compile)."""
+    from .triton_sp24 import MM_CONFIGS
+
+    if m > 256 and have_cslt:
+        return dispatch.Choice("cslt", (0, 1))
+    bm = 16 if m <= 16 else 64
+    return dispatch.Choice("mm", (bm,) + MM_CONFIGS[bm][0])
 
 
 # --------------------------------------------------------------------------- model-level
@@ -291,7 +301,8 @@ def kernel_cache(cache="auto"):
 
 def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
              buckets: Iterable[int] | None = None, keep_dense: bool | str = "auto", tune: bool = True,
-             skip: Iterable[str] = ("lm_head",), lazy_tune: bool = True, log=None, cache="auto") -> dict:
+             skip: Iterable[str] = ("lm_head",), lazy_tune: bool = True, log=None, cache="auto",
+             paths: Iterable[str] | None = None) -> dict:
     """Swap every ``nn.Linear`` whose weight is 2:4 (and whose width is a multiple of 8) for a
     :class:`SparseLinear`. Others (and names containing an entry of ``skip``) stay as they are.
 
@@ -304,13 +315,17 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     instead of being measured at first use.
     On CPU the swapped layers run the dense-with-zeros fallback: outputs equal ``nn.Linear``'s.
     ``cache``: see :func:`kernel_cache` (choices measured once per GPU, shape and software versions).
+    ``paths``: the kernel families measured (default :data:`dispatch.DEFAULT_PATHS`; add ``"mmsp"`` to
+    try the experimental sparse-tensor-core kernel; leave out ``"cslt"`` and pass ``keep_dense=False``
+    to hold only the packed weights, 0.5625x of dense, at the price of slower large-M calls).
 
     Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}}}``.
     """
     buckets = tuple(buckets) if buckets is not None else dispatch.BUCKETS
+    allowed = dispatch.check_paths(paths) if paths is not None else None
     swapped: list[str] = []
     skipped: dict[str, str] = {}
-    paths: dict[str, dict[int, str]] = {}
+    shape_paths: dict[str, dict[int, str]] = {}
     targets = []
     for name, mod in model.named_modules():
         if type(mod) is not nn.Linear:
@@ -334,11 +349,12 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
             new.min_speedup = min_speedup
             new.keep_dense = keep_dense
             new.lazy_tune = lazy_tune
+            new.allowed_paths = allowed
             on_gpu = new.values.device.type == "cuda" and new.values.dtype in _GPU_DTYPES
             if on_gpu and tune:
                 table = new.prepare(buckets, log=log)
                 shape = f"{new.out_features}x{new.in_features}"
-                paths[shape] = {b: c.path for b, c in sorted(table.items())}
+                shape_paths[shape] = {b: c.path for b, c in sorted(table.items())}
                 if all(table[b].path == "dense" for b in buckets):
                     skipped[name] = "dense is as fast at every measured M"
                     continue
@@ -346,7 +362,7 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
             swapped.append(name)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"swapped": swapped, "skipped": skipped, "paths": paths}
+    return {"swapped": swapped, "skipped": skipped, "paths": shape_paths}
 
 
 def prepare(model: nn.Module, buckets: Iterable[int] = dispatch.BUCKETS, cache="auto", **kw) -> None:

@@ -298,3 +298,44 @@ def test_compiled_forward_traces_without_graph_breaks_and_matches():
     torch.testing.assert_close(fn(x), F.linear(x, w, b))
     with pytest.raises(ValueError, match="dense weight"):
         torch.ops.llmsparse.sp24_linear(x, lin.values, lin.meta, None, None, None, 24, "dense", [])
+
+
+def test_fallback_never_needs_a_missing_form():
+    """keep_dense=False where dense won, or a choice whose form was not built: the substitute path needs
+    only the packed weights unless cuSPARSELt's form exists."""
+    from llmsparse.kernels.linear import _best_sparse_fallback
+
+    assert _best_sparse_fallback(1, False).path == "mm" and _best_sparse_fallback(1, False).cfg[0] == 16
+    assert _best_sparse_fallback(100, True).path == "mm" and _best_sparse_fallback(100, True).cfg[0] == 64
+    assert _best_sparse_fallback(4096, False).path == "mm"  # no cuSPARSELt form: not cslt
+    assert _best_sparse_fallback(4096, True).path == "cslt"
+    lin = SparseLinear.from_dense(_w24(8, 64))
+    lin._table = {4096: dispatch.Choice("cslt", (3, 1))}
+    assert lin._plan(4096).path == "mm"  # compiled: the chosen form is missing -> packed-only path
+
+
+def test_sparsify_paths_are_checked_and_kept(monkeypatch):
+    assert dispatch.check_paths(["gemvg", "mmsp"]) == ("gemvg", "mmsp")
+    with pytest.raises(ValueError, match="unknown kernel path"):
+        dispatch.check_paths(["gemvg", "fast"])
+    lin = nn.Linear(64, 8, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(_w24(8, 64))
+    model = nn.Sequential(lin)
+    rep = sparsify(model, paths=("gemvg", "mm"))
+    assert rep["swapped"] == ["0"] and model[0].allowed_paths == ("gemvg", "mm")
+    with pytest.raises(ValueError, match="unknown kernel path"):
+        sparsify(nn.Sequential(nn.Linear(64, 8)), paths=("nope",))
+
+
+def test_tune_measures_again_a_bucket_chosen_with_other_paths(monkeypatch):
+    """A shared table entry measured with a path outside this call's ``paths`` is not reused."""
+    from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS
+
+    g = "gemv:" + ",".join(map(str, GEMV_CONFIGS[0]))
+    c, calls = _scripted_tune(monkeypatch, {"dense:": [1.0, 1.0, 1.0], g: [0.5, 0.5, 0.5]})
+    assert c.path == "gemv"
+    key = dispatch.make_key(64, 64, torch.float16, False, "cpu")
+    dispatch.table_for(key)[1] = dispatch.Choice("cslt", (0, 1), 0.4, 1.0)  # as if measured with cslt before
+    table = dispatch.tune(64, 64, torch.float16, False, (1,), device="cpu", bench=_FakeBench(), paths=("gemv",))
+    assert table[1].path in ("gemv", "dense")  # re-measured, not the cslt entry
