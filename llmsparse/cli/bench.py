@@ -59,6 +59,9 @@ def bench(
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune 2:4 by magnitude when the model is not 2:4."),
     stock: bool = typer.Option(True, "--stock/--no-stock", help="Also time PyTorch's stock 2:4 path."),
     min_speedup: float = typer.Option(1.0, "--min-speedup", help="A sparse path must beat dense by this factor."),
+    paths: Optional[str] = typer.Option(None, "--paths", help="Kernel families the dispatcher measures, comma-separated "
+                                        "(default gemvg,gemv,mmg,mm,mmb,cslt; add mmsp for the experimental "
+                                        "sparse-tensor-core kernel)."),
     json_path: str = typer.Option("bench-results.json", "--json", help="Where to write all numbers (JSON)."),
     plot: Optional[str] = typer.Option("bench-speedup.png", "--plot", help="PNG of speedup vs M ('' for none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--plot files."),
@@ -71,6 +74,14 @@ def bench(
     ms = _ints(m, "m")
     if compile not in ("none", "layers", "model"):
         raise UserError(f"--compile must be none, layers or model, got {compile!r}")
+    path_list = None
+    if paths is not None:
+        from ..kernels.dispatch import check_paths
+
+        try:
+            path_list = check_paths([p.strip() for p in paths.split(",") if p.strip()])
+        except ValueError as e:
+            raise UserError(f"--paths: {e}")
     for p in [json_path] + ([plot] if plot else []):
         if os.path.exists(p) and not overwrite:
             raise UserError(f"{p} exists; pass --overwrite or choose another --json/--plot path")
@@ -106,7 +117,8 @@ def bench(
                   f"cuSPARSELt {result['env'].get('cusparselt')}")
 
     if shape_list:
-        rows = B.gemm_bench(shape_list, ms, dtypes, stock=stock, min_speedup=min_speedup, log=log)
+        rows = B.gemm_bench(shape_list, ms, dtypes, stock=stock, min_speedup=min_speedup, log=log,
+                            **({"paths": path_list} if path_list else {}))
         result["gemm"] = rows
         t = Table(title=f"2:4 GEMM on {result['env'].get('gpu')} (us per call, CUDA-graph replays, median)")
         for c in ("dtype", "out x in", "M", "dense", "ours", "path", "speedup", "stock", "stock x", "err"):
@@ -141,7 +153,7 @@ def bench(
         else:
             raise UserError(f"{len(not24)} linear layers (e.g. {not24[0]}) are not 2:4; prune first or drop --no-prune")
         res = B.e2e_bench(mdl, prompt_len=prompt_len, gen=gen_tokens, decode_prompt=decode_prompt, graphs=graphs,
-                          compile=compile, min_speedup=min_speedup, log=log)
+                          compile=compile, min_speedup=min_speedup, log=log, paths=path_list)
         res["model"] = model
         result["e2e"] = res
         treat = ("CUDA graphs" if res["graphs"] else "eager") + ("" if compile == "none" else f" + torch.compile ({compile})")

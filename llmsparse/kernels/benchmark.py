@@ -73,7 +73,8 @@ def _poisoned_run(fn: Callable[[], torch.Tensor], numel: int, dtype) -> torch.Te
 
 
 def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *, stock: bool = True,
-               min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP, log: Callable[[str], None] | None = None) -> list[dict]:
+               min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP, log: Callable[[str], None] | None = None,
+               paths=dispatch.DEFAULT_PATHS) -> list[dict]:
     """For every dtype, shape and M: dense cuBLAS, ours (dispatcher's pick), best of each of our paths,
     and PyTorch's stock ``to_sparse_semi_structured`` + ``F.linear``; times in ms (graph replays,
     median), relative errors vs dense-with-zeros ``F.linear`` (same dtype) and vs fp32."""
@@ -88,7 +89,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
             buckets = sorted({bucket_of(m) for m in ms})
             n_rec = len(dispatch.RECORDS)
             table = dispatch.tune(n, k, dtype, False, buckets, device=dev, min_speedup=min_speedup, bench=sb,
-                                  force=True, log=log)
+                                  force=True, log=log, paths=paths)
             recs = {r.m: r for r in dispatch.RECORDS[n_rec:]}
             for m in ms:
                 c = table[bucket_of(m)]
@@ -112,7 +113,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                            all_written=finite)
                 rec = recs.get(bucket_of(m))
                 if rec is not None:
-                    for p in ("gemvg:", "gemv:", "mmg:", "mm:", "mmb", "cslt"):
+                    for p in ("gemvg:", "gemv:", "mmg:", "mmsp:", "mm:", "mmb", "cslt"):
                         ts = [t for name, t in rec.timings.items() if name.startswith(p)]
                         row[f"best_{p.rstrip(':')}_ms"] = min(ts) if ts else None
                     row["tune_dense_ms"] = rec.timings.get("dense")
@@ -302,7 +303,7 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
 
 def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: int = 32, graphs: bool = True,
               compile: str = "none", min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
-              log: Callable[[str], None] | None = None) -> dict:
+              log: Callable[[str], None] | None = None, paths=None) -> dict:
     """Dense (dense-with-zeros) vs ``sparsify``-ed model: prefill of ``prompt_len`` tokens, decode of
     ``gen`` tokens at batch 1; the same treatment on both sides (CUDA graphs; with ``compile``, also
     torch.compile, see :func:`compile_model`). The model must already be 2:4 in its decoder linears;
@@ -327,7 +328,7 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     t0 = time.time()
     # the timed sizes are measured; the untimed eager passes (prompt, logits check) use the nearest
     buckets = sorted({1, bucket_of(prompt_len)})
-    rep = sparsify(model, min_speedup=min_speedup, buckets=buckets, lazy_tune=False, log=log)
+    rep = sparsify(model, min_speedup=min_speedup, buckets=buckets, lazy_tune=False, log=log, paths=paths)
     res["sparsify_s"] = time.time() - t0
     res["swapped"] = len(rep["swapped"])
     res["paths"] = {k: {str(b): p for b, p in v.items()} for k, v in rep["paths"].items()}

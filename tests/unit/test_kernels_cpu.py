@@ -165,6 +165,18 @@ def test_bench_cli_without_cuda_is_user_error(tmp_path, monkeypatch, capsys):
     assert "CUDA" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args,msg", [(["--paths", "gemvg,warp9"], "unknown kernel path"),
+                                      (["--compile", "all"], "--compile must be")])
+def test_bench_cli_bad_options_are_one_line_errors(tmp_path, capsys, args, msg):
+    from llmsparse.cli.main import main
+
+    rc = main(["bench", "--json", str(tmp_path / "r.json"), "--plot", ""] + args)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_densify_restores_linear():
     from llmsparse.kernels import densify
 
