@@ -100,11 +100,43 @@ if MMSP_AVAILABLE:
             return r[None, None, None, None, None, :]
 
     @gluon.jit
+    def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, step0, s0, S, EVEN_K: gl.constexpr):
+        if EVEN_K:
+            va = gl.load(v_ptr + (a_off + s0 * 8))
+            lo = gl.load(m_ptr + (m_lo + s0 * 2))
+            hi = gl.load(m_ptr + (m_hi + s0 * 2))
+            xb = gl.load(x_ptr + (b_off + s0 * 16))
+        else:  # steps past K: zero weights (and valid indices 0, 1 in the metadata)
+            ok = (step0 + s0) < S
+            va = gl.load(v_ptr + (a_off + s0 * 8), mask=ok, other=0)
+            lo = gl.load(m_ptr + (m_lo + s0 * 2), mask=ok, other=0x4444)
+            hi = gl.load(m_ptr + (m_hi + s0 * 2), mask=ok, other=0x4444)
+            xb = gl.load(x_ptr + (b_off + s0 * 16), mask=ok, other=0)
+        return va, lo, hi, xb
+
+    @gluon.jit
+    def _mmsp_mma(va, lo, hi, xb, acc, IS_BF16: gl.constexpr):
+        meta = (lo.to(gl.int32) & 0xFFFF) | (hi.to(gl.int32) << 16)
+        if IS_BF16:
+            acc = gl.inline_asm_elementwise(
+                "mma.sp.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, "
+                "{$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x0;",
+                "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
+                [va, xb, acc, meta], dtype=gl.float32, is_pure=True, pack=4)
+        else:
+            acc = gl.inline_asm_elementwise(
+                "mma.sp.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, "
+                "{$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x0;",
+                "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
+                [va, xb, acc, meta], dtype=gl.float32, is_pure=True, pack=4)
+        return acc
+
+    @gluon.jit
     def _sp24_mmsp_gl(
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
         M, N, S, KG, KH, stride_xw, stride_ym, ITERS,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr,
-        WK: gl.constexpr, KU: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr,
+        WK: gl.constexpr, KU: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr,
     ):
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int16 [N, KH = K/16] (4 nibbles); S = K/32 steps; ITERS = cdiv(S, WK*KU).
@@ -131,32 +163,22 @@ if MMSP_AVAILABLE:
         tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
         b_off = tok * stride_xw + step0 * 16 + t + 4 * j
         acc = gl.zeros([WK, KU, RT, NT, 32, 4], gl.float32, layout=L)
-        for it in range(0, ITERS):
-            s0 = it * (WK * KU)
-            if EVEN_K:
-                va = gl.load(v_ptr + (a_off + s0 * 8))
-                lo = gl.load(m_ptr + (m_lo + s0 * 2))
-                hi = gl.load(m_ptr + (m_hi + s0 * 2))
-                xb = gl.load(x_ptr + (b_off + s0 * 16))
-            else:
-                ok = (step0 + s0) < S
-                va = gl.load(v_ptr + (a_off + s0 * 8), mask=ok, other=0)
-                lo = gl.load(m_ptr + (m_lo + s0 * 2), mask=ok, other=0x4444)
-                hi = gl.load(m_ptr + (m_hi + s0 * 2), mask=ok, other=0x4444)
-                xb = gl.load(x_ptr + (b_off + s0 * 16), mask=ok, other=0)
-            meta = (lo.to(gl.int32) & 0xFFFF) | (hi.to(gl.int32) << 16)
-            if IS_BF16:
-                acc = gl.inline_asm_elementwise(
-                    "mma.sp.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, "
-                    "{$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x0;",
-                    "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
-                    [va, xb, acc, meta], dtype=gl.float32, is_pure=True, pack=4)
-            else:
-                acc = gl.inline_asm_elementwise(
-                    "mma.sp.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, "
-                    "{$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x0;",
-                    "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
-                    [va, xb, acc, meta], dtype=gl.float32, is_pure=True, pack=4)
+        if PF:  # one iteration of register prefetch: the next loads are issued before this MMA
+            va, lo, hi, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, step0, 0, S, EVEN_K)
+            for it in range(0, ITERS):
+                s_nx = gl.minimum(it + 1, ITERS - 1) * (WK * KU)  # the last iteration re-reads itself
+                va2, lo2, hi2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, step0, s_nx, S,
+                                                EVEN_K)
+                acc = _mmsp_mma(va, lo, hi, xb, acc, IS_BF16)
+                va = va2
+                lo = lo2
+                hi = hi2
+                xb = xb2
+        else:
+            for it in range(0, ITERS):
+                va, lo, hi, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, step0, it * (WK * KU),
+                                            S, EVEN_K)
+                acc = _mmsp_mma(va, lo, hi, xb, acc, IS_BF16)
         out = gl.sum(gl.sum(acc, axis=1), axis=0)  # [RT, NT, 32, 4]
         LO: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(1, L))
         o_rt = gl.arange(0, RT, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[:, None, None, None]
@@ -171,13 +193,16 @@ if MMSP_AVAILABLE:
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 
 
-# (WK, KU, RT, NT): warps splitting K, 32-wide K steps per iteration (one accumulator each), 16-row
-# tiles per warp, 8-token tiles. Rows per program = 16 * RT; tokens per program = 8 * NT.
+# (WK, KU, RT, NT, PF): warps splitting K, 32-wide K steps per iteration (one accumulator each),
+# 16-row tiles per warp, 8-token tiles, register prefetch. Rows per program = 16 * RT; tokens per
+# program = 8 * NT.
 MMSP_CONFIGS = {
-    8: [(8, 2, 1, 1), (16, 2, 1, 1), (8, 4, 1, 1), (4, 4, 1, 1), (16, 1, 1, 1), (4, 2, 2, 1), (8, 1, 1, 1)],
-    16: [(8, 2, 1, 2), (16, 2, 1, 2), (16, 1, 1, 2), (8, 4, 1, 2), (4, 4, 1, 2), (4, 2, 2, 2)],
+    8: [(8, 2, 1, 1, 0), (8, 2, 1, 1, 1), (16, 2, 1, 1, 0), (16, 2, 1, 1, 1), (8, 4, 1, 1, 0), (4, 4, 1, 1, 1),
+        (16, 1, 1, 1, 1), (4, 2, 2, 1, 0), (8, 1, 1, 1, 0)],
+    16: [(8, 2, 1, 2, 0), (8, 2, 1, 2, 1), (16, 2, 1, 2, 0), (16, 1, 1, 2, 1), (8, 4, 1, 2, 0), (4, 2, 2, 2, 0)],
 }
-# registers (sm_90, offline): 48-96 for NT=1, 52-128 for NT=2; KU=8 needs 170-218 (left out)
+# (WK, KU, RT, NT, PF): PF = 1 issues the next iteration's loads before this iteration's MMAs.
+# Registers (sm_90, offline): 48-96 for NT=1, 52-128 for NT=2 without prefetch; KU=8 needs 170-218 (left out)
 
 
 def mmsp_configs_for(m: int) -> list[tuple]:
@@ -192,7 +217,8 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
                          "in_features % 32 == 0 and 8-byte aligned rows")
     M, K = x.shape
     N = out_features
-    wk, ku, rt, nt = cfg
+    wk, ku, rt, nt = cfg[:4]
+    pf = cfg[4] if len(cfg) > 4 else 0
     S = K // 32
     iters = triton.cdiv(S, wk * ku)
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
@@ -202,6 +228,6 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         bias if bias is not None else y,
         M, N, S, K // 4, K // 16, x.stride(0) // 2, y.stride(0), iters,
         L=mmsp_layout(wk, ku, rt, nt), HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-        EVEN_K=S % (wk * ku) == 0, WK=wk, KU=ku, RT=rt, NT=nt, num_warps=wk,
+        EVEN_K=S % (wk * ku) == 0, WK=wk, KU=ku, RT=rt, NT=nt, PF=bool(pf), num_warps=wk,
     )
     return y
