@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from .gluon_sp24 import AVAILABLE, supported
+from .gluon_sp24 import AVAILABLE, _log2, supported
 
 try:
     import triton
@@ -41,11 +41,6 @@ try:
     MMSP_AVAILABLE = AVAILABLE and hasattr(gl, "DistributedLinearLayout") and hasattr(gl, "inline_asm_elementwise")
 except Exception:  # pragma: no cover - depends on the installed Triton
     MMSP_AVAILABLE = False
-
-def _log2(v: int) -> int:
-    if v <= 0 or v & (v - 1):
-        raise ValueError(f"{v} is not a power of two")
-    return v.bit_length() - 1
 
 
 _LAYOUTS: dict = {}
