@@ -308,6 +308,10 @@ def test_compiled_forward_traces_without_graph_breaks_and_matches():
                           (x, lin.values, lin.meta, lin.bias, lin._dense, None, 24, "dense", []))
     fn = torch.compile(lin._compiled_forward, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(fn(x), F.linear(x, w, b))
+    dyn = torch.compile(lin._compiled_forward, backend="aot_eager", fullgraph=True, dynamic=True)
+    for m in (3, 6, 7):  # a symbolic token count: the bucket lookup guards on it instead of failing
+        xm = torch.randn(m, 64)
+        torch.testing.assert_close(dyn(xm), F.linear(xm, w, b))
     with pytest.raises(ValueError, match="dense weight"):
         torch.ops.llmsparse.sp24_linear(x, lin.values, lin.meta, None, None, None, 24, "dense", [])
 
