@@ -6,6 +6,7 @@ cannot skip a faulting configuration in-process. This script finds them on a GPU
     python bench/diag_kernels.py --out out/diag
     export LLMSPARSE_KERNEL_EXCLUDE="$(cat out/diag/exclude.txt)"
 
+Every kernel family is covered, the experimental ``mmsp`` included (``dispatch.ALL_PATHS``).
 Each configuration runs on two Llama-2-7B shapes (4096x4096 and 4096x11008, so both the
 EVEN_K and the masked-K code), fp16 and bf16, against dense-with-zeros F.linear on fresh inputs
 into a NaN-poisoned output.
@@ -29,9 +30,14 @@ def parse(name: str):
     if path in ("mm", "mmb"):
         bm, cfg = rest.split(":")
         return Choice(path, (int(bm),) + tuple(int(v) for v in cfg.split(","))), int(bm)
-    if path == "gemv":
-        return Choice(path, tuple(int(v) for v in rest.split(","))), 4
-    return Choice("cslt", tuple(int(v) for v in rest.split(","))), None
+    cfg = tuple(int(v) for v in rest.split(","))
+    if path in ("gemv", "gemvg"):  # M = 4 and 7
+        return Choice(path, cfg), 4
+    if path in ("mmg", "mmsp"):  # M = 1 and 16
+        return Choice(path, cfg), 16
+    if path == "cslt":
+        return Choice(path, cfg), None
+    raise ValueError(f"unknown kernel configuration {name!r}")
 
 
 def one(name: str, dtype_s: str) -> int:
@@ -79,11 +85,11 @@ def main() -> int:
     a = ap.parse_args()
     if a.one:
         return one(a.one, a.dtype)
-    from llmsparse.kernels.dispatch import CSLT_ALGS_LARGE, candidates, choice_name
+    from llmsparse.kernels.dispatch import ALL_PATHS, CSLT_ALGS_LARGE, candidates, choice_name
 
     names = set()
-    for m in (1, 16, 32, 64, 128):
-        names |= {choice_name(c) for c in candidates(m, cslt_algs=CSLT_ALGS_LARGE)}
+    for m in (1, 4, 16, 32, 64, 128):
+        names |= {choice_name(c) for c in candidates(m, cslt_algs=CSLT_ALGS_LARGE, paths=ALL_PATHS)}
     names = sorted(names) + ["cslt_search"]
     if a.only:
         names = [n for n in names if any(n.startswith(p) for p in a.only.split())]

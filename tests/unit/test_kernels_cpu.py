@@ -355,3 +355,23 @@ def test_tune_measures_again_a_bucket_chosen_with_other_paths(monkeypatch):
     dispatch.table_for(key)[1] = dispatch.Choice("cslt", (0, 1), 0.4, 1.0)  # as if measured with cslt before
     table = dispatch.tune(64, 64, torch.float16, False, (1,), device="cpu", bench=_FakeBench(), paths=("gemv",))
     assert table[1].path in ("gemv", "dense")  # re-measured, not the cslt entry
+
+
+def test_diag_script_parses_every_kernel_name():
+    """bench/diag_kernels.py runs each configuration by name in its own process: every name the
+    dispatcher can produce (all paths, mmsp included) must parse back to the same choice."""
+    import importlib.util
+    import pathlib
+
+    pytest.importorskip("triton")
+    path = pathlib.Path(__file__).resolve().parents[2] / "bench" / "diag_kernels.py"
+    spec = importlib.util.spec_from_file_location("diag_kernels", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    names = {dispatch.choice_name(c) for m in (1, 4, 16, 64, 128)
+             for c in dispatch.candidates(m, cslt_algs=(0, 1), paths=dispatch.ALL_PATHS)}
+    assert {n.split(":")[0] for n in names} >= {"gemv", "mm", "mmb", "cslt"}
+    for n in names:
+        assert dispatch.choice_name(mod.parse(n)[0]) == n
+    with pytest.raises(ValueError, match="unknown kernel"):
+        mod.parse("warp:1,2")
