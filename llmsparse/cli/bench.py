@@ -142,6 +142,9 @@ def bench(
                 mdl = AutoModelForCausalLM.from_pretrained(model, dtype=dtypes[0], trust_remote_code=False).cuda().eval()
             except OSError as e:
                 raise UserError(f"cannot load model {model!r}: {str(e).splitlines()[0]}")
+        if compile == "layers" and getattr(getattr(mdl, "model", None), "layers", None) is None:
+            raise UserError(f"--compile layers needs the decoder layers at model.model.layers, which {model!r} "
+                            "does not have; use --compile model")
         from ..kernels import is_24
 
         lins = [(n, mod) for n, mod in mdl.named_modules() if isinstance(mod, torch.nn.Linear) and "lm_head" not in n]
