@@ -284,10 +284,10 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
     if ("mmg" in paths and gluon_sp24.MM_MIN_M <= m <= gluon_sp24.MM_MAX_M and gluon_sp24.MMA_AVAILABLE
             and (in_features is None or in_features % 32 == 0)):
         out += [Choice("mmg", c) for c in gluon_sp24.mm_configs_for(m)]
-    if "mmsp" in paths and m <= 16 and (in_features is None or in_features % 32 == 0):
+    if "mmsp" in paths and (in_features is None or in_features % 32 == 0):
         from . import gluon_mmsp
 
-        if gluon_mmsp.MMSP_AVAILABLE:
+        if gluon_mmsp.MMSP_AVAILABLE and m <= gluon_mmsp.MMSP_MAX_M:
             out += [Choice("mmsp", c) for c in gluon_mmsp.mmsp_configs_for(m)]
     if "gemv" in paths and m <= GEMV_MAX_M:
         out += [Choice("gemv", c) for c in GEMV_CONFIGS]

@@ -195,13 +195,17 @@ MMSP_CONFIGS = {
     8: [(8, 2, 1, 1, 0), (8, 2, 1, 1, 1), (16, 2, 1, 1, 0), (16, 2, 1, 1, 1), (8, 4, 1, 1, 0), (4, 4, 1, 1, 1),
         (16, 1, 1, 1, 1), (4, 2, 2, 1, 0), (8, 1, 1, 1, 0)],
     16: [(8, 2, 1, 2, 0), (8, 2, 1, 2, 1), (16, 2, 1, 2, 0), (16, 1, 1, 2, 1), (8, 4, 1, 2, 0), (4, 2, 2, 2, 0)],
+    32: [(8, 2, 1, 4, 0), (8, 1, 1, 4, 0), (8, 1, 1, 4, 1), (4, 2, 1, 4, 0)],
+    64: [(8, 1, 1, 8, 0), (4, 1, 2, 8, 0), (8, 2, 1, 8, 0)],
 }
+MMSP_MAX_M = 64
 # (WK, KU, RT, NT, PF): PF = 1 issues the next iteration's loads before this iteration's MMAs.
-# Registers (sm_90, offline): 48-96 for NT=1, 52-128 for NT=2 without prefetch; KU=8 needs 170-218 (left out)
+# Registers (sm_90, offline): 48-96 for NT=1, 52-128 for NT=2, 62-96 for NT=4, 94-168 for NT=8, no
+# spills; KU=8 with NT=1 needs 170-218 (left out)
 
 
 def mmsp_configs_for(m: int) -> list[tuple]:
-    return list(MMSP_CONFIGS[8 if m <= 8 else 16])
+    return list(MMSP_CONFIGS[8 if m <= 8 else 16 if m <= 16 else 32 if m <= 32 else 64])
 
 
 def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,

@@ -287,7 +287,7 @@ def test_gluon_mmsp_vs_dense(shape, dtype):
     bias = torch.randn(n, device="cuda", dtype=dtype)
     v, m = pack_nm(w, 2, 4)
     big = shape in BIG
-    for M in (1, 3, 8, 9, 16):
+    for M in (1, 3, 8, 9, 16, 17, 40, 64):
         cfgs = g.mmsp_configs_for(M)
         for i, cfg in enumerate(cfgs[:1] if big else cfgs):
             x = torch.randn(M, k, device="cuda", dtype=dtype)
