@@ -164,27 +164,23 @@ class SparseLinear(nn.Module):
         return {b: c.path for b, c in sorted((self._table or {}).items())}
 
     def _choose(self, m: int) -> dispatch.Choice:
+        """The path for M in eager calls: an unmeasured bucket is measured first (outside a capture, and
+        with ``lazy_tune`` or nothing measured yet), then :meth:`_plan` picks."""
         b = dispatch.bucket_of(m)
         if self._table is None:
             self._table = dispatch.table_for(self._key())
-        c = self._table.get(b)
-        if c is None:
-            if torch.cuda.is_current_stream_capturing() or (not self.lazy_tune and self._table):
-                c = dispatch.nearest(self._table, b) or dispatch.Choice("mm", (16,) + _default_mm())
-            else:
-                self.prepare((b,))
-                c = self._table[b]
-        if c.path == "dense" and self.keep_dense is False:
-            c = _best_sparse_fallback(m, self._cslt is not None)
-        if torch.cuda.is_current_stream_capturing():
-            # never build a derived form inside a capture (it would be replayed every time)
-            if (c.path == "cslt" and self._cslt is None) or (c.path == "dense" and self._dense is None):
-                c = _best_sparse_fallback(m, self._cslt is not None)
-        return c
+        capturing = torch.cuda.is_current_stream_capturing()
+        if b not in self._table and not capturing and (self.lazy_tune or not self._table):
+            self.prepare((b,))
+        if not self._table:  # inside a capture with nothing measured: a path that needs no derived form
+            return _best_sparse_fallback(m, self._cslt is not None)
+        return self._plan(m)
 
     def _plan(self, m: int) -> dispatch.Choice:
-        """The choice for M under torch.compile: no tuning and no derived form built (Dynamo traces this;
-        it runs once per compiled shape). A bucket never measured uses the nearest measured one."""
+        """The measured choice for M, without tuning and without building a derived form (so it is safe
+        inside a capture, and Dynamo traces it under torch.compile): a bucket never measured uses the
+        nearest measured one; a path whose form this layer lacks (the dense weight with
+        ``keep_dense=False``, cuSPARSELt's) is replaced by one that needs only the packed weights."""
         table = self._table
         if not table:
             raise RuntimeError("SparseLinear under torch.compile needs measured kernel choices: call "
@@ -192,7 +188,8 @@ class SparseLinear(nn.Module):
         c = table.get(dispatch.bucket_of(m))
         if c is None:
             c = dispatch.nearest(table, dispatch.bucket_of(m))
-        if (c.path == "dense" and self._dense is None) or (c.path == "cslt" and self._cslt is None):
+        if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
+                or (c.path == "cslt" and self._cslt is None)):
             c = _best_sparse_fallback(m, self._cslt is not None)
         return c
 
@@ -249,12 +246,6 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself, or a copy starting on a 16-byte boundary (a view into a checkpoint buffer may not;
     the Gluon kernels read values/meta through int32 views)."""
     return t if t.data_ptr() % 16 == 0 else t.clone()
-
-
-def _default_mm() -> tuple:
-    from .triton_sp24 import MM_CONFIGS
-
-    return MM_CONFIGS[16][0]
 
 
 def _best_sparse_fallback(m: int, have_cslt: bool) -> dispatch.Choice:

@@ -330,6 +330,21 @@ def test_fallback_never_needs_a_missing_form():
     assert lin._plan(4096).path == "mm"  # compiled: the chosen form is missing -> packed-only path
 
 
+def test_eager_choice_goes_through_plan(monkeypatch):
+    """Eager calls pick like compiled ones once the bucket is measured (no tuning here: lazy_tune off)."""
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    lin = SparseLinear.from_dense(_w24(8, 64))
+    lin.lazy_tune = False
+    lin._table = {1: dispatch.Choice("gemvg", (1, 4, 8, 1, 4)), 4096: dispatch.Choice("cslt", (3, 1))}
+    assert lin._choose(1).path == "gemvg"
+    assert lin._choose(4096).path == "mm"  # cuSPARSELt's form was never built: not the cslt path
+    lin._table = {1: dispatch.Choice("dense")}
+    lin._dense = lin.dense_weight()
+    assert lin._choose(1).path == "dense"
+    lin.keep_dense = False
+    assert lin._choose(1).path == "mm"
+
+
 def test_sparsify_paths_are_checked_and_kept(monkeypatch):
     assert dispatch.check_paths(["gemvg", "mmsp"]) == ("gemvg", "mmsp")
     with pytest.raises(ValueError, match="unknown kernel path"):
