@@ -16,7 +16,7 @@ import time
 
 import torch
 
-B_COMPILE_MODES = ("none", "layers", "model")  # llmsparse.kernels.benchmark.COMPILE_MODES (imported lazily)
+from llmsparse.kernels.benchmark import COMPILE_MODES
 
 
 def main() -> int:
@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--decode-prompt", type=int, default=32)
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--no-graphs", action="store_true")
-    ap.add_argument("--compile", default="none", choices=B_COMPILE_MODES,
+    ap.add_argument("--compile", default="none", choices=COMPILE_MODES,
                     help="torch.compile both sides: each decoder layer ('layers') or the whole forward")
     ap.add_argument("--out", default="out/e2e")
     a = ap.parse_args()

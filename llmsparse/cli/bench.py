@@ -72,8 +72,10 @@ def bench(
     from ..errors import UserError
 
     ms = _ints(m, "m")
-    if compile not in ("none", "layers", "model"):
-        raise UserError(f"--compile must be none, layers or model, got {compile!r}")
+    from ..kernels.benchmark import COMPILE_MODES
+
+    if compile not in COMPILE_MODES:
+        raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
     path_list = None
     if paths is not None:
         from ..kernels.dispatch import check_paths
@@ -117,8 +119,7 @@ def bench(
                   f"cuSPARSELt {result['env'].get('cusparselt')}")
 
     if shape_list:
-        rows = B.gemm_bench(shape_list, ms, dtypes, stock=stock, min_speedup=min_speedup, log=log,
-                            **({"paths": path_list} if path_list else {}))
+        rows = B.gemm_bench(shape_list, ms, dtypes, stock=stock, min_speedup=min_speedup, log=log, paths=path_list)
         result["gemm"] = rows
         t = Table(title=f"2:4 GEMM on {result['env'].get('gpu')} (us per call, CUDA-graph replays, median)")
         for c in ("dtype", "out x in", "M", "dense", "ours", "path", "speedup", "stock", "stock x", "err"):
@@ -142,7 +143,7 @@ def bench(
                 mdl = AutoModelForCausalLM.from_pretrained(model, dtype=dtypes[0], trust_remote_code=False).cuda().eval()
             except OSError as e:
                 raise UserError(f"cannot load model {model!r}: {str(e).splitlines()[0]}")
-        if compile == "layers" and getattr(getattr(mdl, "model", None), "layers", None) is None:
+        if compile == "layers" and B.decoder_layers(mdl) is None:
             raise UserError(f"--compile layers needs the decoder layers at model.model.layers, which {model!r} "
                             "does not have; use --compile model")
         from ..kernels import is_24

@@ -74,7 +74,7 @@ def _poisoned_run(fn: Callable[[], torch.Tensor], numel: int, dtype) -> torch.Te
 
 def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *, stock: bool = True,
                min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP, log: Callable[[str], None] | None = None,
-               paths=dispatch.DEFAULT_PATHS) -> list[dict]:
+               paths=None) -> list[dict]:
     """For every dtype, shape and M: dense cuBLAS, ours (dispatcher's pick), best of each of our paths,
     and PyTorch's stock ``to_sparse_semi_structured`` + ``F.linear``; times in ms (graph replays,
     median), relative errors vs dense-with-zeros ``F.linear`` (same dtype) and vs fp32."""
@@ -89,7 +89,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
             buckets = sorted({bucket_of(m) for m in ms})
             n_rec = len(dispatch.RECORDS)
             table = dispatch.tune(n, k, dtype, False, buckets, device=dev, min_speedup=min_speedup, bench=sb,
-                                  force=True, log=log, paths=paths)
+                                  force=True, log=log, paths=paths or dispatch.DEFAULT_PATHS)
             recs = {r.m: r for r in dispatch.RECORDS[n_rec:]}
             for m in ms:
                 c = table[bucket_of(m)]
@@ -179,6 +179,11 @@ def prune_24_(model: nn.Module, skip=("lm_head",)) -> int:
 COMPILE_MODES = ("none", "layers", "model")
 
 
+def decoder_layers(model: nn.Module):
+    """The decoder layers of a Hugging Face decoder-only model (``model.model.layers``), or None."""
+    return getattr(getattr(model, "model", None), "layers", None)
+
+
 def compile_model(model: nn.Module, mode: str = "layers") -> None:
     """torch.compile for the end-to-end bench (Inductor, static shapes, no Inductor CUDA graphs: the
     bench captures its own). ``"layers"``: each decoder layer (regional compilation: identical layers
@@ -192,7 +197,7 @@ def compile_model(model: nn.Module, mode: str = "layers") -> None:
     import torch._dynamo
 
     cfg = torch._dynamo.config
-    layers = getattr(getattr(model, "model", None), "layers", None)
+    layers = decoder_layers(model)
     if mode == "layers" and layers is None:
         raise ValueError("compile='layers' needs model.model.layers (a decoder-only HF model)")
     # entries per compiled frame: dense and 2:4, prefill and decode, and in decode with a static cache one

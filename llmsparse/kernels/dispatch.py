@@ -9,6 +9,8 @@ For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers
   per program; :mod:`.gluon_sp24`),
 * ``mmg``:   Gluon, dense W fragments rebuilt in registers for mma.sync tensor-core steps, split-K
   (9 <= M <= 16: the only bucket where it was measured to beat dense, docs/kernels.md),
+* ``mmsp``:  Gluon on the sparse tensor cores (``mma.sp``; :mod:`.gluon_mmsp`), experimental: measured
+  only when asked for (:data:`ALL_PATHS`),
 * ``mm``/``mmb``: the Triton kernels that rebuild dense tiles in registers for ``tl.dot`` (M <= 256),
 * ``cslt``:  cuSPARSELt on the sparse tensor cores, over a few algorithm ids (M >= 16),
 
@@ -62,7 +64,7 @@ def bucket_of(m: int) -> int:
 class Choice:
     path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mmsp" | "mm" | "mmb" | "cslt"
     cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mmg: (WN, RN, KREP, BM, splits);
-    # mmsp: (WK, KU, RT, NT);
+    # mmsp: (WK, KU, RT, NT, PF);
     # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
@@ -278,13 +280,12 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
     from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, MMB_CONFIGS, excluded
 
     out: list[Choice] = []
-    if ("gemvg" in paths and m <= gluon_sp24.MAX_M and gluon_sp24.AVAILABLE
-            and (in_features is None or in_features % 32 == 0)):
+    gluon_k = in_features is None or in_features % 32 == 0  # the Gluon kernels' integer views need it
+    if "gemvg" in paths and m <= gluon_sp24.MAX_M and gluon_sp24.AVAILABLE and gluon_k:
         out += [Choice("gemvg", c) for c in gluon_sp24.configs_for(m)]
-    if ("mmg" in paths and gluon_sp24.MM_MIN_M <= m <= gluon_sp24.MM_MAX_M and gluon_sp24.MMA_AVAILABLE
-            and (in_features is None or in_features % 32 == 0)):
+    if "mmg" in paths and gluon_sp24.MM_MIN_M <= m <= gluon_sp24.MM_MAX_M and gluon_sp24.MMA_AVAILABLE and gluon_k:
         out += [Choice("mmg", c) for c in gluon_sp24.mm_configs_for(m)]
-    if "mmsp" in paths and (in_features is None or in_features % 32 == 0):
+    if "mmsp" in paths and gluon_k:
         from . import gluon_mmsp
 
         if gluon_mmsp.MMSP_AVAILABLE and m <= gluon_mmsp.MMSP_MAX_M:
