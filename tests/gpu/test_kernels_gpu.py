@@ -92,38 +92,51 @@ def test_triton_kernels_vs_dense(shape, dtype, kind):
 GL_SHAPES = [(48, 160), (264, 544), (37, 96)] + BIG  # K = 160/544/96: partial chunks; N = 37: partial row blocks
 
 
+def _check_configs(kernel, configs_for, ms, shape, dtype):
+    """``kernel(x, values, meta, bias, n, cfg=, out=)`` for every configuration ``configs_for(M)`` gives at
+    each M (the first one only on big shapes) against dense-with-zeros F.linear: NaN-poisoned outputs,
+    bias on every other call. Returns the weight, its packed form and the bias for further checks."""
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    big = shape in BIG
+    for M in ms:
+        cfgs = configs_for(M)
+        for i, cfg in enumerate(cfgs[:1] if big else cfgs):
+            x = torch.randn(M, k, device="cuda", dtype=dtype)
+            b = bias if (i + M) % 2 else None
+            ref = F.linear(x, w, b)
+            y = kernel(x, v, m, b, n, cfg=cfg, out=poisoned(M, n, dtype))
+            assert torch.isfinite(y).all(), (cfg, M)
+            assert rel(y, ref) < TOL[dtype], (cfg, M, rel(y, ref))
+    return w, v, m, bias
+
+
+def _check_strided(choice, w, v, m, bias, dtype, rows=3):
+    """A row-strided input (a slice of a wider buffer), then one at a 2-byte offset (copied first),
+    through the dispatcher's entry point."""
+    from llmsparse.kernels.dispatch import run_choice
+
+    n, k = w.shape
+    xb = torch.randn(rows, k + 32, device="cuda", dtype=dtype)
+    for x in (xb[:, 32:], xb[:, 1:k + 1]):
+        y = run_choice(choice, x, values=v, meta=m, bias=bias, out_features=n)
+        assert rel(y, F.linear(x, w, bias)) < TOL[dtype]
+
+
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("shape", GL_SHAPES)
 def test_gluon_gemv_vs_dense(shape, dtype):
     """The Gluon decode kernel, every configuration (all M it serves) against dense-with-zeros F.linear,
     NaN-poisoned outputs, odd M, with and without bias; on big shapes the first config of each M."""
     from llmsparse.kernels import gluon_sp24 as g
+    from llmsparse.kernels.dispatch import Choice
 
     if not g.AVAILABLE:
         pytest.skip("this Triton has no Gluon")
-    n, k = shape
-    w = random_24(n, k, dtype, "cuda")
-    bias = torch.randn(n, device="cuda", dtype=dtype)
-    v, m = pack_nm(w, 2, 4)
-    big = shape in BIG
-    for M in (1, 2, 3, 4, 5, 8):
-        cfgs = g.configs_for(M)
-        for i, cfg in enumerate(cfgs[:1] if big else cfgs):
-            x = torch.randn(M, k, device="cuda", dtype=dtype)
-            b = bias if (i + M) % 2 else None
-            ref = F.linear(x, w, b)
-            out = poisoned(M, n, dtype)
-            y = g.sp24_gemv_gl(x, v, m, b, n, cfg=cfg, out=out)
-            assert torch.isfinite(y).all(), (cfg, M)
-            assert rel(y, ref) < TOL[dtype], (cfg, M, rel(y, ref))
-    # a row-strided input (a slice of a wider buffer) through the dispatcher's entry point
-    from llmsparse.kernels.dispatch import Choice, run_choice
-
-    xb = torch.randn(3, k + 32, device="cuda", dtype=dtype)
-    x = xb[:, 32:]
-    for x in (xb[:, 32:], xb[:, 1:k + 1]):  # 64-byte aligned rows; then 2-byte offset rows (copied first)
-        y = run_choice(Choice("gemvg", g.CONFIGS[0]), x, values=v, meta=m, bias=bias, out_features=n)
-        assert rel(y, F.linear(x, w, bias)) < TOL[dtype]
+    w, v, m, bias = _check_configs(g.sp24_gemv_gl, g.configs_for, (1, 2, 3, 4, 5, 8), shape, dtype)
+    _check_strided(Choice("gemvg", g.CONFIGS[0]), w, v, m, bias, dtype)
 
 
 @pytest.mark.parametrize("dtype", DT)
@@ -135,21 +148,7 @@ def test_gluon_mm_vs_dense(shape, dtype):
 
     if not g.MMA_AVAILABLE:
         pytest.skip("this Triton has no Gluon mma_v2")
-    n, k = shape
-    w = random_24(n, k, dtype, "cuda")
-    bias = torch.randn(n, device="cuda", dtype=dtype)
-    v, m = pack_nm(w, 2, 4)
-    big = shape in BIG
-    for M in (9, 16, 17, 31, 64, 100, 128):
-        cfgs = g.mm_configs_for(M)
-        for i, cfg in enumerate(cfgs[:1] if big else cfgs):
-            x = torch.randn(M, k, device="cuda", dtype=dtype)
-            b = bias if (i + M) % 2 else None
-            ref = F.linear(x, w, b)
-            out = poisoned(M, n, dtype)
-            y = g.sp24_mm_gl(x, v, m, b, n, cfg=cfg, out=out)
-            assert torch.isfinite(y).all(), (cfg, M)
-            assert rel(y, ref) < TOL[dtype], (cfg, M, rel(y, ref))
+    _check_configs(g.sp24_mm_gl, g.mm_configs_for, (9, 16, 17, 31, 64, 100, 128), shape, dtype)
 
 
 @pytest.mark.parametrize("dtype", DT)
@@ -278,25 +277,9 @@ def test_gluon_mmsp_vs_dense(shape, dtype):
     every configuration against dense-with-zeros F.linear, NaN-poisoned outputs, odd M, partial K
     iterations, with and without bias; on big shapes the first configuration of each M."""
     from llmsparse.kernels import gluon_mmsp as g
-    from llmsparse.kernels.dispatch import Choice, run_choice
+    from llmsparse.kernels.dispatch import Choice
 
     if not g.MMSP_AVAILABLE:
         pytest.skip("this Triton has no Gluon linear layouts")
-    n, k = shape
-    w = random_24(n, k, dtype, "cuda")
-    bias = torch.randn(n, device="cuda", dtype=dtype)
-    v, m = pack_nm(w, 2, 4)
-    big = shape in BIG
-    for M in (1, 3, 8, 9, 16, 17, 40, 64):
-        cfgs = g.mmsp_configs_for(M)
-        for i, cfg in enumerate(cfgs[:1] if big else cfgs):
-            x = torch.randn(M, k, device="cuda", dtype=dtype)
-            b = bias if (i + M) % 2 else None
-            out = poisoned(M, n, dtype)
-            y = g.sp24_mmsp_gl(x, v, m, b, n, cfg=cfg, out=out)
-            assert torch.isfinite(y).all(), (cfg, M)
-            assert rel(y, F.linear(x, w, b)) < TOL[dtype], (cfg, M, rel(y, F.linear(x, w, b)))
-    xb = torch.randn(5, k + 32, device="cuda", dtype=dtype)
-    for x in (xb[:, 32:], xb[:, 1:k + 1]):  # aligned strided rows; then 2-byte offset rows (copied first)
-        y = run_choice(Choice("mmsp", g.MMSP_CONFIGS[8][0]), x, values=v, meta=m, bias=bias, out_features=n)
-        assert rel(y, F.linear(x, w, bias)) < TOL[dtype]
+    w, v, m, bias = _check_configs(g.sp24_mmsp_gl, g.mmsp_configs_for, (1, 3, 8, 9, 16, 17, 40, 64), shape, dtype)
+    _check_strided(Choice("mmsp", g.MMSP_CONFIGS[8][0]), w, v, m, bias, dtype, rows=5)
