@@ -64,7 +64,7 @@ def bucket_of(m: int) -> int:
 class Choice:
     path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mmsp" | "mm" | "mmb" | "cslt"
     cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mmg: (WN, RN, KREP, BM, splits);
-    # mmsp: (WK, KU, RT, NT, PF);
+    # mmsp: (WK, RT, NT, PF);
     # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
@@ -221,15 +221,18 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
         if not supported(x, values, meta):  # e.g. a strided or oddly aligned view of the input
             x = x.contiguous()
             x = x if x.data_ptr() % 8 == 0 else x.clone()
-        if supported(x, values, meta):
-            if p == "mmsp":
-                from .gluon_mmsp import sp24_mmsp_gl as fn
-            else:
-                from .gluon_sp24 import sp24_gemv_gl, sp24_mm_gl
+        if p == "mmsp":
+            from .gluon_mmsp import mmsp_supported, sp24_mmsp_gl
 
-                fn = sp24_gemv_gl if p == "gemvg" else sp24_mm_gl
+            if mmsp_supported(x, values, meta):
+                return sp24_mmsp_gl(x, values, meta, bias, out_features, cfg=choice.cfg)
+        elif supported(x, values, meta):
+            from .gluon_sp24 import sp24_gemv_gl, sp24_mm_gl
+
+            fn = sp24_gemv_gl if p == "gemvg" else sp24_mm_gl
             return fn(x, values, meta, bias, out_features, cfg=choice.cfg)
-        # packed tensors the integer views cannot read (misaligned, in_features % 32 != 0): Triton kernels
+        # packed tensors the integer views cannot read (misaligned, in_features % 32 != 0; mmsp: % 128):
+        # Triton kernels
         from .triton_sp24 import GEMV_MAX_M, MM_CONFIGS, sp24_gemv, sp24_mm
 
         if x.shape[0] <= GEMV_MAX_M:
@@ -288,7 +291,8 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
     if "mmsp" in paths and gluon_k:
         from . import gluon_mmsp
 
-        if gluon_mmsp.MMSP_AVAILABLE and m <= gluon_mmsp.MMSP_MAX_M:
+        if gluon_mmsp.MMSP_AVAILABLE and m <= gluon_mmsp.MMSP_MAX_M and (
+                in_features is None or in_features % gluon_mmsp.MMSP_K == 0):
             out += [Choice("mmsp", c) for c in gluon_mmsp.mmsp_configs_for(m)]
     if "gemv" in paths and m <= GEMV_MAX_M:
         out += [Choice("gemv", c) for c in GEMV_CONFIGS]

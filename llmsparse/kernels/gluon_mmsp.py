@@ -1,31 +1,33 @@
 """``mmsp``: a 2:4 kernel on the *sparse* tensor cores (``mma.sp`` m16n8k32), for decode sizes.
 
-EXPERIMENTAL: compiled and inspected offline for sm_90 only (``tests/unit/test_gluon_offline.py``);
-not yet run on a GPU, so it is not a dispatcher candidate (``dispatch.DEFAULT_PATHS``) until
-``tests/gpu`` has checked it against dense-with-zeros on hardware.
+EXPERIMENTAL: an opt-in dispatcher path (``dispatch.ALL_PATHS``), not a default candidate: the first
+version (one 32-bit load per operand register) was correct on an H200 but 0.2-1.07x of dense cuBLAS
+(docs/kernels.md); this version is the wide-load redesign below.
 
 Why: the decode kernels ``gemvg``/``mmg`` spend 6-8 instructions per kept weight selecting inputs or
-rebuilding dense MMA fragments. ``mma.sp`` takes the compressed 2:4 operand and its 2-bit indices
-as they are, and the packed layout of :mod:`llmsparse.formats.nm` already *is* its register format:
+rebuilding dense MMA fragments. ``mma.sp`` takes the compressed 2:4 operand and its 2-bit indices.
 
-* A (the weights, 16 rows x 32 inputs, compressed to 16 x 16): lane ``4g + t`` holds the kept pair
-  of group ``t`` and of group ``t + 4`` for rows ``g`` and ``g + 8``; one kept pair is one int32 of
-  ``values`` (register j: row half ``j & 1``, group half ``j >> 1``);
-* the metadata: with sparsity selector 0, lanes ``4g`` and ``4g + 1`` supply a 32-bit word whose low
-  half holds the nibbles of row ``g`` and whose high half those of row ``g + 8``, for inputs 0-15
-  (lane ``4g``) or 16-31 (lane ``4g + 1``); one nibble is ``i0 | i1 << 2``, groups in increasing bit
-  order. ``meta`` stores exactly that (little-endian nibbles), so each half is one int16 of ``meta``;
-* B (the inputs, 32 x 8 tokens): lane ``4n + t`` holds inputs ``2t + 8j`` and ``2t + 8j + 1`` of token
-  ``n`` in register j: one int32 of ``x``;
-* D (fp32, 16 rows x 8 tokens): register j of lane ``4g + t`` is row ``g + 8 (j >> 1)``, token
-  ``2t + (j & 1)``.
+Fragments (PTX ISA, m16n8k32, 16-bit inputs, sparsity selector 0), per warp and MMA:
 
-So every operand is a plain 32- or 16-bit load, and one ``mma.sp`` consumes 256 kept weights per warp
-(about 1.5 instructions per kept weight per thread, against 8 for ``gemvg``). The instruction runs
-through ``inline_asm_elementwise`` with ``pack=4``: all operands live in one register layout
-``[WK, KU, RT, NT, 32 lanes, 4 registers]`` (warps split K; KU 32-wide K steps per iteration, each
-with its own accumulator; RT 16-row tiles; NT 8-token tiles), so each packed group of 4 elements is
-exactly one lane's 4 registers of one MMA.
+* A (16 rows x 32 inputs = 8 groups of 4, compressed to 16 x 16): lane ``4g + t`` holds in register j
+  the kept pair (one int32 of ``values``) of row ``g + 8 (j & 1)`` and group ``t + 4 (j >> 1)``;
+* metadata: lanes ``4g`` / ``4g + 1`` hold a 32-bit word, low half the 4 nibbles of row ``g`` for groups
+  0-3 / 4-7, high half those of row ``g + 8``; one nibble is ``i0 | i1 << 2``;
+* B (32 inputs x 8 tokens): lane ``4n + t`` holds in register j the inputs ``2t + 8j``, ``+1`` of token n;
+* D (fp32): register j of lane ``4g + t`` is row ``g + 8 (j >> 1)``, token ``2t + (j & 1)``.
+
+The reduction index of an MMA may be any permutation of K, applied to A and B alike. Here one
+*super-step* of 4 MMAs covers 128 inputs (32 groups), and MMA ``s`` (0-3) of a super-step takes as its
+group q (0-7) the physical group ``4q + s``. Then the 4 A registers a lane needs for the 4 MMAs of one
+(row, q) are 4 consecutive int32 of ``values``: one 16-byte load per (row, group half), 8 rows x 64
+contiguous bytes per warp instruction (the first version: 8 rows x 16 bytes). The metadata of the 4 MMAs
+is rebuilt from one 8-byte load per row (16 nibbles; MMA s takes nibbles s, s+4, s+8, s+12) with a few
+shifts and masks; B is read with 32-bit loads (inputs ``8q + 2s + ...``; x is small and cached).
+
+All operands live in one register layout ``[WK, RT, NT, 32 lanes, 4 (s), 4 (j)]`` (warps split the
+super-steps; RT 16-row tiles; NT 8-token tiles) whose first four register bits are s and j, so the
+16 registers of one (row tile, token tile) are one ``inline_asm_elementwise`` pack of 4 MMAs, and the
+loads along s are contiguous registers (vectorized). Needs ``in_features % 128 == 0``.
 """
 from __future__ import annotations
 
@@ -46,9 +48,9 @@ except Exception:  # pragma: no cover - depends on the installed Triton
 _LAYOUTS: dict = {}
 
 
-def mmsp_layout(wk: int, ku: int, rt: int, nt: int):
-    """The register layout ``[WK, KU, RT, NT, 32, 4]`` of :func:`_sp24_mmsp_gl`."""
-    key = (wk, ku, rt, nt)
+def mmsp_layout(wk: int, rt: int, nt: int):
+    """The register layout ``[WK, RT, NT, 32, 4 (s), 4 (j)]`` of :func:`_sp24_mmsp_gl`."""
+    key = (wk, rt, nt)
     if key not in _LAYOUTS:
         def e(dim, v):
             b = [0] * 6
@@ -56,15 +58,29 @@ def mmsp_layout(wk: int, ku: int, rt: int, nt: int):
             return b
 
         _LAYOUTS[key] = gl.DistributedLinearLayout(
-            reg_bases=[e(5, 1), e(5, 2)] + [e(1, 1 << i) for i in range(_log2(ku))]
-            + [e(2, 1 << i) for i in range(_log2(rt))] + [e(3, 1 << i) for i in range(_log2(nt))],
-            lane_bases=[e(4, 1 << i) for i in range(5)],
+            reg_bases=[e(4, 1), e(4, 2), e(5, 1), e(5, 2)] + [e(1, 1 << i) for i in range(_log2(rt))]
+            + [e(2, 1 << i) for i in range(_log2(nt))],
+            lane_bases=[e(3, 1 << i) for i in range(5)],
             warp_bases=[e(0, 1 << i) for i in range(_log2(wk))],
-            block_bases=[], shape=[wk, ku, rt, nt, 32, 4])
+            block_bases=[], shape=[wk, rt, nt, 32, 4, 4])
     return _LAYOUTS[key]
 
 
+def _mma4_asm(ab: str) -> str:
+    """Four m16n8k32 sparse MMAs over one 16-register pack (element ``s + 4 j``: MMA s, register j)."""
+    def regs(base, s):
+        return "{" + ",".join(f"${base + s + 4 * j}" for j in range(4)) + "}"
+
+    return " ".join(f"mma.sp.sync.aligned.m16n8k32.row.col.f32.{ab}.{ab}.f32 {regs(0, s)}, {regs(16, s)}, "
+                    f"{regs(32, s)}, {regs(48, s)}, ${64 + s}, 0x0;" for s in range(4))
+
+
+_CONSTRAINTS_STR = ",".join(["=f"] * 16 + ["r"] * 32 + ["f"] * 16 + ["r"] * 16)
+
 if MMSP_AVAILABLE:
+    _ASM_F16 = gl.constexpr(_mma4_asm("f16"))
+    _ASM_BF16 = gl.constexpr(_mma4_asm("bf16"))
+    _CONSTRAINTS = gl.constexpr(_CONSTRAINTS_STR)
 
     @gluon.jit
     def _ar(n: gl.constexpr, dim: gl.constexpr, L: gl.constexpr):
@@ -95,92 +111,105 @@ if MMSP_AVAILABLE:
             return r[None, None, None, None, None, :]
 
     @gluon.jit
-    def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, step0, s0, S, EVEN_K: gl.constexpr):
+    def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr):
+        """The operands of one super-step (``ss0 + kw``) of every warp; past the end (uneven K): zero
+        weights and inputs, valid indices (0, 1) in the metadata."""
         if EVEN_K:
-            va = gl.load(v_ptr + (a_off + s0 * 8))
-            lo = gl.load(m_ptr + (m_lo + s0 * 2))
-            hi = gl.load(m_ptr + (m_hi + s0 * 2))
-            xb = gl.load(x_ptr + (b_off + s0 * 16))
-        else:  # steps past K: zero weights (and valid indices 0, 1 in the metadata)
-            ok = (step0 + s0) < S
-            va = gl.load(v_ptr + (a_off + s0 * 8), mask=ok, other=0)
-            lo = gl.load(m_ptr + (m_lo + s0 * 2), mask=ok, other=0x4444)
-            hi = gl.load(m_ptr + (m_hi + s0 * 2), mask=ok, other=0x4444)
-            xb = gl.load(x_ptr + (b_off + s0 * 16), mask=ok, other=0)
-        return va, lo, hi, xb
+            va = gl.load(v_ptr + (a_off + ss0 * 32))
+            wl = gl.load(m_ptr + (m_lo + ss0 * 2))
+            wh = gl.load(m_ptr + (m_hi + ss0 * 2))
+            xb = gl.load(x_ptr + (b_off + ss0 * 64))
+        else:
+            ok = (ss0 + kw) < SS
+            va = gl.load(v_ptr + (a_off + ss0 * 32), mask=ok, other=0)
+            wl = gl.load(m_ptr + (m_lo + ss0 * 2), mask=ok, other=0x4444444444444444)
+            wh = gl.load(m_ptr + (m_hi + ss0 * 2), mask=ok, other=0x4444444444444444)
+            xb = gl.load(x_ptr + (b_off + ss0 * 64), mask=ok, other=0)
+        return va, wl, wh, xb
 
     @gluon.jit
-    def _mmsp_mma(va, lo, hi, xb, acc, IS_BF16: gl.constexpr):
-        meta = (lo.to(gl.int32) & 0xFFFF) | (hi.to(gl.int32) << 16)
+    def _nib4(w, s4):
+        """From 16 nibbles (int64 w: groups p = 0..15 of a row, nibble p at bit 4p) the 16-bit field
+        ``n[s] | n[s+4] << 4 | n[s+8] << 8 | n[s+12] << 12`` (s4 = 4 s), in the low half of an int32."""
+        u = ((w.to(gl.int32)) >> s4) & 0x000F000F  # n[s] at bit 0, n[s+4] at bit 16
+        v = ((w >> 32).to(gl.int32) >> s4) & 0x000F000F  # n[s+8] at bit 0, n[s+12] at bit 16
+        c = u | (v << 8)  # n[s] | n[s+8] << 8 | n[s+4] << 16 | n[s+12] << 24
+        return c | (c >> 12)
+
+    @gluon.jit
+    def _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16: gl.constexpr):
+        meta = (_nib4(wl, s4) & 0xFFFF) | (_nib4(wh, s4) << 16)
         if IS_BF16:
-            acc = gl.inline_asm_elementwise(
-                "mma.sp.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, "
-                "{$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x0;",
-                "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
-                [va, xb, acc, meta], dtype=gl.float32, is_pure=True, pack=4)
+            acc = gl.inline_asm_elementwise(_ASM_BF16, _CONSTRAINTS, [va, xb, acc, meta], dtype=gl.float32,
+                                            is_pure=True, pack=16)
         else:
-            acc = gl.inline_asm_elementwise(
-                "mma.sp.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, "
-                "{$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x0;",
-                "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
-                [va, xb, acc, meta], dtype=gl.float32, is_pure=True, pack=4)
+            acc = gl.inline_asm_elementwise(_ASM_F16, _CONSTRAINTS, [va, xb, acc, meta], dtype=gl.float32,
+                                            is_pure=True, pack=16)
         return acc
 
     @gluon.jit
     def _sp24_mmsp_gl(
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
-        M, N, S, KG, KH, stride_xw, stride_ym, ITERS,
+        M, N, SS, KG, KM, stride_xw, stride_ym, ITERS,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr,
-        WK: gl.constexpr, KU: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr,
+        WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr,
     ):
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
-        # pair); m_ptr: int16 [N, KH = K/16] (4 nibbles); S = K/32 steps; ITERS = cdiv(S, WK*KU).
+        # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
         pid_n = gl.program_id(0)
         pid_m = gl.program_id(1)
         kw = _ar(WK, 0, L)
-        ku = _ar(KU, 1, L)
-        rt = _ar(RT, 2, L)
-        nt = _ar(NT, 3, L)
-        lane = _ar(32, 4, L)
+        rt = _ar(RT, 1, L)
+        nt = _ar(NT, 2, L)
+        lane = _ar(32, 3, L)
+        s = _ar(4, 4, L)
         j = _ar(4, 5, L)
         g = lane // 4
         t = lane % 4
-        # A: [WK, KU, RT, 1, 32, 4]; rows past N read row N-1 (their outputs are not stored)
-        row_a = gl.minimum(pid_n * (16 * RT) + rt * 16 + g + 8 * (j & 1), N - 1).to(gl.int64)
-        step0 = kw * KU + ku  # this register's step within an iteration
-        a_off = row_a * KG + step0 * 8 + t + 4 * (j >> 1)
-        # metadata halves (int16): row g (low) and g + 8 (high), inputs 16 * (t % 2) .. + 15 of the step
-        row_m = gl.minimum(pid_n * (16 * RT) + rt * 16 + g, N - 1).to(gl.int64)
-        row_m8 = gl.minimum(pid_n * (16 * RT) + rt * 16 + g + 8, N - 1).to(gl.int64)
-        m_lo = row_m * KH + step0 * 2 + (t % 2) + j * 0
-        m_hi = row_m8 * KH + step0 * 2 + (t % 2) + j * 0
-        # B: [WK, KU, 1, NT, 32, 4]; tokens past M read token M-1
+        n0 = pid_n * (16 * RT)
+        # A: [WK, RT, 1, 32, 4, 4]; rows past N read row N-1 (their outputs are not stored). MMA s takes
+        # the physical group 4 q + s as its group q = t + 4 (j >> 1): word 16 (j >> 1) + 4 t + s.
+        row_a = gl.minimum(n0 + rt * 16 + g + 8 * (j & 1), N - 1).to(gl.int64)
+        a_off = row_a * KG + kw * 32 + 16 * (j >> 1) + 4 * t + s
+        # metadata: the 16 nibbles of groups 16 (t % 2) .. + 15 of rows g and g + 8 (one int64 each)
+        row_l = gl.minimum(n0 + rt * 16 + g, N - 1).to(gl.int64)
+        row_h = gl.minimum(n0 + rt * 16 + g + 8, N - 1).to(gl.int64)
+        m_lo = row_l * KM + kw * 2 + (t % 2)
+        m_hi = row_h * KM + kw * 2 + (t % 2)
+        # B: [WK, 1, NT, 32, 4, 4]; tokens past M read token M-1. Inputs 2t + 8j (+1) of MMA s are the
+        # inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j + t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2.
         tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
-        b_off = tok * stride_xw + step0 * 16 + t + 4 * j
-        acc = gl.zeros([WK, KU, RT, NT, 32, 4], gl.float32, layout=L)
-        if PF:  # one iteration of register prefetch: the next loads are issued before this MMA
-            va, lo, hi, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, step0, 0, S, EVEN_K)
+        b_off = tok * stride_xw + kw * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
+        s4 = s * 4
+        acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
+        if PF == 0:
             for it in range(0, ITERS):
-                s_nx = gl.minimum(it + 1, ITERS - 1) * (WK * KU)  # the last iteration re-reads itself
-                va2, lo2, hi2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, step0, s_nx, S,
-                                                EVEN_K)
-                acc = _mmsp_mma(va, lo, hi, xb, acc, IS_BF16)
-                va = va2
-                lo = lo2
-                hi = hi2
-                xb = xb2
-        else:
+                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, it * WK, SS, EVEN_K)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16)
+        elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
             for it in range(0, ITERS):
-                va, lo, hi, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, step0, it * (WK * KU),
-                                            S, EVEN_K)
-                acc = _mmsp_mma(va, lo, hi, xb, acc, IS_BF16)
-        out = gl.sum(gl.sum(acc, axis=1), axis=0)  # [RT, NT, 32, 4]
-        LO: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(1, L))
+                s_nx = gl.minimum(it + 1, ITERS - 1) * WK  # past the end: re-read the last iteration
+                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16)
+                va, wl, wh, xb = va1, wl1, wh1, xb1
+        else:  # two iterations ahead
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
+            va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw,
+                                            gl.minimum(ITERS - 1, 1) * WK, SS, EVEN_K)
+            for it in range(0, ITERS):
+                s_nx = gl.minimum(it + 2, ITERS - 1) * WK
+                va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16)
+                va, wl, wh, xb = va1, wl1, wh1, xb1
+                va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
+        out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
+        LO: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(4, L))
         o_rt = gl.arange(0, RT, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[:, None, None, None]
         o_nt = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[None, :, None, None]
         o_ln = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, LO))))[None, None, :, None]
         o_j = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LO))))[None, None, None, :]
-        o_row = pid_n * (16 * RT) + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
+        o_row = n0 + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
         o_tok = pid_m * (8 * NT) + o_nt * 8 + 2 * (o_ln % 4) + (o_j & 1)
         if HAS_BIAS:
             out += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
@@ -188,45 +217,49 @@ if MMSP_AVAILABLE:
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 
 
-# (WK, KU, RT, NT, PF): warps splitting K, 32-wide K steps per iteration (one accumulator each),
-# 16-row tiles per warp, 8-token tiles, register prefetch. Rows per program = 16 * RT; tokens per
-# program = 8 * NT.
+# (WK, RT, NT, PF): warps splitting the super-steps, 16-row tiles per warp, 8-token tiles, register
+# prefetch depth (0-2). Rows per program = 16 * RT; tokens per program = 8 * NT.
 MMSP_CONFIGS = {
-    8: [(8, 2, 1, 1, 0), (8, 2, 1, 1, 1), (16, 2, 1, 1, 0), (16, 2, 1, 1, 1), (8, 4, 1, 1, 0), (4, 4, 1, 1, 1),
-        (16, 1, 1, 1, 1), (4, 2, 2, 1, 0), (8, 1, 1, 1, 0)],
-    16: [(8, 2, 1, 2, 0), (8, 2, 1, 2, 1), (16, 2, 1, 2, 0), (16, 1, 1, 2, 1), (8, 4, 1, 2, 0), (4, 2, 2, 2, 0)],
-    32: [(8, 2, 1, 4, 0), (8, 1, 1, 4, 0), (8, 1, 1, 4, 1), (4, 2, 1, 4, 0)],
-    64: [(8, 1, 1, 8, 0), (4, 1, 2, 8, 0), (8, 2, 1, 8, 0)],
+    8: [(4, 1, 1, 1), (4, 2, 1, 1), (8, 1, 1, 1), (8, 2, 1, 1), (2, 1, 1, 1), (4, 1, 1, 2), (8, 1, 1, 2),
+        (4, 1, 1, 0), (16, 1, 1, 1), (2, 2, 1, 1)],
+    16: [(4, 1, 2, 1), (8, 1, 2, 1), (4, 1, 2, 2), (2, 1, 2, 1), (4, 2, 2, 1), (8, 2, 2, 1), (4, 1, 2, 0)],
+    32: [(4, 1, 4, 0), (4, 1, 4, 1), (8, 1, 4, 1), (8, 1, 4, 0), (4, 1, 2, 1), (8, 1, 2, 1)],
+    64: [(4, 1, 8, 0), (4, 1, 4, 0), (4, 1, 4, 1), (8, 1, 4, 1), (4, 1, 2, 1)],
 }
+# Registers (sm_90, offline, bf16, uneven K): 76-170 for NT = 1, 126-246 for NT = 2, 160-255 for NT = 4
+# and (4, 1, 8, 0), no spills; other NT = 8 and the RT = 2, NT = 4 configurations spill (left out).
 MMSP_MAX_M = 64
-# (WK, KU, RT, NT, PF): PF = 1 issues the next iteration's loads before this iteration's MMAs.
-# Registers (sm_90, offline): 48-96 for NT=1, 52-128 for NT=2, 62-96 for NT=4, 94-168 for NT=8, no
-# spills; KU=8 with NT=1 needs 170-218 (left out)
+MMSP_K = 128  # in_features must be a multiple (one super-step)
 
 
 def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[8 if m <= 8 else 16 if m <= 16 else 32 if m <= 32 else 64])
 
 
+def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
+    """The integer views and 16-byte loads this kernel makes exist for these tensors."""
+    return (MMSP_AVAILABLE and supported(x, values, meta) and x.shape[1] % MMSP_K == 0
+            and values.data_ptr() % 16 == 0 and meta.data_ptr() % 8 == 0)
+
+
 def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
                  out_features: int, cfg=MMSP_CONFIGS[8][0], out: torch.Tensor | None = None) -> torch.Tensor:
     """``x[M, K] @ W^T (+ bias)`` on the sparse tensor cores (``mma.sp``), W as packed 2:4 (values, meta)."""
-    if not (MMSP_AVAILABLE and supported(x, values, meta)):
+    if not mmsp_supported(x, values, meta):
         raise ValueError("sp24_mmsp_gl needs Gluon, fp16/bf16 x with a contiguous last dimension, "
-                         "in_features % 32 == 0 and 8-byte aligned rows")
+                         f"in_features % {MMSP_K} == 0, 8-byte aligned rows and 16-byte aligned values")
     M, K = x.shape
     N = out_features
-    wk, ku, rt, nt = cfg[:4]
-    pf = cfg[4] if len(cfg) > 4 else 0
-    S = K // 32
-    iters = triton.cdiv(S, wk * ku)
+    wk, rt, nt, pf = cfg
+    SS = K // MMSP_K
+    iters = triton.cdiv(SS, wk)
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
     grid = (triton.cdiv(N, 16 * rt), triton.cdiv(M, 8 * nt))
     _sp24_mmsp_gl[grid](
-        x.view(torch.int32), values.view(torch.int32), meta.view(torch.int16), y,
+        x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), y,
         bias if bias is not None else y,
-        M, N, S, K // 4, K // 16, x.stride(0) // 2, y.stride(0), iters,
-        L=mmsp_layout(wk, ku, rt, nt), HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-        EVEN_K=S % (wk * ku) == 0, WK=wk, KU=ku, RT=rt, NT=nt, PF=bool(pf), num_warps=wk,
+        M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0), iters,
+        L=mmsp_layout(wk, rt, nt), HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
+        EVEN_K=SS % wk == 0, WK=wk, RT=rt, NT=nt, PF=pf, num_warps=wk,
     )
     return y

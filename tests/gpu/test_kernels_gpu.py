@@ -90,6 +90,7 @@ def test_triton_kernels_vs_dense(shape, dtype, kind):
 
 
 GL_SHAPES = [(48, 160), (264, 544), (37, 96)] + BIG  # K = 160/544/96: partial chunks; N = 37: partial row blocks
+SP_SHAPES = [(48, 128), (264, 384), (37, 640)] + BIG  # mmsp needs K % 128 == 0; 3 and 5 super-steps: partial iterations
 
 
 def _check_configs(kernel, configs_for, ms, shape, dtype):
@@ -271,7 +272,7 @@ def test_compiled_sparse_layers_match_eager(dtype):
 
 
 @pytest.mark.parametrize("dtype", DT)
-@pytest.mark.parametrize("shape", GL_SHAPES)
+@pytest.mark.parametrize("shape", SP_SHAPES)
 def test_gluon_mmsp_vs_dense(shape, dtype):
     """The experimental mma.sp kernel (not a default dispatcher path until this passes on hardware):
     every configuration against dense-with-zeros F.linear, NaN-poisoned outputs, odd M, partial K
@@ -283,3 +284,21 @@ def test_gluon_mmsp_vs_dense(shape, dtype):
         pytest.skip("this Triton has no Gluon linear layouts")
     w, v, m, bias = _check_configs(g.sp24_mmsp_gl, g.mmsp_configs_for, (1, 3, 8, 9, 16, 17, 40, 64), shape, dtype)
     _check_strided(Choice("mmsp", g.MMSP_CONFIGS[8][0]), w, v, m, bias, dtype, rows=5)
+
+
+@pytest.mark.parametrize("dtype", DT)
+def test_mmsp_refuses_k_not_multiple_of_128_and_dispatch_falls_back(dtype):
+    from llmsparse.kernels import gluon_mmsp as g
+    from llmsparse.kernels.dispatch import Choice, candidates, run_choice
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    n, k = 64, 160
+    w = random_24(n, k, dtype, "cuda")
+    v, m = pack_nm(w, 2, 4)
+    x = torch.randn(4, k, device="cuda", dtype=dtype)
+    with pytest.raises(ValueError):
+        g.sp24_mmsp_gl(x, v, m, None, n)
+    assert not [c for c in candidates(4, paths=("mmsp",), in_features=k) if c.path == "mmsp"]
+    y = run_choice(Choice("mmsp", g.MMSP_CONFIGS[8][0]), x, values=v, meta=m, out_features=n)
+    assert rel(y, F.linear(x, w)) < TOL[dtype]

@@ -1,6 +1,8 @@
 """The Gluon decode kernel compiled for sm_90 on the CPU (Triton's bundled ptxas/nvdisasm): it must
 compile for both dtypes, and its main loop must stay free of barriers, shared-memory round trips
 and register spills -- the property that made it faster than the Triton kernel (docs/kernels.md)."""
+import re
+
 import pytest
 
 triton = pytest.importorskip("triton")
@@ -37,12 +39,13 @@ def test_gluon_mm_fragments_are_built_in_registers(dtype, cfg, even_k):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("cfg,even_k", [((8, 2, 1, 1, 0), True), ((8, 2, 1, 1, 1), True), ((4, 2, 2, 2, 0), False),
-                                         ((8, 2, 1, 2, 1), False)])
-def test_gluon_mmsp_feeds_the_sparse_tensor_cores_from_plain_loads(dtype, cfg, even_k):
-    """The experimental mma.sp kernel: one HMMA.SP per 16 rows x 32 inputs x 8 tokens of a warp, each
-    operand a plain global load (no shared memory, barrier or spill in the loop), and at most 4
-    instructions per kept weight a thread handles (gemvg: about 8)."""
+@pytest.mark.parametrize("cfg,even_k", [((4, 1, 1, 1), True), ((4, 1, 1, 0), True), ((4, 2, 2, 1), False),
+                                         ((8, 1, 2, 2), False)])
+def test_gluon_mmsp_feeds_the_sparse_tensor_cores_from_wide_loads(dtype, cfg, even_k):
+    """The experimental mma.sp kernel: four HMMA.SP per 16 rows x 128 inputs x 8 tokens of a warp; the
+    weights read with one 16-byte load per (row, group half) of a 16-row tile and the metadata with one
+    8-byte load per row (the point of the K permutation; the first version made 32- and 16-bit loads), no
+    shared memory, barrier or spill in the loop."""
     from llmsparse.kernels import gluon_mmsp
 
     if not gluon_mmsp.MMSP_AVAILABLE:
@@ -51,8 +54,8 @@ def test_gluon_mmsp_feeds_the_sparse_tensor_cores_from_plain_loads(dtype, cfg, e
     lines = s.pop("lines")
     assert s["stack"] == 0, s
     assert s["loop_barriers"] == 0 and s["loop_shared"] == 0, s
-    wk, ku, rt, nt = cfg[:4]
-    assert sum("HMMA.SP.16832.F32" in x for x in lines) == ku * rt * nt, s
-    # kept weights per thread in the loop body (ptxas may unroll it): 8 per MMA of distinct weights
-    kept = s["loop_mma"] // nt * 8
-    assert s["loop"] / kept < (4 if even_k else 6), s
+    wk, rt, nt, pf = cfg
+    assert sum("HMMA.SP.16832.F32" in x for x in lines) == 4 * rt * nt, s
+    assert sum("LDG.E.128" in x for x in lines) == 4 * rt, s  # rows g, g+8 x group halves, per row tile
+    assert sum("LDG.E.64" in x for x in lines) == 2 * rt, s  # metadata of rows g and g+8
+    assert sum(bool(re.search(r"LDG\.E(\.U16)? ", x)) for x in lines) == 16 * nt, s  # x: 32-bit loads

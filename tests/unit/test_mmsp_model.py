@@ -5,7 +5,10 @@ the PTX fragment layouts. If both are right the product equals x @ W^T; the GPU 
 (``tests/gpu``) is what checks the hardware agrees."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 import torch
 
 from llmsparse.formats.nm import pack_nm
@@ -37,34 +40,69 @@ def _mma_sp_model(a_regs, b_regs, c_regs, e_regs):
     return out
 
 
-def test_mmsp_register_assignment_computes_x_wt():
-    N, K, M = 16, 64, 8
+def _nib4(w: int, s: int) -> int:
+    """The kernel's ``_nib4`` in Python integers (w: the 64-bit word of 16 nibbles)."""
+    wa, wb = w & 0xFFFFFFFF, (w >> 32) & 0xFFFFFFFF
+    u = (wa >> (4 * s)) & 0x000F000F
+    v = (wb >> (4 * s)) & 0x000F000F
+    c = u | (v << 8)
+    return (c | (c >> 12)) & 0xFFFF
+
+
+def test_nib4_picks_every_fourth_nibble():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        nibs = rng.integers(0, 16, size=16)
+        w = sum(int(v) << (4 * p) for p, v in enumerate(nibs))
+        for s in range(4):
+            assert _nib4(w, s) == sum(int(nibs[s + 4 * c]) << (4 * c) for c in range(4))
+
+
+@pytest.mark.parametrize("K", [128, 256])
+def test_mmsp_register_assignment_computes_x_wt(K):
+    """Super-steps of 128 inputs; MMA s of a super-step takes physical group 4 q + s as its group q."""
+    N, M = 16, 8
     w = random_24(N, K, torch.float32, "cpu", generator=torch.Generator().manual_seed(0))
     vals, meta = pack_nm(w, 2, 4)  # values [N, K/2], meta [N, K/8] uint8
     x = torch.randn(M, K, generator=torch.Generator().manual_seed(1))
     vpair = vals.view(N, K // 4, 2).numpy()  # int32 word (row, group) = the group's kept pair
-    m16 = meta.numpy().view(np.uint16)  # int16 word (row, h) = nibbles of groups 4h..4h+3 (little endian)
+    m64 = meta.numpy().view(np.uint64)  # int64 word (row, h) = nibbles of groups 16h..16h+15 (little endian)
     xpair = x.view(M, K // 2, 2).numpy()
-    acc = np.zeros((32, 4))
-    for s in range(K // 32):  # the kernel's formulas, WK = KU = RT = NT = 1, pid 0
-        a = [[None] * 4 for _ in range(32)]
-        b = [[None] * 4 for _ in range(32)]
-        e = np.zeros(32, dtype=np.uint32)
-        for lane in range(32):
-            g, t = lane // 4, lane % 4
-            for j in range(4):
-                row_a = g + 8 * (j & 1)
-                a[lane][j] = vpair[row_a, s * 8 + t + 4 * (j >> 1)]
-                tok = g
-                b[lane][j] = xpair[tok, s * 16 + t + 4 * j]
-            lo = int(m16[g, s * 2 + t % 2])
-            hi = int(m16[g + 8, s * 2 + t % 2])
-            e[lane] = (lo & 0xFFFF) | (hi << 16)
-        acc = _mma_sp_model(a, b, acc, e)
+    acc = [np.zeros((32, 4)) for _ in range(4)]  # one accumulator per MMA s, as in the kernel
+    for ss in range(K // 128):  # the kernel's formulas, WK = RT = NT = 1, pid 0
+        for s in range(4):
+            a = [[None] * 4 for _ in range(32)]
+            b = [[None] * 4 for _ in range(32)]
+            e = np.zeros(32, dtype=np.uint32)
+            for lane in range(32):
+                g, t = lane // 4, lane % 4
+                for j in range(4):
+                    a[lane][j] = vpair[g + 8 * (j & 1), ss * 32 + 16 * (j >> 1) + 4 * t + s]
+                    b[lane][j] = xpair[g, ss * 64 + 16 * j + 8 * (t // 2) + 2 * s + t % 2]
+                lo = _nib4(int(m64[g, ss * 2 + t % 2]), s)
+                hi = _nib4(int(m64[g + 8, ss * 2 + t % 2]), s)
+                e[lane] = lo | (hi << 16)
+            acc[s] = _mma_sp_model(a, b, acc[s], e)
+    total = sum(acc)
     y = np.zeros((M, N))
     for lane in range(32):
         for j in range(4):
             row = lane // 4 + 8 * (j >> 1)
             tok = 2 * (lane % 4) + (j & 1)
-            y[tok, row] = acc[lane][j]
+            y[tok, row] = total[lane][j]
     np.testing.assert_allclose(y, (x.double() @ w.double().t()).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_mma4_asm_names_each_mma_its_own_registers():
+    """The 16-register pack: element s + 4 j is register j of MMA s, for D, A, B and C; E is element s."""
+    from llmsparse.kernels.gluon_mmsp import _mma4_asm
+
+    text = _mma4_asm("f16")
+    parts = [p.strip() for p in text.split(";") if p.strip()]
+    assert len(parts) == 4
+    for s, p in enumerate(parts):
+        groups = re.findall(r"\{([^}]*)\}", p)
+        assert len(groups) == 4, p
+        for base, grp in zip((0, 16, 32, 48), groups):
+            assert [int(v.strip(" $")) for v in grp.split(",")] == [base + s + 4 * j for j in range(4)], p
+        assert p.endswith(f"${64 + s}, 0x0"), p
