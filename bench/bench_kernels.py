@@ -37,6 +37,7 @@ def main() -> int:
     ap.add_argument("--dtype", default="fp16,bf16")
     ap.add_argument("--no-stock", action="store_true")
     ap.add_argument("--min-speedup", type=float, default=1.0)
+    ap.add_argument("--paths", default="", help="kernel families the dispatcher measures (default: dispatch.DEFAULT_PATHS)")
     ap.add_argument("--out", default="out/kernels")
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -49,7 +50,8 @@ def main() -> int:
     t0 = time.time()
     rows = B.gemm_bench(B.parse_shapes(a.shapes), [int(v) for v in a.m.split(",")],
                         [B.DTYPES[d] for d in a.dtype.split(",")], stock=not a.no_stock,
-                        min_speedup=a.min_speedup, log=lambda s: print(s, flush=True))
+                        min_speedup=a.min_speedup, log=lambda s: print(s, flush=True),
+                        paths=dispatch.check_paths(a.paths.split(",")) if a.paths else None)
     res = {"env": B.env_info(), "command": "python " + " ".join(sys.argv), "seconds": time.time() - t0, "gemm": rows,
            "tuning": [{"key": list(r.key), "M": r.m, "timings": r.timings, "confirmed": r.confirmed,
                        "errors": {k: (v if isinstance(v, str) else float(v)) for k, v in r.errors.items()}}

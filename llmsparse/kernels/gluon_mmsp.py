@@ -137,8 +137,21 @@ if MMSP_AVAILABLE:
         return c | (c >> 12)
 
     @gluon.jit
-    def _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16: gl.constexpr):
+    def _x_fragments(xb, L: gl.constexpr, WK: gl.constexpr, NT: gl.constexpr):
+        """From x loaded 16 bytes per lane (lane 4g + t', register s' holds word 16 j + 4 t' + s') to the B
+        fragments (lane 4g + t, register s holds word 16 j + 8 (t // 2) + 2 s + t % 2): bits t'0 = s1,
+        s'0 = t0, s'1 = s0 -- a permutation of index bits, one lane bit exchanged with a register bit,
+        which the compiler does with warp shuffles."""
+        x9 = gl.reshape(xb, [WK, 1, NT, 8, 2, 2, 2, 2, 4])  # [.., g, t'1, t'0, s'1, s'0, j]
+        b9 = gl.permute(x9, [0, 1, 2, 3, 4, 7, 5, 6, 8])  # [.., g, t1 = t'1, t0 = s'0, s1 = t'0, s0 = s'1, j]
+        return gl.convert_layout(gl.reshape(b9, [WK, 1, NT, 32, 4, 4]), L)
+
+    @gluon.jit
+    def _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16: gl.constexpr, XS: gl.constexpr, L: gl.constexpr,
+                  WK: gl.constexpr, NT: gl.constexpr):
         meta = (_nib4(wl, s4) & 0xFFFF) | (_nib4(wh, s4) << 16)
+        if XS:
+            xb = _x_fragments(xb, L, WK, NT)
         if IS_BF16:
             acc = gl.inline_asm_elementwise(_ASM_BF16, _CONSTRAINTS, [va, xb, acc, meta], dtype=gl.float32,
                                             is_pure=True, pack=16)
@@ -152,7 +165,7 @@ if MMSP_AVAILABLE:
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
         M, N, SS, KG, KM, stride_xw, stride_ym, ITERS,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr,
-        WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr,
+        WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
     ):
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
@@ -179,19 +192,22 @@ if MMSP_AVAILABLE:
         # B: [WK, 1, NT, 32, 4, 4]; tokens past M read token M-1. Inputs 2t + 8j (+1) of MMA s are the
         # inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j + t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2.
         tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
-        b_off = tok * stride_xw + kw * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
+        if XS:  # 16-byte loads, permuted into the fragments in registers (_x_fragments)
+            b_off = tok * stride_xw + kw * 64 + 16 * j + 4 * t + s
+        else:
+            b_off = tok * stride_xw + kw * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
         s4 = s * 4
         acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
         if PF == 0:
             for it in range(0, ITERS):
                 va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, it * WK, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
             va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
             for it in range(0, ITERS):
                 s_nx = gl.minimum(it + 1, ITERS - 1) * WK  # past the end: re-read the last iteration
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
         else:  # two iterations ahead
             va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
@@ -200,7 +216,7 @@ if MMSP_AVAILABLE:
             for it in range(0, ITERS):
                 s_nx = gl.minimum(it + 2, ITERS - 1) * WK
                 va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
                 va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
         out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
@@ -217,23 +233,24 @@ if MMSP_AVAILABLE:
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 
 
-# (WK, RT, NT, PF): warps splitting the super-steps, 16-row tiles per warp, 8-token tiles, register
-# prefetch depth (0-2). Rows per program = 16 * RT; tokens per program = 8 * NT.
+# (WK, RT, NT, PF[, XS]): warps splitting the super-steps, 16-row tiles per warp, 8-token tiles, register
+# prefetch depth (0-2), x read with 16-byte loads and permuted by warp shuffles (XS = 1) or with 32-bit
+# loads straight into the fragments. Rows per program = 16 * RT; tokens per program = 8 * NT.
+# Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 MMSP_CONFIGS = {
-    8: [(4, 1, 1, 1), (4, 2, 1, 1), (8, 1, 1, 1), (8, 2, 1, 1), (2, 1, 1, 1), (4, 1, 1, 2), (8, 1, 1, 2),
-        (4, 1, 1, 0), (16, 1, 1, 1), (2, 2, 1, 1)],
-    16: [(4, 1, 2, 1), (8, 1, 2, 1), (4, 1, 2, 2), (2, 1, 2, 1), (4, 2, 2, 1), (8, 2, 2, 1), (4, 1, 2, 0)],
-    32: [(4, 1, 4, 0), (4, 1, 4, 1), (8, 1, 4, 1), (8, 1, 4, 0), (4, 1, 2, 1), (8, 1, 2, 1)],
-    64: [(4, 1, 8, 0), (4, 1, 4, 0), (4, 1, 4, 1), (8, 1, 4, 1), (4, 1, 2, 1)],
+    8: [(4, 1, 1, 1), (4, 1, 1, 0), (4, 1, 1, 2), (8, 1, 1, 1), (8, 1, 1, 2), (4, 2, 1, 1), (8, 2, 1, 1),
+        (2, 2, 1, 1), (4, 1, 1, 1, 1), (4, 1, 1, 0, 1), (4, 2, 1, 1, 1), (8, 2, 1, 1, 1), (4, 4, 1, 0, 0),
+        (4, 4, 1, 0, 1), (4, 2, 1, 2, 1)],
+    16: [(4, 2, 2, 1), (8, 2, 2, 1), (2, 2, 2, 1), (2, 1, 2, 1), (4, 1, 2, 1), (4, 2, 2, 1, 1), (8, 2, 2, 1, 1),
+         (2, 2, 2, 1, 1), (4, 2, 2, 0, 1), (4, 1, 2, 1, 1), (8, 1, 2, 1, 1)],
 }
-# Registers (sm_90, offline, bf16, uneven K): 76-170 for NT = 1, 126-246 for NT = 2, 160-255 for NT = 4
-# and (4, 1, 8, 0), no spills; other NT = 8 and the RT = 2, NT = 4 configurations spill (left out).
-MMSP_MAX_M = 64
+# Registers (sm_90, offline): 76-253, no spills (the NT = 8 and RT = 2 x NT = 4 configurations spilled).
+MMSP_MAX_M = 16
 MMSP_K = 128  # in_features must be a multiple (one super-step)
 
 
 def mmsp_configs_for(m: int) -> list[tuple]:
-    return list(MMSP_CONFIGS[8 if m <= 8 else 16 if m <= 16 else 32 if m <= 32 else 64])
+    return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
 
 
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
@@ -250,7 +267,8 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
                          f"in_features % {MMSP_K} == 0, 8-byte aligned rows and 16-byte aligned values")
     M, K = x.shape
     N = out_features
-    wk, rt, nt, pf = cfg
+    wk, rt, nt, pf = cfg[:4]
+    xs = cfg[4] if len(cfg) > 4 else 0
     SS = K // MMSP_K
     iters = triton.cdiv(SS, wk)
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
@@ -260,6 +278,6 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         bias if bias is not None else y,
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0), iters,
         L=mmsp_layout(wk, rt, nt), HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-        EVEN_K=SS % wk == 0, WK=wk, RT=rt, NT=nt, PF=pf, num_warps=wk,
+        EVEN_K=SS % wk == 0, WK=wk, RT=rt, NT=nt, PF=pf, XS=bool(xs), num_warps=wk,
     )
     return y

@@ -123,12 +123,13 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
     """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size."""
     from . import gluon_mmsp as g
 
-    wk, rt, nt, pf = cfg
+    wk, rt, nt, pf = cfg[:4]
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
     sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i64", y_ptr=ty, b_ptr=ty, M="i32", N="i32", SS="i32", KG="i32",
                KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32")
     consts = {"L": g.mmsp_layout(wk, rt, nt), "HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16",
-              "EVEN_K": even_k, "WK": wk, "RT": rt, "NT": nt, "PF": pf}
+              "EVEN_K": even_k, "WK": wk, "RT": rt, "NT": nt, "PF": pf,
+              "XS": bool(cfg[4]) if len(cfg) > 4 else False}
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "stride_xw", "stride_ym"]
     st = _gluon_loop_stats(g._sp24_mmsp_gl, sig, consts, div16, wk, arch)
     lines = st.pop("lines")

@@ -40,7 +40,7 @@ def test_gluon_mm_fragments_are_built_in_registers(dtype, cfg, even_k):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("cfg,even_k", [((4, 1, 1, 1), True), ((4, 1, 1, 0), True), ((4, 2, 2, 1), False),
-                                         ((8, 1, 2, 2), False)])
+                                         ((8, 1, 2, 2), False), ((4, 2, 2, 1, 1), True), ((4, 1, 1, 0, 1), False)])
 def test_gluon_mmsp_feeds_the_sparse_tensor_cores_from_wide_loads(dtype, cfg, even_k):
     """The experimental mma.sp kernel: four HMMA.SP per 16 rows x 128 inputs x 8 tokens of a warp; the
     weights read with one 16-byte load per (row, group half) of a 16-row tile and the metadata with one
@@ -54,8 +54,12 @@ def test_gluon_mmsp_feeds_the_sparse_tensor_cores_from_wide_loads(dtype, cfg, ev
     lines = s.pop("lines")
     assert s["stack"] == 0, s
     assert s["loop_barriers"] == 0 and s["loop_shared"] == 0, s
-    wk, rt, nt, pf = cfg
+    wk, rt, nt, pf = cfg[:4]
+    xs = len(cfg) > 4 and cfg[4]
     assert sum("HMMA.SP.16832.F32" in x for x in lines) == 4 * rt * nt, s
-    assert sum("LDG.E.128" in x for x in lines) == 4 * rt, s  # rows g, g+8 x group halves, per row tile
+    # weights: rows g, g+8 x group halves per row tile; with XS also x: 4 registers j per token tile
+    assert sum("LDG.E.128" in x for x in lines) == 4 * rt + (4 * nt if xs else 0), s
     assert sum("LDG.E.64" in x for x in lines) == 2 * rt, s  # metadata of rows g and g+8
-    assert sum(bool(re.search(r"LDG\.E(\.U16)? ", x)) for x in lines) == 16 * nt, s  # x: 32-bit loads
+    # x without XS: one 32-bit load per fragment register; with XS: none, and the permutation by shuffles
+    assert sum(bool(re.search(r"LDG\.E(\.U16)? ", x)) for x in lines) == (0 if xs else 16 * nt), s
+    assert sum("SHFL" in x for x in lines) == (8 * nt if xs else 0), s

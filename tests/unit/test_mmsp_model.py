@@ -106,3 +106,20 @@ def test_mma4_asm_names_each_mma_its_own_registers():
         for base, grp in zip((0, 16, 32, 48), groups):
             assert [int(v.strip(" $")) for v in grp.split(",")] == [base + s + 4 * j for j in range(4)], p
         assert p.endswith(f"${64 + s}, 0x0"), p
+
+
+def test_x_shuffle_permutation_gives_the_fragment_words():
+    """``_x_fragments``: x loaded as X'(lane 4g + t', register s') = word 16 j + 4 t' + s', reshaped to
+    bits [g, t'1, t'0, s'1, s'0], permuted by [g, t'1, s'0, t'0, s'1] and reshaped back, is the fragment
+    word 16 j + 8 (t // 2) + 2 s + t % 2 of lane 4g + t, register s (numpy's reshape/transpose have the
+    same row-major semantics as Gluon's)."""
+    j = 0
+    xp = np.zeros((32, 4), dtype=np.int64)
+    for lane in range(32):
+        for s in range(4):
+            xp[lane, s] = 1000 * (lane // 4) + 16 * j + 4 * (lane % 4) + s
+    b = xp.reshape(8, 2, 2, 2, 2).transpose(0, 1, 4, 2, 3).reshape(32, 4)
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        for s in range(4):
+            assert b[lane, s] == 1000 * g + 16 * j + 8 * (t // 2) + 2 * s + t % 2
