@@ -6,7 +6,7 @@ cannot skip a faulting configuration in-process. This script finds them on a GPU
     python bench/diag_kernels.py --out out/diag
     export LLMSPARSE_KERNEL_EXCLUDE="$(cat out/diag/exclude.txt)"
 
-Every kernel family is covered, the experimental ``mmsp`` included (``dispatch.ALL_PATHS``).
+Every kernel family is covered (``dispatch.ALL_PATHS``).
 Each configuration runs on two Llama-2-7B shapes (4096x4096 and 4096x11008, so both the
 EVEN_K and the masked-K code), fp16 and bf16, against dense-with-zeros F.linear on fresh inputs
 into a NaN-poisoned output.

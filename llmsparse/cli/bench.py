@@ -60,8 +60,7 @@ def bench(
     stock: bool = typer.Option(True, "--stock/--no-stock", help="Also time PyTorch's stock 2:4 path."),
     min_speedup: float = typer.Option(1.0, "--min-speedup", help="A sparse path must beat dense by this factor."),
     paths: Optional[str] = typer.Option(None, "--paths", help="Kernel families the dispatcher measures, comma-separated "
-                                        "(default gemvg,gemv,mmg,mm,mmb,cslt; add mmsp for the experimental "
-                                        "sparse-tensor-core kernel)."),
+                                        "(default: all, gemvg,mmsp,gemv,mmg,mm,mmb,cslt)."),
     json_path: str = typer.Option("bench-results.json", "--json", help="Where to write all numbers (JSON)."),
     plot: Optional[str] = typer.Option("bench-speedup.png", "--plot", help="PNG of speedup vs M ('' for none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--plot files."),

@@ -9,8 +9,8 @@ For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers
   per program; :mod:`.gluon_sp24`),
 * ``mmg``:   Gluon, dense W fragments rebuilt in registers for mma.sync tensor-core steps, split-K
   (9 <= M <= 16: the only bucket where it was measured to beat dense, docs/kernels.md),
-* ``mmsp``:  Gluon on the sparse tensor cores (``mma.sp``; :mod:`.gluon_mmsp`), experimental: measured
-  only when asked for (:data:`ALL_PATHS`),
+* ``mmsp``:  Gluon on the sparse tensor cores (``mma.sp`` on the packed weights as they are;
+  :mod:`.gluon_mmsp`), M <= 16, K % 128 == 0,
 * ``mm``/``mmb``: the Triton kernels that rebuild dense tiles in registers for ``tl.dot`` (M <= 256),
 * ``cslt``:  cuSPARSELt on the sparse tensor cores, over a few algorithm ids (M >= 16),
 
@@ -262,10 +262,8 @@ def choice_name(c: Choice) -> str:
     return f"{c.path}:" + ",".join(map(str, c.cfg))
 
 
-DEFAULT_PATHS = ("gemvg", "gemv", "mmg", "mm", "mmb", "cslt")
-# "mmsp" (gluon_mmsp: the sparse tensor cores through mma.sp) is measured only when asked for
-# (tune(paths=...), the probe script): it has been compiled and inspected offline, not yet run on a GPU
-ALL_PATHS = DEFAULT_PATHS + ("mmsp",)
+DEFAULT_PATHS = ("gemvg", "mmsp", "gemv", "mmg", "mm", "mmb", "cslt")
+ALL_PATHS = DEFAULT_PATHS  # every kernel family (the names --paths accepts)
 
 
 def check_paths(paths) -> tuple:

@@ -1,8 +1,8 @@
 """``mmsp``: a 2:4 kernel on the *sparse* tensor cores (``mma.sp`` m16n8k32), for decode sizes.
 
-EXPERIMENTAL: an opt-in dispatcher path (``dispatch.ALL_PATHS``), not a default candidate: the first
-version (one 32-bit load per operand register) was correct on an H200 but 0.2-1.07x of dense cuBLAS
-(docs/kernels.md); this version is the wide-load redesign below.
+A dispatcher candidate for M <= 16 (``dispatch.DEFAULT_PATHS``). The first version (one 32-bit load per
+operand register) was correct on an H200 but 0.2-1.07x of dense cuBLAS; this wide-load version is
+1.2-1.7x at M = 2-8 and 1.0-1.43x at M = 16 there (docs/kernels.md).
 
 Why: the decode kernels ``gemvg``/``mmg`` spend 6-8 instructions per kept weight selecting inputs or
 rebuilding dense MMA fragments. ``mma.sp`` takes the compressed 2:4 operand and its 2-bit indices.

@@ -133,8 +133,16 @@ def test_candidates_cover_sizes():
     pytest.importorskip("triton")
     from llmsparse.kernels import gluon_sp24
 
+    from llmsparse.kernels import gluon_mmsp
+
     c1 = {c.path for c in dispatch.candidates(1)}
-    assert c1 == ({"gemvg"} if gluon_sp24.AVAILABLE else set()) | {"gemv", "mm", "mmb"}
+    assert c1 == (({"gemvg"} if gluon_sp24.AVAILABLE else set()) | ({"mmsp"} if gluon_mmsp.MMSP_AVAILABLE else set())
+                  | {"gemv", "mm", "mmb"})
+    # mmsp reads 128-input super-steps: only offered when in_features % 128 == 0, and up to M = 16
+    if gluon_mmsp.MMSP_AVAILABLE:
+        assert {c.path for c in dispatch.candidates(16, in_features=4096)} >= {"mmsp"}
+        assert "mmsp" not in {c.path for c in dispatch.candidates(1, in_features=4160)}
+        assert "mmsp" not in {c.path for c in dispatch.candidates(17)}
     # the Gluon kernel reads meta as int32 words: only offered when in_features % 32 == 0
     assert "gemvg" not in {c.path for c in dispatch.candidates(1, in_features=4104)}
     assert not any(c.path == "gemvg" for c in dispatch.candidates(16))
