@@ -82,6 +82,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=12)
     ap.add_argument("--only", default="", help="space-separated name prefixes to test (default: all)")
     ap.add_argument("--dtypes", default="float16,bfloat16")
+    ap.add_argument("--extra", default="", help="space-separated configuration names to run besides the "
+                    "dispatcher's candidates (e.g. 'mmsp:4,4,2,0,1,1')")
     a = ap.parse_args()
     if a.one:
         return one(a.one, a.dtype)
@@ -93,6 +95,7 @@ def main() -> int:
     names = sorted(names) + ["cslt_search"]
     if a.only:
         names = [n for n in names if any(n.startswith(p) for p in a.only.split())]
+    names += [n for n in a.extra.split() if n not in names]
     jobs = [(nm, d) for d in a.dtypes.split(",") for nm in names]
     os.makedirs(a.out, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))

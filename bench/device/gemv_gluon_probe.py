@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--shapes", default="")
     ap.add_argument("--old", default="all", help="all | none | N (first N Triton gemv configs)")
     ap.add_argument("--paths", default="gemv,gemvg", help="kernel families to time (gemv, gemvg, mmg, mmsp, mm, mmb)")
+    ap.add_argument("--mmsp-cfgs", default="", help="extra mmsp configurations to time, e.g. "
+                    "'4,2,2,1,1,1;4,4,2,0,1,1' (WK,RT,NT,PF,XS,CH; untested ones: run diag_kernels.py --one first)")
     a = ap.parse_args()
     ms = [int(v) for v in a.m.split(",")]
     dts = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]
@@ -46,6 +48,8 @@ def main():
             for m in ms:
                 paths = tuple(a.paths.split(","))
                 cands = [c for c in candidates(m, paths=paths, dtype=dtype, in_features=k) if c.path != "gemv"]
+                if a.mmsp_cfgs and k % 128 == 0 and m <= 16:
+                    cands += [Choice("mmsp", tuple(int(v) for v in c.split(","))) for c in a.mmsp_cfgs.split(";")]
                 if "gemv" in paths and m <= 8:
                     cands = [Choice("gemv", c) for c in old] + cands
                 dense = [time_call(*sb.args(m, Choice("dense")))]

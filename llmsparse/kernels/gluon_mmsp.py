@@ -66,21 +66,33 @@ def mmsp_layout(wk: int, rt: int, nt: int):
     return _LAYOUTS[key]
 
 
-def _mma4_asm(ab: str) -> str:
-    """Four m16n8k32 sparse MMAs over one 16-register pack (element ``s + 4 j``: MMA s, register j)."""
+def _mma4_asm(ab: str, chain: bool = False) -> str:
+    """Four m16n8k32 sparse MMAs over one 16-register pack (element ``s + 4 j``: MMA s, register j).
+    ``chain``: the four accumulate into one accumulator, the elements of s = 0 (C of MMA 0 in, D of MMA
+    3 out); the other 12 outputs are left unwritten."""
     def regs(base, s):
         return "{" + ",".join(f"${base + s + 4 * j}" for j in range(4)) + "}"
 
+    if chain:
+        return " ".join(f"mma.sp.sync.aligned.m16n8k32.row.col.f32.{ab}.{ab}.f32 {regs(0, 0)}, {regs(16, s)}, "
+                        f"{regs(32, s)}, {regs(48 if s == 0 else 0, 0)}, ${64 + s}, 0x0;" for s in range(4))
     return " ".join(f"mma.sp.sync.aligned.m16n8k32.row.col.f32.{ab}.{ab}.f32 {regs(0, s)}, {regs(16, s)}, "
                     f"{regs(32, s)}, {regs(48, s)}, ${64 + s}, 0x0;" for s in range(4))
 
 
 _CONSTRAINTS_STR = ",".join(["=f"] * 16 + ["r"] * 32 + ["f"] * 16 + ["r"] * 16)
+# chained: the accumulator outputs are written before the last inputs are read, so they must not share
+# a register with any input (early clobber)
+_CONSTRAINTS_CHAIN_STR = ",".join(["=&f" if e % 4 == 0 else "=f" for e in range(16)] + ["r"] * 32 + ["f"] * 16
+                                  + ["r"] * 16)
 
 if MMSP_AVAILABLE:
     _ASM_F16 = gl.constexpr(_mma4_asm("f16"))
     _ASM_BF16 = gl.constexpr(_mma4_asm("bf16"))
     _CONSTRAINTS = gl.constexpr(_CONSTRAINTS_STR)
+    _ASM_F16_CH = gl.constexpr(_mma4_asm("f16", chain=True))
+    _ASM_BF16_CH = gl.constexpr(_mma4_asm("bf16", chain=True))
+    _CONSTRAINTS_CH = gl.constexpr(_CONSTRAINTS_CHAIN_STR)
 
     @gluon.jit
     def _ar(n: gl.constexpr, dim: gl.constexpr, L: gl.constexpr):
@@ -148,11 +160,19 @@ if MMSP_AVAILABLE:
 
     @gluon.jit
     def _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16: gl.constexpr, XS: gl.constexpr, L: gl.constexpr,
-                  WK: gl.constexpr, NT: gl.constexpr):
+                  WK: gl.constexpr, NT: gl.constexpr, CH: gl.constexpr):
         meta = (_nib4(wl, s4) & 0xFFFF) | (_nib4(wh, s4) << 16)
         if XS:
             xb = _x_fragments(xb, L, WK, NT)
-        if IS_BF16:
+        if CH:  # one accumulator per tile pair (the s = 0 elements; the others are constant zeros)
+            if IS_BF16:
+                acc = gl.inline_asm_elementwise(_ASM_BF16_CH, _CONSTRAINTS_CH, [va, xb, acc, meta],
+                                                dtype=gl.float32, is_pure=True, pack=16)
+            else:
+                acc = gl.inline_asm_elementwise(_ASM_F16_CH, _CONSTRAINTS_CH, [va, xb, acc, meta],
+                                                dtype=gl.float32, is_pure=True, pack=16)
+            acc = gl.where(s4 == 0, acc, 0.0)
+        elif IS_BF16:
             acc = gl.inline_asm_elementwise(_ASM_BF16, _CONSTRAINTS, [va, xb, acc, meta], dtype=gl.float32,
                                             is_pure=True, pack=16)
         else:
@@ -166,6 +186,7 @@ if MMSP_AVAILABLE:
         M, N, SS, KG, KM, stride_xw, stride_ym, ITERS,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
+        CH: gl.constexpr,
     ):
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
@@ -201,13 +222,13 @@ if MMSP_AVAILABLE:
         if PF == 0:
             for it in range(0, ITERS):
                 va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, it * WK, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT, CH)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
             va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
             for it in range(0, ITERS):
                 s_nx = gl.minimum(it + 1, ITERS - 1) * WK  # past the end: re-read the last iteration
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT, CH)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
         else:  # two iterations ahead
             va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
@@ -216,7 +237,7 @@ if MMSP_AVAILABLE:
             for it in range(0, ITERS):
                 s_nx = gl.minimum(it + 2, ITERS - 1) * WK
                 va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT, CH)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
                 va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
         out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
@@ -269,6 +290,7 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     N = out_features
     wk, rt, nt, pf = cfg[:4]
     xs = cfg[4] if len(cfg) > 4 else 0
+    ch = cfg[5] if len(cfg) > 5 else 0
     SS = K // MMSP_K
     iters = triton.cdiv(SS, wk)
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
@@ -278,6 +300,6 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         bias if bias is not None else y,
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0), iters,
         L=mmsp_layout(wk, rt, nt), HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-        EVEN_K=SS % wk == 0, WK=wk, RT=rt, NT=nt, PF=pf, XS=bool(xs), num_warps=wk,
+        EVEN_K=SS % wk == 0, WK=wk, RT=rt, NT=nt, PF=pf, XS=bool(xs), CH=bool(ch), num_warps=wk,
     )
     return y

@@ -129,7 +129,7 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
                KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32")
     consts = {"L": g.mmsp_layout(wk, rt, nt), "HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16",
               "EVEN_K": even_k, "WK": wk, "RT": rt, "NT": nt, "PF": pf,
-              "XS": bool(cfg[4]) if len(cfg) > 4 else False}
+              "XS": bool(cfg[4]) if len(cfg) > 4 else False, "CH": bool(cfg[5]) if len(cfg) > 5 else False}
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "stride_xw", "stride_ym"]
     st = _gluon_loop_stats(g._sp24_mmsp_gl, sig, consts, div16, wk, arch)
     lines = st.pop("lines")

@@ -40,7 +40,8 @@ def test_gluon_mm_fragments_are_built_in_registers(dtype, cfg, even_k):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("cfg,even_k", [((4, 1, 1, 1), True), ((4, 1, 1, 0), True), ((4, 2, 2, 1), False),
-                                         ((8, 1, 2, 2), False), ((4, 2, 2, 1, 1), True), ((4, 1, 1, 0, 1), False)])
+                                         ((8, 1, 2, 2), False), ((4, 2, 2, 1, 1), True), ((4, 1, 1, 0, 1), False),
+                                         ((4, 2, 2, 1, 1, 1), False)])
 def test_gluon_mmsp_feeds_the_sparse_tensor_cores_from_wide_loads(dtype, cfg, even_k):
     """The experimental mma.sp kernel: four HMMA.SP per 16 rows x 128 inputs x 8 tokens of a warp; the
     weights read with one 16-byte load per (row, group half) of a 16-row tile and the metadata with one
@@ -63,3 +64,17 @@ def test_gluon_mmsp_feeds_the_sparse_tensor_cores_from_wide_loads(dtype, cfg, ev
     # x without XS: one 32-bit load per fragment register; with XS: none, and the permutation by shuffles
     assert sum(bool(re.search(r"LDG\.E(\.U16)? ", x)) for x in lines) == (0 if xs else 16 * nt), s
     assert sum("SHFL" in x for x in lines) == (8 * nt if xs else 0), s
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16"])
+def test_gluon_mmsp_chained_accumulator_frees_registers(dtype):
+    """CH = 1 keeps one accumulator per (row tile, token tile) instead of one per MMA of a super-step:
+    12 fewer registers per tile pair, which is what makes 4 row tiles x 2 token tiles fit."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts")
+    sep = offline.gluon_mmsp_stats(dtype, (4, 2, 2, 1, 1, 0), even_k=True)
+    ch = offline.gluon_mmsp_stats(dtype, (4, 2, 2, 1, 1, 1), even_k=True)
+    assert ch["stack"] == 0 and ch["regs"] <= sep["regs"] - 40, (sep["regs"], ch["regs"])
+    assert ch["loop_mma"] == sep["loop_mma"]

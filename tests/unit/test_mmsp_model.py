@@ -123,3 +123,19 @@ def test_x_shuffle_permutation_gives_the_fragment_words():
         g, t = lane // 4, lane % 4
         for s in range(4):
             assert b[lane, s] == 1000 * g + 16 * j + 8 * (t // 2) + 2 * s + t % 2
+
+
+def test_chained_mma4_asm_accumulates_in_place_without_aliasing_inputs():
+    """CH: MMA 0 reads C from the s = 0 accumulator inputs, MMAs 1-3 read and all write the s = 0 output
+    registers; those outputs are early-clobber (written before the later MMAs read their A/B/E)."""
+    from llmsparse.kernels.gluon_mmsp import _CONSTRAINTS_CHAIN_STR, _mma4_asm
+
+    parts = [p.strip() for p in _mma4_asm("bf16", chain=True).split(";") if p.strip()]
+    assert len(parts) == 4
+    for s, p in enumerate(parts):
+        d, a, b, c = ([int(v.strip(" $")) for v in g.split(",")] for g in re.findall(r"\{([^}]*)\}", p))
+        assert d == [0, 4, 8, 12] and a == [16 + s + 4 * j for j in range(4)] and b == [32 + s + 4 * j for j in range(4)]
+        assert c == ([48, 52, 56, 60] if s == 0 else [0, 4, 8, 12])
+        assert p.endswith(f"${64 + s}, 0x0") and ".bf16.bf16." in p
+    cons = _CONSTRAINTS_CHAIN_STR.split(",")
+    assert len(cons) == 80 and [i for i, v in enumerate(cons) if v == "=&f"] == [0, 4, 8, 12]
