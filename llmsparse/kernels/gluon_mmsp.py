@@ -22,7 +22,10 @@ group q (0-7) the physical group ``4q + s``. Then the 4 A registers a lane needs
 (row, q) are 4 consecutive int32 of ``values``: one 16-byte load per (row, group half), 8 rows x 64
 contiguous bytes per warp instruction (the first version: 8 rows x 16 bytes). The metadata of the 4 MMAs
 is rebuilt from one 8-byte load per row (16 nibbles; MMA s takes nibbles s, s+4, s+8, s+12) with a few
-shifts and masks; B is read with 32-bit loads (inputs ``8q + 2s + ...``; x is small and cached).
+shifts and masks. B is read either with one 32-bit load per register (inputs ``8q + 2s + ...``) or,
+with ``XS``, with 16-byte loads whose index bits are then permuted into the fragments by warp shuffles
+(:func:`_x_fragments`). ``CH`` (not yet measured on a GPU, not among :data:`MMSP_CONFIGS`) chains the
+4 MMAs of a super-step into one accumulator to free registers for more row tiles.
 
 All operands live in one register layout ``[WK, RT, NT, 32 lanes, 4 (s), 4 (j)]`` (warps split the
 super-steps; RT 16-row tiles; NT 8-token tiles) whose first four register bits are s and j, so the
