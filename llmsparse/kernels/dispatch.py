@@ -64,7 +64,7 @@ def bucket_of(m: int) -> int:
 class Choice:
     path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mmsp" | "mm" | "mmb" | "cslt"
     cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mmg: (WN, RN, KREP, BM, splits);
-    # mmsp: (WK, RT, NT, PF);
+    # mmsp: (WK, RT, NT, PF[, XS[, CH]]);
     # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M

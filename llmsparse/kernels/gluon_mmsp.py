@@ -89,13 +89,20 @@ _CONSTRAINTS_STR = ",".join(["=f"] * 16 + ["r"] * 32 + ["f"] * 16 + ["r"] * 16)
 _CONSTRAINTS_CHAIN_STR = ",".join(["=&f" if e % 4 == 0 else "=f" for e in range(16)] + ["r"] * 32 + ["f"] * 16
                                   + ["r"] * 16)
 
+
+
+def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
+    """The compile-time arguments of :func:`_sp24_mmsp_gl` for a configuration ``(WK, RT, NT, PF[, XS[,
+    CH]])`` (the launcher and the offline compiler both use it)."""
+    wk, rt, nt, pf = cfg[:4]
+    xs = bool(cfg[4]) if len(cfg) > 4 else False
+    ch = bool(cfg[5]) if len(cfg) > 5 else False
+    return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch,
+            "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch),
+            "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
+
+
 if MMSP_AVAILABLE:
-    _ASM_F16 = gl.constexpr(_mma4_asm("f16"))
-    _ASM_BF16 = gl.constexpr(_mma4_asm("bf16"))
-    _CONSTRAINTS = gl.constexpr(_CONSTRAINTS_STR)
-    _ASM_F16_CH = gl.constexpr(_mma4_asm("f16", chain=True))
-    _ASM_BF16_CH = gl.constexpr(_mma4_asm("bf16", chain=True))
-    _CONSTRAINTS_CH = gl.constexpr(_CONSTRAINTS_CHAIN_STR)
 
     @gluon.jit
     def _ar(n: gl.constexpr, dim: gl.constexpr, L: gl.constexpr):
@@ -162,25 +169,15 @@ if MMSP_AVAILABLE:
         return gl.convert_layout(gl.reshape(b9, [WK, 1, NT, 32, 4, 4]), L)
 
     @gluon.jit
-    def _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16: gl.constexpr, XS: gl.constexpr, L: gl.constexpr,
-                  WK: gl.constexpr, NT: gl.constexpr, CH: gl.constexpr):
+    def _mmsp_mma(va, wl, wh, xb, acc, s4, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, XS: gl.constexpr,
+                  L: gl.constexpr, WK: gl.constexpr, NT: gl.constexpr, CH: gl.constexpr):
         meta = (_nib4(wl, s4) & 0xFFFF) | (_nib4(wh, s4) << 16)
         if XS:
             xb = _x_fragments(xb, L, WK, NT)
+        acc = gl.inline_asm_elementwise(ASM, CONSTRAINTS, [va, xb, acc, meta], dtype=gl.float32, is_pure=True,
+                                        pack=16)
         if CH:  # one accumulator per tile pair (the s = 0 elements; the others are constant zeros)
-            if IS_BF16:
-                acc = gl.inline_asm_elementwise(_ASM_BF16_CH, _CONSTRAINTS_CH, [va, xb, acc, meta],
-                                                dtype=gl.float32, is_pure=True, pack=16)
-            else:
-                acc = gl.inline_asm_elementwise(_ASM_F16_CH, _CONSTRAINTS_CH, [va, xb, acc, meta],
-                                                dtype=gl.float32, is_pure=True, pack=16)
             acc = gl.where(s4 == 0, acc, 0.0)
-        elif IS_BF16:
-            acc = gl.inline_asm_elementwise(_ASM_BF16, _CONSTRAINTS, [va, xb, acc, meta], dtype=gl.float32,
-                                            is_pure=True, pack=16)
-        else:
-            acc = gl.inline_asm_elementwise(_ASM_F16, _CONSTRAINTS, [va, xb, acc, meta], dtype=gl.float32,
-                                            is_pure=True, pack=16)
         return acc
 
     @gluon.jit
@@ -189,7 +186,7 @@ if MMSP_AVAILABLE:
         M, N, SS, KG, KM, stride_xw, stride_ym, ITERS,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
-        CH: gl.constexpr,
+        CH: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr,
     ):
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
@@ -225,13 +222,13 @@ if MMSP_AVAILABLE:
         if PF == 0:
             for it in range(0, ITERS):
                 va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, it * WK, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT, CH)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
             va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
             for it in range(0, ITERS):
                 s_nx = gl.minimum(it + 1, ITERS - 1) * WK  # past the end: re-read the last iteration
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT, CH)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
         else:  # two iterations ahead
             va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
@@ -240,7 +237,7 @@ if MMSP_AVAILABLE:
             for it in range(0, ITERS):
                 s_nx = gl.minimum(it + 2, ITERS - 1) * WK
                 va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, IS_BF16, XS, L, WK, NT, CH)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
                 va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
         out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
@@ -291,9 +288,8 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
                          f"in_features % {MMSP_K} == 0, 8-byte aligned rows and 16-byte aligned values")
     M, K = x.shape
     N = out_features
-    wk, rt, nt, pf = cfg[:4]
-    xs = cfg[4] if len(cfg) > 4 else 0
-    ch = cfg[5] if len(cfg) > 5 else 0
+    kc = kernel_consts(cfg, x.dtype == torch.bfloat16)
+    wk, rt, nt = kc["WK"], kc["RT"], kc["NT"]
     SS = K // MMSP_K
     iters = triton.cdiv(SS, wk)
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
@@ -302,7 +298,6 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), y,
         bias if bias is not None else y,
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0), iters,
-        L=mmsp_layout(wk, rt, nt), HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-        EVEN_K=SS % wk == 0, WK=wk, RT=rt, NT=nt, PF=pf, XS=bool(xs), CH=bool(ch), num_warps=wk,
+        HAS_BIAS=bias is not None, EVEN_K=SS % wk == 0, num_warps=wk, **kc,
     )
     return y

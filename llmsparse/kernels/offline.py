@@ -123,18 +123,15 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
     """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size."""
     from . import gluon_mmsp as g
 
-    wk, rt, nt, pf = cfg[:4]
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
     sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i64", y_ptr=ty, b_ptr=ty, M="i32", N="i32", SS="i32", KG="i32",
                KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32")
-    consts = {"L": g.mmsp_layout(wk, rt, nt), "HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16",
-              "EVEN_K": even_k, "WK": wk, "RT": rt, "NT": nt, "PF": pf,
-              "XS": bool(cfg[4]) if len(cfg) > 4 else False, "CH": bool(cfg[5]) if len(cfg) > 5 else False}
+    consts = dict(g.kernel_consts(cfg, dtype == "bfloat16"), HAS_BIAS=has_bias, EVEN_K=even_k)
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "stride_xw", "stride_ym"]
-    st = _gluon_loop_stats(g._sp24_mmsp_gl, sig, consts, div16, wk, arch)
+    st = _gluon_loop_stats(g._sp24_mmsp_gl, sig, consts, div16, consts["WK"], arch)
     lines = st.pop("lines")
     # kept weights a thread handles per iteration: 4 MMAs x 16 rows x 16 kept per 16-row tile, / 32 lanes
-    out = dict(st, loop_mma=sum("HMMA" in x for x in lines), kept_per_iteration=rt * 4 * 16 * 16 // 32)
+    out = dict(st, loop_mma=sum("HMMA" in x for x in lines), kept_per_iteration=consts["RT"] * 4 * 16 * 16 // 32)
     if keep_lines:
         out["lines"] = lines
     return out
