@@ -40,18 +40,23 @@ def main() -> int:
     ap.add_argument("--paths", default="", help="kernel families the dispatcher measures (default: dispatch.DEFAULT_PATHS)")
     ap.add_argument("--out", default="out/kernels")
     a = ap.parse_args()
+    from llmsparse.kernels import dispatch
+
+    try:
+        paths = dispatch.check_paths(a.paths.split(",")) if a.paths else None
+    except ValueError as e:
+        ap.error(f"--paths: {e}")  # one line, exit 2, before anything is written
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
     from llmsparse.kernels import benchmark as B
-    from llmsparse.kernels import dispatch
 
     os.makedirs(a.out, exist_ok=True)
     t0 = time.time()
     rows = B.gemm_bench(B.parse_shapes(a.shapes), [int(v) for v in a.m.split(",")],
                         [B.DTYPES[d] for d in a.dtype.split(",")], stock=not a.no_stock,
                         min_speedup=a.min_speedup, log=lambda s: print(s, flush=True),
-                        paths=dispatch.check_paths(a.paths.split(",")) if a.paths else None)
+                        paths=paths)
     res = {"env": B.env_info(), "command": "python " + " ".join(sys.argv), "seconds": time.time() - t0, "gemm": rows,
            "tuning": [{"key": list(r.key), "M": r.m, "timings": r.timings, "confirmed": r.confirmed,
                        "errors": {k: (v if isinstance(v, str) else float(v)) for k, v in r.errors.items()}}
