@@ -38,6 +38,9 @@ def main() -> int:
     ap.add_argument("--no-stock", action="store_true")
     ap.add_argument("--min-speedup", type=float, default=1.0)
     ap.add_argument("--paths", default="", help="kernel families the dispatcher measures (default: dispatch.DEFAULT_PATHS)")
+    ap.add_argument("--mmsp-extra", default="", help="mmsp configurations to add to the dispatcher's candidates for "
+                    "this run, e.g. '4,4,2,0,1,1;4,2,1,1,1,1' (WK,RT,NT,PF,XS,CH; NT=1: M<=8 bucket, NT=2: M=9-16); "
+                    "check them with diag_kernels.py first")
     ap.add_argument("--out", default="out/kernels")
     a = ap.parse_args()
     from llmsparse.kernels import dispatch
@@ -46,9 +49,21 @@ def main() -> int:
         paths = dispatch.check_paths(a.paths.split(",")) if a.paths else None
     except ValueError as e:
         ap.error(f"--paths: {e}")  # one line, exit 2, before anything is written
+    try:
+        extra = [tuple(int(v) for v in c.split(",")) for c in a.mmsp_extra.split(";") if c.strip()]
+        if any(len(c) < 4 or len(c) > 6 or c[2] not in (1, 2) for c in extra):
+            raise ValueError
+    except ValueError:
+        ap.error(f"--mmsp-extra: expected 'WK,RT,NT,PF[,XS[,CH]];...' with NT 1 or 2, got {a.mmsp_extra!r}")
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
+    from llmsparse.kernels import gluon_mmsp
+
+    for c in extra:  # NT = 1 covers 8 tokens (the M <= 8 bucket), NT = 2 covers 16
+        bucket = gluon_mmsp.MMSP_CONFIGS[8 if c[2] == 1 else 16]
+        if c not in bucket:
+            bucket.append(c)
     from llmsparse.kernels import benchmark as B
 
     os.makedirs(a.out, exist_ok=True)

@@ -19,7 +19,7 @@ import torch
 
 from llmsparse.kernels.dispatch import Choice, ShapeBench, candidates, choice_name, err_limit
 from llmsparse.kernels.timing import time_call
-from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS
+from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS, excluded
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (8192, 8192), (28672, 8192), (8192, 28672)]
 
@@ -49,7 +49,8 @@ def main():
                 paths = tuple(a.paths.split(","))
                 cands = [c for c in candidates(m, paths=paths, dtype=dtype, in_features=k) if c.path != "gemv"]
                 if a.mmsp_cfgs and k % 128 == 0 and m <= 16:
-                    cands += [Choice("mmsp", tuple(int(v) for v in c.split(","))) for c in a.mmsp_cfgs.split(";")]
+                    cands += [c for c in (Choice("mmsp", tuple(int(v) for v in c.split(",")))
+                                          for c in a.mmsp_cfgs.split(";")) if not excluded(choice_name(c), dtype)]
                 if "gemv" in paths and m <= 8:
                     cands = [Choice("gemv", c) for c in old] + cands
                 dense = [time_call(*sb.args(m, Choice("dense")))]
