@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Seventh-session GPU measurements of the mmsp kernel (docs/kernels.md), run on the device machine from the
+# repository root with OUT set:  bash bench/device/mmsp_session.sh STAGE
+#   ch     chained-accumulator (CH) configurations: faults/errors in separate processes (diag_kernels.py),
+#          then timings at M = 1, 8, 16 beside the existing mmsp configurations, then Nsight Compute on
+#          dense and mmsp at M = 16 (two shapes)
+#   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
+#          extra candidates (those the ch stage found faulty are excluded through exclude.txt in $EXCL)
+# Every step has its own time limit, so a call ends inside the device tool's 600 s.
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+CH="4,2,2,1,1,1;4,4,2,0,1,1;8,4,2,0,1,1;2,4,2,0,1,1;8,2,2,1,1,1;4,4,2,0,0,1;4,4,1,1,1,1;4,2,1,1,1,1;4,1,1,1,0,1;4,4,1,0,1,1;4,8,1,0,1,1"
+stage=$1; shift
+bash bench/device/h200_session.sh env
+case $stage in
+  ch)
+    X=$(echo "$CH" | tr ';' '\n' | sed 's/^/mmsp:/' | tr '\n' ' ')
+    timeout 120 python3 bench/diag_kernels.py --only mmsp --extra "$X" --out "$OUT/diag" | tail -8
+    export LLMSPARSE_KERNEL_EXCLUDE="$(cat "$OUT/diag/exclude.txt")"
+    echo "EXCLUDE=$LLMSPARSE_KERNEL_EXCLUDE"
+    timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/ch.json" --m 1,8,16 --paths mmsp --old none \
+      --mmsp-cfgs "$CH" > "$OUT/probe.log" 2>&1
+    echo "probe rc $?"; grep " M 16 " "$OUT/probe.log"
+    NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+    for spec in "dense 8192x28672" "mmsp:4,2,2,1,1 8192x28672" "mmsp:4,4,2,0,1,1 8192x28672" \
+                "dense 4096x4096" "mmsp:4,2,2,1,1 4096x4096"; do
+      set -- $spec
+      echo "=== $1 $2 M=16 bf16" >> "$OUT/ncu.txt"
+      timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+        --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \
+        python3 bench/device/ncu_kernel.py "$1" "$2" 16 bf16 >> "$OUT/ncu.txt" 2>&1
+      echo "ncu $1 $2 rc $?"
+    done
+    ;;
+  table)
+    [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"
+    timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,2,4,8,16 --dtype bf16,fp16 \
+      --paths gemvg,gemv,mmg,mm,mmb,cslt,mmsp --mmsp-extra "$CH" --out "$OUT/k" 2>&1 | tail -32
+    ;;
+esac
