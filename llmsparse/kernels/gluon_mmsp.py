@@ -2,7 +2,8 @@
 
 A dispatcher candidate for M <= 16 (``dispatch.DEFAULT_PATHS``). The first version (one 32-bit load per
 operand register) was correct on an H200 but 0.2-1.07x of dense cuBLAS; this wide-load version is
-1.2-1.7x at M = 2-8 and 1.0-1.43x at M = 16 there (docs/kernels.md).
+1.2-1.7x at M = 2-8 and 1.0-1.43x at M = 16 there, and 1.33-1.68x at M = 2-8 and 1.07-1.56x at M = 16 on
+an H100 (docs/kernels.md).
 
 Why: the decode kernels ``gemvg``/``mmg`` spend 6-8 instructions per kept weight selecting inputs or
 rebuilding dense MMA fragments. ``mma.sp`` takes the compressed 2:4 operand and its 2-bit indices.
@@ -24,8 +25,8 @@ contiguous bytes per warp instruction (the first version: 8 rows x 16 bytes). Th
 is rebuilt from one 8-byte load per row (16 nibbles; MMA s takes nibbles s, s+4, s+8, s+12) with a few
 shifts and masks. B is read either with one 32-bit load per register (inputs ``8q + 2s + ...``) or,
 with ``XS``, with 16-byte loads whose index bits are then permuted into the fragments by warp shuffles
-(:func:`_x_fragments`). ``CH`` (not yet measured on a GPU, not among :data:`MMSP_CONFIGS`) chains the
-4 MMAs of a super-step into one accumulator to free registers for more row tiles.
+(:func:`_x_fragments`). ``CH`` chains the 4 MMAs of a super-step into one accumulator to free registers
+for more row tiles; measured on an H100 it won only where the grid stays full (two configurations below).
 
 All operands live in one register layout ``[WK, RT, NT, 32 lanes, 4 (s), 4 (j)]`` (warps split the
 super-steps; RT 16-row tiles; NT 8-token tiles) whose first four register bits are s and j, so the
@@ -258,12 +259,15 @@ if MMSP_AVAILABLE:
 # prefetch depth (0-2), x read with 16-byte loads and permuted by warp shuffles (XS = 1) or with 32-bit
 # loads straight into the fragments. Rows per program = 16 * RT; tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
+# CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
+# the dispatcher picked two, kept here: (2, 4, 2, 0, 1, 1) for 28672x8192 at M = 16 (104 vs 107 us) and
+# (4, 1, 1, 1, 0, 1) for fp16 8192x8192 at M = 4; the others were slower than the unchained ones.
 MMSP_CONFIGS = {
     8: [(4, 1, 1, 1), (4, 1, 1, 0), (4, 1, 1, 2), (8, 1, 1, 1), (8, 1, 1, 2), (4, 2, 1, 1), (8, 2, 1, 1),
         (2, 2, 1, 1), (4, 1, 1, 1, 1), (4, 1, 1, 0, 1), (4, 2, 1, 1, 1), (8, 2, 1, 1, 1), (4, 4, 1, 0, 0),
-        (4, 4, 1, 0, 1), (4, 2, 1, 2, 1)],
+        (4, 4, 1, 0, 1), (4, 2, 1, 2, 1), (4, 1, 1, 1, 0, 1)],
     16: [(4, 2, 2, 1), (8, 2, 2, 1), (2, 2, 2, 1), (2, 1, 2, 1), (4, 1, 2, 1), (4, 2, 2, 1, 1), (8, 2, 2, 1, 1),
-         (2, 2, 2, 1, 1), (4, 2, 2, 0, 1), (4, 1, 2, 1, 1), (8, 1, 2, 1, 1)],
+         (2, 2, 2, 1, 1), (4, 2, 2, 0, 1), (4, 1, 2, 1, 1), (8, 1, 2, 1, 1), (2, 4, 2, 0, 1, 1)],
 }
 # Registers (sm_90, offline): 76-253, no spills (the NT = 8 and RT = 2 x NT = 4 configurations spilled).
 MMSP_MAX_M = 16
