@@ -44,8 +44,11 @@ def main() -> int:
     print(f"built {a.shape} ({a.layers or 'all'} layers), pruned {n} linears 2:4 in {time.time() - t0:.1f} s", flush=True)
     res = B.e2e_bench(model, prompt_len=a.prompt_len, gen=a.gen, decode_prompt=a.decode_prompt,
                       graphs=not a.no_graphs, compile=a.compile, log=lambda s: print(s, flush=True))
+    from llmsparse.kernels import dispatch
+
     res.update(model=f"random {a.shape}", layers=a.layers, dtype=a.dtype, env=B.env_info(),
-               command="python " + " ".join(sys.argv), seconds=time.time() - t0)
+               command="python " + " ".join(sys.argv), seconds=time.time() - t0,
+               tuning=dispatch.records_json())  # every candidate timed per shape and M (speedups per layer)
     with open(os.path.join(a.out, "e2e.json"), "w") as f:
         json.dump(res, f, indent=1, default=str)
     print(f"\n{res['env'].get('gpu')} torch {torch.__version__}; graphs={res['graphs']}; compile={a.compile}")

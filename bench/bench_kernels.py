@@ -73,9 +73,7 @@ def main() -> int:
                         min_speedup=a.min_speedup, log=lambda s: print(s, flush=True),
                         paths=paths)
     res = {"env": B.env_info(), "command": "python " + " ".join(sys.argv), "seconds": time.time() - t0, "gemm": rows,
-           "tuning": [{"key": list(r.key), "M": r.m, "timings": r.timings, "confirmed": r.confirmed,
-                       "errors": {k: (v if isinstance(v, str) else float(v)) for k, v in r.errors.items()}}
-                      for r in dispatch.RECORDS]}
+           "tuning": dispatch.records_json()}
     with open(os.path.join(a.out, "gemm.json"), "w") as f:
         json.dump(res, f, indent=1, default=str)
     md = md_table(rows)

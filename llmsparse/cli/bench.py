@@ -170,6 +170,9 @@ def bench(
         console.print(t)
         console.print(f"logits rel err {res['logits_rel_err']:.2e}; greedy tokens equal {res['greedy_tokens_match']:.0%}")
 
+    from ..kernels import dispatch
+
+    result["tuning"] = dispatch.records_json()  # every candidate the dispatcher timed, per shape and M
     write_json(json_path, result)
     console.print(f"wrote {json_path}")
     if plot and result["gemm"]:

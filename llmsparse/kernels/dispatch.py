@@ -86,6 +86,13 @@ class TuneRecord:
     confirmed: dict = field(default_factory=dict)  # re-measurements of dense and the winner (ms)
 
 
+def records_json(records=None) -> list[dict]:
+    """The tuning records (default: all of this process, :data:`RECORDS`) as JSON-ready dicts."""
+    return [{"key": list(r.key), "M": r.m, "timings": r.timings, "confirmed": r.confirmed,
+             "errors": {k: (v if isinstance(v, str) else float(v)) for k, v in r.errors.items()}}
+            for r in (RECORDS if records is None else records)]
+
+
 # key -> {bucket: Choice}; the inner dict object is shared by all layers of that key
 _TABLE: dict[tuple, dict[int, Choice]] = {}
 RECORDS: list[TuneRecord] = []

@@ -398,3 +398,17 @@ def test_diag_script_parses_every_kernel_name():
         assert dispatch.choice_name(mod.parse(n)[0]) == n
     with pytest.raises(ValueError, match="unknown kernel"):
         mod.parse("warp:1,2")
+
+
+def test_records_json_is_json_ready():
+    """Benchmark JSON carries every tuning record: keys as lists, tensors' float errors as floats."""
+    import json
+
+    rec = dispatch.TuneRecord(("GPU", "float16", 8, 128, False), 16, timings={"dense": 0.02, "mmsp:4,2,2,1,1": 0.015},
+                              errors={"mmsp:4,2,2,1,1": torch.tensor(1e-4).item(), "cslt:1,1": "refused: slow"},
+                              confirmed={"dense": [0.02, 0.021]})
+    out = dispatch.records_json([rec])
+    assert out == [{"key": ["GPU", "float16", 8, 128, False], "M": 16,
+                    "timings": {"dense": 0.02, "mmsp:4,2,2,1,1": 0.015}, "confirmed": {"dense": [0.02, 0.021]},
+                    "errors": {"mmsp:4,2,2,1,1": pytest.approx(1e-4), "cslt:1,1": "refused: slow"}}]
+    json.dumps(out)
