@@ -27,6 +27,10 @@ shifts and masks. B is read either with one 32-bit load per register (inputs ``8
 with ``XS``, with 16-byte loads whose index bits are then permuted into the fragments by warp shuffles
 (:func:`_x_fragments`). ``CH`` chains the 4 MMAs of a super-step into one accumulator to free registers
 for more row tiles; measured on an H100 it won only where the grid stays full (two configurations below).
+``PD`` (not yet measured on a GPU) prefetches each warp's packed weights ``PD`` iterations ahead into L2
+(``prefetch.global.L2``, one line of values and one of metadata per row): on an H100 at M = 16 the kernel
+waits on its global loads with 8 warps per SM and reaches 75% of DRAM bandwidth (Nsight Compute,
+docs/kernels.md); loads that hit L2 have a shorter latency for the same registers in flight.
 
 All operands live in one register layout ``[WK, RT, NT, 32 lanes, 4 (s), 4 (j)]`` (warps split the
 super-steps; RT 16-row tiles; NT 8-token tiles) whose first four register bits are s and j, so the
@@ -94,11 +98,15 @@ _CONSTRAINTS_CHAIN_STR = ",".join(["=&f" if e % 4 == 0 else "=f" for e in range(
 
 def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     """The compile-time arguments of :func:`_sp24_mmsp_gl` for a configuration ``(WK, RT, NT, PF[, XS[,
-    CH]])`` (the launcher and the offline compiler both use it)."""
+    CH[, PD]]])`` (the launcher and the offline compiler both use it)."""
     wk, rt, nt, pf = cfg[:4]
     xs = bool(cfg[4]) if len(cfg) > 4 else False
     ch = bool(cfg[5]) if len(cfg) > 5 else False
-    return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch,
+    pd = int(cfg[6]) if len(cfg) > 6 else 0
+    if pd < 0:
+        raise ValueError(f"mmsp prefetch distance must be >= 0, got {pd}")
+    return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
+            "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch),
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
 
@@ -151,6 +159,21 @@ if MMSP_AVAILABLE:
         return va, wl, wh, xb
 
     @gluon.jit
+    def _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, ss, SS):
+        """Prefetch into L2 the packed weights of super-step ``ss + p_kw`` (clamped to the last: no address
+        past the tensors) of the rows whose
+        ``values`` / ``meta`` row starts are ``pv`` / ``pm`` (one row per element): the 128-byte line of
+        values (a row's super-step is one aligned line) and the line holding its 16 bytes of metadata, no
+        registers held while they travel. ``PD`` > 0 issues these ``PD`` iterations ahead of the loads,
+        so the loads find the weights in L2. (Per-lane ``prefetch.global.L2``: the bulk prefetch takes a
+        warp-uniform address, which ptxas serializes over the lanes.)"""
+        sk = gl.minimum(ss + p_kw, SS - 1)
+        av = (v_ptr + (pv + sk * 32)).to(gl.int64, bitcast=True)
+        am = (m_ptr + (pm + sk * 2)).to(gl.int64, bitcast=True)
+        gl.inline_asm_elementwise("prefetch.global.L2 [$1]; prefetch.global.L2 [$2]; mov.b32 $0, 0;",
+                                  "=r,l,l", [av, am], dtype=gl.int32, is_pure=False, pack=1)
+
+    @gluon.jit
     def _nib4(w, s4):
         """From 16 nibbles (int64 w: groups p = 0..15 of a row, nibble p at bit 4p) the 16-bit field
         ``n[s] | n[s+4] << 4 | n[s+8] << 8 | n[s+12] << 12`` (s4 = 4 s), in the low half of an int32."""
@@ -187,7 +210,7 @@ if MMSP_AVAILABLE:
         M, N, SS, KG, KM, stride_xw, stride_ym, ITERS,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
-        CH: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr,
+        CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr,
     ):
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
@@ -219,14 +242,25 @@ if MMSP_AVAILABLE:
         else:
             b_off = tok * stride_xw + kw * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
         s4 = s * 4
+        if PD > 0:  # L2 prefetch: warp kw, one row of the program per element ([WK, 16 RT], layout PL)
+            p_kw = gl.arange(0, WK, layout=gl.SliceLayout(1, PL))[:, None]
+            p_row = gl.minimum(n0 + gl.arange(0, 16 * RT, layout=gl.SliceLayout(0, PL))[None, :], N - 1).to(gl.int64)
+            pv = p_row * KG
+            pm = p_row * KM
+            for it in range(0, gl.minimum(PD, ITERS)):  # the first PD iterations, before the loop
+                _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, it * WK, SS)
         acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
         if PF == 0:
             for it in range(0, ITERS):
+                if PD > 0:
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, (it + PD) * WK, SS)
                 va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, it * WK, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
             va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
             for it in range(0, ITERS):
+                if PD > 0:
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, (it + PD) * WK, SS)
                 s_nx = gl.minimum(it + 1, ITERS - 1) * WK  # past the end: re-read the last iteration
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
@@ -236,6 +270,8 @@ if MMSP_AVAILABLE:
             va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw,
                                             gl.minimum(ITERS - 1, 1) * WK, SS, EVEN_K)
             for it in range(0, ITERS):
+                if PD > 0:
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, (it + PD) * WK, SS)
                 s_nx = gl.minimum(it + 2, ITERS - 1) * WK
                 va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
@@ -255,9 +291,11 @@ if MMSP_AVAILABLE:
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 
 
-# (WK, RT, NT, PF[, XS]): warps splitting the super-steps, 16-row tiles per warp, 8-token tiles, register
-# prefetch depth (0-2), x read with 16-byte loads and permuted by warp shuffles (XS = 1) or with 32-bit
-# loads straight into the fragments. Rows per program = 16 * RT; tokens per program = 8 * NT.
+# (WK, RT, NT, PF[, XS[, CH[, PD]]]): warps splitting the super-steps, 16-row tiles per warp, 8-token tiles,
+# register prefetch depth (0-2), x read with 16-byte loads and permuted by warp shuffles (XS = 1) or with
+# 32-bit loads straight into the fragments, chained accumulator (CH), L2 prefetch distance in iterations
+# (PD; 0 = none; not yet measured on a GPU, none among the configurations below).
+# Rows per program = 16 * RT; tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
 # the dispatcher picked two, kept here: (2, 4, 2, 0, 1, 1) for 28672x8192 at M = 16 (104 vs 107 us) and

@@ -286,6 +286,21 @@ def test_gluon_mmsp_vs_dense(shape, dtype):
     _check_strided(Choice("mmsp", g.MMSP_CONFIGS[8][0]), w, v, m, bias, dtype, rows=5)
 
 
+MMSP_PD_CONFIGS = {8: [(4, 1, 1, 1, 1, 0, 2), (4, 1, 1, 0, 1, 0, 4)], 16: [(4, 2, 2, 1, 1, 0, 2), (2, 4, 2, 0, 1, 1, 3)]}
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", SP_SHAPES)
+def test_gluon_mmsp_l2_prefetch_vs_dense(shape, dtype):
+    """The L2-prefetch option (PD, not among the dispatcher's configurations until measured): prefetching
+    must not change a result, including prefetch addresses clamped at the last super-step and row."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    _check_configs(g.sp24_mmsp_gl, lambda M: MMSP_PD_CONFIGS[8 if M <= 8 else 16], (1, 3, 9, 16), shape, dtype)
+
+
 @pytest.mark.parametrize("dtype", DT)
 def test_mmsp_refuses_k_not_multiple_of_128_and_dispatch_falls_back(dtype):
     from llmsparse.kernels import gluon_mmsp as g

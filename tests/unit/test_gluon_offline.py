@@ -78,3 +78,27 @@ def test_gluon_mmsp_chained_accumulator_frees_registers(dtype):
     ch = offline.gluon_mmsp_stats(dtype, (4, 2, 2, 1, 1, 1), even_k=True)
     assert ch["stack"] == 0 and ch["regs"] <= sep["regs"] - 40, (sep["regs"], ch["regs"])
     assert ch["loop_mma"] == sep["loop_mma"]
+
+
+@pytest.mark.parametrize("cfg,even_k", [((4, 2, 2, 1, 1, 0, 2), True), ((4, 1, 1, 1, 1, 0, 4), False),
+                                         ((2, 4, 2, 0, 1, 1, 3), True)])
+def test_gluon_mmsp_l2_prefetch(cfg, even_k):
+    """PD > 0: per iteration, one per-lane L2 prefetch of values and one of metadata for each row of the
+    program a thread covers (no warp-uniform bulk prefetch: ptxas serializes those over the lanes), and
+    the loop otherwise unchanged: the same MMAs and loads, no spill, barrier or shared memory."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts")
+    s = offline.gluon_mmsp_stats("bfloat16", cfg, has_bias=True, even_k=even_k, keep_lines=True)
+    lines = s.pop("lines")
+    base = offline.gluon_mmsp_stats("bfloat16", cfg[:6], has_bias=True, even_k=even_k, keep_lines=True)
+    base_lines = base.pop("lines")
+    assert s["stack"] == 0 and s["loop_barriers"] == 0 and s["loop_shared"] == 0, s
+    rt = cfg[1]
+    assert sum("CCTL.E.PF2" in x for x in lines) == 2 * max(1, 16 * rt // 32), s
+    assert not any("UBLKPF" in x for x in lines)
+    assert s["loop_mma"] == base["loop_mma"] == 4 * rt * cfg[2]
+    for op in ("LDG.E.128", "LDG.E.64", "SHFL"):
+        assert sum(op in x for x in lines) == sum(op in x for x in base_lines), op
+    assert s["loop"] <= base["loop"] + 32 * max(1, 16 * rt // 32), (s["loop"], base["loop"])  # address arithmetic
