@@ -4,12 +4,15 @@
 #   ch     chained-accumulator (CH) configurations: faults/errors in separate processes (diag_kernels.py),
 #          then timings at M = 1, 8, 16 beside the existing mmsp configurations, then Nsight Compute on
 #          dense and mmsp at M = 16 (two shapes)
+#   pd     L2-prefetch (PD) configurations: diag in separate processes, the GPU test of PD, timings at
+#          M = 1, 8, 16 beside the current configurations, Nsight Compute on the best PD one at M = 16
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
-#          extra candidates (those the ch stage found faulty are excluded through exclude.txt in $EXCL)
+#          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 CH="4,2,2,1,1,1;4,4,2,0,1,1;8,4,2,0,1,1;2,4,2,0,1,1;8,2,2,1,1,1;4,4,2,0,0,1;4,4,1,1,1,1;4,2,1,1,1,1;4,1,1,1,0,1;4,4,1,0,1,1;4,8,1,0,1,1"
+PD="4,2,2,1,1,0,2;4,2,2,1,1,0,4;2,2,2,1,1,0,3;8,2,2,1,1,0,2;2,4,2,0,1,1,3;4,1,2,1,1,0,4;4,1,1,1,1,0,2;4,1,1,1,1,0,4;4,1,1,0,1,0,4;8,2,1,1,1,0,2"
 stage=$1; shift
 bash bench/device/h200_session.sh env
 case $stage in
@@ -32,9 +35,24 @@ case $stage in
       echo "ncu $1 $2 rc $?"
     done
     ;;
+  pd)
+    X=$(echo "$PD" | tr ';' '\n' | sed 's/^/mmsp:/' | tr '\n' ' ')
+    timeout 100 python3 bench/diag_kernels.py --only mmsp:4,2,2,1,1 --extra "$X" --out "$OUT/diag" | tail -8
+    export LLMSPARSE_KERNEL_EXCLUDE="$(cat "$OUT/diag/exclude.txt")"
+    echo "EXCLUDE=$LLMSPARSE_KERNEL_EXCLUDE"
+    [ -z "$LLMSPARSE_KERNEL_EXCLUDE" ] && timeout 90 python3 -m pytest -q -p no:cacheprovider tests/gpu -k prefetch 2>&1 | tail -3
+    timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/pd.json" --m 1,8,16 --paths mmsp --old none \
+      --mmsp-cfgs "$PD" > "$OUT/probe.log" 2>&1
+    echo "probe rc $?"; grep " M 16 " "$OUT/probe.log"
+    NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+    timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+      python3 bench/device/ncu_kernel.py mmsp:4,2,2,1,1,0,2 8192x28672 16 bf16 > "$OUT/ncu.txt" 2>&1
+    echo "ncu rc $?"
+    ;;
   table)
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"
     timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,2,4,8,16 --dtype bf16,fp16 \
-      --paths gemvg,gemv,mmg,mm,mmb,cslt,mmsp --mmsp-extra "$CH" --out "$OUT/k" 2>&1 | tail -32
+      --paths gemvg,gemv,mmg,mm,mmb,cslt,mmsp --mmsp-extra "${EXTRA:-$CH}" --out "$OUT/k" 2>&1 | tail -32
     ;;
 esac
