@@ -161,10 +161,9 @@ if MMSP_AVAILABLE:
     @gluon.jit
     def _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, ss, SS):
         """Prefetch into L2 the packed weights of super-step ``ss + p_kw`` (clamped to the last: no address
-        past the tensors) of the rows whose
-        ``values`` / ``meta`` row starts are ``pv`` / ``pm`` (one row per element): the 128-byte line of
-        values (a row's super-step is one aligned line) and the line holding its 16 bytes of metadata, no
-        registers held while they travel. ``PD`` > 0 issues these ``PD`` iterations ahead of the loads,
+        past the tensors) of the rows whose ``values`` / ``meta`` row starts are ``pv`` / ``pm`` (one row per
+        element): the 128-byte line of values (a row's super-step is one aligned line) and the line holding
+        its 16 bytes of metadata, no registers held while they travel. ``PD`` > 0 issues these ``PD`` iterations ahead of the loads,
         so the loads find the weights in L2. (Per-lane ``prefetch.global.L2``: the bulk prefetch takes a
         warp-uniform address, which ptxas serializes over the lanes.)"""
         sk = gl.minimum(ss + p_kw, SS - 1)
