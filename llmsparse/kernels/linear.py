@@ -306,7 +306,8 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     instead of being measured at first use.
     On CPU the swapped layers run the dense-with-zeros fallback: outputs equal ``nn.Linear``'s.
     ``cache``: see :func:`kernel_cache` (choices measured once per GPU, shape and software versions).
-    ``paths``: the kernel families measured (default :data:`dispatch.DEFAULT_PATHS`, all of them; leave
+    ``paths``: the kernel families measured (default :data:`dispatch.DEFAULT_PATHS`; ``dispatch.ALL_PATHS``
+    adds the Triton tensor-core kernels mm/mmb, which never won a measurement on Hopper; leave
     out ``"cslt"`` and pass ``keep_dense=False``
     to hold only the packed weights, 0.5625x of dense, at the price of slower large-M calls).
 
