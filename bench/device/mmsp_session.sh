@@ -55,6 +55,6 @@ case $stage in
   table)
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"
     timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,2,4,8,16 --dtype bf16,fp16 \
-      --paths gemvg,gemv,mmg,mm,mmb,cslt,mmsp --mmsp-extra "${EXTRA:-$CH}" --out "$OUT/k" 2>&1 | tail -32
+      --paths gemvg,gemv,mmg,cslt,mmsp --mmsp-extra "${EXTRA:-$CH}" --out "$OUT/k" 2>&1 | tail -32
     ;;
 esac
