@@ -27,7 +27,9 @@ shifts and masks. B is read either with one 32-bit load per register (inputs ``8
 with ``XS``, with 16-byte loads whose index bits are then permuted into the fragments by warp shuffles
 (:func:`_x_fragments`). ``CH`` chains the 4 MMAs of a super-step into one accumulator to free registers
 for more row tiles; measured on an H100 it won only where the grid stays full (two configurations below).
-``PD`` (not yet measured on a GPU) prefetches each warp's packed weights ``PD`` iterations ahead into L2
+``SK`` (not yet measured on a GPU) splits K over programs (fp32 partial sums, then
+``gluon_sp24._splitk_reduce``), for shapes whose grid leaves SMs idle (4096 rows: one 4-warp program per
+SM). ``PD`` (not yet measured on a GPU) prefetches each warp's packed weights ``PD`` iterations ahead into L2
 (``prefetch.global.L2``, one line of values and one of metadata per row): on an H100 at M = 16 the kernel
 waits on its global loads with 8 warps per SM and reaches 75% of DRAM bandwidth (Nsight Compute,
 docs/kernels.md); loads that hit L2 have a shorter latency for the same registers in flight.
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import torch
 
-from .gluon_sp24 import AVAILABLE, _log2, supported
+from .gluon_sp24 import AVAILABLE, _log2, _splitk_reduce, supported
 
 try:
     import triton
@@ -98,7 +100,8 @@ _CONSTRAINTS_CHAIN_STR = ",".join(["=&f" if e % 4 == 0 else "=f" for e in range(
 
 def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     """The compile-time arguments of :func:`_sp24_mmsp_gl` for a configuration ``(WK, RT, NT, PF[, XS[,
-    CH[, PD]]])`` (the launcher and the offline compiler both use it)."""
+    CH[, PD[, SK]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K splits,
+    is the launcher's: it sets the grid and ``SPLIT``)."""
     wk, rt, nt, pf = cfg[:4]
     xs = bool(cfg[4]) if len(cfg) > 4 else False
     ch = bool(cfg[5]) if len(cfg) > 5 else False
@@ -206,8 +209,8 @@ if MMSP_AVAILABLE:
     @gluon.jit
     def _sp24_mmsp_gl(
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
-        M, N, SS, KG, KM, stride_xw, stride_ym, ITERS,
-        L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr,
+        M, N, SS, KG, KM, stride_xw, stride_ym, ITERS, MN,
+        L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr, SPLIT: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr,
     ):
@@ -215,6 +218,13 @@ if MMSP_AVAILABLE:
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
         pid_n = gl.program_id(0)
         pid_m = gl.program_id(1)
+        # split-K (SPLIT): program_id(2) takes ITERS iterations (ITERS * WK super-steps) from sb and writes
+        # fp32 partial sums to y_ptr[split, M, N] (MN = M * N, stride_ym = N); _splitk_reduce adds them
+        pid_k = gl.program_id(2)
+        if SPLIT:
+            sb = pid_k * (ITERS * WK)
+        else:
+            sb = 0
         kw = _ar(WK, 0, L)
         rt = _ar(RT, 1, L)
         nt = _ar(NT, 2, L)
@@ -247,31 +257,31 @@ if MMSP_AVAILABLE:
             pv = p_row * KG
             pm = p_row * KM
             for it in range(0, gl.minimum(PD, ITERS)):  # the first PD iterations, before the loop
-                _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, it * WK, SS)
+                _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + it * WK, SS)
         acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
         if PF == 0:
             for it in range(0, ITERS):
                 if PD > 0:
-                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, (it + PD) * WK, SS)
-                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, it * WK, SS, EVEN_K)
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * WK, SS)
+                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, sb + it * WK, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
-            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, sb, SS, EVEN_K)
             for it in range(0, ITERS):
                 if PD > 0:
-                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, (it + PD) * WK, SS)
-                s_nx = gl.minimum(it + 1, ITERS - 1) * WK  # past the end: re-read the last iteration
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * WK, SS)
+                s_nx = sb + gl.minimum(it + 1, ITERS - 1) * WK  # past the end: re-read the last iteration
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
         else:  # two iterations ahead
-            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, 0, SS, EVEN_K)
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, sb, SS, EVEN_K)
             va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw,
-                                            gl.minimum(ITERS - 1, 1) * WK, SS, EVEN_K)
+                                            sb + gl.minimum(ITERS - 1, 1) * WK, SS, EVEN_K)
             for it in range(0, ITERS):
                 if PD > 0:
-                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, (it + PD) * WK, SS)
-                s_nx = gl.minimum(it + 2, ITERS - 1) * WK
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * WK, SS)
+                s_nx = sb + gl.minimum(it + 2, ITERS - 1) * WK
                 va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
@@ -287,13 +297,16 @@ if MMSP_AVAILABLE:
         if HAS_BIAS:
             out += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
         y_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
+        if SPLIT:
+            y_ptrs += pid_k.to(gl.int64) * MN
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 
 
-# (WK, RT, NT, PF[, XS[, CH[, PD]]]): warps splitting the super-steps, 16-row tiles per warp, 8-token tiles,
-# register prefetch depth (0-2), x read with 16-byte loads and permuted by warp shuffles (XS = 1) or with
-# 32-bit loads straight into the fragments, chained accumulator (CH), L2 prefetch distance in iterations
-# (PD; 0 = none; not yet measured on a GPU, none among the configurations below).
+# (WK, RT, NT, PF[, XS[, CH[, PD[, SK]]]]): warps splitting the super-steps, 16-row tiles per warp, 8-token
+# tiles, register prefetch depth (0-2), x read with 16-byte loads and permuted by warp shuffles (XS = 1) or
+# with 32-bit loads straight into the fragments, chained accumulator (CH), L2 prefetch distance in
+# iterations (PD; 0 = none), K splits over programs (SK; fp32 partials + a reduction kernel). PD and SK are
+# not yet measured on a GPU; none of the configurations below uses them.
 # Rows per program = 16 * RT; tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
@@ -319,6 +332,17 @@ def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
 
 
+def split_plan(ss: int, wk: int, sk: int) -> tuple[int, int, bool]:
+    """Split-K of ``ss`` super-steps over programs of ``wk`` warps, at most ``sk`` splits: (splits, iterations
+    per program, whether every iteration is full). Program k covers super-steps ``[k I wk, (k+1) I wk)``
+    (I = iterations), clipped to ``ss``; no split is empty."""
+    steps = -(-ss // wk)  # iterations of one program without split-K
+    splits = max(1, min(sk, steps))
+    iters = -(-steps // splits)
+    splits = -(-steps // iters)
+    return splits, iters, ss == splits * iters * wk
+
+
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
     """The integer views and 16-byte loads this kernel makes exist for these tensors."""
     return (MMSP_AVAILABLE and supported(x, values, meta) and x.shape[1] % MMSP_K == 0
@@ -336,13 +360,20 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     kc = kernel_consts(cfg, x.dtype == torch.bfloat16)
     wk, rt, nt = kc["WK"], kc["RT"], kc["NT"]
     SS = K // MMSP_K
-    iters = triton.cdiv(SS, wk)
+    splits, iters, even_k = split_plan(SS, wk, int(cfg[7]) if len(cfg) > 7 else 1)
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
-    grid = (triton.cdiv(N, 16 * rt), triton.cdiv(M, 8 * nt))
+    target = y if splits == 1 else torch.empty((splits, M, N), device=x.device, dtype=torch.float32)
+    grid = (triton.cdiv(N, 16 * rt), triton.cdiv(M, 8 * nt), splits)
     _sp24_mmsp_gl[grid](
-        x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), y,
+        x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), target,
         bias if bias is not None else y,
-        M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0), iters,
-        HAS_BIAS=bias is not None, EVEN_K=SS % wk == 0, num_warps=wk, **kc,
+        M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
+        HAS_BIAS=bias is not None and splits == 1, EVEN_K=even_k, SPLIT=splits > 1,
+        num_warps=wk, **kc,
     )
+    if splits > 1:
+        block = 1024
+        _splitk_reduce[(triton.cdiv(M * N, block),)](
+            target, y, bias if bias is not None else y, M * N, N, y.stride(0),
+            S=splits, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4)
     return y

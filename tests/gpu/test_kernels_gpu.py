@@ -286,19 +286,22 @@ def test_gluon_mmsp_vs_dense(shape, dtype):
     _check_strided(Choice("mmsp", g.MMSP_CONFIGS[8][0]), w, v, m, bias, dtype, rows=5)
 
 
-MMSP_PD_CONFIGS = {8: [(4, 1, 1, 1, 1, 0, 2), (4, 1, 1, 0, 1, 0, 4)], 16: [(4, 2, 2, 1, 1, 0, 2), (2, 4, 2, 0, 1, 1, 3)]}
+# L2 prefetch (7th element PD) and split-K (8th, SK): not among the dispatcher's configurations until measured
+MMSP_EXPERIMENTAL = {8: [(4, 1, 1, 1, 1, 0, 2), (4, 1, 1, 0, 1, 0, 4), (4, 1, 1, 1, 1, 0, 0, 3)],
+                     16: [(4, 2, 2, 1, 1, 0, 2), (2, 4, 2, 0, 1, 1, 3), (4, 2, 2, 1, 1, 0, 8, 2), (2, 1, 2, 2, 1, 0, 0, 4)]}
 
 
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("shape", SP_SHAPES)
-def test_gluon_mmsp_l2_prefetch_vs_dense(shape, dtype):
-    """The L2-prefetch option (PD, not among the dispatcher's configurations until measured): prefetching
-    must not change a result, including prefetch addresses clamped at the last super-step and row."""
+def test_gluon_mmsp_l2_prefetch_and_split_k_vs_dense(shape, dtype):
+    """Prefetching must not change a result (addresses clamped at the last super-step and row), and the
+    split-K partials (fp32, reduced by a second kernel that adds the bias) must add up to it, including
+    a last split that is partly past K."""
     from llmsparse.kernels import gluon_mmsp as g
 
     if not g.MMSP_AVAILABLE:
         pytest.skip("this Triton has no Gluon linear layouts")
-    _check_configs(g.sp24_mmsp_gl, lambda M: MMSP_PD_CONFIGS[8 if M <= 8 else 16], (1, 3, 9, 16), shape, dtype)
+    _check_configs(g.sp24_mmsp_gl, lambda M: MMSP_EXPERIMENTAL[8 if M <= 8 else 16], (1, 3, 9, 16), shape, dtype)
 
 
 @pytest.mark.parametrize("dtype", DT)

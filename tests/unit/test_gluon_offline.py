@@ -102,3 +102,19 @@ def test_gluon_mmsp_l2_prefetch(cfg, even_k):
     for op in ("LDG.E.128", "LDG.E.64", "SHFL"):
         assert sum(op in x for x in lines) == sum(op in x for x in base_lines), op
     assert s["loop"] <= base["loop"] + 32 * max(1, 16 * rt // 32), (s["loop"], base["loop"])  # address arithmetic
+
+
+def test_gluon_mmsp_split_k_changes_only_the_epilogue():
+    """SK > 1: the main loop is the unsplit one (same MMAs, loads, no spill); only the start super-step
+    (a per-program offset) and the fp32 partial store differ."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts")
+    base = offline.gluon_mmsp_stats("float16", (4, 2, 2, 1, 1), even_k=True, keep_lines=True)
+    sk = offline.gluon_mmsp_stats("float16", (4, 2, 2, 1, 1, 0, 0, 2), even_k=True, keep_lines=True)
+    bl, sl = base.pop("lines"), sk.pop("lines")
+    assert sk["stack"] == 0 and sk["loop_mma"] == base["loop_mma"] and sk["regs"] <= base["regs"] + 2
+    for op in ("LDG.E.128", "LDG.E.64", "SHFL", "HMMA"):
+        assert sum(op in x for x in sl) == sum(op in x for x in bl), op
+    assert abs(sk["loop"] - base["loop"]) <= 8, (sk["loop"], base["loop"])

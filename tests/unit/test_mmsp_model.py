@@ -139,3 +139,22 @@ def test_chained_mma4_asm_accumulates_in_place_without_aliasing_inputs():
         assert p.endswith(f"${64 + s}, 0x0") and ".bf16.bf16." in p
     cons = _CONSTRAINTS_CHAIN_STR.split(",")
     assert len(cons) == 80 and [i for i, v in enumerate(cons) if v == "=&f"] == [0, 4, 8, 12]
+
+
+@pytest.mark.parametrize("ss", [1, 3, 5, 8, 32, 64, 86, 224])
+@pytest.mark.parametrize("wk", [2, 4, 8])
+@pytest.mark.parametrize("sk", [1, 2, 3, 4, 16])
+def test_mmsp_split_plan_covers_every_super_step_once(ss, wk, sk):
+    """Split-K (the SK element): programs k = 0..splits-1 take super-steps k*I*wk + it*wk + warp, masked at
+    ss; together they cover 0..ss-1 exactly once, none is empty, and 'even' means no masking at all."""
+    from llmsparse.kernels.gluon_mmsp import split_plan
+
+    splits, iters, even = split_plan(ss, wk, sk)
+    assert 1 <= splits <= max(1, sk)
+    seen = []
+    for k in range(splits):
+        mine = [k * iters * wk + it * wk + w for it in range(iters) for w in range(wk)]
+        assert any(s < ss for s in mine), (k, splits, iters)
+        seen += [s for s in mine if s < ss]
+    assert sorted(seen) == list(range(ss))
+    assert even == (splits * iters * wk == ss)
