@@ -39,7 +39,7 @@ def main() -> int:
     ap.add_argument("--min-speedup", type=float, default=1.0)
     ap.add_argument("--paths", default="", help="kernel families the dispatcher measures (default: dispatch.DEFAULT_PATHS)")
     ap.add_argument("--mmsp-extra", default="", help="mmsp configurations to add to the dispatcher's candidates for "
-                    "this run, e.g. '4,4,2,0,1,1;4,2,1,1,1,1' (WK,RT,NT,PF,XS,CH,PD,SK; NT=1: M<=8 bucket, NT=2: M=9-16); "
+                    "this run, e.g. '4,4,2,0,1,1;4,2,1,1,1,1' (WK,RT,NT,PF,XS,CH,PD,SK,RW; NT=1: M<=8 bucket, NT=2: M=9-16); "
                     "check them with diag_kernels.py first")
     ap.add_argument("--out", default="out/kernels")
     a = ap.parse_args()
@@ -51,10 +51,10 @@ def main() -> int:
         ap.error(f"--paths: {e}")  # one line, exit 2, before anything is written
     try:
         extra = [tuple(int(v) for v in c.split(",")) for c in a.mmsp_extra.split(";") if c.strip()]
-        if any(len(c) < 4 or len(c) > 8 or c[2] not in (1, 2) for c in extra):
+        if any(len(c) < 4 or len(c) > 9 or c[2] not in (1, 2) for c in extra):
             raise ValueError
     except ValueError:
-        ap.error(f"--mmsp-extra: expected 'WK,RT,NT,PF[,XS[,CH[,PD[,SK]]]];...' with NT 1 or 2, got {a.mmsp_extra!r}")
+        ap.error(f"--mmsp-extra: expected 'WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW]]]]];...' with NT 1 or 2, got {a.mmsp_extra!r}")
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ def main():
     ap.add_argument("--old", default="all", help="all | none | N (first N Triton gemv configs)")
     ap.add_argument("--paths", default="gemv,gemvg", help="kernel families to time (gemv, gemvg, mmg, mmsp, mm, mmb)")
     ap.add_argument("--mmsp-cfgs", default="", help="extra mmsp configurations to time, e.g. "
-                    "'4,2,2,1,1,1;4,4,2,0,1,1' (WK,RT,NT,PF,XS,CH,PD,SK; untested ones: run diag_kernels.py --one first)")
+                    "'4,2,2,1,1,1;4,4,2,0,1,1' (WK,RT,NT,PF,XS,CH,PD,SK,RW; untested ones: run diag_kernels.py --one first)")
     a = ap.parse_args()
     ms = [int(v) for v in a.m.split(",")]
     dts = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]

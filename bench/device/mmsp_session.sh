@@ -4,7 +4,7 @@
 #   ch     chained-accumulator (CH) configurations: faults/errors in separate processes (diag_kernels.py),
 #          then timings at M = 1, 8, 16 beside the existing mmsp configurations, then Nsight Compute on
 #          dense and mmsp at M = 16 (two shapes)
-#   pd     L2-prefetch (PD) and split-K (SK) configurations: diag in separate processes, the GPU test of PD/SK, timings at
+#   pd     L2-prefetch (PD), split-K (SK) and rows-per-warp (RW) configurations: diag in separate processes, the GPU test of PD/SK/RW, timings at
 #          M = 1, 8, 16 beside the current configurations, Nsight Compute on the best PD one at M = 16
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
@@ -14,8 +14,10 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 CH="4,2,2,1,1,1;4,4,2,0,1,1;8,4,2,0,1,1;2,4,2,0,1,1;8,2,2,1,1,1;4,4,2,0,0,1;4,4,1,1,1,1;4,2,1,1,1,1;4,1,1,1,0,1;4,4,1,0,1,1;4,8,1,0,1,1"
 # PD = 8: a warp of a 7B-shape program (K = 4096, WK = 4) has 8 iterations in all, so the prologue then
 # prefetches every one of them at once (Nsight Compute: DRAM 33% busy on 4096x4096 at M = 16)
-# SK (8th element): K split over 2-4 programs (7B shapes at M = 16: one 4-warp program per SM)
-PD="4,2,2,1,1,0,2;4,2,2,1,1,0,4;4,2,2,1,1,0,8;2,2,2,1,1,0,3;8,2,2,1,1,0,2;2,4,2,0,1,1,3;4,1,2,1,1,0,4;4,1,2,1,1,0,8;4,1,1,1,1,0,2;4,1,1,1,1,0,4;4,1,1,1,1,0,8;4,1,1,0,1,0,4;8,2,1,1,1,0,2;4,2,2,1,1,0,0,2;4,2,2,1,1,0,0,4;4,2,2,1,1,0,8,2;4,1,2,1,1,0,0,2;4,1,1,1,1,0,0,2;2,2,2,1,1,0,4,2"
+# SK (8th element): K split over 2-4 programs (7B shapes at M = 16: one 4-warp program per SM);
+# RW (9th): the warps of a program split its rows and share x through L1
+PD="4,2,2,1,1,0,2;4,2,2,1,1,0,4;4,2,2,1,1,0,8;2,2,2,1,1,0,3;8,2,2,1,1,0,2;2,4,2,0,1,1,3;4,1,2,1,1,0,4;4,1,2,1,1,0,8;4,1,1,1,1,0,2;4,1,1,1,1,0,4;4,1,1,1,1,0,8;4,1,1,0,1,0,4;8,2,1,1,1,0,2;4,2,2,1,1,0,0,2;4,2,2,1,1,0,0,4;4,2,2,1,1,0,8,2;4,1,2,1,1,0,0,2;4,1,1,1,1,0,0,2;2,2,2,1,1,0,4,2;4,1,2,1,1,0,0,1,1;4,1,2,1,1,0,0,2,1;4,1,2,1,1,0,0,4,1;4,1,2,1,1,0,4,2,1;4,2,2,1,1,0,0,2,1;2,2,2,1,1,0,0,2,1;4,1,1,1,1,0,0,2,1;8,1,1,1,1,0,4,1,1"
+# (offline, sm_90: none of these spills; (4,2,2,1,1,0,4,2,1) and (2,2,2,2,1,0,4,1,1) did and are left out)
 stage=$1; shift
 bash bench/device/h200_session.sh env
 case $stage in

@@ -29,7 +29,9 @@ with ``XS``, with 16-byte loads whose index bits are then permuted into the frag
 for more row tiles; measured on an H100 it won only where the grid stays full (two configurations below).
 ``SK`` (not yet measured on a GPU) splits K over programs (fp32 partial sums, then
 ``gluon_sp24._splitk_reduce``), for shapes whose grid leaves SMs idle (4096 rows: one 4-warp program per
-SM). ``PD`` (not yet measured on a GPU) prefetches each warp's packed weights ``PD`` iterations ahead into L2
+SM). ``RW`` (not yet measured) makes the warps of a program split its rows instead of its super-steps:
+they then read the same x (L1 hits after the first warp: at M = 16 the x re-reads were as many L2 bytes as
+the weights) and need no reduction across warps. ``PD`` (not yet measured on a GPU) prefetches each warp's packed weights ``PD`` iterations ahead into L2
 (``prefetch.global.L2``, one line of values and one of metadata per row): on an H100 at M = 16 the kernel
 waits on its global loads with 8 warps per SM and reaches 75% of DRAM bandwidth (Nsight Compute,
 docs/kernels.md); loads that hit L2 have a shorter latency for the same registers in flight.
@@ -100,15 +102,17 @@ _CONSTRAINTS_CHAIN_STR = ",".join(["=&f" if e % 4 == 0 else "=f" for e in range(
 
 def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     """The compile-time arguments of :func:`_sp24_mmsp_gl` for a configuration ``(WK, RT, NT, PF[, XS[,
-    CH[, PD[, SK]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K splits,
-    is the launcher's: it sets the grid and ``SPLIT``)."""
+    CH[, PD[, SK[, RW]]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K
+    splits, is the launcher's: it sets the grid and ``SPLIT``)."""
     wk, rt, nt, pf = cfg[:4]
     xs = bool(cfg[4]) if len(cfg) > 4 else False
     ch = bool(cfg[5]) if len(cfg) > 5 else False
     pd = int(cfg[6]) if len(cfg) > 6 else 0
+    rw = bool(cfg[8]) if len(cfg) > 8 else False
     if pd < 0:
         raise ValueError(f"mmsp prefetch distance must be >= 0, got {pd}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
+            "RW": rw,
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch),
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
@@ -212,7 +216,8 @@ if MMSP_AVAILABLE:
         M, N, SS, KG, KM, stride_xw, stride_ym, ITERS, MN,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr, SPLIT: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
-        CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr,
+        CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, ASM: gl.constexpr,
+        CONSTRAINTS: gl.constexpr,
     ):
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
@@ -221,11 +226,21 @@ if MMSP_AVAILABLE:
         # split-K (SPLIT): program_id(2) takes ITERS iterations (ITERS * WK super-steps) from sb and writes
         # fp32 partial sums to y_ptr[split, M, N] (MN = M * N, stride_ym = N); _splitk_reduce adds them
         pid_k = gl.program_id(2)
+        # RW: the warps split the program's rows (WK groups of RT row tiles) and all read the same super-step
+        # (x from L1 after the first warp), instead of splitting the super-steps of one row block
+        KSTEP: gl.constexpr = 1 if RW else WK  # super-steps per iteration of a program
+        ROWS: gl.constexpr = 16 * RT * WK if RW else 16 * RT  # rows per program
         if SPLIT:
-            sb = pid_k * (ITERS * WK)
+            sb = pid_k * (ITERS * KSTEP)
         else:
             sb = 0
         kw = _ar(WK, 0, L)
+        if RW:
+            kk = kw * 0  # the warp's super-step within an iteration (shape [WK, 1, ...] kept)
+            rw = kw * (16 * RT)  # the warp's first row within the program
+        else:
+            kk = kw
+            rw = kw * 0
         rt = _ar(RT, 1, L)
         nt = _ar(NT, 2, L)
         lane = _ar(32, 3, L)
@@ -233,66 +248,87 @@ if MMSP_AVAILABLE:
         j = _ar(4, 5, L)
         g = lane // 4
         t = lane % 4
-        n0 = pid_n * (16 * RT)
+        n0 = pid_n * ROWS
         # A: [WK, RT, 1, 32, 4, 4]; rows past N read row N-1 (their outputs are not stored). MMA s takes
         # the physical group 4 q + s as its group q = t + 4 (j >> 1): word 16 (j >> 1) + 4 t + s.
-        row_a = gl.minimum(n0 + rt * 16 + g + 8 * (j & 1), N - 1).to(gl.int64)
-        a_off = row_a * KG + kw * 32 + 16 * (j >> 1) + 4 * t + s
+        row_a = gl.minimum(n0 + rw + rt * 16 + g + 8 * (j & 1), N - 1).to(gl.int64)
+        a_off = row_a * KG + kk * 32 + 16 * (j >> 1) + 4 * t + s
         # metadata: the 16 nibbles of groups 16 (t % 2) .. + 15 of rows g and g + 8 (one int64 each)
-        row_l = gl.minimum(n0 + rt * 16 + g, N - 1).to(gl.int64)
-        row_h = gl.minimum(n0 + rt * 16 + g + 8, N - 1).to(gl.int64)
-        m_lo = row_l * KM + kw * 2 + (t % 2)
-        m_hi = row_h * KM + kw * 2 + (t % 2)
+        row_l = gl.minimum(n0 + rw + rt * 16 + g, N - 1).to(gl.int64)
+        row_h = gl.minimum(n0 + rw + rt * 16 + g + 8, N - 1).to(gl.int64)
+        m_lo = row_l * KM + kk * 2 + (t % 2)
+        m_hi = row_h * KM + kk * 2 + (t % 2)
         # B: [WK, 1, NT, 32, 4, 4]; tokens past M read token M-1. Inputs 2t + 8j (+1) of MMA s are the
         # inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j + t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2.
         tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
         if XS:  # 16-byte loads, permuted into the fragments in registers (_x_fragments)
-            b_off = tok * stride_xw + kw * 64 + 16 * j + 4 * t + s
+            b_off = tok * stride_xw + kk * 64 + 16 * j + 4 * t + s
         else:
-            b_off = tok * stride_xw + kw * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
+            b_off = tok * stride_xw + kk * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
         s4 = s * 4
         if PD > 0:  # L2 prefetch: warp kw, one row of the program per element ([WK, 16 RT], layout PL)
-            p_kw = gl.arange(0, WK, layout=gl.SliceLayout(1, PL))[:, None]
-            p_row = gl.minimum(n0 + gl.arange(0, 16 * RT, layout=gl.SliceLayout(0, PL))[None, :], N - 1).to(gl.int64)
+            p_w = gl.arange(0, WK, layout=gl.SliceLayout(1, PL))[:, None]
+            p_r = gl.arange(0, 16 * RT, layout=gl.SliceLayout(0, PL))[None, :]
+            if RW:
+                p_kw = p_w * 0
+                p_row = gl.minimum(n0 + p_w * (16 * RT) + p_r, N - 1).to(gl.int64)
+            else:
+                p_kw = p_w
+                p_row = gl.minimum(n0 + p_r + p_w * 0, N - 1).to(gl.int64)
             pv = p_row * KG
             pm = p_row * KM
             for it in range(0, gl.minimum(PD, ITERS)):  # the first PD iterations, before the loop
-                _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + it * WK, SS)
+                _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + it * KSTEP, SS)
         acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
         if PF == 0:
             for it in range(0, ITERS):
                 if PD > 0:
-                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * WK, SS)
-                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, sb + it * WK, SS, EVEN_K)
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
+                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + it * KSTEP, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
-            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, sb, SS, EVEN_K)
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
             for it in range(0, ITERS):
                 if PD > 0:
-                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * WK, SS)
-                s_nx = sb + gl.minimum(it + 1, ITERS - 1) * WK  # past the end: re-read the last iteration
-                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
+                s_nx = sb + gl.minimum(it + 1, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
+                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
         else:  # two iterations ahead
-            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, sb, SS, EVEN_K)
-            va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw,
-                                            sb + gl.minimum(ITERS - 1, 1) * WK, SS, EVEN_K)
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
+            va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
+                                            sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K)
             for it in range(0, ITERS):
                 if PD > 0:
-                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * WK, SS)
-                s_nx = sb + gl.minimum(it + 2, ITERS - 1) * WK
-                va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, s_nx, SS, EVEN_K)
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
+                s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP
+                va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
                 va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
-        out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
-        LO: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(4, L))
-        o_rt = gl.arange(0, RT, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[:, None, None, None]
-        o_nt = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[None, :, None, None]
-        o_ln = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, LO))))[None, None, :, None]
-        o_j = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LO))))[None, None, None, :]
-        o_row = n0 + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
+        if RW:  # each warp holds whole sums for its own rows: no reduction across warps
+            out = gl.sum(acc, axis=4)  # [WK, RT, NT, 32, 4]
+            L5: gl.constexpr = gl.SliceLayout(4, L)
+            o_kw = gl.arange(0, WK, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
+            o_r5 = gl.arange(0, RT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
+            o_n5 = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
+            o_l5 = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, L5)))))
+            o_j5 = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L5)))))
+            o_kw = o_kw[:, None, None, None, None]
+            o_rt = o_r5[None, :, None, None, None]
+            o_nt = o_n5[None, None, :, None, None]
+            o_ln = o_l5[None, None, None, :, None]
+            o_j = o_j5[None, None, None, None, :]
+            o_row = n0 + o_kw * (16 * RT) + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
+        else:
+            out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
+            LO: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(4, L))
+            o_rt = gl.arange(0, RT, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[:, None, None, None]
+            o_nt = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[None, :, None, None]
+            o_ln = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, LO))))[None, None, :, None]
+            o_j = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LO))))[None, None, None, :]
+            o_row = n0 + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
         o_tok = pid_m * (8 * NT) + o_nt * 8 + 2 * (o_ln % 4) + (o_j & 1)
         if HAS_BIAS:
             out += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
@@ -302,12 +338,12 @@ if MMSP_AVAILABLE:
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 
 
-# (WK, RT, NT, PF[, XS[, CH[, PD[, SK]]]]): warps splitting the super-steps, 16-row tiles per warp, 8-token
-# tiles, register prefetch depth (0-2), x read with 16-byte loads and permuted by warp shuffles (XS = 1) or
-# with 32-bit loads straight into the fragments, chained accumulator (CH), L2 prefetch distance in
-# iterations (PD; 0 = none), K splits over programs (SK; fp32 partials + a reduction kernel). PD and SK are
-# not yet measured on a GPU; none of the configurations below uses them.
-# Rows per program = 16 * RT; tokens per program = 8 * NT.
+# (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
+# 16-row tiles per warp, 8-token tiles, register prefetch depth (0-2), x read with 16-byte loads and
+# permuted by warp shuffles (XS = 1) or with 32-bit loads straight into the fragments, chained accumulator
+# (CH), L2 prefetch distance in iterations (PD; 0 = none), K splits over programs (SK; fp32 partials + a
+# reduction kernel), warps splitting rows (RW). PD, SK and RW are not yet measured on a GPU; none of the
+# configurations below uses them. Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
 # the dispatcher picked two, kept here: (2, 4, 2, 0, 1, 1) for 28672x8192 at M = 16 (104 vs 107 us) and
@@ -332,15 +368,16 @@ def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
 
 
-def split_plan(ss: int, wk: int, sk: int) -> tuple[int, int, bool]:
-    """Split-K of ``ss`` super-steps over programs of ``wk`` warps, at most ``sk`` splits: (splits, iterations
-    per program, whether every iteration is full). Program k covers super-steps ``[k I wk, (k+1) I wk)``
-    (I = iterations), clipped to ``ss``; no split is empty."""
-    steps = -(-ss // wk)  # iterations of one program without split-K
+def split_plan(ss: int, kstep: int, sk: int) -> tuple[int, int, bool]:
+    """Split-K of ``ss`` super-steps over programs that take ``kstep`` super-steps per iteration (WK, or 1
+    with RW), at most ``sk`` splits: (splits, iterations per program, whether every iteration is full).
+    Program k covers super-steps ``[k I kstep, (k+1) I kstep)`` (I = iterations), clipped to ``ss``; no
+    split is empty."""
+    steps = -(-ss // kstep)  # iterations of one program without split-K
     splits = max(1, min(sk, steps))
     iters = -(-steps // splits)
     splits = -(-steps // iters)
-    return splits, iters, ss == splits * iters * wk
+    return splits, iters, ss == splits * iters * kstep
 
 
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
@@ -360,10 +397,11 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     kc = kernel_consts(cfg, x.dtype == torch.bfloat16)
     wk, rt, nt = kc["WK"], kc["RT"], kc["NT"]
     SS = K // MMSP_K
-    splits, iters, even_k = split_plan(SS, wk, int(cfg[7]) if len(cfg) > 7 else 1)
+    kstep = 1 if kc["RW"] else wk  # super-steps per iteration of a program
+    splits, iters, even_k = split_plan(SS, kstep, int(cfg[7]) if len(cfg) > 7 else 1)
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
     target = y if splits == 1 else torch.empty((splits, M, N), device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(N, 16 * rt), triton.cdiv(M, 8 * nt), splits)
+    grid = (triton.cdiv(N, 16 * rt * (wk if kc["RW"] else 1)), triton.cdiv(M, 8 * nt), splits)
     _sp24_mmsp_gl[grid](
         x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), target,
         bias if bias is not None else y,

@@ -76,7 +76,7 @@ def _gluon_loop_stats(fn, sig: dict, consts: dict, div16: list[str], num_warps: 
     r = compile_sass(GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), num_warps, arch)
     ls = loops(r["sass"])
     main = max(ls, key=len) if ls else []
-    return {"regs": r["regs"], "stack": r["stack"], "loop": len(main),
+    return {"regs": r["regs"], "stack": r["stack"], "shared": r["shared"], "loop": len(main),
             "loop_barriers": sum("BAR" in x for x in main),
             "loop_shared": sum(bool(re.search(r"\b(LDS|STS|LDSM|STSM)\b", x)) for x in main),
             "lines": main}

@@ -286,17 +286,21 @@ def test_gluon_mmsp_vs_dense(shape, dtype):
     _check_strided(Choice("mmsp", g.MMSP_CONFIGS[8][0]), w, v, m, bias, dtype, rows=5)
 
 
-# L2 prefetch (7th element PD) and split-K (8th, SK): not among the dispatcher's configurations until measured
-MMSP_EXPERIMENTAL = {8: [(4, 1, 1, 1, 1, 0, 2), (4, 1, 1, 0, 1, 0, 4), (4, 1, 1, 1, 1, 0, 0, 3)],
-                     16: [(4, 2, 2, 1, 1, 0, 2), (2, 4, 2, 0, 1, 1, 3), (4, 2, 2, 1, 1, 0, 8, 2), (2, 1, 2, 2, 1, 0, 0, 4)]}
+# L2 prefetch (7th element PD), split-K (8th, SK), warps splitting rows (9th, RW): not among the dispatcher's
+# configurations until measured
+MMSP_EXPERIMENTAL = {8: [(4, 1, 1, 1, 1, 0, 2), (4, 1, 1, 0, 1, 0, 4), (4, 1, 1, 1, 1, 0, 0, 3),
+                         (4, 1, 1, 1, 1, 0, 2, 2, 1), (2, 2, 1, 0, 0, 1, 0, 1, 1)],
+                     16: [(4, 2, 2, 1, 1, 0, 2), (2, 4, 2, 0, 1, 1, 3), (4, 2, 2, 1, 1, 0, 8, 2), (2, 1, 2, 2, 1, 0, 0, 4),
+                          (4, 1, 2, 1, 1, 0, 0, 3, 1), (2, 2, 2, 1, 1, 0, 0, 1, 1), (4, 1, 2, 1, 1, 0, 4, 2, 1)]}
 
 
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("shape", SP_SHAPES)
 def test_gluon_mmsp_l2_prefetch_and_split_k_vs_dense(shape, dtype):
-    """Prefetching must not change a result (addresses clamped at the last super-step and row), and the
+    """Prefetching must not change a result (addresses clamped at the last super-step and row), the
     split-K partials (fp32, reduced by a second kernel that adds the bias) must add up to it, including
-    a last split that is partly past K."""
+    a last split that is partly past K, and so must programs whose warps split the rows (RW; row blocks
+    past N clamped and not stored)."""
     from llmsparse.kernels import gluon_mmsp as g
 
     if not g.MMSP_AVAILABLE:

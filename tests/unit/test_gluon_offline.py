@@ -118,3 +118,20 @@ def test_gluon_mmsp_split_k_changes_only_the_epilogue():
     for op in ("LDG.E.128", "LDG.E.64", "SHFL", "HMMA"):
         assert sum(op in x for x in sl) == sum(op in x for x in bl), op
     assert abs(sk["loop"] - base["loop"]) <= 8, (sk["loop"], base["loop"])
+
+
+def test_gluon_mmsp_rows_per_warp_needs_no_cross_warp_reduction():
+    """RW = 1 (ninth element): the warps of a program split its rows and read the same super-steps, so
+    each warp ends with whole sums for its rows: the kernel uses no shared memory at all (the K-split
+    kernel reduces across warps through shared memory), and the main loop is the same."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts")
+    ks = offline.gluon_mmsp_stats("bfloat16", (4, 1, 2, 1, 1), even_k=True, keep_lines=True)
+    rw = offline.gluon_mmsp_stats("bfloat16", (4, 1, 2, 1, 1, 0, 0, 1, 1), even_k=True, keep_lines=True)
+    kl, rl = ks.pop("lines"), rw.pop("lines")
+    assert ks["shared"] > 0 and rw["shared"] == 0, (ks["shared"], rw["shared"])
+    assert rw["stack"] == 0 and rw["loop_mma"] == ks["loop_mma"]
+    for op in ("LDG.E.128", "LDG.E.64", "SHFL"):
+        assert sum(op in x for x in rl) == sum(op in x for x in kl), op
