@@ -18,18 +18,27 @@ CH="4,2,2,1,1,1;4,4,2,0,1,1;8,4,2,0,1,1;2,4,2,0,1,1;8,2,2,1,1,1;4,4,2,0,0,1;4,4,
 # RW (9th): the warps of a program split its rows and share x through L1
 PD="4,2,2,1,1,0,2;4,2,2,1,1,0,4;4,2,2,1,1,0,8;2,2,2,1,1,0,3;8,2,2,1,1,0,2;2,4,2,0,1,1,3;4,1,2,1,1,0,4;4,1,2,1,1,0,8;4,1,1,1,1,0,2;4,1,1,1,1,0,4;4,1,1,1,1,0,8;4,1,1,0,1,0,4;8,2,1,1,1,0,2;4,2,2,1,1,0,0,2;4,2,2,1,1,0,0,4;4,2,2,1,1,0,8,2;4,1,2,1,1,0,0,2;4,1,1,1,1,0,0,2;2,2,2,1,1,0,4,2;4,1,2,1,1,0,0,1,1;4,1,2,1,1,0,0,2,1;4,1,2,1,1,0,0,4,1;4,1,2,1,1,0,4,2,1;4,2,2,1,1,0,0,2,1;2,2,2,1,1,0,0,2,1;4,1,1,1,1,0,0,2,1;8,1,1,1,1,0,4,1,1"
 # (offline, sm_90: none of these spills; (4,2,2,1,1,0,4,2,1) and (2,2,2,2,1,0,4,1,1) did and are left out)
+# diag LIMIT ONLY LIST: each configuration of LIST (and the dispatcher's ones starting with ONLY) in its own
+# process; the faulty or wrong ones are excluded for the rest of the stage
+diag() {
+  timeout "$1" python3 bench/diag_kernels.py --only "$2" --extra "$(echo "$3" | tr ';' '\n' | sed 's/^/mmsp:/' | tr '\n' ' ')" \
+    --out "$OUT/diag" | tail -8
+  export LLMSPARSE_KERNEL_EXCLUDE="$(cat "$OUT/diag/exclude.txt")"
+  echo "EXCLUDE=$LLMSPARSE_KERNEL_EXCLUDE"
+}
+# probe OUTNAME LIST: timings at M = 1, 8, 16 of LIST beside the mmsp configurations of the dispatcher
+probe() {
+  timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/$1" --m 1,8,16 --paths mmsp --old none \
+    --mmsp-cfgs "$2" > "$OUT/probe.log" 2>&1
+  echo "probe rc $?"; grep " M 16 " "$OUT/probe.log"
+}
+NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 stage=$1; shift
 bash bench/device/h200_session.sh env
 case $stage in
   ch)
-    X=$(echo "$CH" | tr ';' '\n' | sed 's/^/mmsp:/' | tr '\n' ' ')
-    timeout 120 python3 bench/diag_kernels.py --only mmsp --extra "$X" --out "$OUT/diag" | tail -8
-    export LLMSPARSE_KERNEL_EXCLUDE="$(cat "$OUT/diag/exclude.txt")"
-    echo "EXCLUDE=$LLMSPARSE_KERNEL_EXCLUDE"
-    timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/ch.json" --m 1,8,16 --paths mmsp --old none \
-      --mmsp-cfgs "$CH" > "$OUT/probe.log" 2>&1
-    echo "probe rc $?"; grep " M 16 " "$OUT/probe.log"
-    NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+    diag 120 mmsp "$CH"
+    probe ch.json "$CH"
     for spec in "dense 8192x28672" "mmsp:4,2,2,1,1 8192x28672" "mmsp:4,4,2,0,1,1 8192x28672" \
                 "dense 4096x4096" "mmsp:4,2,2,1,1 4096x4096"; do
       set -- $spec
@@ -41,15 +50,9 @@ case $stage in
     done
     ;;
   pd)
-    X=$(echo "$PD" | tr ';' '\n' | sed 's/^/mmsp:/' | tr '\n' ' ')
-    timeout 100 python3 bench/diag_kernels.py --only mmsp:4,2,2,1,1 --extra "$X" --out "$OUT/diag" | tail -8
-    export LLMSPARSE_KERNEL_EXCLUDE="$(cat "$OUT/diag/exclude.txt")"
-    echo "EXCLUDE=$LLMSPARSE_KERNEL_EXCLUDE"
+    diag 100 mmsp:4,2,2,1,1 "$PD"
     [ -z "$LLMSPARSE_KERNEL_EXCLUDE" ] && timeout 90 python3 -m pytest -q -p no:cacheprovider tests/gpu -k "prefetch_and_split" 2>&1 | tail -3
-    timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/pd.json" --m 1,8,16 --paths mmsp --old none \
-      --mmsp-cfgs "$PD" > "$OUT/probe.log" 2>&1
-    echo "probe rc $?"; grep " M 16 " "$OUT/probe.log"
-    NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+    probe pd.json "$PD"
     timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
       --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
       python3 bench/device/ncu_kernel.py mmsp:4,2,2,1,1,0,2 8192x28672 16 bf16 > "$OUT/ncu.txt" 2>&1

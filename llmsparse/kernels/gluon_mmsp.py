@@ -103,7 +103,8 @@ _CONSTRAINTS_CHAIN_STR = ",".join(["=&f" if e % 4 == 0 else "=f" for e in range(
 def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     """The compile-time arguments of :func:`_sp24_mmsp_gl` for a configuration ``(WK, RT, NT, PF[, XS[,
     CH[, PD[, SK[, RW]]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K
-    splits, is the launcher's: it sets the grid and ``SPLIT``)."""
+    splits, is the launcher's: it sets the grid and ``SPLIT``, see :func:`config_splits`). ``KSTEP`` (super-
+    steps per iteration of a program) and ``ROWS`` (rows per program) follow from WK, RT and RW."""
     wk, rt, nt, pf = cfg[:4]
     xs = bool(cfg[4]) if len(cfg) > 4 else False
     ch = bool(cfg[5]) if len(cfg) > 5 else False
@@ -112,7 +113,7 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     if pd < 0:
         raise ValueError(f"mmsp prefetch distance must be >= 0, got {pd}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
-            "RW": rw,
+            "RW": rw, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch),
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
@@ -216,8 +217,8 @@ if MMSP_AVAILABLE:
         M, N, SS, KG, KM, stride_xw, stride_ym, ITERS, MN,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr, SPLIT: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
-        CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, ASM: gl.constexpr,
-        CONSTRAINTS: gl.constexpr,
+        CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, KSTEP: gl.constexpr,
+        ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr,
     ):
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
@@ -227,9 +228,8 @@ if MMSP_AVAILABLE:
         # fp32 partial sums to y_ptr[split, M, N] (MN = M * N, stride_ym = N); _splitk_reduce adds them
         pid_k = gl.program_id(2)
         # RW: the warps split the program's rows (WK groups of RT row tiles) and all read the same super-step
-        # (x from L1 after the first warp), instead of splitting the super-steps of one row block
-        KSTEP: gl.constexpr = 1 if RW else WK  # super-steps per iteration of a program
-        ROWS: gl.constexpr = 16 * RT * WK if RW else 16 * RT  # rows per program
+        # (x from L1 after the first warp), instead of splitting the super-steps of one row block; KSTEP
+        # super-steps per iteration of a program, ROWS rows per program (kernel_consts)
         if SPLIT:
             sb = pid_k * (ITERS * KSTEP)
         else:
@@ -368,6 +368,11 @@ def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
 
 
+def config_splits(cfg: tuple) -> int:
+    """The number of K splits a configuration asks for (its eighth element SK; 1 without it)."""
+    return int(cfg[7]) if len(cfg) > 7 else 1
+
+
 def split_plan(ss: int, kstep: int, sk: int) -> tuple[int, int, bool]:
     """Split-K of ``ss`` super-steps over programs that take ``kstep`` super-steps per iteration (WK, or 1
     with RW), at most ``sk`` splits: (splits, iterations per program, whether every iteration is full).
@@ -395,13 +400,12 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     M, K = x.shape
     N = out_features
     kc = kernel_consts(cfg, x.dtype == torch.bfloat16)
-    wk, rt, nt = kc["WK"], kc["RT"], kc["NT"]
+    wk, nt = kc["WK"], kc["NT"]
     SS = K // MMSP_K
-    kstep = 1 if kc["RW"] else wk  # super-steps per iteration of a program
-    splits, iters, even_k = split_plan(SS, kstep, int(cfg[7]) if len(cfg) > 7 else 1)
+    splits, iters, even_k = split_plan(SS, kc["KSTEP"], config_splits(cfg))
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
     target = y if splits == 1 else torch.empty((splits, M, N), device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(N, 16 * rt * (wk if kc["RW"] else 1)), triton.cdiv(M, 8 * nt), splits)
+    grid = (triton.cdiv(N, kc["ROWS"]), triton.cdiv(M, 8 * nt), splits)
     _sp24_mmsp_gl[grid](
         x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), target,
         bias if bias is not None else y,

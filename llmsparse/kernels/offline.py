@@ -124,7 +124,7 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
     from . import gluon_mmsp as g
 
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
-    split = len(cfg) > 7 and cfg[7] > 1
+    split = g.config_splits(cfg) > 1
     sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i64", y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32", N="i32",
                SS="i32", KG="i32", KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32", MN="i32")
     consts = dict(g.kernel_consts(cfg, dtype == "bfloat16"), HAS_BIAS=has_bias and not split, EVEN_K=even_k,
