@@ -24,19 +24,17 @@ SHAPES = [(4096, 4096), (4096, 11008)]
 
 
 def parse(name: str):
-    from llmsparse.kernels.dispatch import Choice
+    from llmsparse.kernels.dispatch import choice_from_name
 
-    path, rest = name.split(":", 1)
-    if path in ("mm", "mmb"):
-        bm, cfg = rest.split(":")
-        return Choice(path, (int(bm),) + tuple(int(v) for v in cfg.split(","))), int(bm)
-    cfg = tuple(int(v) for v in rest.split(","))
-    if path in ("gemv", "gemvg"):  # M = 4 and 7
-        return Choice(path, cfg), 4
-    if path in ("mmg", "mmsp"):  # M = 1 and 16
-        return Choice(path, cfg), 16
-    if path == "cslt":
-        return Choice(path, cfg), None
+    c = choice_from_name(name)
+    if c.path in ("mm", "mmb"):
+        return c, c.cfg[0]
+    if c.path in ("gemv", "gemvg"):  # M = 4 and 7
+        return c, 4
+    if c.path in ("mmg", "mmsp"):  # M = 1 and 16
+        return c, 16
+    if c.path == "cslt":
+        return c, None
     raise ValueError(f"unknown kernel configuration {name!r}")
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 def main() -> int:
     from llmsparse.formats.nm import pack_nm
-    from llmsparse.kernels.dispatch import Choice, err_limit, random_24, run_choice
+    from llmsparse.kernels.dispatch import choice_from_name, err_limit, random_24, run_choice
 
     name, shape, m, dt = sys.argv[1:5]
     n, k = (int(v) for v in shape.split("x"))
@@ -31,8 +31,7 @@ def main() -> int:
         def call():
             return F.linear(x, w)
     else:
-        path, cfg = name.split(":", 1)
-        c = Choice(path, tuple(int(a) for a in cfg.split(",")))
+        c = choice_from_name(name)
 
         def call():
             return run_choice(c, x, values=v, meta=mt, dense=w, bias=None, out_features=n)

@@ -273,6 +273,18 @@ def choice_name(c: Choice) -> str:
 # H100/H200 GEMM tables in bench/results (nor came within 5% of the winner), so they are not measured by
 # default; they stay selectable (``paths=``) and are the packed-only fallback at M > 16
 # (linear._best_sparse_fallback) whatever the paths.
+def choice_from_name(name: str) -> Choice:
+    """The inverse of :func:`choice_name` (``mm:16:32,256,4,3`` -> ``Choice("mm", (16, 32, 256, 4, 3))``);
+    ValueError for a name it cannot read."""
+    path, _, rest = name.partition(":")
+    if path not in ALL_PATHS + ("dense",) or (not rest and path != "dense"):
+        raise ValueError(f"unknown kernel configuration {name!r}")
+    if path in ("mm", "mmb"):
+        bm, _, cfg = rest.partition(":")
+        rest = f"{bm},{cfg}"
+    return Choice(path, tuple(int(v) for v in rest.split(",")) if rest else ())
+
+
 DEFAULT_PATHS = ("gemvg", "mmsp", "gemv", "mmg", "cslt")
 ALL_PATHS = DEFAULT_PATHS + ("mm", "mmb")  # every kernel family (the names --paths accepts)
 

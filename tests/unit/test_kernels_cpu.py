@@ -415,3 +415,17 @@ def test_records_json_is_json_ready():
                     "timings": {"dense": 0.02, "mmsp:4,2,2,1,1": 0.015}, "confirmed": {"dense": [0.02, 0.021]},
                     "errors": {"mmsp:4,2,2,1,1": pytest.approx(1e-4), "cslt:1,1": "refused: slow"}}]
     json.dumps(out)
+
+
+def test_choice_from_name_inverts_choice_name():
+    """Configuration names (LLMSPARSE_KERNEL_EXCLUDE, diag_kernels.py, the probes) read back into choices."""
+    from llmsparse.kernels.dispatch import Choice, choice_from_name, choice_name
+
+    for c in [Choice("mm", (16, 32, 256, 4, 3)), Choice("mmb", (64, 128, 128, 4, 3)), Choice("gemv", (4, 1024, 4, 2)),
+              Choice("mmsp", (4, 1, 2, 1, 1, 0, 0, 3, 1)), Choice("cslt", (1, 0)), Choice("gemvg", (1, 4, 8, 2, 2))]:
+        back = choice_from_name(choice_name(c))
+        assert (back.path, back.cfg) == (c.path, c.cfg)
+    assert choice_from_name("dense").path == "dense"
+    for bad in ("nope:1,2", "mmsp", "mmsp:4,x", "mm:16"):
+        with pytest.raises(ValueError):
+            choice_from_name(bad)
