@@ -35,6 +35,10 @@ def main():
     ap.add_argument("--mmsp-cfgs", default="", help="extra mmsp configurations to time, e.g. "
                     "'4,2,2,1,1,1;4,4,2,0,1,1' (WK,RT,NT,PF,XS,CH,PD,SK,RW; untested ones: run diag_kernels.py --one first)")
     a = ap.parse_args()
+    try:
+        extra = [Choice("mmsp", tuple(int(v) for v in c.split(","))) for c in a.mmsp_cfgs.split(";") if c.strip()]
+    except ValueError:
+        ap.error(f"--mmsp-cfgs: expected 'WK,RT,NT,PF[,...];...', got {a.mmsp_cfgs!r}")  # one line, exit 2
     ms = [int(v) for v in a.m.split(",")]
     dts = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]
     shapes = [tuple(map(int, s.split("x"))) for s in a.shapes.split(",")] if a.shapes else SHAPES
@@ -48,9 +52,8 @@ def main():
             for m in ms:
                 paths = tuple(a.paths.split(","))
                 cands = [c for c in candidates(m, paths=paths, dtype=dtype, in_features=k) if c.path != "gemv"]
-                if a.mmsp_cfgs and k % 128 == 0 and m <= 16:
-                    cands += [c for c in (Choice("mmsp", tuple(int(v) for v in c.split(",")))
-                                          for c in a.mmsp_cfgs.split(";")) if not excluded(choice_name(c), dtype)]
+                if k % 128 == 0 and m <= 16:
+                    cands += [c for c in extra if not excluded(choice_name(c), dtype)]
                 if "gemv" in paths and m <= 8:
                     cands = [Choice("gemv", c) for c in old] + cands
                 dense = [time_call(*sb.args(m, Choice("dense")))]

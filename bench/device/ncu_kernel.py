@@ -21,18 +21,22 @@ def main() -> int:
     from llmsparse.formats.nm import pack_nm
     from llmsparse.kernels.dispatch import choice_from_name, err_limit, random_24, run_choice
 
-    name, shape, m, dt = sys.argv[1:5]
-    n, k = (int(v) for v in shape.split("x"))
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[dt]
+    try:
+        name, shape, m, dt = sys.argv[1:5]
+        n, k = (int(v) for v in shape.split("x"))
+        m = int(m)
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[dt]
+        c = None if name == "dense" else choice_from_name(name)
+    except (ValueError, KeyError):
+        print("usage: ncu_kernel.py NAME|dense OUTxIN M fp16|bf16  (NAME e.g. mmsp:4,2,2,1,1)", file=sys.stderr)
+        return 2
     w = random_24(n, k, dtype, "cuda")
     v, mt = pack_nm(w, 2, 4)
-    x = torch.randn(int(m), k, device="cuda", dtype=dtype)
-    if name == "dense":
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    if c is None:
         def call():
             return F.linear(x, w)
     else:
-        c = choice_from_name(name)
-
         def call():
             return run_choice(c, x, values=v, meta=mt, dense=w, bias=None, out_features=n)
     ref = F.linear(x, w).float()
