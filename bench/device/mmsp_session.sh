@@ -6,6 +6,7 @@
 #          dense and mmsp at M = 16 (two shapes)
 #   pd     L2-prefetch (PD), split-K (SK) and rows-per-warp (RW) configurations: diag in separate processes, the GPU test of PD/SK/RW, timings at
 #          M = 1, 8, 16 beside the current configurations, Nsight Compute on the best PD one at M = 16
+#   big    M = 128-16384 (dtype $DT, default bf16)
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
@@ -53,6 +54,7 @@ case $stage in
     diag 100 mmsp:4,2,2,1,1 "$PD"
     [ -z "$LLMSPARSE_KERNEL_EXCLUDE" ] && timeout 90 python3 -m pytest -q -p no:cacheprovider tests/gpu -k "prefetch_and_split" 2>&1 | tail -3
     probe pd.json "$PD"
+    python3 bench/device/pick_extra.py "$OUT/pd.json" "$PD" 2> "$OUT/pick.txt" | tee "$OUT/extra.txt"; grep " M=16 " "$OUT/pick.txt"
     timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
       --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
       python3 bench/device/ncu_kernel.py mmsp:4,2,2,1,1,0,2 8192x28672 16 bf16 > "$OUT/ncu.txt" 2>&1
@@ -62,5 +64,9 @@ case $stage in
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"
     timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,2,4,8,16 --dtype bf16,fp16 \
       --paths gemvg,gemv,mmg,cslt,mmsp --mmsp-extra "${EXTRA:-$CH}" --out "$OUT/k" 2>&1 | tail -32
+    ;;
+  big)   # M = 128-16384 in one dtype ($DT), the dispatcher's picks (cuSPARSELt, Triton mm, dense)
+    timeout 560 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 128,1024,4096,16384 \
+      --dtype "${DT:-bf16}" --out "$OUT/kb" 2>&1 | tail -32
     ;;
 esac

@@ -58,7 +58,7 @@ def bench(
                                 "layer ('layers') or the whole forward ('model'); 'none' (default)."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune 2:4 by magnitude when the model is not 2:4."),
     stock: bool = typer.Option(True, "--stock/--no-stock", help="Also time PyTorch's stock 2:4 path."),
-    min_speedup: float = typer.Option(1.0, "--min-speedup", help="A sparse path must beat dense by this factor."),
+    min_speedup: float = typer.Option(1.05, "--min-speedup", help="A sparse path must beat dense by this factor (the dispatcher's default)."),
     paths: Optional[str] = typer.Option(None, "--paths", help="Kernel families the dispatcher measures, comma-separated "
                                         "(default: all, gemvg,mmsp,gemv,mmg,mm,mmb,cslt)."),
     json_path: str = typer.Option("bench-results.json", "--json", help="Where to write all numbers (JSON)."),

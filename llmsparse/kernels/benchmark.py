@@ -111,6 +111,17 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                            dense_ms=t_dense, ours_ms=t_ours, speedup=t_dense / t_ours,
                            err_vs_dense=_rel(y, ref), err_vs_fp32=_rel(y, ref32), dense_err_vs_fp32=_rel(ref, ref32),
                            all_written=finite)
+                vt = dispatch.table_for(dispatch.view_key(dispatch.make_key(n, k, dtype, False, dev)))
+                v = vt.get(bucket_of(m))
+                if v is not None and dispatch.is_view(v):
+                    # what the layer runs under torch.compile: cuSPARSELt's [N, M] result left transposed
+                    # (the consumer absorbs the transpose), timed the same way as ours
+                    yv = dispatch.run_choice(v, x, values=s["values"], meta=s["meta"], dense=s["dense"],
+                                             cslt_packed=s.get("cslt_packed"), bias=None, out_features=n)
+                    td, tv = dispatch.time_interleaved(sb, m, v, 3)
+                    row.update(view_path=dispatch.choice_name(v), view_ms=statistics.median(tv),
+                               view_speedup=statistics.median(td) / statistics.median(tv),
+                               view_err_vs_dense=_rel(yv, ref))
                 rec = recs.get(bucket_of(m))
                 if rec is not None:
                     for p in ("gemvg:", "gemv:", "mmg:", "mmsp:", "mm:", "mmb", "cslt"):
@@ -134,7 +145,8 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                 if log:
                     log(f"  {row['dtype']} {n}x{k} M={m}: dense {t_dense * 1e3:.1f} us, ours {t_ours * 1e3:.1f} us "
                         f"[{c.path}] {row['speedup']:.2f}x, stock {row.get('stock_speedup', float('nan')):.2f}x, "
-                        f"err {row['err_vs_dense']:.1e}")
+                        f"err {row['err_vs_dense']:.1e}"
+                        + (f"; compiled [{row['view_path']}] {row['view_speedup']:.2f}x" if "view_ms" in row else ""))
             del sb
             torch.cuda.empty_cache()
             if log:
@@ -337,6 +349,7 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["sparsify_s"] = time.time() - t0
     res["swapped"] = len(rep["swapped"])
     res["paths"] = {k: {str(b): p for b, p in v.items()} for k, v in rep["paths"].items()}
+    res["compiled_paths"] = {k: {str(b): p for b, p in v.items()} for k, v in rep["compiled_paths"].items()}
     log(f"sparsify: {len(rep['swapped'])} layers swapped in {res['sparsify_s']:.1f} s; paths {res['paths']}")
     with torch.no_grad():
         sp_logits = model(input_ids=chk, use_cache=False).logits.float()

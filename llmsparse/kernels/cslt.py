@@ -2,7 +2,8 @@
 
 ``torch._cslt_compress(W)`` builds cuSPARSELt's own compressed form of a 2:4 weight (values and
 metadata in one buffer, layout private to the library); ``torch._cslt_sparse_mm(Wc, x^T,
-transpose_result=True, alg_id=a)`` returns ``x W^T`` as a contiguous ``[M, N]``. The algorithm id
+transpose_result=True, alg_id=a)`` returns ``x W^T`` as a contiguous ``[M, N]``; with
+``transpose_result=False`` it returns ``W x^T = [N, M]`` (see :func:`cslt_linear`). The algorithm id
 is chosen per (shape, dtype, M bucket) by measurement in :mod:`llmsparse.kernels.dispatch` and
 passed as a plain int, so calls capture into CUDA graphs (the per-call plan setup on the host is
 then paid once, at capture).
@@ -28,26 +29,48 @@ def compress(dense_with_zeros: torch.Tensor) -> torch.Tensor:
     return torch._cslt_compress(dense_with_zeros.contiguous())
 
 
-def cslt_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, alg_id: int = 0,
-                transpose_result: bool = True) -> torch.Tensor:
-    """``x[M, K] @ W^T (+ bias)`` with ``packed = compress(W)``, as a contiguous ``[M, N]``.
+RESULT_MN, RESULT_COPY, RESULT_VIEW = 1, 0, 2  # the second element of a cslt choice (see cslt_linear)
 
-    ``transpose_result=True`` asks cuSPARSELt for ``[M, N]`` directly; ``False`` computes
-    ``W x^T = [N, M]`` (the layout PyTorch 2.11's stock path uses) and transposes it with a copy.
-    Which is faster depends on dtype, shape and algorithm; the dispatcher measures both."""
+
+def cslt_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, alg_id: int = 0,
+                result: int = RESULT_MN) -> torch.Tensor:
+    """``x[M, K] @ W^T (+ bias)`` with ``packed = compress(W)``, as ``[M, N]``.
+
+    ``result``: 1 (``RESULT_MN``) asks cuSPARSELt for a contiguous ``[M, N]``; 0 (``RESULT_COPY``)
+    computes ``W x^T = [N, M]`` (the layout PyTorch 2.11's stock path uses) and transposes it with a
+    copy; 2 (``RESULT_VIEW``) returns that ``[N, M]`` result as a transposed, non-contiguous view, as
+    the stock path does (for callers whose consumer absorbs the transpose: SparseLinear under
+    torch.compile). Which is fastest depends on dtype, shape and algorithm; the dispatcher measures."""
+    if result not in (RESULT_MN, RESULT_COPY, RESULT_VIEW):
+        raise ValueError(f"cslt result layout must be 0, 1 or 2, got {result}")
     M = x.shape[0]
     pad = (-M) % _ROW_ALIGN
     xp = F.pad(x, (0, 0, 0, pad)) if pad else x
-    y = torch._cslt_sparse_mm(packed, xp.t(), bias=None, transpose_result=transpose_result, alg_id=alg_id)
-    if not transpose_result:
+    y = torch._cslt_sparse_mm(packed, xp.t(), bias=None, transpose_result=result == RESULT_MN, alg_id=alg_id)
+    if result != RESULT_MN:
         y = y.t()
     if pad:
         y = y[:M]
-    if not transpose_result:
+    if result == RESULT_COPY:
         y = y.contiguous()
     if bias is not None:
         y = y + bias
     return y
+
+
+def cslt_nm(x: torch.Tensor, packed: torch.Tensor, alg_id: int) -> torch.Tensor:
+    """cuSPARSELt's ``W x^T`` as a contiguous ``[N, Mp]`` (``Mp``: M rounded up to 16, the padded
+    columns hold the product with zero rows): what ``result=2`` views, for a custom op whose output
+    must be contiguous."""
+    M = x.shape[0]
+    pad = (-M) % _ROW_ALIGN
+    xp = F.pad(x, (0, 0, 0, pad)) if pad else x
+    return torch._cslt_sparse_mm(packed, xp.t(), bias=None, transpose_result=False, alg_id=alg_id)
+
+
+def padded_rows(m):
+    """The ``Mp`` of :func:`cslt_nm` (works on symbolic sizes)."""
+    return m + (-m) % _ROW_ALIGN
 
 
 def search_alg(packed: torch.Tensor, x: torch.Tensor) -> int | None:

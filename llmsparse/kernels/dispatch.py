@@ -65,7 +65,7 @@ class Choice:
     path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mmsp" | "mm" | "mmb" | "cslt"
     cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mmg: (WN, RN, KREP, BM, splits);
     # mmsp: (WK, RT, NT, PF[, XS[, CH]]);
-    # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, transposed)
+    # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, result): see cslt.cslt_linear
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
     err: float = math.nan  # relative error vs dense-with-zeros F.linear in the check
@@ -108,6 +108,19 @@ def make_key(out_features: int, in_features: int, dtype: torch.dtype, has_bias: 
 
 def table_for(key: tuple) -> dict[int, Choice]:
     return _TABLE.setdefault(key, {})
+
+
+def view_key(key: tuple) -> tuple:
+    """The key of a shape's *view* table: the choices for callers that take a transposed ``[M, N]`` view
+    as the output (SparseLinear under torch.compile, whose consumers fuse the transpose). Besides every
+    candidate of the normal table it holds cuSPARSELt's ``[N, M]`` result left transposed (``cslt:a,2``),
+    timed without the transposing copy."""
+    return tuple(key) + ("view",)
+
+
+def is_view(c: Choice) -> bool:
+    """Whether ``c`` returns a transposed view rather than a contiguous ``[M, N]``."""
+    return c.path == "cslt" and len(c.cfg) > 1 and c.cfg[1] == 2
 
 
 def clear() -> None:
@@ -256,7 +269,7 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
     if p == "cslt":
         from .cslt import cslt_linear
 
-        return cslt_linear(x, cslt_packed, bias, choice.cfg[0], bool(choice.cfg[1]) if len(choice.cfg) > 1 else True)
+        return cslt_linear(x, cslt_packed, bias, choice.cfg[0], int(choice.cfg[1]) if len(choice.cfg) > 1 else 1)
     if p == "dense":
         return F.linear(x, dense, bias)
     raise ValueError(f"unknown path {p!r}")
@@ -299,7 +312,9 @@ def check_paths(paths) -> tuple:
 
 
 def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
-               in_features: int | None = None) -> list[Choice]:
+               in_features: int | None = None, views: bool = False) -> list[Choice]:
+    """The configurations measured for M; ``views`` adds cuSPARSELt's ``[N, M]`` result returned as a
+    transposed view (``cslt:a,2``, for :func:`view_key` tables only)."""
     from . import gluon_sp24
     from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, MMB_CONFIGS, excluded
 
@@ -325,7 +340,7 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
             for bm in bms:
                 out += [Choice(p, (bm,) + c) for c in table[bm]]
     if "cslt" in paths and m >= 16:
-        out += [Choice("cslt", (a, tr)) for a in cslt_algs for tr in (1, 0)]
+        out += [Choice("cslt", (a, tr)) for a in cslt_algs for tr in ((1, 0, 2) if views else (1, 0))]
     return [c for c in out if not excluded(choice_name(c), dtype)]
 
 
@@ -430,7 +445,9 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
     """Measure the candidates for the given buckets of one layer shape; fill and return its table.
 
     The fastest sparse candidate is kept only if it beats dense by ``min_speedup`` both in the
-    first measurement and in the median of ``1 + confirm`` interleaved measurements of the two."""
+    first measurement and in the median of ``1 + confirm`` interleaved measurements of the two.
+    With cuSPARSELt among the paths the shape's view table (:func:`view_key`) is filled alike from
+    the same measurements plus the ``cslt:a,2`` candidates."""
     from .cslt import available as cslt_available
     from .cslt import search_alg
     from .timing import host_ms, time_call
@@ -440,14 +457,16 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
     paths = tuple(paths)
     key = make_key(out_features, in_features, dtype, has_bias, device)
     table = table_for(key)
-    # a bucket measured earlier with a path outside ``paths`` (another sparsify call) is measured again
-    todo = [b for b in buckets if force or b not in table or table[b].path not in paths + ("dense",)]
-    if not todo:
-        return table
     use_cslt = "cslt" in paths and cslt_available()
     sb = bench or ShapeBench(out_features, in_features, dtype, device, has_bias=has_bias, with_cslt=use_cslt)
     if not sb.have_cslt:
         paths = tuple(p for p in paths if p != "cslt")
+    vtable = table_for(view_key(key)) if "cslt" in paths else None
+    # a bucket measured earlier with a path outside ``paths`` (another sparsify call) is measured again
+    todo = [b for b in buckets if force or b not in table or table[b].path not in paths + ("dense",)
+            or (vtable is not None and b not in vtable)]
+    if not todo:
+        return table
     for b in todo:
         rec = TuneRecord(key, b)
         algs = list(CSLT_ALGS_LARGE if b >= 512 else CSLT_ALGS_SMALL)
@@ -459,8 +478,9 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
         dense_ms = time_call(fn, args)
         rec.timings["dense"] = dense_ms
         host_limit = max(HOST_LIMIT_MS, HOST_LIMIT_X * host_ms(fn, args))
-        best = None
-        for c in candidates(b, paths=paths, cslt_algs=algs, dtype=dtype, in_features=in_features):
+        best = best_view = None
+        for c in candidates(b, paths=paths, cslt_algs=algs, dtype=dtype, in_features=in_features,
+                            views=vtable is not None):
             name = choice_name(c)
             try:
                 err = sb.check(b, c)
@@ -488,26 +508,44 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
                 continue
             c.err = err
             rec.timings[name] = c.ms
-            if best is None or c.ms < best.ms:
+            if not is_view(c) and (best is None or c.ms < best.ms):
                 best = c
-        if best is not None and dense_ms / best.ms >= min_speedup:
-            # confirm a win by re-measuring dense and the winner interleaved (medians of 3): clocks
-            # drift, and a narrow win in one measurement was seen to be a loss in the next
-            ds, bs = time_interleaved(sb, b, best, confirm)
-            ds, bs = [dense_ms] + ds, [best.ms] + bs
-            dense_ms, best.ms = statistics.median(ds), statistics.median(bs)
-            rec.confirmed = {"dense": ds, choice_name(best): bs}
-        if best is not None and dense_ms / best.ms >= min_speedup:
-            best.dense_ms = dense_ms
-            table[b] = best
-        else:
-            table[b] = Choice("dense", (), dense_ms, dense_ms, 0.0)
+            if best_view is None or c.ms < best_view.ms:
+                best_view = c
+        table[b] = _keep_if_confirmed(sb, b, best, dense_ms, min_speedup, confirm, rec)
+        if vtable is not None:
+            if best_view is None or not is_view(best_view):
+                vtable[b] = table[b]  # nothing faster than the normal table's candidates
+            else:
+                v = _keep_if_confirmed(sb, b, best_view, dense_ms, min_speedup, confirm, rec)
+                vtable[b] = v if v.ms < table[b].ms else table[b]
         RECORDS.append(rec)
         if log:
             c = table[b]
-            log(f"{key[1]} {out_features}x{in_features} M<={b}: {choice_name(c)} "
-                f"{c.ms * 1e3:.1f} us vs dense {dense_ms * 1e3:.1f} us ({dense_ms / c.ms:.2f}x)")
+            msg = (f"{key[1]} {out_features}x{in_features} M<={b}: {choice_name(c)} "
+                   f"{c.ms * 1e3:.1f} us vs dense {c.dense_ms * 1e3:.1f} us ({c.dense_ms / c.ms:.2f}x)")
+            if vtable is not None and is_view(vtable[b]):
+                v = vtable[b]
+                msg += f"; under torch.compile {choice_name(v)} {v.ms * 1e3:.1f} us ({v.dense_ms / v.ms:.2f}x)"
+            log(msg)
     return table
+
+
+def _keep_if_confirmed(sb, b: int, best: Choice | None, dense_ms: float, min_speedup: float, confirm: int,
+                       rec: TuneRecord) -> Choice:
+    """``best`` if it beats dense by ``min_speedup`` in the first measurement and, re-measured
+    interleaved with dense (clocks drift, and a narrow win in one measurement was seen to be a loss in
+    the next), in the medians; else the dense choice. The re-measurements go into ``rec.confirmed``."""
+    if best is not None and dense_ms / best.ms >= min_speedup:
+        ds, bs = time_interleaved(sb, b, best, confirm)
+        ds, bs = [dense_ms] + ds, [best.ms] + bs
+        rec.confirmed["dense" if "dense" not in rec.confirmed else "dense (view)"] = ds
+        rec.confirmed[choice_name(best)] = bs
+        d_ms, b_ms = statistics.median(ds), statistics.median(bs)
+        if d_ms / b_ms >= min_speedup:
+            return Choice(best.path, best.cfg, b_ms, d_ms, best.err)
+        dense_ms = d_ms
+    return Choice("dense", (), dense_ms, dense_ms, 0.0)
 
 
 def nearest(table: dict[int, Choice], b: int) -> Choice | None:

@@ -62,6 +62,9 @@ class SparseLinear(nn.Module):
         self.lazy_tune = True  # measure an unseen M bucket at first use (else use the nearest measured one)
         self.allowed_paths: tuple | None = None  # kernel families to measure (None: dispatch.DEFAULT_PATHS)
         self._table: dict[int, dispatch.Choice] | None = None
+        # the view table (dispatch.view_key): choices under torch.compile, where a transposed result is
+        # absorbed by the consumer; None where it was not measured (no cuSPARSELt)
+        self._table_view: dict[int, dispatch.Choice] | None = None
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -140,17 +143,24 @@ class SparseLinear(nn.Module):
         if keep_dense is not None:
             self.keep_dense = keep_dense
         if self.values.device.type != "cuda" or self.values.dtype not in _GPU_DTYPES:
-            self._table = None
+            self._table = self._table_view = None
             return {}
         table = dispatch.tune(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
                               tuple(buckets), device=self.values.device, min_speedup=self.min_speedup, log=log,
                               paths=self.allowed_paths or dispatch.DEFAULT_PATHS)
         self._table = table
+        paths = self.allowed_paths or dispatch.DEFAULT_PATHS
+        vtable = dispatch.table_for(dispatch.view_key(self._key())) if "cslt" in paths else None
+        self._table_view = vtable if vtable and all(b in vtable for b in buckets) else None
         self._materialize()
         return table
 
+    def compiled_table(self) -> dict[int, dispatch.Choice]:
+        """The choices the layer runs under torch.compile (the view table where measured)."""
+        return dict(self._table_view or self._table or {})
+
     def _materialize(self) -> None:
-        paths = {c.path for c in (self._table or {}).values()}
+        paths = {c.path for c in list((self._table or {}).values()) + list((self._table_view or {}).values())}
         if "cslt" in paths:
             self._get_cslt()
         else:
@@ -176,12 +186,13 @@ class SparseLinear(nn.Module):
             return _best_sparse_fallback(m, self._cslt is not None)
         return self._plan(m)
 
-    def _plan(self, m: int) -> dispatch.Choice:
+    def _plan(self, m: int, view: bool = False) -> dispatch.Choice:
         """The measured choice for M, without tuning and without building a derived form (so it is safe
         inside a capture, and Dynamo traces it under torch.compile): a bucket never measured uses the
         nearest measured one; a path whose form this layer lacks (the dense weight with
-        ``keep_dense=False``, cuSPARSELt's) is replaced by one that needs only the packed weights."""
-        table = self._table
+        ``keep_dense=False``, cuSPARSELt's) is replaced by one that needs only the packed weights.
+        ``view``: read the view table (choices that may return a transposed ``[M, N]``) where there is one."""
+        table = self._table_view if view and self._table_view else self._table
         if not table:
             raise RuntimeError("SparseLinear under torch.compile needs measured kernel choices: call "
                                "llmsparse.kernels.prepare(model) (sparsify does) before compiling")
@@ -194,7 +205,14 @@ class SparseLinear(nn.Module):
         return c
 
     def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor:
-        c = self._plan(x2.shape[0])
+        m = x2.shape[0]
+        c = self._plan(m, view=True)
+        if dispatch.is_view(c):
+            # cuSPARSELt's [N, Mp] result enters the graph as is; its transpose (and the bias) are left to
+            # Inductor, which folds them into the consumers (the activation, the residual add) instead
+            # of the transposing copy the eager path pays
+            y = torch.ops.llmsparse.cslt_nm(x2, self._cslt, int(c.cfg[0]), self.out_features).t()[:m]
+            return y if self.bias is None else y + self.bias
         return torch.ops.llmsparse.sp24_linear(
             x2, self.values, self.meta, self.bias, self._dense if c.path == "dense" else None,
             self._cslt if c.path == "cslt" else None, self.out_features, c.path, [int(v) for v in c.cfg])
@@ -240,6 +258,25 @@ def _sp24_linear_op(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, b
 @_sp24_linear_op.register_fake
 def _(x, values, meta, bias, dense, cslt, out_features, path, cfg):
     return x.new_empty((x.shape[0], out_features))
+
+
+@torch.library.custom_op("llmsparse::cslt_nm", mutates_args=())
+def _cslt_nm_op(x: torch.Tensor, cslt: torch.Tensor, alg_id: int, out_features: int) -> torch.Tensor:
+    """cuSPARSELt's ``W x^T`` as a contiguous ``[out_features, Mp]`` (:func:`llmsparse.kernels.cslt.cslt_nm`):
+    the view-table path of SparseLinear under torch.compile."""
+    from .cslt import cslt_nm
+
+    y = cslt_nm(x.contiguous(), cslt, alg_id)
+    if y.shape[0] != out_features:
+        raise ValueError(f"cslt_nm: the compressed weight has {y.shape[0]} rows, not {out_features}")
+    return y
+
+
+@_cslt_nm_op.register_fake
+def _(x, cslt, alg_id, out_features):
+    from .cslt import padded_rows
+
+    return x.new_empty((out_features, padded_rows(x.shape[0])))
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:
@@ -311,13 +348,16 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     out ``"cslt"`` and pass ``keep_dense=False``
     to hold only the packed weights, 0.5625x of dense, at the price of slower large-M calls).
 
-    Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}}}``.
+    Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}},
+    "compiled_paths": {shape: {bucket: path}}}``; the last lists the shapes whose choices differ under
+    torch.compile (``cslt-view``: cuSPARSELt's transposed result, the transpose left to Inductor).
     """
     buckets = tuple(buckets) if buckets is not None else dispatch.BUCKETS
     allowed = dispatch.check_paths(paths) if paths is not None else None
     swapped: list[str] = []
     skipped: dict[str, str] = {}
     shape_paths: dict[str, dict[int, str]] = {}
+    compiled_paths: dict[str, dict[int, str]] = {}
     targets = []
     for name, mod in model.named_modules():
         if type(mod) is not nn.Linear:
@@ -347,14 +387,18 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
                 table = new.prepare(buckets, log=log)
                 shape = f"{new.out_features}x{new.in_features}"
                 shape_paths[shape] = {b: c.path for b, c in sorted(table.items())}
-                if all(table[b].path == "dense" for b in buckets):
+                ctable = new.compiled_table()
+                if any(dispatch.is_view(c) for c in ctable.values()):
+                    compiled_paths[shape] = {b: "cslt-view" if dispatch.is_view(c) else c.path
+                                             for b, c in sorted(ctable.items())}
+                if all(t[b].path == "dense" for t in (table, ctable) for b in buckets):
                     skipped[name] = "dense is as fast at every measured M"
                     continue
             setattr(parent, attr, new)
             swapped.append(name)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"swapped": swapped, "skipped": skipped, "paths": shape_paths}
+    return {"swapped": swapped, "skipped": skipped, "paths": shape_paths, "compiled_paths": compiled_paths}
 
 
 def prepare(model: nn.Module, buckets: Iterable[int] = dispatch.BUCKETS, cache="auto", **kw) -> None:

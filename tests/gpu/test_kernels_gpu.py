@@ -160,12 +160,65 @@ def test_cslt_path(dtype):
         pytest.skip("no cuSPARSELt")
     w = random_24(1024, 512, dtype, "cuda")
     c = compress(w)
+    b = torch.randn(1024, device="cuda", dtype=dtype)
     for M in (16, 17, 100, 4096):
         x = torch.randn(M, 512, device="cuda", dtype=dtype)
-        for tr in (True, False):
-            y = cslt_linear(x, c, None, 0, transpose_result=tr)
-            assert y.shape == (M, 1024) and y.is_contiguous()
-            assert rel(y, F.linear(x, w)) < TOL[dtype]
+        for result in (1, 0, 2):
+            y = cslt_linear(x, c, b if M == 100 else None, 0, result)
+            assert y.shape == (M, 1024) and y.is_contiguous() == (result != 2)
+            if result == 2:
+                assert y.stride(0) == 1  # the transposed view of cuSPARSELt's [N, Mp]
+            assert rel(y, F.linear(x, w, b if M == 100 else None)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DT)
+def test_compiled_view_choice_matches_dense(dtype):
+    """Under torch.compile (Inductor) a view-table choice (cuSPARSELt's [N, M] left transposed, the
+    transpose folded into the consumers) gives the dense result through an MLP-like chain, with odd M,
+    bias, no graph break, and in a CUDA graph; eager calls keep the normal table's path."""
+    import torch._dynamo
+
+    from llmsparse.kernels import dispatch
+    from llmsparse.kernels.cslt import available
+
+    if not available():
+        pytest.skip("no cuSPARSELt")
+    torch.manual_seed(0)
+    ws = [random_24(1024, 512, dtype, "cuda"), random_24(1024, 512, dtype, "cuda"), random_24(512, 1024, dtype, "cuda")]
+    bias = torch.randn(1024, device="cuda", dtype=dtype)
+    lins = [SparseLinear.from_dense(ws[0], bias), SparseLinear.from_dense(ws[1]), SparseLinear.from_dense(ws[2])]
+    for lin in lins:
+        lin.prepare((64,))
+        lin._get_cslt()
+        lin._table_view = {64: dispatch.Choice("cslt", (0, 2))}
+
+    def block(h, mods):
+        g, u, d = mods
+        return h + d(F.silu(g(h)) * u(h))
+
+    comp = torch.compile(lambda h: block(h, lins), fullgraph=True, dynamic=False)
+    for M in (64, 37):
+        h = torch.randn(1, M, 512, device="cuda", dtype=dtype)
+        ref = h + F.linear(F.silu(F.linear(h, ws[0], bias)) * F.linear(h, ws[1]), ws[2])
+        assert rel(block(h, lins), ref) < 2 * TOL[dtype]
+        y = comp(h)
+        assert y.shape == ref.shape and rel(y, ref) < 2 * TOL[dtype]
+    h = torch.randn(1, 64, 512, device="cuda", dtype=dtype)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        comp(h)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = comp(h)
+    h2 = torch.randn_like(h)
+    h.copy_(h2)
+    g.replay()
+    torch.cuda.synchronize()
+    ref = h2 + F.linear(F.silu(F.linear(h2, ws[0], bias)) * F.linear(h2, ws[1]), ws[2])
+    assert rel(y, ref) < 2 * TOL[dtype]
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("dtype", DT)

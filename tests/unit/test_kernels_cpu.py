@@ -429,3 +429,102 @@ def test_choice_from_name_inverts_choice_name():
     for bad in ("nope:1,2", "mmsp", "mmsp:4,x", "mm:16"):
         with pytest.raises(ValueError):
             choice_from_name(bad)
+
+
+class _FakeCsltBench(_FakeBench):
+    """A ShapeBench stand-in whose shape has cuSPARSELt's form (so tune measures cslt candidates and
+    fills the view table)."""
+
+    have_cslt = True
+    sets = [{"cslt_packed": None}]
+
+    def inputs(self, m):
+        return [torch.zeros(m, 64)]
+
+
+def _scripted_cslt_tune(monkeypatch, script):
+    pytest.importorskip("triton")
+    from llmsparse.kernels import cslt, timing
+
+    monkeypatch.setattr(timing, "time_call", lambda fn, a, **_: (script.get(a[0][0]) or [9.0]).pop(0))
+    monkeypatch.setattr(timing, "host_ms", lambda fn, a, **_: 0.05)
+    monkeypatch.setattr(cslt, "search_alg", lambda packed, x: None)
+    monkeypatch.setattr(dispatch, "device_name", lambda device=None: "fake-gpu")
+    dispatch.clear()
+    table = dispatch.tune(64, 64, torch.float16, False, (4096,), device="cpu", bench=_FakeCsltBench(),
+                          paths=("cslt",), force=True)
+    return table[4096], dispatch.table_for(dispatch.view_key(dispatch.make_key(64, 64, torch.float16, False)))[4096]
+
+
+def test_candidates_offer_the_view_result_only_when_asked():
+    names = {dispatch.choice_name(c) for c in dispatch.candidates(4096, paths=("cslt",), cslt_algs=(0, 3))}
+    assert names == {"cslt:0,1", "cslt:0,0", "cslt:3,1", "cslt:3,0"}
+    names_v = {dispatch.choice_name(c) for c in dispatch.candidates(4096, paths=("cslt",), cslt_algs=(0, 3),
+                                                                   views=True)}
+    assert names_v == names | {"cslt:0,2", "cslt:3,2"}
+    assert dispatch.is_view(dispatch.choice_from_name("cslt:3,2"))
+    assert not dispatch.is_view(dispatch.choice_from_name("cslt:3,0"))
+    assert not dispatch.is_view(dispatch.Choice("dense"))
+
+
+def test_tune_fills_the_view_table_from_the_same_measurements(monkeypatch):
+    """cuSPARSELt's untransposed result without its copy (cslt:a,2) may win only the view table (what
+    SparseLinear runs under torch.compile); eager callers keep the contiguous choices."""
+    script = {"dense:": [1.0, 1.0, 1.0, 1.0, 1.0], "cslt:0,1": [0.98], "cslt:0,0": [1.2],
+              "cslt:0,2": [0.7, 0.71, 0.72]}
+    normal, view = _scripted_cslt_tune(monkeypatch, script)
+    assert normal.path == "dense"  # 0.98 ms: not 1.05x faster
+    assert view.path == "cslt" and view.cfg == (0, 2) and view.ms == pytest.approx(0.71)
+    rec = dispatch.RECORDS[-1]
+    assert rec.confirmed["cslt:0,2"] == [0.7, 0.71, 0.72]
+    # the view candidate is slower than the normal winner: the view table repeats the normal choice
+    script = {"dense:": [1.0] * 5, "cslt:1,1": [0.6, 0.6, 0.6], "cslt:0,2": [0.8]}
+    normal, view = _scripted_cslt_tune(monkeypatch, script)
+    assert normal.path == "cslt" and normal.cfg == (1, 1) and view == normal
+    # a view win that does not hold when re-measured: the normal choice (dense here)
+    script = {"dense:": [1.0, 1.0, 1.0], "cslt:0,2": [0.8, 1.1, 1.1]}
+    normal, view = _scripted_cslt_tune(monkeypatch, script)
+    assert normal.path == "dense" and view.path == "dense"
+
+
+def test_compiled_forward_leaves_the_cslt_transpose_to_the_graph(monkeypatch):
+    """A view-table choice under torch.compile: the custom op returns cuSPARSELt's [N, Mp] (here a CPU
+    stand-in of ``cslt_nm`` computing the same product from the dense weight), the graph transposes,
+    slices the padding off and adds the bias; eager keeps the normal table's choice."""
+    from llmsparse.kernels import cslt
+
+    def fake_cslt_nm(x, packed, alg_id):  # packed: the dense weight itself in this stand-in
+        mp = cslt.padded_rows(x.shape[0])
+        return F.linear(F.pad(x, (0, 0, 0, mp - x.shape[0])), packed).t().contiguous()
+
+    monkeypatch.setattr(cslt, "cslt_nm", fake_cslt_nm)
+    w = _w24(24, 64)
+    b = torch.randn(24)
+    lin = SparseLinear.from_dense(w, b)
+    lin._table = {4096: dispatch.Choice("dense")}
+    lin._table_view = {4096: dispatch.Choice("cslt", (0, 2))}
+    lin._get_dense()
+    lin._cslt = w.clone()
+    assert lin._plan(4000).path == "dense" and lin._plan(4000, view=True).cfg == (0, 2)
+    assert lin.compiled_table()[4096].cfg == (0, 2)
+    x = torch.randn(37, 64)  # 37 -> 48 padded rows
+    torch.library.opcheck(torch.ops.llmsparse.cslt_nm, (x, lin._cslt, 0, 24))
+    with pytest.raises(ValueError, match="rows"):
+        torch.ops.llmsparse.cslt_nm(x, lin._cslt, 0, 25)
+    fn = torch.compile(lin._compiled_forward, backend="aot_eager", fullgraph=True)
+    y = fn(x)
+    assert y.shape == (37, 24)
+    torch.testing.assert_close(y, F.linear(x, w, b))
+    dyn = torch.compile(lin._compiled_forward, backend="aot_eager", fullgraph=True, dynamic=True)
+    for m in (5, 16, 33):
+        xm = torch.randn(m, 64)
+        torch.testing.assert_close(dyn(xm), F.linear(xm, w, b))
+    lin._cslt = None  # the form is missing: the packed-only fallback, never the view op
+    assert lin._plan(4000, view=True).path == "mm"
+
+
+def test_cslt_result_layout_is_checked():
+    from llmsparse.kernels.cslt import cslt_linear
+
+    with pytest.raises(ValueError, match="0, 1 or 2"):
+        cslt_linear(torch.zeros(4, 8), torch.zeros(8), None, 0, 3)
