@@ -27,11 +27,11 @@ shifts and masks. B is read either with one 32-bit load per register (inputs ``8
 with ``XS``, with 16-byte loads whose index bits are then permuted into the fragments by warp shuffles
 (:func:`_x_fragments`). ``CH`` chains the 4 MMAs of a super-step into one accumulator to free registers
 for more row tiles; measured on an H100 it won only where the grid stays full (two configurations below).
-``SK`` (not yet measured on a GPU) splits K over programs (fp32 partial sums, then
+``SK`` splits K over programs (fp32 partial sums, then
 ``gluon_sp24._splitk_reduce``), for shapes whose grid leaves SMs idle (4096 rows: one 4-warp program per
-SM). ``RW`` (not yet measured) makes the warps of a program split its rows instead of its super-steps:
+SM). ``RW`` makes the warps of a program split its rows instead of its super-steps:
 they then read the same x (L1 hits after the first warp: at M = 16 the x re-reads were as many L2 bytes as
-the weights) and need no reduction across warps. ``PD`` (not yet measured on a GPU) prefetches each warp's packed weights ``PD`` iterations ahead into L2
+the weights) and need no reduction across warps. ``PD`` (measured: it does not pay, see MMSP_CONFIGS) prefetches each warp's packed weights ``PD`` iterations ahead into L2
 (``prefetch.global.L2``, one line of values and one of metadata per row): on an H100 at M = 16 the kernel
 waits on its global loads with 8 warps per SM and reaches 75% of DRAM bandwidth (Nsight Compute,
 docs/kernels.md); loads that hit L2 have a shorter latency for the same registers in flight.
@@ -342,8 +342,7 @@ if MMSP_AVAILABLE:
 # 16-row tiles per warp, 8-token tiles, register prefetch depth (0-2), x read with 16-byte loads and
 # permuted by warp shuffles (XS = 1) or with 32-bit loads straight into the fragments, chained accumulator
 # (CH), L2 prefetch distance in iterations (PD; 0 = none), K splits over programs (SK; fp32 partials + a
-# reduction kernel), warps splitting rows (RW). PD, SK and RW are not yet measured on a GPU; none of the
-# configurations below uses them. Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
+# reduction kernel), warps splitting rows (RW); measured on an H100 in the eighth session (below). Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
 # the dispatcher picked two, kept here: (2, 4, 2, 0, 1, 1) for 28672x8192 at M = 16 (104 vs 107 us) and
@@ -351,8 +350,14 @@ if MMSP_AVAILABLE:
 MMSP_CONFIGS = {
     8: [(4, 1, 1, 1), (4, 1, 1, 1, 1), (4, 1, 1, 0, 1), (4, 1, 1, 2), (4, 1, 1, 0), (8, 1, 1, 1), (8, 1, 1, 2),
         (8, 2, 1, 1, 1), (8, 2, 1, 1), (4, 2, 1, 2, 1), (4, 1, 1, 1, 0, 1)],
-    16: [(4, 2, 2, 1, 1), (2, 2, 2, 1, 1), (8, 2, 2, 1, 1), (4, 1, 2, 1, 1), (2, 4, 2, 0, 1, 1)],
+    16: [(4, 2, 2, 1, 1), (2, 2, 2, 1, 1), (8, 2, 2, 1, 1), (4, 1, 2, 1, 1), (2, 4, 2, 0, 1, 1),
+         (4, 1, 2, 1, 1, 0, 0, 4, 1), (4, 2, 2, 1, 1, 0, 0, 2, 1)],
 }
+# The last two (split-K with warps splitting rows) joined in the eighth session: on an H100 at M = 16 they were
+# the fastest mmsp configuration for fp16 4096x4096 (13.5 against 14.3 us) and bf16 11008x4096 (26.9 against
+# 27.7 us), and within 3% elsewhere on the 7B shapes (bench/results/mmsp_pd_sk_rw_probe_h100.json). L2
+# prefetch (PD) won one of 36 rows by 4% (fp16 8192x8192, M = 8) and lowered the DRAM throughput of
+# 8192x28672 at M = 16 from 75% to 68% (Nsight Compute): kept as an option, not among these.
 # Pruned (seventh session) from 28 configurations to these 16: the 12 left out were never the fastest mmsp
 # configuration, nor within 3% of it, in any of the 120 (dtype, shape, M = 1-16) tunings of the H100 and H200
 # tables (bench/results/gemm_m1_16_mmsp_h{100,200}.json): (2,2,1,1), (4,2,1,1), (4,2,1,1,1), (4,4,1,0,0),

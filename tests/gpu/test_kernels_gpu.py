@@ -339,8 +339,8 @@ def test_gluon_mmsp_vs_dense(shape, dtype):
     _check_strided(Choice("mmsp", g.MMSP_CONFIGS[8][0]), w, v, m, bias, dtype, rows=5)
 
 
-# L2 prefetch (7th element PD), split-K (8th, SK), warps splitting rows (9th, RW): not among the dispatcher's
-# configurations until measured
+# L2 prefetch (7th element PD), split-K (8th, SK), warps splitting rows (9th, RW): opt-in configurations beyond
+# the dispatcher's (two SK + RW ones joined MMSP_CONFIGS after the eighth session's H100 measurements)
 MMSP_EXPERIMENTAL = {8: [(4, 1, 1, 1, 1, 0, 2), (4, 1, 1, 0, 1, 0, 4), (4, 1, 1, 1, 1, 0, 0, 3),
                          (4, 1, 1, 1, 1, 0, 2, 2, 1), (2, 2, 1, 0, 0, 1, 0, 1, 1)],
                      16: [(4, 2, 2, 1, 1, 0, 2), (2, 4, 2, 0, 1, 1, 3), (4, 2, 2, 1, 1, 0, 8, 2), (2, 1, 2, 2, 1, 0, 0, 4),
