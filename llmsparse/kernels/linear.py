@@ -212,7 +212,8 @@ class SparseLinear(nn.Module):
             # Inductor, which folds them into the consumers (the activation, the residual add) instead
             # of the transposing copy the eager path pays
             y = torch.ops.llmsparse.cslt_nm(x2, self._cslt, int(c.cfg[0]), self.out_features).t()[:m]
-            return y if self.bias is None else y + self.bias
+            y = y if self.bias is None else y + self.bias
+            return y.contiguous()
         return torch.ops.llmsparse.sp24_linear(
             x2, self.values, self.meta, self.bias, self._dense if c.path == "dense" else None,
             self._cslt if c.path == "cslt" else None, self.out_features, c.path, [int(v) for v in c.cfg])
