@@ -55,10 +55,10 @@ def main() -> int:
         ap.error(f"--paths: {e}")  # one line, exit 2, before anything is written
     try:
         extra = [tuple(int(v) for v in c.split(",")) for c in a.mmsp_extra.split(";") if c.strip()]
-        if any(len(c) < 4 or len(c) > 9 or c[2] not in (1, 2) for c in extra):
+        if any(len(c) < 4 or len(c) > 10 or c[2] not in (1, 2) for c in extra):
             raise ValueError
     except ValueError:
-        ap.error(f"--mmsp-extra: expected 'WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW]]]]];...' with NT 1 or 2, got {a.mmsp_extra!r}")
+        ap.error(f"--mmsp-extra: expected 'WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS]]]]]];...' with NT 1 or 2, got {a.mmsp_extra!r}")
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2

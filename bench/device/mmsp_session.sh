@@ -6,6 +6,7 @@
 #          dense and mmsp at M = 16 (two shapes)
 #   pd     L2-prefetch (PD), split-K (SK) and rows-per-warp (RW) configurations: diag in separate processes, the GPU test of PD/SK/RW, timings at
 #          M = 1, 8, 16 beside the current configurations, Nsight Compute on the best PD one at M = 16
+#   as     shared-memory stages (AS): as pd, for the AS configurations
 #   big    M = 128-16384 (dtype $DT, default bf16)
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
@@ -19,6 +20,9 @@ CH="4,2,2,1,1,1;4,4,2,0,1,1;8,4,2,0,1,1;2,4,2,0,1,1;8,2,2,1,1,1;4,4,2,0,0,1;4,4,
 # RW (9th): the warps of a program split its rows and share x through L1
 PD="4,2,2,1,1,0,2;4,2,2,1,1,0,4;4,2,2,1,1,0,8;2,2,2,1,1,0,3;8,2,2,1,1,0,2;2,4,2,0,1,1,3;4,1,2,1,1,0,4;4,1,2,1,1,0,8;4,1,1,1,1,0,2;4,1,1,1,1,0,4;4,1,1,1,1,0,8;4,1,1,0,1,0,4;8,2,1,1,1,0,2;4,2,2,1,1,0,0,2;4,2,2,1,1,0,0,4;4,2,2,1,1,0,8,2;4,1,2,1,1,0,0,2;4,1,1,1,1,0,0,2;2,2,2,1,1,0,4,2;4,1,2,1,1,0,0,1,1;4,1,2,1,1,0,0,2,1;4,1,2,1,1,0,0,4,1;4,1,2,1,1,0,4,2,1;4,2,2,1,1,0,0,2,1;2,2,2,1,1,0,0,2,1;4,1,1,1,1,0,0,2,1;8,1,1,1,1,0,4,1,1"
 # (offline, sm_90: none of these spills; (4,2,2,1,1,0,4,2,1) and (2,2,2,2,1,0,4,1,1) did and are left out)
+# AS (10th element, eighth session, not yet run on a GPU): operands staged through an AS-deep shared-memory ring by
+# cp.async instead of register prefetch (84-217 registers offline, no spills, 54-144 KB of shared memory)
+AS="4,1,1,0,1,0,0,1,0,2;4,1,1,0,1,0,0,1,0,3;4,1,1,0,1,0,0,1,0,4;8,1,1,0,1,0,0,1,0,3;4,2,1,0,1,0,0,1,0,3;4,1,1,0,0,0,0,1,0,3;4,1,1,0,1,0,0,2,0,3;4,2,2,0,1,0,0,1,0,2;4,2,2,0,1,0,0,1,0,3;4,2,2,0,1,0,0,1,0,4;2,2,2,0,1,0,0,1,0,3;8,2,2,0,1,0,0,1,0,2;4,1,2,0,1,0,0,1,0,4;4,1,2,0,1,0,0,4,1,3;4,2,2,0,1,0,0,2,1,3;2,4,2,0,1,1,0,1,0,2;4,4,2,0,1,1,0,1,0,2;4,2,2,0,1,0,0,2,0,3"
 # diag LIMIT ONLY LIST: each configuration of LIST (and the dispatcher's ones starting with ONLY) in its own
 # process; the faulty or wrong ones are excluded for the rest of the stage
 diag() {
@@ -58,6 +62,16 @@ case $stage in
     timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
       --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
       python3 bench/device/ncu_kernel.py mmsp:4,2,2,1,1,0,2 8192x28672 16 bf16 > "$OUT/ncu.txt" 2>&1
+    echo "ncu rc $?"
+    ;;
+  as)    # the AS configurations: diag, the GPU test (it runs three of them), probe M = 1, 8, 16 with pick, ncu
+    diag 100 mmsp:4,2,2,1,1 "$AS"
+    [ -z "$LLMSPARSE_KERNEL_EXCLUDE" ] && timeout 90 python3 -m pytest -q -p no:cacheprovider tests/gpu -k "prefetch_and_split" 2>&1 | tail -3
+    probe as.json "$AS"
+    python3 bench/device/pick_extra.py "$OUT/as.json" "$AS" 2> "$OUT/pick.txt" | tee "$OUT/extra.txt"; grep " M=16 " "$OUT/pick.txt"
+    timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+      python3 bench/device/ncu_kernel.py mmsp:4,2,2,0,1,0,0,1,0,3 8192x28672 16 bf16 > "$OUT/ncu.txt" 2>&1
     echo "ncu rc $?"
     ;;
   table)

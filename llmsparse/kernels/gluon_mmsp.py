@@ -51,6 +51,7 @@ try:
     import triton
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
     MMSP_AVAILABLE = AVAILABLE and hasattr(gl, "DistributedLinearLayout") and hasattr(gl, "inline_asm_elementwise")
 except Exception:  # pragma: no cover - depends on the installed Triton
@@ -102,7 +103,7 @@ _CONSTRAINTS_CHAIN_STR = ",".join(["=&f" if e % 4 == 0 else "=f" for e in range(
 
 def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     """The compile-time arguments of :func:`_sp24_mmsp_gl` for a configuration ``(WK, RT, NT, PF[, XS[,
-    CH[, PD[, SK[, RW]]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K
+    CH[, PD[, SK[, RW[, AS]]]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K
     splits, is the launcher's: it sets the grid and ``SPLIT``, see :func:`config_splits`). ``KSTEP`` (super-
     steps per iteration of a program) and ``ROWS`` (rows per program) follow from WK, RT and RW."""
     wk, rt, nt, pf = cfg[:4]
@@ -110,10 +111,13 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     ch = bool(cfg[5]) if len(cfg) > 5 else False
     pd = int(cfg[6]) if len(cfg) > 6 else 0
     rw = bool(cfg[8]) if len(cfg) > 8 else False
+    stages = int(cfg[9]) if len(cfg) > 9 else 0
     if pd < 0:
         raise ValueError(f"mmsp prefetch distance must be >= 0, got {pd}")
+    if stages < 0 or stages == 1 or (stages and (pf or pd)):
+        raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
-            "RW": rw, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
+            "RW": rw, "AS": stages, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch),
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
@@ -167,6 +171,18 @@ if MMSP_AVAILABLE:
         return va, wl, wh, xb
 
     @gluon.jit
+    def _mmsp_issue(va_d, wl_d, wh_d, xb_d, x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, LIM):
+        """cp.async of the operands of super-step ``ss0 + kw`` of every warp into one stage of the shared
+        ring (as :func:`_mmsp_load` reads them), skipped (zero-filled) where ``ss0 + kw >= LIM``; one
+        commit group."""
+        ok = (ss0 + kw) < LIM
+        async_copy.async_copy_global_to_shared(va_d, v_ptr + (a_off + ss0 * 32), mask=ok)
+        async_copy.async_copy_global_to_shared(wl_d, m_ptr + (m_lo + ss0 * 2), mask=ok)
+        async_copy.async_copy_global_to_shared(wh_d, m_ptr + (m_hi + ss0 * 2), mask=ok)
+        async_copy.async_copy_global_to_shared(xb_d, x_ptr + (b_off + ss0 * 64), mask=ok)
+        async_copy.commit_group()
+
+    @gluon.jit
     def _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, ss, SS):
         """Prefetch into L2 the packed weights of super-step ``ss + p_kw`` (clamped to the last: no address
         past the tensors) of the rows whose ``values`` / ``meta`` row starts are ``pv`` / ``pm`` (one row per
@@ -217,7 +233,7 @@ if MMSP_AVAILABLE:
         M, N, SS, KG, KM, stride_xw, stride_ym, ITERS, MN,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr, SPLIT: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
-        CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, KSTEP: gl.constexpr,
+        CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr,
     ):
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
@@ -280,7 +296,38 @@ if MMSP_AVAILABLE:
             for it in range(0, gl.minimum(PD, ITERS)):  # the first PD iterations, before the loop
                 _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + it * KSTEP, SS)
         acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
-        if PF == 0:
+        if AS > 0:
+            # AS-stage ring in shared memory filled by cp.async: the bytes in flight hold no registers. Every
+            # thread copies exactly the 16/8/4-byte pieces it later reads back itself, so completing its own
+            # copy groups (wait_group) is all the synchronisation needed: no barrier. Order: s, lanes, j
+            # (one thread's 4 words along s are 16 contiguous bytes; a warp's lanes read consecutive 16-byte
+            # pieces: no bank conflicts).
+            SL: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [4, 3, 5, 2, 1, 0])  # of one stage
+            va_s = gl.allocate_shared_memory(gl.int32, [AS, WK, RT, 1, 32, 4, 4], SL)
+            wl_s = gl.allocate_shared_memory(gl.int64, [AS, WK, RT, 1, 32, 1, 1], SL)
+            wh_s = gl.allocate_shared_memory(gl.int64, [AS, WK, RT, 1, 32, 1, 1], SL)
+            xb_s = gl.allocate_shared_memory(gl.int32, [AS, WK, 1, NT, 32, 4, 4], SL)
+            for st in gl.static_range(AS):
+                _mmsp_issue(va_s.index(st), wl_s.index(st), wh_s.index(st), xb_s.index(st), x_ptr, v_ptr, m_ptr,
+                            a_off, m_lo, m_hi, b_off, kk, sb + st * KSTEP, gl.where(st < ITERS, SS, 0))
+            for it in range(0, ITERS):
+                slot = it % AS
+                async_copy.wait_group(AS - 1)
+                va = va_s.index(slot).load(a_off.type.layout)
+                wl = wl_s.index(slot).load(m_lo.type.layout)
+                wh = wh_s.index(slot).load(m_lo.type.layout)
+                xb = xb_s.index(slot).load(b_off.type.layout)
+                if not EVEN_K:  # past the end the copies were skipped (zeros): valid indices (0, 1) instead
+                    ok = (sb + it * KSTEP + kk) < SS
+                    wl = gl.where(ok, wl, 0x4444444444444444)
+                    wh = gl.where(ok, wh, 0x4444444444444444)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
+                # refill the slot just read (its loads have returned: the MMA consumed them)
+                nx = it + AS
+                _mmsp_issue(va_s.index(slot), wl_s.index(slot), wh_s.index(slot), xb_s.index(slot), x_ptr, v_ptr,
+                            m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + nx * KSTEP, gl.where(nx < ITERS, SS, 0))
+            async_copy.wait_group(0)
+        elif PF == 0:
             for it in range(0, ITERS):
                 if PD > 0:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)

@@ -342,9 +342,12 @@ def test_gluon_mmsp_vs_dense(shape, dtype):
 # L2 prefetch (7th element PD), split-K (8th, SK), warps splitting rows (9th, RW): opt-in configurations beyond
 # the dispatcher's (two SK + RW ones joined MMSP_CONFIGS after the eighth session's H100 measurements)
 MMSP_EXPERIMENTAL = {8: [(4, 1, 1, 1, 1, 0, 2), (4, 1, 1, 0, 1, 0, 4), (4, 1, 1, 1, 1, 0, 0, 3),
-                         (4, 1, 1, 1, 1, 0, 2, 2, 1), (2, 2, 1, 0, 0, 1, 0, 1, 1)],
+                         (4, 1, 1, 1, 1, 0, 2, 2, 1), (2, 2, 1, 0, 0, 1, 0, 1, 1),
+                         (4, 1, 1, 0, 1, 0, 0, 1, 0, 4), (4, 1, 1, 0, 0, 0, 0, 2, 0, 3)],
                      16: [(4, 2, 2, 1, 1, 0, 2), (2, 4, 2, 0, 1, 1, 3), (4, 2, 2, 1, 1, 0, 8, 2), (2, 1, 2, 2, 1, 0, 0, 4),
-                          (4, 1, 2, 1, 1, 0, 0, 3, 1), (2, 2, 2, 1, 1, 0, 0, 1, 1), (4, 1, 2, 1, 1, 0, 4, 2, 1)]}
+                          (4, 1, 2, 1, 1, 0, 0, 3, 1), (2, 2, 2, 1, 1, 0, 0, 1, 1), (4, 1, 2, 1, 1, 0, 4, 2, 1),
+                          (4, 2, 2, 0, 1, 0, 0, 1, 0, 3), (4, 1, 2, 0, 1, 0, 0, 4, 1, 3), (2, 4, 2, 0, 1, 1, 0, 1, 0, 2)]}
+# (the last two of M <= 8 and the last three of M = 16: AS, shared-memory stages filled by cp.async)
 
 
 @pytest.mark.parametrize("dtype", DT)

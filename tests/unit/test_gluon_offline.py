@@ -135,3 +135,44 @@ def test_gluon_mmsp_rows_per_warp_needs_no_cross_warp_reduction():
     assert rw["stack"] == 0 and rw["loop_mma"] == ks["loop_mma"]
     for op in ("LDG.E.128", "LDG.E.64", "SHFL"):
         assert sum(op in x for x in rl) == sum(op in x for x in kl), op
+
+
+@pytest.mark.parametrize("cfg,even_k", [((4, 2, 2, 0, 1, 0, 0, 1, 0, 3), True), ((4, 2, 2, 0, 1, 0, 0, 1, 0, 3), False),
+                                         ((4, 1, 2, 0, 1, 0, 0, 4, 1, 3), True), ((4, 1, 1, 0, 0, 0, 0, 1, 0, 4), False)])
+def test_gluon_mmsp_shared_memory_stages(cfg, even_k):
+    """AS >= 2 (tenth element): every global operand of a super-step goes through cp.async (LDGSTS) into an
+    AS-stage shared ring (values and, with XS, x in 16-byte pieces, metadata in 8-byte ones, x without XS
+    in 4-byte words) and comes back with LDS, 16 bytes at a time (8 for metadata); the MMAs are those of the register-loading kernel, with no
+    global load left in the loop, no spill, and fewer registers than with one register prefetch stage."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts")
+    s = offline.gluon_mmsp_stats("float16", cfg, even_k=even_k, keep_lines=True)
+    lines = s.pop("lines")
+    base = offline.gluon_mmsp_stats("float16", cfg[:3] + (1,) + cfg[4:9], even_k=even_k)
+    rt, nt, xs = cfg[1], cfg[2], cfg[4]
+    va, meta = 4 * rt, 2 * rt  # per thread and super-step: 16-byte pieces of values, 8-byte metadata words
+    x = 4 * nt if xs else 16 * nt  # 16-byte pieces of x, or 4-byte fragment words
+    assert sum("LDGSTS.E.BYPASS.128" in ln for ln in lines) == va + (x if xs else 0), s
+    assert sum("LDGSTS.E.64" in ln for ln in lines) == meta
+    assert sum("LDGSTS" in ln for ln in lines) == va + meta + x
+    # read back 16 bytes at a time: a thread's words along s are contiguous in the ring (x too without XS)
+    assert sum(bool(re.search(r"\bLDS(\.\d+)? R\d", ln)) for ln in lines) == va + meta + 4 * nt
+    assert not any(re.search(r"\bLDG\.E", ln) for ln in lines)
+    assert sum("LDGDEPBAR" in ln for ln in lines) == 1 and any("DEPBAR.LE" in ln for ln in lines)
+    assert s["loop_mma"] == base["loop_mma"] == 4 * rt * nt and s["stack"] == 0
+    assert s["regs"] < base["regs"], (s["regs"], base["regs"])
+
+
+def test_mmsp_stages_exclude_register_and_l2_prefetch():
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts")
+    assert gluon_mmsp.kernel_consts((4, 2, 2, 0, 1, 0, 0, 1, 0, 3), False)["AS"] == 3
+    assert gluon_mmsp.kernel_consts((4, 2, 2, 1, 1), False)["AS"] == 0
+    for bad in ((4, 2, 2, 0, 1, 0, 0, 1, 0, 1), (4, 2, 2, 1, 1, 0, 0, 1, 0, 3), (4, 2, 2, 0, 1, 0, 2, 1, 0, 3),
+                (4, 2, 2, 0, 1, 0, 0, 1, 0, -2)):
+        with pytest.raises(ValueError, match="stages"):
+            gluon_mmsp.kernel_consts(bad, False)
