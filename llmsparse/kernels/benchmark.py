@@ -345,7 +345,8 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     t0 = time.time()
     # the timed sizes are measured; the untimed eager passes (prompt, logits check) use the nearest
     buckets = sorted({1, bucket_of(prompt_len)})
-    rep = sparsify(model, min_speedup=min_speedup, buckets=buckets, lazy_tune=False, log=log, paths=paths)
+    rep = sparsify(model, min_speedup=min_speedup, buckets=buckets, lazy_tune=False, log=log, paths=paths,
+                   for_compile=compile != "none")
     res["sparsify_s"] = time.time() - t0
     res["swapped"] = len(rep["swapped"])
     res["paths"] = {k: {str(b): p for b, p in v.items()} for k, v in rep["paths"].items()}

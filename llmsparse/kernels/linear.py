@@ -63,7 +63,9 @@ class SparseLinear(nn.Module):
         self.allowed_paths: tuple | None = None  # kernel families to measure (None: dispatch.DEFAULT_PATHS)
         self._table: dict[int, dispatch.Choice] | None = None
         # the view table (dispatch.view_key): choices under torch.compile, where a transposed result is
-        # absorbed by the consumer; None where it was not measured (no cuSPARSELt)
+        # absorbed by the consumer; used only with for_compile (its cuSPARSELt form costs memory that eager
+        # use would not need); None where it was not measured (no cuSPARSELt)
+        self.for_compile = False
         self._table_view: dict[int, dispatch.Choice] | None = None
 
     # ----------------------------------------------------------------- construction
@@ -134,14 +136,18 @@ class SparseLinear(nn.Module):
     # ----------------------------------------------------------------- dispatch
     def prepare(self, buckets: Iterable[int] = dispatch.BUCKETS, *, min_speedup: float | None = None,
                 keep_dense: bool | str | None = None, paths: Iterable[str] | None = None,
-                log=None) -> dict[int, dispatch.Choice]:
-        """Tune (once per shape) the given buckets and build the forms the chosen paths need."""
+                for_compile: bool | None = None, log=None) -> dict[int, dispatch.Choice]:
+        """Tune (once per shape) the given buckets and build the forms the chosen paths need.
+        ``for_compile``: the layer will run under torch.compile, so it also takes the view table's choices
+        there (and builds their forms)."""
         if paths is not None:
             self.allowed_paths = dispatch.check_paths(paths)
         if min_speedup is not None:
             self.min_speedup = min_speedup
         if keep_dense is not None:
             self.keep_dense = keep_dense
+        if for_compile is not None:
+            self.for_compile = bool(for_compile)
         if self.values.device.type != "cuda" or self.values.dtype not in _GPU_DTYPES:
             self._table = self._table_view = None
             return {}
@@ -150,7 +156,7 @@ class SparseLinear(nn.Module):
                               paths=self.allowed_paths or dispatch.DEFAULT_PATHS)
         self._table = table
         paths = self.allowed_paths or dispatch.DEFAULT_PATHS
-        vtable = dispatch.table_for(dispatch.view_key(self._key())) if "cslt" in paths else None
+        vtable = dispatch.table_for(dispatch.view_key(self._key())) if "cslt" in paths and self.for_compile else None
         self._table_view = vtable if vtable and all(b in vtable for b in buckets) else None
         self._materialize()
         return table
@@ -331,7 +337,7 @@ def kernel_cache(cache="auto"):
 def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
              buckets: Iterable[int] | None = None, keep_dense: bool | str = "auto", tune: bool = True,
              skip: Iterable[str] = ("lm_head",), lazy_tune: bool = True, log=None, cache="auto",
-             paths: Iterable[str] | None = None) -> dict:
+             paths: Iterable[str] | None = None, for_compile: bool = False) -> dict:
     """Swap every ``nn.Linear`` whose weight is 2:4 (and whose width is a multiple of 8) for a
     :class:`SparseLinear`. Others (and names containing an entry of ``skip``) stay as they are.
 
@@ -348,6 +354,10 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     adds the Triton tensor-core kernels mm/mmb, which never won a measurement on Hopper; leave
     out ``"cslt"`` and pass ``keep_dense=False``
     to hold only the packed weights, 0.5625x of dense, at the price of slower large-M calls).
+    ``for_compile=True``: the model will run under torch.compile, where a layer may take cuSPARSELt's
+    transposed result and leave the transpose to Inductor (``compiled_paths`` below; fp16 prefill on an
+    H100, docs/kernels.md); this builds cuSPARSELt's form where that wins, memory that eager use would
+    not need.
 
     Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}},
     "compiled_paths": {shape: {bucket: path}}}``; the last lists the shapes whose choices differ under
@@ -383,6 +393,7 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
             new.keep_dense = keep_dense
             new.lazy_tune = lazy_tune
             new.allowed_paths = allowed
+            new.for_compile = for_compile
             on_gpu = new.values.device.type == "cuda" and new.values.dtype in _GPU_DTYPES
             if on_gpu and tune:
                 table = new.prepare(buckets, log=log)

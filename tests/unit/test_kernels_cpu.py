@@ -364,8 +364,9 @@ def test_sparsify_paths_are_checked_and_kept(monkeypatch):
     with torch.no_grad():
         lin.weight.copy_(_w24(8, 64))
     model = nn.Sequential(lin)
-    rep = sparsify(model, paths=("gemvg", "mm"))
-    assert rep["swapped"] == ["0"] and model[0].allowed_paths == ("gemvg", "mm")
+    rep = sparsify(model, paths=("gemvg", "mm"), for_compile=True)
+    assert rep["swapped"] == ["0"] and model[0].allowed_paths == ("gemvg", "mm") and model[0].for_compile
+    assert rep["compiled_paths"] == {}  # nothing measured on the CPU
     with pytest.raises(ValueError, match="unknown kernel path"):
         sparsify(nn.Sequential(nn.Linear(64, 8)), paths=("nope",))
 
