@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seventh-session GPU measurements of the mmsp kernel (docs/kernels.md), run on the device machine from the
+# GPU measurements of the mmsp kernel (seventh and eighth sessions, docs/kernels.md), run on the device machine from the
 # repository root with OUT set:  bash bench/device/mmsp_session.sh STAGE
 #   ch     chained-accumulator (CH) configurations: faults/errors in separate processes (diag_kernels.py),
 #          then timings at M = 1, 8, 16 beside the existing mmsp configurations, then Nsight Compute on
@@ -37,6 +37,18 @@ probe() {
     --mmsp-cfgs "$2" > "$OUT/probe.log" 2>&1
   echo "probe rc $?"; grep " M 16 " "$OUT/probe.log"
 }
+# options NAME LIST NCU_CFG: diag of LIST, the GPU test of the opt-in configurations, probe at M = 1, 8, 16 with
+# pick_extra.py (the winners in $OUT/extra.txt), Nsight Compute on NCU_CFG at 8192x28672, M = 16
+options() {
+  diag 100 mmsp:4,2,2,1,1 "$2"
+  [ -z "$LLMSPARSE_KERNEL_EXCLUDE" ] && timeout 90 python3 -m pytest -q -p no:cacheprovider tests/gpu -k "prefetch_and_split" 2>&1 | tail -3
+  probe "$1.json" "$2"
+  python3 bench/device/pick_extra.py "$OUT/$1.json" "$2" 2> "$OUT/pick.txt" | tee "$OUT/extra.txt"; grep " M=16 " "$OUT/pick.txt"
+  timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+    python3 bench/device/ncu_kernel.py "$3" 8192x28672 16 bf16 > "$OUT/ncu.txt" 2>&1
+  echo "ncu rc $?"
+}
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 stage=$1; shift
 bash bench/device/h200_session.sh env
@@ -54,26 +66,8 @@ case $stage in
       echo "ncu $1 $2 rc $?"
     done
     ;;
-  pd)
-    diag 100 mmsp:4,2,2,1,1 "$PD"
-    [ -z "$LLMSPARSE_KERNEL_EXCLUDE" ] && timeout 90 python3 -m pytest -q -p no:cacheprovider tests/gpu -k "prefetch_and_split" 2>&1 | tail -3
-    probe pd.json "$PD"
-    python3 bench/device/pick_extra.py "$OUT/pd.json" "$PD" 2> "$OUT/pick.txt" | tee "$OUT/extra.txt"; grep " M=16 " "$OUT/pick.txt"
-    timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
-      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
-      python3 bench/device/ncu_kernel.py mmsp:4,2,2,1,1,0,2 8192x28672 16 bf16 > "$OUT/ncu.txt" 2>&1
-    echo "ncu rc $?"
-    ;;
-  as)    # the AS configurations: diag, the GPU test (it runs three of them), probe M = 1, 8, 16 with pick, ncu
-    diag 100 mmsp:4,2,2,1,1 "$AS"
-    [ -z "$LLMSPARSE_KERNEL_EXCLUDE" ] && timeout 90 python3 -m pytest -q -p no:cacheprovider tests/gpu -k "prefetch_and_split" 2>&1 | tail -3
-    probe as.json "$AS"
-    python3 bench/device/pick_extra.py "$OUT/as.json" "$AS" 2> "$OUT/pick.txt" | tee "$OUT/extra.txt"; grep " M=16 " "$OUT/pick.txt"
-    timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
-      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
-      python3 bench/device/ncu_kernel.py mmsp:4,2,2,0,1,0,0,1,0,3 8192x28672 16 bf16 > "$OUT/ncu.txt" 2>&1
-    echo "ncu rc $?"
-    ;;
+  pd) options pd "$PD" mmsp:4,2,2,1,1,0,2 ;;
+  as) options as "$AS" mmsp:4,2,2,0,1,0,0,1,0,3 ;;  # the GPU test runs five of the AS configurations
   table)
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"
     timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,2,4,8,16 --dtype bf16,fp16 \

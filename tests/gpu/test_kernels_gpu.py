@@ -25,6 +25,19 @@ def rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
+def capture(fn, *args):
+    """Warm ``fn(*args)`` up on a side stream, then capture it in a CUDA graph: (graph, its output)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn(*args)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = fn(*args)
+    return g, y
+
+
 def poisoned(m, n, dtype):
     return torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
 
@@ -204,14 +217,7 @@ def test_compiled_view_choice_matches_dense(dtype):
         y = comp(h)
         assert y.shape == ref.shape and rel(y, ref) < 2 * TOL[dtype]
     h = torch.randn(1, 64, 512, device="cuda", dtype=dtype)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        comp(h)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        y = comp(h)
+    g, y = capture(comp, h)
     h2 = torch.randn_like(h)
     h.copy_(h2)
     g.replay()
@@ -234,14 +240,7 @@ def test_sparse_linear_dispatch_and_graph(dtype):
     # captured in a CUDA graph, same result as eager
     x = torch.randn(1, 1024, device="cuda", dtype=dtype)
     y_eager = lin(x)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        lin(x)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        y = lin(x)
+    g, y = capture(lin, x)
     g.replay()
     torch.cuda.synchronize()
     assert torch.equal(y, y_eager)
