@@ -529,3 +529,31 @@ def test_cslt_result_layout_is_checked():
 
     with pytest.raises(ValueError, match="0, 1 or 2"):
         cslt_linear(torch.zeros(4, 8), torch.zeros(8), None, 0, 3)
+
+
+def test_bench_cli_gemm_table_shows_the_compiled_choice(tmp_path, monkeypatch, capsys):
+    """The GEMM table of ``llmsparse bench`` (the timing itself stubbed: this machine has no GPU) shows
+    the view table's speedup under torch.compile where a row has one, and writes every row to the JSON."""
+    import json
+
+    from llmsparse.cli.main import main
+    from llmsparse.kernels import benchmark as B
+
+    base = dict(dtype="float16", out=4096, inp=4096, path="dense", cfg=[], dense_ms=0.18, ours_ms=0.18,
+                speedup=1.0, err_vs_dense=0.0, err_vs_fp32=2e-4, dense_err_vs_fp32=2e-4, all_written=True)
+    rows = [dict(base, M=1024), dict(base, M=4096, view_path="cslt:0,2", view_ms=0.125, view_speedup=1.437,
+                                    view_err_vs_dense=4e-5)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(B, "gemm_bench", lambda *a, **k: rows)
+    monkeypatch.setattr(B, "env_info", lambda: {"gpu": "fake-gpu"})
+    from llmsparse.cli import common
+
+    monkeypatch.setattr(common.console, "width", 200)  # one line per row (the table goes to stderr)
+    out = tmp_path / "r.json"
+    rc = main(["bench", "--shapes", "4096x4096", "--m", "1024,4096", "--dtype", "fp16", "--json", str(out),
+               "--plot", ""])
+    assert rc in (0, None)
+    text = capsys.readouterr().err
+    assert "compiled x" in text and "1.44" in text
+    saved = json.loads(out.read_text())
+    assert [r.get("view_speedup") for r in saved["gemm"]] == [None, 1.437]
