@@ -557,3 +557,32 @@ def test_bench_cli_gemm_table_shows_the_compiled_choice(tmp_path, monkeypatch, c
     assert "compiled x" in text and "1.44" in text
     saved = json.loads(out.read_text())
     assert [r.get("view_speedup") for r in saved["gemm"]] == [None, 1.437]
+
+
+def test_pick_extra_keeps_only_configurations_that_win_a_row(tmp_path, capsys):
+    """bench/device/pick_extra.py (which probe configurations join the dispatcher table run): a new
+    configuration is kept only where it beats every old one by the margin, never with a wrong result."""
+    import importlib.util
+    import json
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "bench" / "device" / "pick_extra.py"
+    spec = importlib.util.spec_from_file_location("pick_extra", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = dict(dtype="float16", out=64, **{"in": 128})
+    rows = [dict(row, M=1, cands={"mmsp:4,1,1,1": {"ms": 0.010, "err": 1e-5}, "mmsp:4,1,1,0,1,0,2": {"ms": 0.0095, "err": 1e-5}}),
+            dict(row, M=16, cands={"mmsp:4,2,2,1,1": {"ms": 0.020, "err": 1e-5}, "mmsp:4,2,2,0,1,0,0,1,0,3": {"ms": 0.015, "err": 1e-5},
+                                   "mmsp:2,2,2,0,1,0,0,1,0,3": {"ms": 0.010, "err": 5e-3}})]
+    new = ["4,1,1,0,1,0,2", "4,2,2,0,1,0,0,1,0,3", "2,2,2,0,1,0,0,1,0,3"]
+    winners, lines = mod.pick(rows, new, 1.03)
+    # M=1: 1.053x; M=16: 1.33x (the faster 2,2,2,... has a wrong result and never counts)
+    assert winners == ["4,1,1,0,1,0,2", "4,2,2,0,1,0,0,1,0,3"] and len(lines) == 2
+    assert "1.333x" in lines[1] and "2,2,2" not in lines[1]
+    assert mod.pick(rows, new, 1.06)[0] == ["4,2,2,0,1,0,0,1,0,3"]
+    f = tmp_path / "probe.json"
+    f.write_text(json.dumps({"rows": rows}))
+    assert mod.main([str(f), ";".join(new)]) == 0
+    assert capsys.readouterr().out.strip() == "4,1,1,0,1,0,2;4,2,2,0,1,0,0,1,0,3"
+    assert mod.main([str(tmp_path / "missing.json"), "4,1,1,1"]) == 2
+    assert "cannot read probe" in capsys.readouterr().err
