@@ -89,7 +89,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
             buckets = sorted({bucket_of(m) for m in ms})
             n_rec = len(dispatch.RECORDS)
             table = dispatch.tune(n, k, dtype, False, buckets, device=dev, min_speedup=min_speedup, bench=sb,
-                                  force=True, log=log, paths=paths or dispatch.DEFAULT_PATHS)
+                                  force=True, log=log, paths=paths or dispatch.DEFAULT_PATHS, views=True)
             recs = {r.m: r for r in dispatch.RECORDS[n_rec:]}
             for m in ms:
                 c = table[bucket_of(m)]

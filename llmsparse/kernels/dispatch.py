@@ -441,12 +441,12 @@ def err_limit(dtype) -> float:
 def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUCKETS, *, device=None,
          min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=DEFAULT_PATHS, force: bool = False,
          log: Callable[[str], None] | None = None, bench: ShapeBench | None = None,
-         confirm: int = 2) -> dict[int, Choice]:
+         confirm: int = 2, views: bool = False) -> dict[int, Choice]:
     """Measure the candidates for the given buckets of one layer shape; fill and return its table.
 
     The fastest sparse candidate is kept only if it beats dense by ``min_speedup`` both in the
     first measurement and in the median of ``1 + confirm`` interleaved measurements of the two.
-    With cuSPARSELt among the paths the shape's view table (:func:`view_key`) is filled alike from
+    ``views`` (with cuSPARSELt among the paths): fill the shape's view table (:func:`view_key`) too, from
     the same measurements plus the ``cslt:a,2`` candidates."""
     from .cslt import available as cslt_available
     from .cslt import search_alg
@@ -461,7 +461,7 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
     sb = bench or ShapeBench(out_features, in_features, dtype, device, has_bias=has_bias, with_cslt=use_cslt)
     if not sb.have_cslt:
         paths = tuple(p for p in paths if p != "cslt")
-    vtable = table_for(view_key(key)) if "cslt" in paths else None
+    vtable = table_for(view_key(key)) if views and "cslt" in paths else None
     # a bucket measured earlier with a path outside ``paths`` (another sparsify call) is measured again
     todo = [b for b in buckets if force or b not in table or table[b].path not in paths + ("dense",)
             or (vtable is not None and b not in vtable)]

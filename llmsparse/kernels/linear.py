@@ -153,7 +153,7 @@ class SparseLinear(nn.Module):
             return {}
         table = dispatch.tune(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
                               tuple(buckets), device=self.values.device, min_speedup=self.min_speedup, log=log,
-                              paths=self.allowed_paths or dispatch.DEFAULT_PATHS)
+                              paths=self.allowed_paths or dispatch.DEFAULT_PATHS, views=self.for_compile)
         self._table = table
         paths = self.allowed_paths or dispatch.DEFAULT_PATHS
         vtable = dispatch.table_for(dispatch.view_key(self._key())) if "cslt" in paths and self.for_compile else None

@@ -443,18 +443,23 @@ class _FakeCsltBench(_FakeBench):
         return [torch.zeros(m, 64)]
 
 
-def _scripted_cslt_tune(monkeypatch, script):
+def _scripted_cslt_tune(monkeypatch, script, views=True, timed=None):
     pytest.importorskip("triton")
     from llmsparse.kernels import cslt, timing
 
-    monkeypatch.setattr(timing, "time_call", lambda fn, a, **_: (script.get(a[0][0]) or [9.0]).pop(0))
+    def fake_time_call(fn, a, **_):
+        if timed is not None:
+            timed.append(a[0][0])
+        return (script.get(a[0][0]) or [9.0]).pop(0)
+
+    monkeypatch.setattr(timing, "time_call", fake_time_call)
     monkeypatch.setattr(timing, "host_ms", lambda fn, a, **_: 0.05)
     monkeypatch.setattr(cslt, "search_alg", lambda packed, x: None)
     monkeypatch.setattr(dispatch, "device_name", lambda device=None: "fake-gpu")
     dispatch.clear()
     table = dispatch.tune(64, 64, torch.float16, False, (4096,), device="cpu", bench=_FakeCsltBench(),
-                          paths=("cslt",), force=True)
-    return table[4096], dispatch.table_for(dispatch.view_key(dispatch.make_key(64, 64, torch.float16, False)))[4096]
+                          paths=("cslt",), force=True, views=views)
+    return table[4096], dispatch.table_for(dispatch.view_key(dispatch.make_key(64, 64, torch.float16, False))).get(4096)
 
 
 def test_candidates_offer_the_view_result_only_when_asked():
@@ -486,6 +491,11 @@ def test_tune_fills_the_view_table_from_the_same_measurements(monkeypatch):
     script = {"dense:": [1.0, 1.0, 1.0], "cslt:0,2": [0.8, 1.1, 1.1]}
     normal, view = _scripted_cslt_tune(monkeypatch, script)
     assert normal.path == "dense" and view.path == "dense"
+    # without views (eager users): no cslt:a,2 timed, no view table
+    timed = []
+    normal, view = _scripted_cslt_tune(monkeypatch, {"dense:": [1.0] * 3, "cslt:0,2": [0.5]}, views=False, timed=timed)
+    assert view is None and normal.path == "dense" and "cslt:0,1" in timed
+    assert not any(n.endswith(",2") for n in timed)
 
 
 def test_compiled_forward_leaves_the_cslt_transpose_to_the_graph(monkeypatch):
