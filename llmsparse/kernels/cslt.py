@@ -32,6 +32,17 @@ def compress(dense_with_zeros: torch.Tensor) -> torch.Tensor:
 RESULT_MN, RESULT_COPY, RESULT_VIEW = 1, 0, 2  # the second element of a cslt choice (see cslt_linear)
 
 
+def _pad_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with zero rows appended up to :func:`padded_rows` (cuSPARSELt's dense operand)."""
+    pad = padded_rows(x.shape[0]) - x.shape[0]
+    return F.pad(x, (0, 0, 0, pad)) if pad else x
+
+
+def padded_rows(m):
+    """The token count rounded up to 16, as cuSPARSELt is given it (works on symbolic sizes)."""
+    return m + (-m) % _ROW_ALIGN
+
+
 def cslt_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, alg_id: int = 0,
                 result: int = RESULT_MN) -> torch.Tensor:
     """``x[M, K] @ W^T (+ bias)`` with ``packed = compress(W)``, as ``[M, N]``.
@@ -44,42 +55,28 @@ def cslt_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None
     if result not in (RESULT_MN, RESULT_COPY, RESULT_VIEW):
         raise ValueError(f"cslt result layout must be 0, 1 or 2, got {result}")
     M = x.shape[0]
-    pad = (-M) % _ROW_ALIGN
-    xp = F.pad(x, (0, 0, 0, pad)) if pad else x
-    y = torch._cslt_sparse_mm(packed, xp.t(), bias=None, transpose_result=result == RESULT_MN, alg_id=alg_id)
-    if result != RESULT_MN:
-        y = y.t()
-    if pad:
-        y = y[:M]
-    if result == RESULT_COPY:
-        y = y.contiguous()
+    if result == RESULT_MN:
+        y = torch._cslt_sparse_mm(packed, _pad_rows(x).t(), bias=None, transpose_result=True, alg_id=alg_id)[:M]
+    else:
+        y = cslt_nm(x, packed, alg_id).t()[:M]
+        if result == RESULT_COPY:
+            y = y.contiguous()
     if bias is not None:
         y = y + bias
     return y
 
 
 def cslt_nm(x: torch.Tensor, packed: torch.Tensor, alg_id: int) -> torch.Tensor:
-    """cuSPARSELt's ``W x^T`` as a contiguous ``[N, Mp]`` (``Mp``: M rounded up to 16, the padded
-    columns hold the product with zero rows): what ``result=2`` views, for a custom op whose output
-    must be contiguous."""
-    M = x.shape[0]
-    pad = (-M) % _ROW_ALIGN
-    xp = F.pad(x, (0, 0, 0, pad)) if pad else x
-    return torch._cslt_sparse_mm(packed, xp.t(), bias=None, transpose_result=False, alg_id=alg_id)
-
-
-def padded_rows(m):
-    """The ``Mp`` of :func:`cslt_nm` (works on symbolic sizes)."""
-    return m + (-m) % _ROW_ALIGN
+    """cuSPARSELt's ``W x^T`` as a contiguous ``[N, Mp]`` (``Mp = padded_rows(M)``, the padded columns
+    hold the product with zero rows): what ``result=2`` views, for a custom op whose output must be
+    contiguous."""
+    return torch._cslt_sparse_mm(packed, _pad_rows(x).t(), bias=None, transpose_result=False, alg_id=alg_id)
 
 
 def search_alg(packed: torch.Tensor, x: torch.Tensor) -> int | None:
     """cuSPARSELt's own search (fastest alg id for this problem), or None where it fails."""
     try:
-        M = x.shape[0]
-        pad = (-M) % _ROW_ALIGN
-        xp = F.pad(x, (0, 0, 0, pad)) if pad else x
-        return int(torch._cslt_sparse_mm_search(packed, xp.t(), transpose_result=True))
+        return int(torch._cslt_sparse_mm_search(packed, _pad_rows(x).t(), transpose_result=True))
     except Exception:
         return None
 

@@ -534,11 +534,27 @@ def test_compiled_forward_leaves_the_cslt_transpose_to_the_graph(monkeypatch):
     assert lin._plan(4000, view=True).path == "mm"
 
 
-def test_cslt_result_layout_is_checked():
-    from llmsparse.kernels.cslt import cslt_linear
+def test_cslt_result_layouts(monkeypatch):
+    """The three result layouts of cslt_linear (row padding, transposes, copy, bias) with a CPU stand-in for
+    ``torch._cslt_sparse_mm`` (the 'compressed' weight is the dense one); a bad layout is refused."""
+    from llmsparse.kernels import cslt
 
+    def fake_mm(packed, bt, bias=None, transpose_result=False, alg_id=0):
+        assert bt.shape[1] % 16 == 0  # the token count is padded for cuSPARSELt
+        y = packed @ bt  # [N, Mp]
+        return y.t().contiguous() if transpose_result else y
+
+    monkeypatch.setattr(torch, "_cslt_sparse_mm", fake_mm)
+    w, b = torch.randn(24, 64), torch.randn(24)
+    for m in (16, 37):
+        x = torch.randn(m, 64)
+        for result in (cslt.RESULT_MN, cslt.RESULT_COPY, cslt.RESULT_VIEW):
+            y = cslt.cslt_linear(x, w, b if m == 37 else None, 0, result)
+            assert y.shape == (m, 24) and y.is_contiguous() == (result != cslt.RESULT_VIEW)
+            torch.testing.assert_close(y, F.linear(x, w, b if m == 37 else None))
+        assert cslt.cslt_nm(x, w, 0).shape == (24, cslt.padded_rows(m)) == (24, 16 * -(-m // 16))
     with pytest.raises(ValueError, match="0, 1 or 2"):
-        cslt_linear(torch.zeros(4, 8), torch.zeros(8), None, 0, 3)
+        cslt.cslt_linear(torch.zeros(4, 8), torch.zeros(8), None, 0, 3)
 
 
 def test_bench_cli_gemm_table_shows_the_compiled_choice(tmp_path, monkeypatch, capsys):
