@@ -43,7 +43,7 @@ def main() -> int:
                     help="a sparse path must beat dense by this factor (default: the dispatcher's, as users get it)")
     ap.add_argument("--paths", default="", help="kernel families the dispatcher measures (default: dispatch.DEFAULT_PATHS)")
     ap.add_argument("--mmsp-extra", default="", help="mmsp configurations to add to the dispatcher's candidates for "
-                    "this run, e.g. '4,4,2,0,1,1;4,2,1,1,1,1' (WK,RT,NT,PF,XS,CH,PD,SK,RW; NT=1: M<=8 bucket, NT=2: M=9-16); "
+                    "this run, e.g. '4,4,2,0,1,1;4,2,1,1,1,1' (WK,RT,NT,PF[,XS,CH,PD,SK,RW,AS]; NT=1: M<=8 bucket, NT=2: M=9-16); "
                     "check them with diag_kernels.py first")
     ap.add_argument("--out", default="out/kernels")
     a = ap.parse_args()
@@ -53,12 +53,14 @@ def main() -> int:
         paths = dispatch.check_paths(a.paths.split(",")) if a.paths else None
     except ValueError as e:
         ap.error(f"--paths: {e}")  # one line, exit 2, before anything is written
+    from llmsparse.kernels.gluon_mmsp import CONFIG_SYNTAX, parse_configs
+
     try:
-        extra = [tuple(int(v) for v in c.split(",")) for c in a.mmsp_extra.split(";") if c.strip()]
-        if any(len(c) < 4 or len(c) > 10 or c[2] not in (1, 2) for c in extra):
+        extra = parse_configs(a.mmsp_extra)
+        if any(c[2] not in (1, 2) for c in extra):
             raise ValueError
     except ValueError:
-        ap.error(f"--mmsp-extra: expected 'WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS]]]]]];...' with NT 1 or 2, got {a.mmsp_extra!r}")
+        ap.error(f"--mmsp-extra: expected '{CONFIG_SYNTAX};...' with NT 1 or 2, got {a.mmsp_extra!r}")
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import time
 import torch
 
 from llmsparse.kernels.dispatch import Choice, ShapeBench, candidates, choice_name, err_limit
+from llmsparse.kernels.gluon_mmsp import CONFIG_SYNTAX, parse_configs
 from llmsparse.kernels.timing import time_call
 from llmsparse.kernels.triton_sp24 import GEMV_CONFIGS, excluded
 
@@ -33,12 +34,12 @@ def main():
     ap.add_argument("--old", default="all", help="all | none | N (first N Triton gemv configs)")
     ap.add_argument("--paths", default="gemv,gemvg", help="kernel families to time (gemv, gemvg, mmg, mmsp, mm, mmb)")
     ap.add_argument("--mmsp-cfgs", default="", help="extra mmsp configurations to time, e.g. "
-                    "'4,2,2,1,1,1;4,4,2,0,1,1' (WK,RT,NT,PF,XS,CH,PD,SK,RW; untested ones: run diag_kernels.py --one first)")
+                    "'4,2,2,1,1,1;4,4,2,0,1,1' (WK,RT,NT,PF[,XS,CH,PD,SK,RW,AS]; untested ones: run diag_kernels.py --one first)")
     a = ap.parse_args()
     try:
-        extra = [Choice("mmsp", tuple(int(v) for v in c.split(","))) for c in a.mmsp_cfgs.split(";") if c.strip()]
+        extra = [Choice("mmsp", c) for c in parse_configs(a.mmsp_cfgs)]
     except ValueError:
-        ap.error(f"--mmsp-cfgs: expected 'WK,RT,NT,PF[,...];...', got {a.mmsp_cfgs!r}")  # one line, exit 2
+        ap.error(f"--mmsp-cfgs: expected '{CONFIG_SYNTAX};...', got {a.mmsp_cfgs!r}")  # one line, exit 2
     ms = [int(v) for v in a.m.split(",")]
     dts = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]
     shapes = [tuple(map(int, s.split("x"))) for s in a.shapes.split(",")] if a.shapes else SHAPES

@@ -424,6 +424,18 @@ def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
 
 
+CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS]]]]]]"
+
+
+def parse_configs(text: str) -> list[tuple]:
+    """``"4,2,2,1,1;4,1,1,0,1,0,0,1,0,3"`` -> configuration tuples (the device scripts' option syntax);
+    ValueError unless every entry is 4 to 10 integers (:data:`CONFIG_SYNTAX`)."""
+    out = [tuple(int(v) for v in c.split(",")) for c in text.split(";") if c.strip()]
+    if any(not 4 <= len(c) <= 10 for c in out):
+        raise ValueError(f"mmsp configurations are {CONFIG_SYNTAX}; got {text!r}")
+    return out
+
+
 def config_splits(cfg: tuple) -> int:
     """The number of K splits a configuration asks for (its eighth element SK; 1 without it)."""
     return int(cfg[7]) if len(cfg) > 7 else 1

@@ -387,14 +387,8 @@ def test_tune_measures_again_a_bucket_chosen_with_other_paths(monkeypatch):
 def test_diag_script_parses_every_kernel_name():
     """bench/diag_kernels.py runs each configuration by name in its own process: every name the
     dispatcher can produce (all paths, mmsp included) must parse back to the same choice."""
-    import importlib.util
-    import pathlib
-
     pytest.importorskip("triton")
-    path = pathlib.Path(__file__).resolve().parents[2] / "bench" / "diag_kernels.py"
-    spec = importlib.util.spec_from_file_location("diag_kernels", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _bench_script("diag_kernels.py")
     names = {dispatch.choice_name(c) for m in (1, 4, 16, 64, 128)
              for c in dispatch.candidates(m, cslt_algs=(0, 1), paths=dispatch.ALL_PATHS)}
     assert {n.split(":")[0] for n in names} >= {"gemv", "mm", "mmb", "cslt"}
@@ -588,14 +582,9 @@ def test_bench_cli_gemm_table_shows_the_compiled_choice(tmp_path, monkeypatch, c
 def test_pick_extra_keeps_only_configurations_that_win_a_row(tmp_path, capsys):
     """bench/device/pick_extra.py (which probe configurations join the dispatcher table run): a new
     configuration is kept only where it beats every old one by the margin, never with a wrong result."""
-    import importlib.util
     import json
-    import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[2] / "bench" / "device" / "pick_extra.py"
-    spec = importlib.util.spec_from_file_location("pick_extra", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _bench_script("device/pick_extra.py")
     row = dict(dtype="float16", out=64, **{"in": 128})
     rows = [dict(row, M=1, cands={"mmsp:4,1,1,1": {"ms": 0.010, "err": 1e-5}, "mmsp:4,1,1,0,1,0,2": {"ms": 0.0095, "err": 1e-5}}),
             dict(row, M=16, cands={"mmsp:4,2,2,1,1": {"ms": 0.020, "err": 1e-5}, "mmsp:4,2,2,0,1,0,0,1,0,3": {"ms": 0.015, "err": 1e-5},
@@ -612,3 +601,36 @@ def test_pick_extra_keeps_only_configurations_that_win_a_row(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "4,1,1,0,1,0,2;4,2,2,0,1,0,0,1,0,3"
     assert mod.main([str(tmp_path / "missing.json"), "4,1,1,1"]) == 2
     assert "cannot read probe" in capsys.readouterr().err
+
+
+def _bench_script(rel: str):
+    """A script under bench/ loaded as a module (the scripts are not a package)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "bench" / rel
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_mmsp_configuration_lists_parse_or_fail_in_one_line(monkeypatch, capsys):
+    """The device scripts' ``--mmsp-extra``/``--mmsp-cfgs`` syntax (gluon_mmsp.parse_configs): 4 to 10
+    integers per entry; bench_kernels.py rejects anything else, or an NT it has no bucket for, with a
+    one-line usage error (exit 2) before touching the GPU or the output directory."""
+    from llmsparse.kernels.gluon_mmsp import parse_configs
+
+    assert parse_configs("4,2,2,1,1; 4,1,1,0,1,0,0,1,0,3;") == [(4, 2, 2, 1, 1), (4, 1, 1, 0, 1, 0, 0, 1, 0, 3)]
+    assert parse_configs("") == []
+    for bad in ("4,2,2", "4,2,2,1,1,0,0,1,0,3,1", "4,2,x,1"):
+        with pytest.raises(ValueError):
+            parse_configs(bad)
+    mod = _bench_script("bench_kernels.py")
+    for bad in ("4,2,2", "4,2,4,1,1", "a;b"):
+        monkeypatch.setattr("sys.argv", ["bench_kernels.py", "--mmsp-extra", bad, "--out", "/nonexistent/x"])
+        with pytest.raises(SystemExit) as e:
+            mod.main()
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("bench_kernels.py: error: --mmsp-extra: expected 'WK,RT,NT,PF[")
