@@ -151,11 +151,11 @@ class SparseLinear(nn.Module):
         if self.values.device.type != "cuda" or self.values.dtype not in _GPU_DTYPES:
             self._table = self._table_view = None
             return {}
+        paths = self.allowed_paths or dispatch.DEFAULT_PATHS
         table = dispatch.tune(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
                               tuple(buckets), device=self.values.device, min_speedup=self.min_speedup, log=log,
-                              paths=self.allowed_paths or dispatch.DEFAULT_PATHS, views=self.for_compile)
+                              paths=paths, views=self.for_compile)
         self._table = table
-        paths = self.allowed_paths or dispatch.DEFAULT_PATHS
         vtable = dispatch.table_for(dispatch.view_key(self._key())) if "cslt" in paths and self.for_compile else None
         self._table_view = vtable if vtable and all(b in vtable for b in buckets) else None
         self._materialize()

@@ -25,16 +25,16 @@ def rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def capture(fn, *args):
-    """Warm ``fn(*args)`` up on a side stream, then capture it in a CUDA graph: (graph, its output)."""
+def capture(fn, *args, **kwargs):
+    """Warm ``fn(*args, **kwargs)`` up on a side stream, then capture it in a CUDA graph: (graph, its output)."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        fn(*args)
+        fn(*args, **kwargs)
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        y = fn(*args)
+        y = fn(*args, **kwargs)
     return g, y
 
 
@@ -310,14 +310,8 @@ def test_compiled_sparse_layers_match_eager(dtype):
         # an explicit mask: transformers builds none in eager calls but one during capture, and the
         # compiled layer would have to recompile (impossible while capturing) on that difference
         x1, mask = ids[:, :1].clone(), torch.ones(1, 1, 1, 1, dtype=torch.bool, device="cuda")
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            model(x1, attention_mask=mask)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            y = model(x1, attention_mask=mask).logits
+        g, out = capture(model, x1, attention_mask=mask)
+        y = out.logits
         g.replay()
         torch.cuda.synchronize()
     assert rel(y.float(), eager[1]) < 2e-2
