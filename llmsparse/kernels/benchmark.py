@@ -91,15 +91,20 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
             table = dispatch.tune(n, k, dtype, False, buckets, device=dev, min_speedup=min_speedup, bench=sb,
                                   force=True, log=log, paths=paths or dispatch.DEFAULT_PATHS, views=True)
             recs = {r.m: r for r in dispatch.RECORDS[n_rec:]}
+            vt = dispatch.table_for(dispatch.view_key(dispatch.make_key(n, k, dtype, False, dev)))
             for m in ms:
                 c = table[bucket_of(m)]
                 s = sb.sets[0]
                 x = torch.randn(m, k, device=dev, dtype=dtype)
                 ref = F.linear(x, s["dense"])
                 ref32 = F.linear(x.float(), s["dense"].float())
-                y = _poisoned_run(lambda: dispatch.run_choice(c, x, values=s["values"], meta=s["meta"],
-                                                              dense=s["dense"], cslt_packed=s.get("cslt_packed"),
-                                                              bias=None, out_features=n), m * n, dtype)
+
+                def run(choice):  # one checked call, its output block NaN-poisoned first
+                    return _poisoned_run(lambda: dispatch.run_choice(
+                        choice, x, values=s["values"], meta=s["meta"], dense=s["dense"],
+                        cslt_packed=s.get("cslt_packed"), bias=None, out_features=n), m * n, dtype)
+
+                y = run(c)
                 finite = bool(torch.isfinite(y).all())
                 # interleaved (dense, ours) x 3, medians: clocks drift under sustained load
                 if c.path == "dense":  # the dispatcher's pick is the dense call itself
@@ -111,13 +116,11 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                            dense_ms=t_dense, ours_ms=t_ours, speedup=t_dense / t_ours,
                            err_vs_dense=_rel(y, ref), err_vs_fp32=_rel(y, ref32), dense_err_vs_fp32=_rel(ref, ref32),
                            all_written=finite)
-                vt = dispatch.table_for(dispatch.view_key(dispatch.make_key(n, k, dtype, False, dev)))
                 v = vt.get(bucket_of(m))
                 if v is not None and dispatch.is_view(v):
                     # what the layer runs under torch.compile: cuSPARSELt's [N, M] result left transposed
                     # (the consumer absorbs the transpose), timed the same way as ours
-                    yv = dispatch.run_choice(v, x, values=s["values"], meta=s["meta"], dense=s["dense"],
-                                             cslt_packed=s.get("cslt_packed"), bias=None, out_features=n)
+                    yv = run(v)
                     td, tv = dispatch.time_interleaved(sb, m, v, 3)
                     row.update(view_path=dispatch.choice_name(v), view_ms=statistics.median(tv),
                                view_speedup=statistics.median(td) / statistics.median(tv),
