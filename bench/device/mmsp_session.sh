@@ -20,7 +20,7 @@ CH="4,2,2,1,1,1;4,4,2,0,1,1;8,4,2,0,1,1;2,4,2,0,1,1;8,2,2,1,1,1;4,4,2,0,0,1;4,4,
 # RW (9th): the warps of a program split its rows and share x through L1
 PD="4,2,2,1,1,0,2;4,2,2,1,1,0,4;4,2,2,1,1,0,8;2,2,2,1,1,0,3;8,2,2,1,1,0,2;2,4,2,0,1,1,3;4,1,2,1,1,0,4;4,1,2,1,1,0,8;4,1,1,1,1,0,2;4,1,1,1,1,0,4;4,1,1,1,1,0,8;4,1,1,0,1,0,4;8,2,1,1,1,0,2;4,2,2,1,1,0,0,2;4,2,2,1,1,0,0,4;4,2,2,1,1,0,8,2;4,1,2,1,1,0,0,2;4,1,1,1,1,0,0,2;2,2,2,1,1,0,4,2;4,1,2,1,1,0,0,1,1;4,1,2,1,1,0,0,2,1;4,1,2,1,1,0,0,4,1;4,1,2,1,1,0,4,2,1;4,2,2,1,1,0,0,2,1;2,2,2,1,1,0,0,2,1;4,1,1,1,1,0,0,2,1;8,1,1,1,1,0,4,1,1"
 # (offline, sm_90: none of these spills; (4,2,2,1,1,0,4,2,1) and (2,2,2,2,1,0,4,1,1) did and are left out)
-# AS (10th element, eighth session, not yet run on a GPU): operands staged through an AS-deep shared-memory ring by
+# AS (10th element, eighth session; measured in the ninth: correct, no M = 16 gain, docs/kernels.md): operands staged through an AS-deep shared-memory ring by
 # cp.async instead of register prefetch (84-217 registers offline, no spills, 54-144 KB of shared memory)
 AS="4,1,1,0,1,0,0,1,0,2;4,1,1,0,1,0,0,1,0,3;4,1,1,0,1,0,0,1,0,4;8,1,1,0,1,0,0,1,0,3;4,2,1,0,1,0,0,1,0,3;4,1,1,0,0,0,0,1,0,3;4,1,1,0,1,0,0,2,0,3;4,2,2,0,1,0,0,1,0,2;4,2,2,0,1,0,0,1,0,3;4,2,2,0,1,0,0,1,0,4;2,2,2,0,1,0,0,1,0,3;8,2,2,0,1,0,0,1,0,2;4,1,2,0,1,0,0,1,0,4;4,1,2,0,1,0,0,4,1,3;4,2,2,0,1,0,0,2,1,3;2,4,2,0,1,1,0,1,0,2;4,4,2,0,1,1,0,1,0,2;4,2,2,0,1,0,0,2,0,3"
 # diag LIMIT ONLY LIST: each configuration of LIST (and the dispatcher's ones starting with ONLY) in its own

@@ -34,10 +34,12 @@ they then read the same x (L1 hits after the first warp: at M = 16 the x re-read
 the weights) and need no reduction across warps. ``PD`` (measured: it does not pay, see MMSP_CONFIGS) prefetches each warp's packed weights ``PD`` iterations ahead into L2
 (``prefetch.global.L2``, one line of values and one of metadata per row): on an H100 at M = 16 the kernel
 waits on its global loads with 8 warps per SM and reaches 75% of DRAM bandwidth (Nsight Compute,
-docs/kernels.md); loads that hit L2 have a shorter latency for the same registers in flight. ``AS`` (not
-yet run on a GPU) stages every operand through an ``AS``-deep shared-memory ring filled by ``cp.async``
-instead of prefetching into registers, so the bytes in flight hold no registers (what cuBLAS does with
-its shared-memory pipeline); each thread reads back only the pieces it copied itself.
+docs/kernels.md); loads that hit L2 have a shorter latency for the same registers in flight. ``AS`` stages
+every operand through an ``AS``-deep shared-memory ring filled by ``cp.async`` instead of prefetching
+into registers, so the bytes in flight hold no registers (what cuBLAS does with its shared-memory
+pipeline); each thread reads back only the pieces it copied itself. Measured on an H100 (ninth session):
+correct, but within 1% of the register-prefetch configurations at M = 16 and slower at M = 1 (see
+MMSP_CONFIGS), so it is an option, not a default.
 
 All operands live in one register layout ``[WK, RT, NT, 32 lanes, 4 (s), 4 (j)]`` (warps split the
 super-steps; RT 16-row tiles; NT 8-token tiles) whose first four register bits are s and j, so the
@@ -393,7 +395,9 @@ if MMSP_AVAILABLE:
 # permuted by warp shuffles (XS = 1) or with 32-bit loads straight into the fragments, chained accumulator
 # (CH), L2 prefetch distance in iterations (PD; 0 = none), K splits over programs (SK; fp32 partials + a
 # reduction kernel), warps splitting rows (RW); measured on an H100 in the eighth session (below); AS:
-# shared-memory stages filled by cp.async (>= 2, with PF = PD = 0; not yet run on a GPU). Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
+# shared-memory stages filled by cp.async (>= 2, with PF = PD = 0; measured on an H100 in the ninth session: 18
+# configurations, all correct, the best of them within +-1% of the best of these at M = 16 and 5-33% slower at
+# M = 1; one 5% win (bf16 4096x4096, M = 8) not enough to add compiling and timing to every tuning: none joined). Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
 # the dispatcher picked two, kept here: (2, 4, 2, 0, 1, 1) for 28672x8192 at M = 16 (104 vs 107 us) and

@@ -55,4 +55,26 @@ for kind, n, k, m, cfg, has_bias in CASES:
     ok = bool(torch.isfinite(y).all()) and err < 1e-5
     bad += not ok
     print(f"{kind} {n}x{k} M={m} cfg={cfg} bias={has_bias}: rel err {err:.2e} {'ok' if ok else 'FAIL'}")
+
+# bench/device/read_floor.py's streaming-read kernel (the "no kernel can read these bytes faster" bound of
+# docs/kernels.md): its per-program XOR checksums must cover every word, a masked tail included, and see a
+# flipped bit
+import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
+
+path = pathlib.Path(__file__).resolve().parents[2] / "bench" / "device" / "read_floor.py"
+spec = importlib.util.spec_from_file_location("read_floor", path)
+rf = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rf)
+run = rf.read_kernel()
+buf = torch.randint(-2**30, 2**30, (5000,), dtype=torch.int32)
+oks = []
+for block, iters, warps in ((1024, 1, 4), (1024, 4, 8), (2048, 2, 4)):
+    out = torch.empty(-(-buf.numel() // (block * iters)), dtype=torch.int32)
+    oks.append(rf.xor_all(run(buf, out, block, iters, warps)) == rf.xor_all(buf))
+before = rf.xor_all(buf)
+buf[4999] ^= 1 << 7  # in the masked last block
+oks.append(rf.xor_all(buf) != before and rf.xor_all(run(buf, out, 2048, 2, 4)) == rf.xor_all(buf))
+bad += not all(oks)
+print(f"read_floor read kernel checksums {oks}: {'ok' if all(oks) else 'FAIL'}")
 sys.exit(1 if bad else 0)
