@@ -74,9 +74,9 @@ def read_floor_ms(nbytes: int, device, run) -> tuple[float, tuple]:
     bufs = [torch.randint(-2**30, 2**30, (words,), device=device, dtype=torch.int32)
             for _ in range(rotation_count(nbytes, budget_bytes=2**30))]
     best, arg = float("inf"), None
+    ref = xor_all(bufs[0])
     for block, iters, warps in SWEEP:
         out = torch.empty(-(-words // (block * iters)), device=device, dtype=torch.int32)
-        ref = xor_all(bufs[0])
         got = xor_all(run(bufs[0], out, block, iters, warps))
         if got != ref:  # the kernel must really read every word
             raise RuntimeError(f"read kernel sum mismatch for {block, iters, warps}: {got} != {ref}")
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                          "read_dense_TBps": dense_bytes / de_ms / 1e9, "cublas_TBps": dense_bytes / dense_ms / 1e9,
                          "mmsp": ours, "mmsp_best": best, "mmsp_x": dense_ms / ours[best] if best else None}
                     rows.append(r)
+                    write(a.out, rows)  # after every row: a run cut short keeps what it measured
                     print(f"{dt} {n}x{k} M={m}: dense {dense_ms * 1e3:.1f} us ({r['cublas_TBps']:.2f} TB/s), "
                           f"read(dense) {de_ms * 1e3:.1f} us ({r['read_dense_TBps']:.2f} TB/s), "
                           f"read(sparse) {sp_ms * 1e3:.1f} us ({r['read_sparse_TBps']:.2f} TB/s) "
@@ -135,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"{ours[best] * 1e3 if best else float('nan'):.1f} us = {r['mmsp_x'] or float('nan'):.2f}x",
                           flush=True)
                 del sb
-    with open(a.out, "w") as f:
-        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
     return 0
+
+
+def write(path: str, rows: list[dict]) -> None:
+    with open(path, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
