@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import torch
 
+from . import gluon_sp24 as _gsp
 from .gluon_sp24 import AVAILABLE, _log2, _splitk_reduce, supported
 
 try:
@@ -59,6 +60,8 @@ try:
     from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
     MMSP_AVAILABLE = AVAILABLE and hasattr(gl, "DistributedLinearLayout") and hasattr(gl, "inline_asm_elementwise")
+    if MMSP_AVAILABLE:
+        from .gluon_sp24 import gdc_launch_dependents, gdc_wait
 except Exception:  # pragma: no cover - depends on the installed Triton
     MMSP_AVAILABLE = False
 
@@ -239,8 +242,10 @@ if MMSP_AVAILABLE:
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr, SPLIT: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
-        ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr,
+        ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = False,
     ):
+        if GDC:  # PDL (gluon_sp24.PDL): nothing is read or written before the previous kernel is done
+            gdc_wait()
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
         pid_n = gl.program_id(0)
@@ -387,6 +392,8 @@ if MMSP_AVAILABLE:
         y_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
         if SPLIT:
             y_ptrs += pid_k.to(gl.int64) * MN
+        if GDC:
+            gdc_launch_dependents()
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 
 
@@ -483,11 +490,11 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         bias if bias is not None else y,
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
         HAS_BIAS=bias is not None and splits == 1, EVEN_K=even_k, SPLIT=splits > 1,
-        num_warps=wk, **kc,
+        GDC=_gsp.PDL, num_warps=wk, **kc, **_gsp.pdl_launch(),
     )
     if splits > 1:
         block = 1024
         _splitk_reduce[(triton.cdiv(M * N, block),)](
             target, y, bias if bias is not None else y, M * N, N, y.stride(0),
-            S=splits, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4)
+            S=splits, HAS_BIAS=bias is not None, BLOCK=block, GDC=_gsp.PDL, num_warps=4, **_gsp.pdl_launch())
     return y

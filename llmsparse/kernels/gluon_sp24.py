@@ -26,7 +26,23 @@ Triton without Gluon (or an older Gluon API): :data:`AVAILABLE` is False and the
 """
 from __future__ import annotations
 
+import os
+
 import torch
+
+# Programmatic dependent launch (PDL, Hopper and later; ninth session, experimental, off by default): the
+# small-M kernels (gemvg, mmsp, the split-K reduction) are launched with ``launch_pdl=True``, wait for the
+# previous kernel with ``griddepcontrol.wait`` before any load or store, and let the next kernel launch
+# (``griddepcontrol.launch_dependents``) before their stores, so that a kernel's launch overlaps the end of
+# the one before it. cuBLAS leaves ~0.1 us between calls at M = 16 on an H100, ours 1.4-1.6 us
+# (docs/kernels.md). ``LLMSPARSE_PDL=1`` at import, or set this attribute, turns it on.
+PDL = os.environ.get("LLMSPARSE_PDL", "") == "1"
+
+
+def pdl_launch() -> dict:
+    """The launch options of the small-M kernels: ``{"launch_pdl": True}`` with :data:`PDL` on, else none."""
+    return {"launch_pdl": True} if PDL else {}
+
 
 try:  # Gluon is experimental; keep the package importable without it
     import triton
@@ -48,12 +64,28 @@ except Exception:  # pragma: no cover
 if AVAILABLE:
 
     @gluon.jit
+    def gdc_wait():
+        """``griddepcontrol.wait``: the previous kernel has finished and its writes are visible (no-op
+        unless launched with PDL)."""
+        gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+
+    @gluon.jit
+    def gdc_launch_dependents():
+        """``griddepcontrol.launch_dependents``: the next kernel may start launching (it still waits for
+        this one's completion in its own ``gdc_wait``)."""
+        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32,
+                                  is_pure=False, pack=1)
+
+    @gluon.jit
     def _sp24_gemv_gl(
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
         M, N, NCH, KW, KM, stride_xm, stride_ym,
         HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr,
         TOK: gl.constexpr, RT: gl.constexpr, GPT: gl.constexpr, WR: gl.constexpr, WC: gl.constexpr,
+        GDC: gl.constexpr = False,
     ):
+        if GDC:  # PDL: nothing is read or written before the previous kernel is done
+            gdc_wait()
         # x_ptr: int64 [M, K/4]; v_ptr: int32 [N, K/4]; m_ptr: int32 [N, K/32];
         # NCH = K / (4 * GPT) chunks per row; KW = K/4; KM = K/32; stride_xm in int64 words.
         L: gl.constexpr = gl.BlockedLayout([TOK, RT, 1, GPT], [1, 1, 32, 1], [1, WR, WC, 1], [3, 2, 1, 0])
@@ -127,6 +159,8 @@ if AVAILABLE:
         rt_o = pid_m * TOK + gl.arange(0, TOK, layout=gl.SliceLayout(1, L_tr))
         if HAS_BIAS:
             out += gl.load(b_ptr + rn_o, mask=rn_o < N, other=0.0).to(gl.float32)[None, :]
+        if GDC:
+            gdc_launch_dependents()
         y_ptrs = y_ptr + rt_o[:, None].to(gl.int64) * stride_ym + rn_o[None, :]
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(rt_o[:, None] < M) & (rn_o[None, :] < N))
 
@@ -180,7 +214,7 @@ def sp24_gemv_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         xw, values.view(torch.int32), meta.view(torch.int32), y, bias if bias is not None else y,
         M, N, K // (4 * gpt), K // 4, K // 32, x.stride(0) // 4, y.stride(0),
         HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-        TOK=tok, RT=rt, GPT=gpt, WR=wr, WC=wc, num_warps=wr * wc,
+        TOK=tok, RT=rt, GPT=gpt, WR=wr, WC=wc, GDC=PDL, num_warps=wr * wc, **pdl_launch(),
     )
     return y
 
@@ -308,9 +342,22 @@ if MMA_AVAILABLE:
 
 
 @triton.jit
+def _tl_gdc_wait():
+    tl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _tl_gdc_launch_dependents():
+    tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32, is_pure=False,
+                              pack=1)
+
+
+@triton.jit
 def _splitk_reduce(p_ptr, y_ptr, b_ptr, MN, N, stride_ym, S: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   BLOCK: tl.constexpr):
+                   BLOCK: tl.constexpr, GDC: tl.constexpr = False):
     """y[m, n] = sum_s p[s, m, n] (+ bias[n]), fp32 partials -> y's dtype."""
+    if GDC:  # PDL: the partials are the previous kernel's output
+        _tl_gdc_wait()
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < MN
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -319,6 +366,8 @@ def _splitk_reduce(p_ptr, y_ptr, b_ptr, MN, N, stride_ym, S: tl.constexpr, HAS_B
     n = offs % N
     if HAS_BIAS:
         acc += tl.load(b_ptr + n, mask=ok, other=0.0).to(tl.float32)
+    if GDC:
+        _tl_gdc_launch_dependents()
     tl.store(y_ptr + (offs // N).to(tl.int64) * stride_ym + n, acc.to(y_ptr.dtype.element_ty), mask=ok)
 
 

@@ -79,14 +79,42 @@ def _gluon_loop_stats(fn, sig: dict, consts: dict, div16: list[str], num_warps: 
     return {"regs": r["regs"], "stack": r["stack"], "shared": r["shared"], "loop": len(main),
             "loop_barriers": sum("BAR" in x for x in main),
             "loop_shared": sum(bool(re.search(r"\b(LDS|STS|LDSM|STSM)\b", x)) for x in main),
-            "lines": main}
+            "lines": main, **gdc_order(r["sass"])}
+
+
+def gdc_order(sass: str) -> dict:
+    """Where programmatic dependent launch's instructions sit in a kernel's SASS (line numbers, -1 if
+    absent): ``griddepcontrol.wait`` (ACQBULK), ``griddepcontrol.launch_dependents`` (PREEXIT), the first
+    global load (LDG, or LDGSTS for ``cp.async``) and store (STG), and the last store."""
+    ins = [ln for ln in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", ln)]
+
+    def first(pat):
+        return next((i for i, ln in enumerate(ins) if re.search(pat, ln)), -1)
+
+    stores = [i for i, ln in enumerate(ins) if re.search(r"\bSTG\b|\bSTG\.", ln)]
+    return {"gdc_wait": first(r"\bACQBULK\b"), "gdc_launch": first(r"\bPREEXIT\b"),
+            "first_load": first(r"\bLDG(STS)?\b|\bLDG(STS)?\."), "first_store": stores[0] if stores else -1,
+            "last_store": stores[-1] if stores else -1}
+
+
+def splitk_reduce_gdc(gdc: bool, arch: int = 90) -> dict:
+    """Compile the split-K reduction kernel (``gluon_sp24._splitk_reduce``) offline; :func:`gdc_order` of it."""
+    from triton.compiler import ASTSource
+
+    from . import gluon_sp24 as g
+
+    sig = {"p_ptr": "*fp32", "y_ptr": "*fp16", "b_ptr": "*fp16", "MN": "i32", "N": "i32", "stride_ym": "i32",
+           "S": "constexpr", "HAS_BIAS": "constexpr", "BLOCK": "constexpr", "GDC": "constexpr"}
+    consts = {"S": 4, "HAS_BIAS": True, "BLOCK": 1024, "GDC": gdc}
+    r = compile_sass(ASTSource(fn=g._splitk_reduce, signature=sig, constexprs=consts), 4, arch)
+    return gdc_order(r["sass"])
 
 
 _PTRS = {"x_ptr": "*i64", "v_ptr": "*i32", "m_ptr": "*i32"}
 _DIV16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KW", "KM", "stride_xm", "stride_ym"]
 
 
-def gluon_gemv_stats(dtype: str, cfg: tuple, has_bias: bool = True, arch: int = 90) -> dict:
+def gluon_gemv_stats(dtype: str, cfg: tuple, has_bias: bool = True, arch: int = 90, gdc: bool = False) -> dict:
     """Compile :func:`llmsparse.kernels.gluon_sp24._sp24_gemv_gl` offline; registers, spills, main loop size."""
     from . import gluon_sp24 as g
 
@@ -94,7 +122,8 @@ def gluon_gemv_stats(dtype: str, cfg: tuple, has_bias: bool = True, arch: int = 
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
     sig = dict(_PTRS, y_ptr=ty, b_ptr=ty, M="i32", N="i32", NCH="i32", KW="i32", KM="i32", stride_xm="i32",
                stride_ym="i32")
-    consts = {"HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16", "TOK": tok, "RT": rt, "GPT": gpt, "WR": wr, "WC": wc}
+    consts = {"HAS_BIAS": has_bias, "IS_BF16": dtype == "bfloat16", "TOK": tok, "RT": rt, "GPT": gpt, "WR": wr, "WC": wc,
+              "GDC": gdc}
     st = _gluon_loop_stats(g._sp24_gemv_gl, sig, consts, _DIV16, wr * wc, arch)
     lines = st.pop("lines")
     return dict(st, loop_ffma=sum("FFMA" in x for x in lines), kept_per_iteration=tok * rt * gpt * 2)
@@ -119,7 +148,7 @@ def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool =
 
 
 def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool = True, arch: int = 90,
-                     keep_lines: bool = False) -> dict:
+                     keep_lines: bool = False, gdc: bool = False) -> dict:
     """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size."""
     from . import gluon_mmsp as g
 
@@ -128,7 +157,7 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
     sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i64", y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32", N="i32",
                SS="i32", KG="i32", KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32", MN="i32")
     consts = dict(g.kernel_consts(cfg, dtype == "bfloat16"), HAS_BIAS=has_bias and not split, EVEN_K=even_k,
-                  SPLIT=split)
+                  SPLIT=split, GDC=gdc)
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "stride_xw", "stride_ym"]
     st = _gluon_loop_stats(g._sp24_mmsp_gl, sig, consts, div16, consts["WK"], arch)
     lines = st.pop("lines")

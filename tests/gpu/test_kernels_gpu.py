@@ -374,3 +374,45 @@ def test_mmsp_refuses_k_not_multiple_of_128_and_dispatch_falls_back(dtype):
     assert not [c for c in candidates(4, paths=("mmsp",), in_features=k) if c.path == "mmsp"]
     y = run_choice(Choice("mmsp", g.MMSP_CONFIGS[8][0]), x, values=v, meta=m, out_features=n)
     assert rel(y, F.linear(x, w)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("path,cfg,M", [("gemvg", (1, 4, 8, 1, 4), 1), ("mmsp", (4, 2, 2, 1, 1), 16),
+                                        ("mmsp", (4, 1, 2, 1, 1, 0, 0, 4, 1), 16), ("mmsp", (4, 2, 2, 1, 1), 9)])
+def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M):
+    """With PDL on (gluon_sp24.PDL) each kernel may start before the previous one ends: a chain of five
+    layers where every layer reads the previous one's output (and split-K's reduction reads the partials
+    just written) must still equal the dense-with-zeros chain, eagerly and replayed in a CUDA graph."""
+    from llmsparse.kernels import gluon_mmsp, gluon_sp24
+    from llmsparse.kernels.dispatch import Choice, run_choice
+
+    if not (gluon_mmsp.MMSP_AVAILABLE if path == "mmsp" else gluon_sp24.AVAILABLE):
+        pytest.skip("this Triton lacks the Gluon features of the kernel")
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("programmatic dependent launch needs sm_90 or later")
+    monkeypatch.setattr(gluon_sp24, "PDL", True)
+    n = 1024
+    ws = [random_24(n, n, dtype, "cuda") * 0.05 for _ in range(5)]
+    packed = [pack_nm(w, 2, 4) for w in ws]
+    x = torch.randn(M, n, device="cuda", dtype=dtype)
+    c = Choice(path, cfg)
+
+    def chain(h):
+        for (v, m), w in zip(packed, ws):
+            h = run_choice(c, h, values=v, meta=m, dense=w, bias=None, out_features=n)
+        return h
+
+    ref = x
+    for w in ws:
+        ref = F.linear(ref, w)
+    assert rel(chain(x), ref) < 5 * TOL[dtype]
+    g, y = capture(chain, x)
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        ref = x
+        for w in ws:
+            ref = F.linear(ref, w)
+        y.fill_(float("nan"))
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.isfinite(y).all() and rel(y, ref) < 5 * TOL[dtype]

@@ -176,3 +176,31 @@ def test_mmsp_stages_exclude_register_and_l2_prefetch():
                 (4, 2, 2, 0, 1, 0, 0, 1, 0, -2)):
         with pytest.raises(ValueError, match="stages"):
             gluon_mmsp.kernel_consts(bad, False)
+
+
+@pytest.mark.parametrize("kernel", ["gemvg", "mmsp", "mmsp-split", "mmsp-stages", "reduce"])
+def test_programmatic_dependent_launch_orders_memory_behind_the_wait(kernel):
+    """PDL (gluon_sp24.PDL, off by default): a kernel may start while the previous one still runs, so
+    ``griddepcontrol.wait`` (ACQBULK) must come before its first global load and ``launch_dependents``
+    (PREEXIT) before its stores; with PDL off neither instruction is emitted (the default kernels'
+    code is unchanged)."""
+    from llmsparse.kernels import gluon_mmsp
+
+    def order(gdc):
+        if kernel == "gemvg":
+            return offline.gluon_gemv_stats("float16", gluon_sp24.CONFIGS[0], gdc=gdc)
+        if kernel == "reduce":
+            return offline.splitk_reduce_gdc(gdc)
+        if not gluon_mmsp.MMSP_AVAILABLE:
+            pytest.skip("needs Gluon's linear layouts and inline asm")
+        cfg = {"mmsp": (4, 2, 2, 1, 1), "mmsp-split": (4, 1, 2, 1, 1, 0, 0, 4, 1),
+               "mmsp-stages": (4, 2, 2, 0, 1, 0, 0, 1, 0, 3)}[kernel]
+        return offline.gluon_mmsp_stats("bfloat16", cfg, even_k=False, gdc=gdc)
+
+    off, on = order(False), order(True)
+    assert off["gdc_wait"] == -1 and off["gdc_launch"] == -1, off
+    assert off["first_load"] >= 0 and off["first_store"] >= 0, off
+    assert 0 <= on["gdc_wait"] < on["first_load"], on
+    assert 0 <= on["gdc_launch"] < on["first_store"], on
+    if "stack" in on:
+        assert on["stack"] == 0 and on["regs"] <= off["regs"] + 4, (off, on)

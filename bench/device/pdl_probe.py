@@ -1,0 +1,73 @@
+"""Programmatic dependent launch (gluon_sp24.PDL) on and off, timed like the dispatcher times kernels.
+
+    python bench/device/pdl_probe.py --out OUT.json [--shapes 4096x4096,8192x28672] [--dtype fp16,bf16]
+        [--cases "1:gemvg:1,4,8,1,4;16:mmsp:4,1,2,1,1,0,0,4,1;16:mmsp:4,2,2,1,1"]
+
+For each (dtype, shape, case M:choice): dense cuBLAS, the choice with PDL off and with PDL on, three
+interleaved rounds each (``timing.time_call``: CUDA-graph replays of back-to-back calls over weight copies
+that overflow L2, fresh inputs), medians; the PDL-on call is checked against dense-with-zeros first.
+Back-to-back calls of one kernel are the case PDL helps most; in a model the kernel before a linear layer
+is a norm or attention kernel, so end-to-end runs say what it is worth there. GPU only (sm_90+).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--shapes", default="4096x4096,8192x28672")
+    ap.add_argument("--dtype", default="fp16,bf16")
+    ap.add_argument("--cases", default="1:gemvg:1,4,8,1,4;16:mmsp:4,1,2,1,1,0,0,4,1;16:mmsp:4,2,2,1,1")
+    a = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("pdl_probe.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    from llmsparse.kernels import gluon_sp24
+    from llmsparse.kernels.dispatch import Choice, ShapeBench, choice_from_name, choice_name, err_limit
+    from llmsparse.kernels.timing import time_call
+
+    cases = [(int(c.split(":", 1)[0]), choice_from_name(c.split(":", 1)[1])) for c in a.cases.split(";") if c]
+    rows = []
+    for dt in a.dtype.split(","):
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[dt]
+        for shape in a.shapes.split(","):
+            n, k = (int(v) for v in shape.split("x"))
+            sb = ShapeBench(n, k, dtype, torch.device("cuda"), with_cslt=False)
+            for m, c in cases:
+                gluon_sp24.PDL = True
+                err = sb.check(m, c)
+                t = {"dense": [], "off": [], "on": []}
+                info = {}  # whether the PDL timings are graph replays (capture could refuse the attribute)
+                if err <= err_limit(dtype):
+                    for _ in range(3):
+                        t["dense"].append(time_call(*sb.args(m, Choice("dense"))))
+                        for key, flag in (("off", False), ("on", True)):
+                            gluon_sp24.PDL = flag
+                            t[key].append(time_call(*sb.args(m, c), info=info if flag else None))
+                gluon_sp24.PDL = False
+                med = {key: statistics.median(v) * 1e3 if v else None for key, v in t.items()}
+                r = {"dtype": dt, "shape": shape, "m": m, "choice": choice_name(c),
+                     "err_pdl": err, "pdl_graph": info.get("graph"), "pdl_graph_error": info.get("graph_error"), "us": med, "runs_ms": t}
+                rows.append(r)
+                if med["on"] is None:
+                    print(f"{dt} {shape} M={m} {r['choice']}: PDL result off by {err:.1e}", flush=True)
+                else:
+                    print(f"{dt} {shape} M={m} {r['choice']}: dense {med['dense']:.1f} us, off {med['off']:.1f} us "
+                          f"({med['dense'] / med['off']:.2f}x), PDL {med['on']:.1f} us "
+                          f"({med['dense'] / med['on']:.2f}x; graph {info.get('graph')}); err {err:.1e}", flush=True)
+                with open(a.out, "w") as f:
+                    json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows},
+                              f, indent=1)
+            del sb
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
