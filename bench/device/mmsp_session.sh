@@ -8,6 +8,8 @@
 #          M = 1, 8, 16 beside the current configurations, Nsight Compute on the best PD one at M = 16
 #   as     shared-memory stages (AS): as pd, for the AS configurations
 #   big    M = 128-16384 (dtype $DT, default bf16)
+#   pdl    programmatic dependent launch (ninth session, not yet run on a GPU): the GPU test of a dependent
+#          chain with PDL on, PDL on/off timings (pdl_probe.py), kernel_times.py, then the bf16 e2e with it
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
@@ -72,6 +74,16 @@ case $stage in
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"
     timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,2,4,8,16 --dtype bf16,fp16 \
       --paths gemvg,gemv,mmg,cslt,mmsp --mmsp-extra "${EXTRA:-$CH}" --out "$OUT/k" 2>&1 | tail -32
+    ;;
+  pdl)
+    nx=""; python3 -c "import xdist" 2>/dev/null && nx="-n 4"
+    timeout 90 python3 -m pytest -q -p no:cacheprovider tests/gpu $nx -k programmatic 2>&1 | tail -3
+    timeout 150 python3 bench/device/pdl_probe.py --out "$OUT/pdl_probe.json" 2>&1 | grep -v Warn | tail -12
+    LLMSPARSE_PDL=1 timeout 60 python3 bench/device/kernel_times.py dense 4096x4096 16 fp16 \
+      mmsp:4,1,2,1,1,0,0,4,1 mmsp:4,2,2,1,1 2>&1 | grep -v Warn
+    LLMSPARSE_PDL=1 LLMSPARSE_KERNEL_CACHE=off timeout 220 python3 bench/bench_e2e.py --dtype bf16 --compile layers --out "$OUT/e2e_pdl" \
+      > "$OUT/e2e_pdl.log" 2>&1
+    echo "e2e rc $?"; grep -i "prefill\|decode" "$OUT/e2e_pdl.log" | tail -3
     ;;
   big)   # M = 128-16384 in one dtype ($DT), the dispatcher's picks (cuSPARSELt, Triton mm, dense)
     timeout 560 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 128,1024,4096,16384 \

@@ -97,3 +97,15 @@ def test_kernel_cache_loads_and_writes_back_only_with_cuda(monkeypatch, tmp_path
     with kernel_cache(str(f)):
         pass  # nothing new measured: the file is not rewritten
     assert f.stat().st_mtime_ns == mtime
+
+
+def test_cache_signature_separates_pdl_timings(monkeypatch):
+    """Choices measured with programmatic dependent launch on are not reused with it off (and back)."""
+    from llmsparse.kernels import gluon_sp24
+
+    monkeypatch.setattr(gluon_sp24, "PDL", False)
+    off = dispatch.cache_signature()
+    monkeypatch.setattr(gluon_sp24, "PDL", True)
+    on = dispatch.cache_signature()
+    assert off != on and off["pdl"] is False and on["pdl"] is True
+    assert {k: v for k, v in off.items() if k != "pdl"} == {k: v for k, v in on.items() if k != "pdl"}
