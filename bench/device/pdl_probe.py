@@ -26,19 +26,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="fp16,bf16")
     ap.add_argument("--cases", default="1:gemvg:1,4,8,1,4;16:mmsp:4,1,2,1,1,0,0,4,1;16:mmsp:4,2,2,1,1")
     a = ap.parse_args(argv)
+    from llmsparse.kernels.dispatch import choice_from_name
+
+    try:
+        dtypes = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]
+        shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+        cases = [(int(c.split(":", 1)[0]), choice_from_name(c.split(":", 1)[1])) for c in a.cases.split(";") if c]
+        if any(len(s) != 2 for s in shapes):
+            raise ValueError(a.shapes)
+    except (KeyError, ValueError, IndexError) as e:
+        print(f"pdl_probe.py: --dtype fp16,bf16; --shapes OUTxIN,...; --cases M:NAME;... ({e!r})", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("pdl_probe.py needs a CUDA GPU", file=sys.stderr)
         return 2
     from llmsparse.kernels import gluon_sp24
-    from llmsparse.kernels.dispatch import Choice, ShapeBench, choice_from_name, choice_name, err_limit
+    from llmsparse.kernels.dispatch import Choice, ShapeBench, choice_name, err_limit
     from llmsparse.kernels.timing import time_call
 
-    cases = [(int(c.split(":", 1)[0]), choice_from_name(c.split(":", 1)[1])) for c in a.cases.split(";") if c]
     rows = []
-    for dt in a.dtype.split(","):
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[dt]
-        for shape in a.shapes.split(","):
-            n, k = (int(v) for v in shape.split("x"))
+    for dt, dtype in zip(a.dtype.split(","), dtypes):
+        for shape, (n, k) in zip(a.shapes.split(","), shapes):
             sb = ShapeBench(n, k, dtype, torch.device("cuda"), with_cslt=False)
             for m, c in cases:
                 gluon_sp24.PDL = True

@@ -26,6 +26,7 @@ import torch
 
 SHAPES = {"llama2-7b": [(4096, 4096), (11008, 4096), (4096, 11008)],
           "llama2-70b": [(8192, 8192), (28672, 8192), (8192, 28672)]}
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 SWEEP = [(block, iters, warps) for block in (1024, 2048, 4096) for iters in (1, 2, 4, 8) for warps in (4, 8)]
 
 
@@ -93,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--m", default="16")
     ap.add_argument("--dtype", default="fp16,bf16")
     a = ap.parse_args(argv)
+    bad = [v for v in a.shapes.split(",") if v not in SHAPES] + [v for v in a.dtype.split(",") if v not in DTYPES]
+    if bad or not all(v.strip().isdigit() for v in a.m.split(",")):
+        print(f"read_floor.py: --shapes is a list of {sorted(SHAPES)}, --dtype of fp16/bf16, --m of integers; "
+              f"got {bad or a.m}", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("read_floor.py needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ms_list = [int(v) for v in a.m.split(",")]
     rows, floors = [], {}
     for dt in a.dtype.split(","):
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[dt]
+        dtype = DTYPES[dt]
         for name in a.shapes.split(","):
             for n, k in SHAPES[name]:
                 dense_bytes = n * k * 2
