@@ -8,6 +8,8 @@
 #          M = 1, 8, 16 beside the current configurations, Nsight Compute on the best PD one at M = 16
 #   as     shared-memory stages (AS): as pd, for the AS configurations
 #   big    M = 128-16384 (dtype $DT, default bf16)
+#   occ    light configurations (ninth session, not yet run on a GPU): no register prefetch, one row tile, 76-126
+#          registers offline (2-5 programs of 4 warps per SM instead of 2), most with split-K: as pd
 #   pdl    programmatic dependent launch (ninth session, not yet run on a GPU): the GPU test of a dependent
 #          chain with PDL on, PDL on/off timings (pdl_probe.py), kernel_times.py, then the bf16 e2e with it
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
@@ -25,6 +27,9 @@ PD="4,2,2,1,1,0,2;4,2,2,1,1,0,4;4,2,2,1,1,0,8;2,2,2,1,1,0,3;8,2,2,1,1,0,2;2,4,2,
 # AS (10th element, eighth session; measured in the ninth: correct, no M = 16 gain, docs/kernels.md): operands staged through an AS-deep shared-memory ring by
 # cp.async instead of register prefetch (84-217 registers offline, no spills, 54-144 KB of shared memory)
 AS="4,1,1,0,1,0,0,1,0,2;4,1,1,0,1,0,0,1,0,3;4,1,1,0,1,0,0,1,0,4;8,1,1,0,1,0,0,1,0,3;4,2,1,0,1,0,0,1,0,3;4,1,1,0,0,0,0,1,0,3;4,1,1,0,1,0,0,2,0,3;4,2,2,0,1,0,0,1,0,2;4,2,2,0,1,0,0,1,0,3;4,2,2,0,1,0,0,1,0,4;2,2,2,0,1,0,0,1,0,3;8,2,2,0,1,0,0,1,0,2;4,1,2,0,1,0,0,1,0,4;4,1,2,0,1,0,0,4,1,3;4,2,2,0,1,0,0,2,1,3;2,4,2,0,1,1,0,1,0,2;4,4,2,0,1,1,0,1,0,2;4,2,2,0,1,0,0,2,0,3"
+# OCC (ninth session): the streaming-read bound (read_floor.py) reached its rate with thousands of light programs,
+# mmsp runs 2 programs of 4 warps per SM at up to 253 registers: configurations with more warps in flight
+OCC="4,1,2,0,1;2,1,2,0,1;1,1,2,0,1;4,1,2,0,1,0,0,4,1;4,1,2,0,1,0,0,8,1;2,1,2,0,1,0,0,8,1;1,1,2,0,1,0,0,8;4,1,2,0,1,1,0,4,1;4,1,2,0,1,1;4,1,2,0,0,0,0,4,1;2,1,2,0,1,0,0,4;1,1,2,0,1,0,0,4"
 # diag LIMIT ONLY LIST: each configuration of LIST (and the dispatcher's ones starting with ONLY) in its own
 # process; the faulty or wrong ones are excluded for the rest of the stage
 diag() {
@@ -70,6 +75,7 @@ case $stage in
     ;;
   pd) options pd "$PD" mmsp:4,2,2,1,1,0,2 ;;
   as) options as "$AS" mmsp:4,2,2,0,1,0,0,1,0,3 ;;  # the GPU test runs five of the AS configurations
+  occ) options occ "$OCC" mmsp:4,1,2,0,1,0,0,4,1 ;;
   table)
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"
     timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,2,4,8,16 --dtype bf16,fp16 \
