@@ -402,9 +402,11 @@ if MMSP_AVAILABLE:
 # permuted by warp shuffles (XS = 1) or with 32-bit loads straight into the fragments, chained accumulator
 # (CH), L2 prefetch distance in iterations (PD; 0 = none), K splits over programs (SK; fp32 partials + a
 # reduction kernel), warps splitting rows (RW); measured on an H100 in the eighth session (below); AS:
-# shared-memory stages filled by cp.async (>= 2, with PF = PD = 0; measured on an H100 in the ninth session: 18
-# configurations, all correct, the best of them within +-1% of the best of these at M = 16 and 5-33% slower at
-# M = 1; one 5% win (bf16 4096x4096, M = 8) not enough to add compiling and timing to every tuning: none joined). Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
+# shared-memory stages filled by cp.async (>= 2, with PF = PD = 0; measured on an H100 in the ninth session:
+# 18 configurations, all correct; the best of them within +-1% of the best of these at M = 16 in 8 of 12 rows
+# (1.06-1.11x the time in the others) and 1.1-1.5x the time at M = 1; one 5% win (bf16 4096x4096, M = 8) is
+# not enough to add compiling and timing to every tuning, so none joined).
+# Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
 # the dispatcher picked two, kept here: (2, 4, 2, 0, 1, 1) for 28672x8192 at M = 16 (104 vs 107 us) and
