@@ -11,7 +11,8 @@
 #   occ    light configurations (ninth session, not yet run on a GPU): no register prefetch, one row tile, 76-126
 #          registers offline (2-5 programs of 4 warps per SM instead of 2), most with split-K: as pd
 #   pdl    programmatic dependent launch (ninth session, not yet run on a GPU): the GPU test of a dependent
-#          chain with PDL on, PDL on/off timings (pdl_probe.py), kernel_times.py, then the bf16 e2e with it
+#          chain with PDL modes 1 and 2, off/1/2 timings (pdl_probe.py), kernel_times.py in both modes, then
+#          the bf16 e2e with mode $PDL (default 1)
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
@@ -84,11 +85,14 @@ case $stage in
   pdl)
     nx=""; python3 -c "import xdist" 2>/dev/null && nx="-n 4"
     timeout 90 python3 -m pytest -q -p no:cacheprovider tests/gpu $nx -k programmatic 2>&1 | tail -3
-    timeout 150 python3 bench/device/pdl_probe.py --out "$OUT/pdl_probe.json" 2>&1 | grep -v Warn | tail -12
-    LLMSPARSE_PDL=1 timeout 60 python3 bench/device/kernel_times.py dense 4096x4096 16 fp16 \
-      mmsp:4,1,2,1,1,0,0,4,1 mmsp:4,2,2,1,1 2>&1 | grep -v Warn
-    LLMSPARSE_PDL=1 LLMSPARSE_KERNEL_CACHE=off timeout 220 python3 bench/bench_e2e.py --dtype bf16 --compile layers --out "$OUT/e2e_pdl" \
-      > "$OUT/e2e_pdl.log" 2>&1
+    timeout 180 python3 bench/device/pdl_probe.py --out "$OUT/pdl_probe.json" 2>&1 | grep -v Warn | tail -12
+    for mode in 1 2; do
+      LLMSPARSE_PDL=$mode timeout 40 python3 bench/device/kernel_times.py dense 4096x4096 16 fp16 \
+        mmsp:4,1,2,1,1,0,0,4,1 2>&1 | grep -v Warn
+    done
+    # end to end with the PDL mode of the probe's better mode ($PDL, default 1)
+    LLMSPARSE_PDL=${PDL:-1} LLMSPARSE_KERNEL_CACHE=off timeout 200 python3 bench/bench_e2e.py --dtype bf16 \
+      --compile layers --out "$OUT/e2e_pdl" > "$OUT/e2e_pdl.log" 2>&1
     echo "e2e rc $?"; grep -i "prefill\|decode" "$OUT/e2e_pdl.log" | tail -3
     ;;
   big)   # M = 128-16384 in one dtype ($DT), the dispatcher's picks (cuSPARSELt, Triton mm, dense)

@@ -151,13 +151,13 @@ def _signature() -> tuple:
 
 def cache_signature() -> dict:
     """What a saved choice depends on besides the GPU (which is part of every key): the torch and Triton
-    versions, the kernel code itself (a hash of this package's kernel sources) and whether the small-M
-    kernels use programmatic dependent launch (``gluon_sp24.PDL``, which changes their timings). A file
+    versions, the kernel code itself (a hash of this package's kernel sources) and the programmatic
+    dependent launch mode of the small-M kernels (``gluon_sp24.PDL``, which changes their timings). A file
     written under another signature is ignored, never half-used."""
     from . import gluon_sp24
 
     torch_v, triton_v, kernels = _signature()  # hashed once per process
-    return {"torch": torch_v, "triton": triton_v, "kernels": kernels, "pdl": bool(gluon_sp24.PDL)}
+    return {"torch": torch_v, "triton": triton_v, "kernels": kernels, "pdl": int(gluon_sp24.PDL)}
 
 
 def default_cache_path() -> str | None:

@@ -242,10 +242,12 @@ if MMSP_AVAILABLE:
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr, SPLIT: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
-        ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = False,
+        ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = 0,
     ):
         if GDC:  # PDL (gluon_sp24.PDL): nothing is read or written before the previous kernel is done
             gdc_wait()
+            if GDC == 2:
+                gdc_launch_dependents()
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
         pid_n = gl.program_id(0)
@@ -392,7 +394,7 @@ if MMSP_AVAILABLE:
         y_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
         if SPLIT:
             y_ptrs += pid_k.to(gl.int64) * MN
-        if GDC:
+        if GDC == 1:
             gdc_launch_dependents()
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 

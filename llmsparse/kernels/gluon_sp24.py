@@ -31,12 +31,13 @@ import os
 import torch
 
 # Programmatic dependent launch (PDL, Hopper and later; ninth session, experimental, off by default): the
-# small-M kernels (gemvg, mmsp, the split-K reduction) are launched with ``launch_pdl=True``, wait for the
-# previous kernel with ``griddepcontrol.wait`` before any load or store, and let the next kernel launch
-# (``griddepcontrol.launch_dependents``) before their stores, so that a kernel's launch overlaps the end of
-# the one before it. cuBLAS leaves ~0.1 us between calls at M = 16 on an H100, ours 1.4-1.6 us
-# (docs/kernels.md). ``LLMSPARSE_PDL=1`` at import, or set this attribute, turns it on.
-PDL = os.environ.get("LLMSPARSE_PDL", "") == "1"
+# small-M kernels (gemvg, mmsp, the split-K reduction) are launched with ``launch_pdl=True`` and wait for the
+# previous kernel with ``griddepcontrol.wait`` before any load or store, so that a kernel's launch overlaps
+# the end of the one before it. They let the next kernel launch (``griddepcontrol.launch_dependents``)
+# before their stores (PDL = 1) or right after their wait (PDL = 2: the next kernel's programs may then take
+# free SM slots, and wait there, while this one runs). cuBLAS leaves ~0.1 us between calls at M = 16 on an
+# H100, ours 1.4-1.6 us (docs/kernels.md). ``LLMSPARSE_PDL=1`` or ``2`` at import, or this attribute.
+PDL = {"1": 1, "2": 2}.get(os.environ.get("LLMSPARSE_PDL", ""), 0)
 
 
 def pdl_launch() -> dict:
@@ -82,10 +83,12 @@ if AVAILABLE:
         M, N, NCH, KW, KM, stride_xm, stride_ym,
         HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr,
         TOK: gl.constexpr, RT: gl.constexpr, GPT: gl.constexpr, WR: gl.constexpr, WC: gl.constexpr,
-        GDC: gl.constexpr = False,
+        GDC: gl.constexpr = 0,
     ):
         if GDC:  # PDL: nothing is read or written before the previous kernel is done
             gdc_wait()
+            if GDC == 2:
+                gdc_launch_dependents()
         # x_ptr: int64 [M, K/4]; v_ptr: int32 [N, K/4]; m_ptr: int32 [N, K/32];
         # NCH = K / (4 * GPT) chunks per row; KW = K/4; KM = K/32; stride_xm in int64 words.
         L: gl.constexpr = gl.BlockedLayout([TOK, RT, 1, GPT], [1, 1, 32, 1], [1, WR, WC, 1], [3, 2, 1, 0])
@@ -159,7 +162,7 @@ if AVAILABLE:
         rt_o = pid_m * TOK + gl.arange(0, TOK, layout=gl.SliceLayout(1, L_tr))
         if HAS_BIAS:
             out += gl.load(b_ptr + rn_o, mask=rn_o < N, other=0.0).to(gl.float32)[None, :]
-        if GDC:
+        if GDC == 1:
             gdc_launch_dependents()
         y_ptrs = y_ptr + rt_o[:, None].to(gl.int64) * stride_ym + rn_o[None, :]
         gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(rt_o[:, None] < M) & (rn_o[None, :] < N))
@@ -354,10 +357,12 @@ def _tl_gdc_launch_dependents():
 
 @triton.jit
 def _splitk_reduce(p_ptr, y_ptr, b_ptr, MN, N, stride_ym, S: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   BLOCK: tl.constexpr, GDC: tl.constexpr = False):
+                   BLOCK: tl.constexpr, GDC: tl.constexpr = 0):
     """y[m, n] = sum_s p[s, m, n] (+ bias[n]), fp32 partials -> y's dtype."""
     if GDC:  # PDL: the partials are the previous kernel's output
         _tl_gdc_wait()
+        if GDC == 2:
+            _tl_gdc_launch_dependents()
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < MN
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -366,7 +371,7 @@ def _splitk_reduce(p_ptr, y_ptr, b_ptr, MN, N, stride_ym, S: tl.constexpr, HAS_B
     n = offs % N
     if HAS_BIAS:
         acc += tl.load(b_ptr + n, mask=ok, other=0.0).to(tl.float32)
-    if GDC:
+    if GDC == 1:
         _tl_gdc_launch_dependents()
     tl.store(y_ptr + (offs // N).to(tl.int64) * stride_ym + n, acc.to(y_ptr.dtype.element_ty), mask=ok)
 

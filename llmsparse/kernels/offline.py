@@ -97,7 +97,7 @@ def gdc_order(sass: str) -> dict:
             "last_store": stores[-1] if stores else -1}
 
 
-def splitk_reduce_gdc(gdc: bool, arch: int = 90) -> dict:
+def splitk_reduce_gdc(gdc: int, arch: int = 90) -> dict:
     """Compile the split-K reduction kernel (``gluon_sp24._splitk_reduce``) offline; :func:`gdc_order` of it."""
     from triton.compiler import ASTSource
 
@@ -114,7 +114,7 @@ _PTRS = {"x_ptr": "*i64", "v_ptr": "*i32", "m_ptr": "*i32"}
 _DIV16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KW", "KM", "stride_xm", "stride_ym"]
 
 
-def gluon_gemv_stats(dtype: str, cfg: tuple, has_bias: bool = True, arch: int = 90, gdc: bool = False) -> dict:
+def gluon_gemv_stats(dtype: str, cfg: tuple, has_bias: bool = True, arch: int = 90, gdc: int = 0) -> dict:
     """Compile :func:`llmsparse.kernels.gluon_sp24._sp24_gemv_gl` offline; registers, spills, main loop size."""
     from . import gluon_sp24 as g
 
@@ -148,7 +148,7 @@ def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool =
 
 
 def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool = True, arch: int = 90,
-                     keep_lines: bool = False, gdc: bool = False) -> dict:
+                     keep_lines: bool = False, gdc: int = 0) -> dict:
     """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size."""
     from . import gluon_mmsp as g
 

@@ -378,10 +378,11 @@ def test_mmsp_refuses_k_not_multiple_of_128_and_dispatch_falls_back(dtype):
     assert rel(y, F.linear(x, w)) < TOL[dtype]
 
 
+@pytest.mark.parametrize("mode", [1, 2])
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("path,cfg,M", [("gemvg", (1, 4, 8, 1, 4), 1), ("mmsp", (4, 2, 2, 1, 1), 16),
                                         ("mmsp", (4, 1, 2, 1, 1, 0, 0, 4, 1), 16), ("mmsp", (4, 2, 2, 1, 1), 9)])
-def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M):
+def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M, mode):
     """With PDL on (gluon_sp24.PDL) each kernel may start before the previous one ends: a chain of five
     layers where every layer reads the previous one's output (and split-K's reduction reads the partials
     just written) must still equal the dense-with-zeros chain, eagerly and replayed in a CUDA graph."""
@@ -392,7 +393,7 @@ def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M):
         pytest.skip("this Triton lacks the Gluon features of the kernel")
     if torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("programmatic dependent launch needs sm_90 or later")
-    monkeypatch.setattr(gluon_sp24, "PDL", True)
+    monkeypatch.setattr(gluon_sp24, "PDL", mode)
     n = 1024
     ws = [random_24(n, n, dtype, "cuda") * 0.05 for _ in range(5)]
     packed = [pack_nm(w, 2, 4) for w in ws]

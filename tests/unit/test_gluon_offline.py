@@ -178,12 +178,13 @@ def test_mmsp_stages_exclude_register_and_l2_prefetch():
             gluon_mmsp.kernel_consts(bad, False)
 
 
+@pytest.mark.parametrize("mode", [1, 2])
 @pytest.mark.parametrize("kernel", ["gemvg", "mmsp", "mmsp-split", "mmsp-stages", "reduce"])
-def test_programmatic_dependent_launch_orders_memory_behind_the_wait(kernel):
+def test_programmatic_dependent_launch_orders_memory_behind_the_wait(kernel, mode):
     """PDL (gluon_sp24.PDL, off by default): a kernel may start while the previous one still runs, so
-    ``griddepcontrol.wait`` (ACQBULK) must come before its first global load and ``launch_dependents``
-    (PREEXIT) before its stores; with PDL off neither instruction is emitted (the default kernels'
-    code is unchanged)."""
+    ``griddepcontrol.wait`` (ACQBULK) must come before its first global load, and ``launch_dependents``
+    (PREEXIT) before its stores (mode 1) or right after the wait (mode 2); with PDL off neither instruction
+    is emitted (the default kernels' code is unchanged)."""
     from llmsparse.kernels import gluon_mmsp
 
     def order(gdc):
@@ -197,10 +198,14 @@ def test_programmatic_dependent_launch_orders_memory_behind_the_wait(kernel):
                "mmsp-stages": (4, 2, 2, 0, 1, 0, 0, 1, 0, 3)}[kernel]
         return offline.gluon_mmsp_stats("bfloat16", cfg, even_k=False, gdc=gdc)
 
-    off, on = order(False), order(True)
+    off, on = order(0), order(mode)
     assert off["gdc_wait"] == -1 and off["gdc_launch"] == -1, off
     assert off["first_load"] >= 0 and off["first_store"] >= 0, off
     assert 0 <= on["gdc_wait"] < on["first_load"], on
     assert 0 <= on["gdc_launch"] < on["first_store"], on
+    if mode == 2:
+        assert on["gdc_wait"] < on["gdc_launch"] < on["first_load"], on
+    else:
+        assert on["gdc_launch"] > on["first_load"], on
     if "stack" in on:
         assert on["stack"] == 0 and on["regs"] <= off["regs"] + 4, (off, on)

@@ -103,9 +103,9 @@ def test_cache_signature_separates_pdl_timings(monkeypatch):
     """Choices measured with programmatic dependent launch on are not reused with it off (and back)."""
     from llmsparse.kernels import gluon_sp24
 
-    monkeypatch.setattr(gluon_sp24, "PDL", False)
+    monkeypatch.setattr(gluon_sp24, "PDL", 0)
     off = dispatch.cache_signature()
-    monkeypatch.setattr(gluon_sp24, "PDL", True)
+    monkeypatch.setattr(gluon_sp24, "PDL", 2)
     on = dispatch.cache_signature()
-    assert off != on and off["pdl"] is False and on["pdl"] is True
+    assert off != on and off["pdl"] == 0 and on["pdl"] == 2
     assert {k: v for k, v in off.items() if k != "pdl"} == {k: v for k, v in on.items() if k != "pdl"}
