@@ -494,11 +494,11 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         bias if bias is not None else y,
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
         HAS_BIAS=bias is not None and splits == 1, EVEN_K=even_k, SPLIT=splits > 1,
-        GDC=_gsp.PDL, num_warps=wk, **kc, **_gsp.pdl_launch(),
+        num_warps=wk, **kc, **_gsp.pdl_args(),
     )
     if splits > 1:
         block = 1024
         _splitk_reduce[(triton.cdiv(M * N, block),)](
             target, y, bias if bias is not None else y, M * N, N, y.stride(0),
-            S=splits, HAS_BIAS=bias is not None, BLOCK=block, GDC=_gsp.PDL, num_warps=4, **_gsp.pdl_launch())
+            S=splits, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4, **_gsp.pdl_args())
     return y

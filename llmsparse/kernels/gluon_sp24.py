@@ -40,9 +40,10 @@ import torch
 PDL = {"1": 1, "2": 2}.get(os.environ.get("LLMSPARSE_PDL", ""), 0)
 
 
-def pdl_launch() -> dict:
-    """The launch options of the small-M kernels: ``{"launch_pdl": True}`` with :data:`PDL` on, else none."""
-    return {"launch_pdl": True} if PDL else {}
+def pdl_args() -> dict:
+    """The extra launch arguments of the small-M kernels: with :data:`PDL` on, the kernels' ``GDC`` mode and
+    ``launch_pdl=True``; with it off, none (``GDC`` defaults to 0: the kernels as they were without PDL)."""
+    return {"GDC": PDL, "launch_pdl": True} if PDL else {}
 
 
 try:  # Gluon is experimental; keep the package importable without it
@@ -54,6 +55,11 @@ try:  # Gluon is experimental; keep the package importable without it
     AVAILABLE = hasattr(gl, "BlockedLayout") and hasattr(gl, "SliceLayout")
 except Exception:  # pragma: no cover - depends on the installed Triton
     AVAILABLE = False
+try:  # griddepcontrol for the Triton (non-Gluon) split-K reduction; only compiled with PDL on
+    from triton.language.extra.cuda import gdc_launch_dependents as _tl_gdc_launch_dependents
+    from triton.language.extra.cuda import gdc_wait as _tl_gdc_wait
+except Exception:  # pragma: no cover - a Triton without it cannot run PDL
+    _tl_gdc_wait = _tl_gdc_launch_dependents = None
 try:
     from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
@@ -217,7 +223,7 @@ def sp24_gemv_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         xw, values.view(torch.int32), meta.view(torch.int32), y, bias if bias is not None else y,
         M, N, K // (4 * gpt), K // 4, K // 32, x.stride(0) // 4, y.stride(0),
         HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-        TOK=tok, RT=rt, GPT=gpt, WR=wr, WC=wc, GDC=PDL, num_warps=wr * wc, **pdl_launch(),
+        TOK=tok, RT=rt, GPT=gpt, WR=wr, WC=wc, num_warps=wr * wc, **pdl_args(),
     )
     return y
 
@@ -342,17 +348,6 @@ if MMA_AVAILABLE:
                 acc += gl.load(b_ptr + rn_o, mask=rn_o < N, other=0.0).to(gl.float32)[:, None]
             y_ptrs = y_ptr + rt_o[None, :].to(gl.int64) * stride_ym + rn_o[:, None]
             gl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=o_mask)
-
-
-@triton.jit
-def _tl_gdc_wait():
-    tl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def _tl_gdc_launch_dependents():
-    tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32, is_pure=False,
-                              pack=1)
 
 
 @triton.jit

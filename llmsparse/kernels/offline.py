@@ -85,16 +85,14 @@ def _gluon_loop_stats(fn, sig: dict, consts: dict, div16: list[str], num_warps: 
 def gdc_order(sass: str) -> dict:
     """Where programmatic dependent launch's instructions sit in a kernel's SASS (line numbers, -1 if
     absent): ``griddepcontrol.wait`` (ACQBULK), ``griddepcontrol.launch_dependents`` (PREEXIT), the first
-    global load (LDG, or LDGSTS for ``cp.async``) and store (STG), and the last store."""
+    global load (LDG, or LDGSTS for ``cp.async``) and store (STG)."""
     ins = [ln for ln in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", ln)]
 
     def first(pat):
         return next((i for i, ln in enumerate(ins) if re.search(pat, ln)), -1)
 
-    stores = [i for i, ln in enumerate(ins) if re.search(r"\bSTG\b|\bSTG\.", ln)]
     return {"gdc_wait": first(r"\bACQBULK\b"), "gdc_launch": first(r"\bPREEXIT\b"),
-            "first_load": first(r"\bLDG(STS)?\b|\bLDG(STS)?\."), "first_store": stores[0] if stores else -1,
-            "last_store": stores[-1] if stores else -1}
+            "first_load": first(r"\bLDG(STS)?\b|\bLDG(STS)?\."), "first_store": first(r"\bSTG\b|\bSTG\.")}
 
 
 def splitk_reduce_gdc(gdc: int, arch: int = 90) -> dict:
