@@ -13,7 +13,6 @@ is a norm or attention kernel, so end-to-end runs say what it is worth there. GP
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 
@@ -41,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("pdl_probe.py needs a CUDA GPU", file=sys.stderr)
         return 2
+    from llmsparse.cli.common import write_json  # written whole or not at all
     from llmsparse.kernels import gluon_sp24
     from llmsparse.kernels.dispatch import Choice, ShapeBench, choice_name, err_limit
     from llmsparse.kernels.timing import time_call
@@ -76,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"({med['dense'] / med['off']:.2f}x), PDL 1 {med['pdl1']:.1f} us "
                           f"({med['dense'] / med['pdl1']:.2f}x), PDL 2 {med['pdl2']:.1f} us "
                           f"({med['dense'] / med['pdl2']:.2f}x); graphs {r['pdl_graph']}", flush=True)
-                with open(a.out, "w") as f:
-                    json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows},
-                              f, indent=1)
+                write_json(a.out, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows})
             del sb
     return 0
 

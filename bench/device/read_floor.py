@@ -18,7 +18,6 @@ Writes the rows as JSON and prints a table. GPU only.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 
@@ -146,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(path: str, rows: list[dict]) -> None:
-    with open(path, "w") as f:
-        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
+    from llmsparse.cli.common import write_json  # written whole or not at all
+
+    write_json(path, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows})
 
 
 if __name__ == "__main__":
