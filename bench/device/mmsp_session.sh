@@ -49,7 +49,7 @@ probe() {
 # pick_extra.py (the winners in $OUT/extra.txt), Nsight Compute on NCU_CFG at 8192x28672, M = 16
 options() {
   diag 100 mmsp:4,2,2,1,1 "$2"
-  [ -z "$LLMSPARSE_KERNEL_EXCLUDE" ] && timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n 8) -k "prefetch_and_split" 2>&1 | tail -3
+  [ -z "$LLMSPARSE_KERNEL_EXCLUDE" ] && timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") -k "prefetch_and_split" 2>&1 | tail -3
   probe "$1.json" "$2"
   python3 bench/device/pick_extra.py "$OUT/$1.json" "$2" 2> "$OUT/pick.txt" | tee "$OUT/extra.txt"; grep " M=16 " "$OUT/pick.txt"
   timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
