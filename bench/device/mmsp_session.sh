@@ -13,6 +13,8 @@
 #   pdl    programmatic dependent launch (ninth session, not yet run on a GPU): the GPU test of a dependent
 #          chain with PDL modes 1 and 2, off/1/2 timings (pdl_probe.py), kernel_times.py in both modes, then
 #          the bf16 e2e with mode $PDL (default 1)
+#   fx     split-K fixup (tenth session): diag of the FX configurations, GPU tests of the fixup and PDL, probes
+#          at M = 1, 8, 16 with PDL off and with PDL = 1
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
@@ -31,6 +33,9 @@ AS="4,1,1,0,1,0,0,1,0,2;4,1,1,0,1,0,0,1,0,3;4,1,1,0,1,0,0,1,0,4;8,1,1,0,1,0,0,1,
 # OCC (ninth session): the streaming-read bound (read_floor.py) reached its rate with thousands of light programs,
 # mmsp runs 2 programs of 4 warps per SM at up to 253 registers: configurations with more warps in flight
 OCC="4,1,2,0,1;2,1,2,0,1;1,1,2,0,1;4,1,2,0,1,0,0,4,1;4,1,2,0,1,0,0,8,1;2,1,2,0,1,0,0,8,1;1,1,2,0,1,0,0,8;4,1,2,0,1,1,0,4,1;4,1,2,0,1,1;4,1,2,0,0,0,0,4,1;2,1,2,0,1,0,0,4;1,1,2,0,1,0,0,4"
+# FX (tenth session): split-K with the in-kernel fixup (11th element; no reduction kernel), SK 2-8 variants of
+# the M = 16 configurations and of two M = 8 ones
+FX="4,1,2,1,1,0,0,4,1,0,1;4,1,2,1,1,0,0,8,1,0,1;4,1,2,1,1,0,0,2,1,0,1;4,2,2,1,1,0,0,2,1,0,1;4,2,2,1,1,0,0,4,1,0,1;4,2,2,1,1,0,0,2,0,0,1;4,2,2,1,1,0,0,3,0,0,1;8,2,2,1,1,0,0,2,0,0,1;2,4,2,0,1,1,0,2,0,0,1;4,1,1,1,1,0,0,2,1,0,1;4,1,1,1,1,0,0,4,1,0,1"
 # diag LIMIT ONLY LIST: each configuration of LIST (and the dispatcher's ones starting with ONLY) in its own
 # process; the faulty or wrong ones are excluded for the rest of the stage
 diag() {
@@ -39,11 +44,12 @@ diag() {
   export LLMSPARSE_KERNEL_EXCLUDE="$(cat "$OUT/diag/exclude.txt")"
   echo "EXCLUDE=$LLMSPARSE_KERNEL_EXCLUDE"
 }
-# probe OUTNAME LIST: timings at M = 1, 8, 16 of LIST beside the mmsp configurations of the dispatcher
+# probe OUTNAME LIST [LOG]: timings at M = 1, 8, 16 of LIST beside the mmsp configurations of the dispatcher
 probe() {
+  log="$OUT/${3:-probe.log}"
   timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/$1" --m 1,8,16 --paths mmsp --old none \
-    --mmsp-cfgs "$2" > "$OUT/probe.log" 2>&1
-  echo "probe rc $?"; grep " M 16 " "$OUT/probe.log"
+    --mmsp-cfgs "$2" > "$log" 2>&1
+  echo "probe rc $?"; grep " M 16 " "$log"
 }
 # options NAME LIST NCU_CFG: diag of LIST, the GPU test of the opt-in configurations, probe at M = 1, 8, 16 with
 # pick_extra.py (the winners in $OUT/extra.txt), Nsight Compute on NCU_CFG at 8192x28672, M = 16
@@ -77,6 +83,17 @@ case $stage in
   pd) options pd "$PD" mmsp:4,2,2,1,1,0,2 ;;
   as) options as "$AS" mmsp:4,2,2,0,1,0,0,1,0,3 ;;  # the GPU test runs five of the AS configurations
   occ) options occ "$OCC" mmsp:4,1,2,0,1,0,0,4,1 ;;
+  fx)   # the FX configurations: diag, the GPU tests of the fixup and PDL, then probes with PDL off and on
+    diag 100 mmsp:4,2,2,1,1 "$FX"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
+      -k "fixup or programmatic" 2>&1 | tail -4
+    probe fx.json "$FX"
+    python3 bench/device/pick_extra.py "$OUT/fx.json" "$FX" 2> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt"
+    echo "=== PDL 1"
+    LLMSPARSE_PDL=1 probe fx_pdl.json "$FX" probe_pdl.log
+    echo "=== PDL 1" >> "$OUT/pick.txt"
+    python3 bench/device/pick_extra.py "$OUT/fx_pdl.json" "$FX" 2>> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt" | tail -12
+    ;;
   table)
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"
     timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,2,4,8,16 --dtype bf16,fp16 \

@@ -111,7 +111,7 @@ _CONSTRAINTS_CHAIN_STR = ",".join(["=&f" if e % 4 == 0 else "=f" for e in range(
 
 def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     """The compile-time arguments of :func:`_sp24_mmsp_gl` for a configuration ``(WK, RT, NT, PF[, XS[,
-    CH[, PD[, SK[, RW[, AS]]]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K
+    CH[, PD[, SK[, RW[, AS[, FX]]]]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K
     splits, is the launcher's: it sets the grid and ``SPLIT``, see :func:`config_splits`). ``KSTEP`` (super-
     steps per iteration of a program) and ``ROWS`` (rows per program) follow from WK, RT and RW."""
     wk, rt, nt, pf = cfg[:4]
@@ -120,12 +120,15 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     pd = int(cfg[6]) if len(cfg) > 6 else 0
     rw = bool(cfg[8]) if len(cfg) > 8 else False
     stages = int(cfg[9]) if len(cfg) > 9 else 0
+    fx = int(cfg[10]) if len(cfg) > 10 else 0
+    if fx not in (0, 1):
+        raise ValueError(f"mmsp split-K fixup (11th element) must be 0 or 1: {cfg}")
     if pd < 0:
         raise ValueError(f"mmsp prefetch distance must be >= 0, got {pd}")
     if stages < 0 or stages == 1 or (stages and (pf or pd)):
         raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
-            "RW": rw, "AS": stages, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
+            "RW": rw, "AS": stages, "FX": fx, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch),
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
@@ -238,11 +241,12 @@ if MMSP_AVAILABLE:
     @gluon.jit
     def _sp24_mmsp_gl(
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
-        M, N, SS, KG, KM, stride_xw, stride_ym, ITERS, MN,
+        M, N, SS, KG, KM, stride_xw, stride_ym, ITERS, MN, o_ptr, c_ptr, stride_om,
         L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr, SPLIT: gl.constexpr,
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = 0,
+        FX: gl.constexpr = 0,
     ):
         if GDC:  # PDL (gluon_sp24.PDL): nothing is read or written before the previous kernel is done
             gdc_wait()
@@ -253,7 +257,8 @@ if MMSP_AVAILABLE:
         pid_n = gl.program_id(0)
         pid_m = gl.program_id(1)
         # split-K (SPLIT): program_id(2) takes ITERS iterations (ITERS * WK super-steps) from sb and writes
-        # fp32 partial sums to y_ptr[split, M, N] (MN = M * N, stride_ym = N); _splitk_reduce adds them
+        # fp32 partial sums to y_ptr[split, M, N] (MN = M * N, stride_ym = N); _splitk_reduce adds them, or
+        # with FX the last program of each output tile to finish (counted in c_ptr) adds them into o_ptr
         pid_k = gl.program_id(2)
         # RW: the warps split the program's rows (WK groups of RT row tiles) and all read the same super-step
         # (x from L1 after the first warp), instead of splitting the super-steps of one row block; KSTEP
@@ -389,14 +394,38 @@ if MMSP_AVAILABLE:
             o_j = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LO))))[None, None, None, :]
             o_row = n0 + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
         o_tok = pid_m * (8 * NT) + o_nt * 8 + 2 * (o_ln % 4) + (o_j & 1)
-        if HAS_BIAS:
-            out += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
-        y_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
-        if SPLIT:
-            y_ptrs += pid_k.to(gl.int64) * MN
-        if GDC == 1:
-            gdc_launch_dependents()
-        gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
+        if SPLIT and FX:
+            # in-kernel split-K fixup: store this program's partial; the last program of the tile to finish
+            # (an acq_rel counter per tile, behind a barrier so every thread's partial is stored first) adds
+            # all S partials in split order 0..S-1 (its own from registers), as _splitk_reduce does (bit for
+            # bit the same result, whichever program is last), adds the bias and resets the counter to 0
+            o_ok = (o_tok < M) & (o_row < N)
+            p_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
+            if GDC == 1:
+                gdc_launch_dependents()
+            gl.store(p_ptrs + pid_k.to(gl.int64) * MN, out, mask=o_ok)
+            gl.thread_barrier()
+            tile = c_ptr + pid_m * gl.num_programs(0) + pid_n
+            done = gl.atomic_add(tile, 1, sem="acq_rel", scope="gpu")
+            if done == gl.num_programs(2) - 1:
+                tot = gl.zeros_like(out)
+                for k in range(0, gl.num_programs(2)):
+                    other = gl.load(p_ptrs + k * MN, mask=o_ok & (k != pid_k), other=0.0, cache_modifier=".cg")
+                    tot += gl.where(k == pid_k, out, other)
+                if HAS_BIAS:
+                    tot += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
+                o_ptrs = o_ptr + o_tok.to(gl.int64) * stride_om + o_row
+                gl.store(o_ptrs, tot.to(o_ptr.dtype.element_ty), mask=o_ok)
+                gl.store(tile, 0)
+        else:
+            if HAS_BIAS:
+                out += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
+            y_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
+            if SPLIT:
+                y_ptrs += pid_k.to(gl.int64) * MN
+            if GDC == 1:
+                gdc_launch_dependents()
+            gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 
 
 # (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW[, AS]]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
@@ -439,14 +468,14 @@ def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
 
 
-CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS]]]]]]"
+CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX]]]]]]]"
 
 
 def parse_configs(text: str) -> list[tuple]:
     """``"4,2,2,1,1;4,1,1,0,1,0,0,1,0,3"`` -> configuration tuples (the device scripts' option syntax);
-    ValueError unless every entry is 4 to 10 integers (:data:`CONFIG_SYNTAX`)."""
+    ValueError unless every entry is 4 to 11 integers (:data:`CONFIG_SYNTAX`)."""
     out = [tuple(int(v) for v in c.split(",")) for c in text.split(";") if c.strip()]
-    if any(not 4 <= len(c) <= 10 for c in out):
+    if any(not 4 <= len(c) <= 11 for c in out):
         raise ValueError(f"mmsp configurations are {CONFIG_SYNTAX}; got {text!r}")
     return out
 
@@ -466,6 +495,24 @@ def split_plan(ss: int, kstep: int, sk: int) -> tuple[int, int, bool]:
     iters = -(-steps // splits)
     splits = -(-steps // iters)
     return splits, iters, ss == splits * iters * kstep
+
+
+_COUNTERS: dict = {}
+_RETIRED: list = []
+
+
+def tile_counters(device: torch.device, n: int) -> torch.Tensor:
+    """int32 zeros, at least ``n``, for the split-K fixup (FX) of kernels launched on the current stream of
+    ``device``: a kernel counts its programs per output tile there and the last one sets the count back to
+    0, so one buffer serves every launch of that stream in turn (one per stream: kernels on two streams may
+    run at once). A buffer outgrown is kept alive, not freed: CUDA graphs captured with it still use it."""
+    key = (device, torch.cuda.current_stream(device).cuda_stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        if buf is not None:
+            _RETIRED.append(buf)
+        buf = _COUNTERS[key] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+    return buf
 
 
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
@@ -489,14 +536,16 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
     target = y if splits == 1 else torch.empty((splits, M, N), device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(N, kc["ROWS"]), triton.cdiv(M, 8 * nt), splits)
+    fixup = splits > 1 and kc["FX"]
     _sp24_mmsp_gl[grid](
         x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), target,
         bias if bias is not None else y,
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
-        HAS_BIAS=bias is not None and splits == 1, EVEN_K=even_k, SPLIT=splits > 1,
+        y, tile_counters(x.device, grid[0] * grid[1]) if fixup else y, y.stride(0),
+        HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
         num_warps=wk, **kc, **_gsp.pdl_args(),
     )
-    if splits > 1:
+    if splits > 1 and not fixup:
         block = 1024
         _splitk_reduce[(triton.cdiv(M * N, block),)](
             target, y, bias if bias is not None else y, M * N, N, y.stride(0),

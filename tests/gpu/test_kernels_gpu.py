@@ -360,6 +360,62 @@ def test_gluon_mmsp_l2_prefetch_and_split_k_vs_dense(shape, dtype):
     _check_configs(g.sp24_mmsp_gl, lambda M: MMSP_EXPERIMENTAL[8 if M <= 8 else 16], (1, 3, 9, 16), shape, dtype)
 
 
+# split-K with the in-kernel fixup (FX, 11th element): the last program of each output tile adds the partials
+MMSP_FIXUP = [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 1), (4, 2, 2, 1, 1, 0, 0, 2, 1, 0, 1), (4, 2, 2, 1, 1, 0, 0, 3, 0, 0, 1),
+              (4, 1, 1, 1, 1, 0, 0, 8, 1, 0, 1), (4, 1, 2, 0, 1, 0, 0, 4, 1, 3, 1)]
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", [(48, 128), (264, 384), (37, 640), (4096, 4096), (11008, 4096)])
+def test_gluon_mmsp_split_k_fixup_equals_the_reduction_kernel(shape, dtype):
+    """FX = 1 adds the same fp32 partials in the same order as the reduction kernel, so the output must be
+    bit for bit that of the configuration without FX (and near dense-with-zeros), with and without bias, at
+    odd M, over repeated calls (each launch leaves its tile counters at 0 for the next) and in CUDA-graph
+    replays; a grid larger than any before grows the counter buffer without breaking a captured graph."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    for cfg in MMSP_FIXUP:
+        for M in (1, 3, 9, 16):
+            if cfg[2] == 1 and M > 8:
+                continue
+            for b in (None, bias):
+                x = torch.randn(M, k, device="cuda", dtype=dtype)
+                want = g.sp24_mmsp_gl(x, v, m, b, n, cfg=cfg[:10], out=poisoned(M, n, dtype))
+                for _ in range(3):
+                    got = g.sp24_mmsp_gl(x, v, m, b, n, cfg=cfg, out=poisoned(M, n, dtype))
+                    assert torch.equal(got, want), (cfg, M, b is None, (got - want).abs().max())
+                assert rel(got, F.linear(x, w, b)) < TOL[dtype], (cfg, M)
+    for buf in g._COUNTERS.values():
+        assert not buf.any()  # every counter back at 0
+    cfg = MMSP_FIXUP[0]
+    x = torch.randn(16, k, device="cuda", dtype=dtype)
+    side = torch.cuda.Stream()  # warmed up and captured on one stream: the graph uses that stream's counters
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        y = g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg)
+    for grow in (False, False, True):
+        if grow:  # outgrown: the stream gets a new buffer, the one the graph uses stays alive
+            with torch.cuda.stream(side):
+                old = g.tile_counters(x.device, 1)
+                assert g.tile_counters(x.device, 10 ** 6).data_ptr() != old.data_ptr()
+            torch.cuda.synchronize()
+        x.copy_(torch.randn_like(x))
+        y.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg[:10]))
+
+
 @pytest.mark.parametrize("dtype", DT)
 def test_mmsp_refuses_k_not_multiple_of_128_and_dispatch_falls_back(dtype):
     from llmsparse.kernels import gluon_mmsp as g
@@ -381,7 +437,8 @@ def test_mmsp_refuses_k_not_multiple_of_128_and_dispatch_falls_back(dtype):
 @pytest.mark.parametrize("mode", [1, 2])
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("path,cfg,M", [("gemvg", (1, 4, 8, 1, 4), 1), ("mmsp", (4, 2, 2, 1, 1), 16),
-                                        ("mmsp", (4, 1, 2, 1, 1, 0, 0, 4, 1), 16), ("mmsp", (4, 2, 2, 1, 1), 9)])
+                                        ("mmsp", (4, 1, 2, 1, 1, 0, 0, 4, 1), 16), ("mmsp", (4, 2, 2, 1, 1), 9),
+                                        ("mmsp", (4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 1), 16)])
 def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M, mode):
     """With PDL on (gluon_sp24.PDL) each kernel may start before the previous one ends: a chain of five
     layers where every layer reads the previous one's output (and split-K's reduction reads the partials

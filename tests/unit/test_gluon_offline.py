@@ -137,6 +137,54 @@ def test_gluon_mmsp_rows_per_warp_needs_no_cross_warp_reduction():
         assert sum(op in x for x in rl) == sum(op in x for x in kl), op
 
 
+@pytest.mark.parametrize("cfg", [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 1), (4, 2, 2, 1, 1, 0, 0, 2, 0, 0, 1)])
+def test_gluon_mmsp_split_k_fixup_publishes_partials_before_counting(cfg):
+    """FX = 1 (eleventh element): no second kernel for split-K. Each program stores its fp32 partial, then
+    (all threads past a barrier) one thread releases them at GPU scope (MEMBAR.GPU before the ATOMG add on
+    the tile's counter, which invalidates L1 after it: acquire); the last program reads the other partials
+    past L1 (LDG .STRONG.GPU) only after that, and stores the output. The main loop is the one of the
+    same configuration without FX, with no spill."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts")
+    cap = {}
+    orig = offline.compile_sass
+
+    def keep(src, nw, arch=90):
+        cap["r"] = orig(src, nw, arch)
+        return cap["r"]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(offline, "compile_sass", keep)
+        fx = offline.gluon_mmsp_stats("float16", cfg, even_k=False, keep_lines=True)
+        ins = [ln for ln in cap["r"]["sass"].splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", ln)]
+    base = offline.gluon_mmsp_stats("float16", cfg[:10], even_k=False, keep_lines=True)
+    fl, bl = fx.pop("lines"), base.pop("lines")
+    assert fx["stack"] == 0 and fx["loop_mma"] == base["loop_mma"] and fx["regs"] <= base["regs"] + 8
+    for op in ("LDG.E.128", "LDG.E.64", "SHFL", "HMMA"):
+        assert sum(op in x for x in fl) == sum(op in x for x in bl), op
+
+    def where(pat):
+        return [i for i, ln in enumerate(ins) if re.search(pat, ln)]
+
+    atom = where(r"\bATOMG\.E\.ADD\.STRONG\.GPU\b")
+    assert len(atom) == 1, atom
+    a = atom[0]
+    partial_stores = [i for i in where(r"\bSTG\.E\b") if i < a]
+    assert partial_stores, "partials stored before the count"
+    bar = [i for i in where(r"\bBAR\.SYNC\b") if max(partial_stores) < i < a]
+    fence = [i for i in where(r"\bMEMBAR\.(ALL|SC)\.GPU\b") if bar and bar[-1] < i < a]
+    assert bar and fence, (bar, fence)
+    assert any(re.search(r"\bCCTL\.IVALL\b", ins[i]) for i in range(a + 1, a + 4))
+    strong = where(r"\bLDG\.E\.STRONG\.GPU\b")
+    assert strong and min(strong) > a, (strong, a)
+    assert not any(re.search(r"\bLDG\.E\.STRONG\.GPU\b", ln) for ln in fl)  # main-loop loads unchanged
+    assert max(where(r"\bSTG\.E")) > a  # the output (and the counter reset) after the count
+    with pytest.raises(ValueError, match="fixup"):
+        gluon_mmsp.kernel_consts(cfg[:10] + (2,), False)
+
+
 @pytest.mark.parametrize("cfg,even_k", [((4, 2, 2, 0, 1, 0, 0, 1, 0, 3), True), ((4, 2, 2, 0, 1, 0, 0, 1, 0, 3), False),
                                          ((4, 1, 2, 0, 1, 0, 0, 4, 1, 3), True), ((4, 1, 1, 0, 0, 0, 0, 1, 0, 4), False)])
 def test_gluon_mmsp_shared_memory_stages(cfg, even_k):
