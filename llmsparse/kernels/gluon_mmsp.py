@@ -543,11 +543,11 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
         y, tile_counters(x.device, grid[0] * grid[1]) if fixup else y, y.stride(0),
         HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
-        num_warps=wk, **kc, **_gsp.pdl_args(),
+        num_warps=wk, **kc, **_gsp.pdl_args(x.device),
     )
     if splits > 1 and not fixup:
         block = 1024
         _splitk_reduce[(triton.cdiv(M * N, block),)](
             target, y, bias if bias is not None else y, M * N, N, y.stride(0),
-            S=splits, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4, **_gsp.pdl_args())
+            S=splits, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4, **_gsp.pdl_args(x.device))
     return y

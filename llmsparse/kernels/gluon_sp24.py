@@ -40,10 +40,22 @@ import torch
 PDL = {"1": 1, "2": 2}.get(os.environ.get("LLMSPARSE_PDL", ""), 0)
 
 
-def pdl_args() -> dict:
-    """The extra launch arguments of the small-M kernels: with :data:`PDL` on, the kernels' ``GDC`` mode and
-    ``launch_pdl=True``; with it off, none (``GDC`` defaults to 0: the kernels as they were without PDL)."""
-    return {"GDC": PDL, "launch_pdl": True} if PDL else {}
+_SM90: dict = {}
+
+
+def pdl_args(device: torch.device | None = None) -> dict:
+    """The extra launch arguments of the small-M kernels: with :data:`PDL` on (and ``device``, when given,
+    of compute capability 9.0 or later: ``griddepcontrol`` is Hopper's), the kernels' ``GDC`` mode and
+    ``launch_pdl=True``; otherwise none (``GDC`` defaults to 0: the kernels as they were without PDL)."""
+    if not PDL:
+        return {}
+    if device is not None:
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        if idx not in _SM90:
+            _SM90[idx] = torch.cuda.get_device_capability(idx)[0] >= 9
+        if not _SM90[idx]:
+            return {}
+    return {"GDC": PDL, "launch_pdl": True}
 
 
 try:  # Gluon is experimental; keep the package importable without it
@@ -223,7 +235,7 @@ def sp24_gemv_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         xw, values.view(torch.int32), meta.view(torch.int32), y, bias if bias is not None else y,
         M, N, K // (4 * gpt), K // 4, K // 32, x.stride(0) // 4, y.stride(0),
         HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-        TOK=tok, RT=rt, GPT=gpt, WR=wr, WC=wc, num_warps=wr * wc, **pdl_args(),
+        TOK=tok, RT=rt, GPT=gpt, WR=wr, WC=wc, num_warps=wr * wc, **pdl_args(x.device),
     )
     return y
 

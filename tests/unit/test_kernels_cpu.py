@@ -635,3 +635,20 @@ def test_mmsp_configuration_lists_parse_or_fail_in_one_line(monkeypatch, capsys)
         assert e.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("bench_kernels.py: error: --mmsp-extra: expected 'WK,RT,NT,PF[")
+
+
+def test_pdl_launch_arguments_only_on_hopper_or_later(monkeypatch):
+    """PDL's launch arguments (gluon_sp24.pdl_args): none while PDL is off; with it on, the kernels' GDC mode
+    and launch_pdl, except on a device older than compute capability 9.0 (no griddepcontrol there)."""
+    from llmsparse.kernels import gluon_sp24 as g
+
+    caps = {0: (9, 0), 1: (8, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: caps[i])
+    monkeypatch.setattr(g, "_SM90", {})
+    monkeypatch.setattr(g, "PDL", 0)
+    assert g.pdl_args(torch.device("cuda", 0)) == {}
+    for mode in (1, 2):
+        monkeypatch.setattr(g, "PDL", mode)
+        assert g.pdl_args() == {"GDC": mode, "launch_pdl": True}
+        assert g.pdl_args(torch.device("cuda", 0)) == {"GDC": mode, "launch_pdl": True}
+        assert g.pdl_args(torch.device("cuda", 1)) == {}
