@@ -428,7 +428,7 @@ if MMSP_AVAILABLE:
             gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
 
 
-# (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW[, AS]]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
+# (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW[, AS[, FX]]]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
 # 16-row tiles per warp, 8-token tiles, register prefetch depth (0-2), x read with 16-byte loads and
 # permuted by warp shuffles (XS = 1) or with 32-bit loads straight into the fragments, chained accumulator
 # (CH), L2 prefetch distance in iterations (PD; 0 = none), K splits over programs (SK; fp32 partials + a
@@ -437,6 +437,11 @@ if MMSP_AVAILABLE:
 # 18 configurations, all correct; the best of them within +-1% of the best of these at M = 16 in 8 of 12 rows
 # (1.06-1.11x the time in the others) and 1.1-1.5x the time at M = 1; one 5% win (bf16 4096x4096, M = 8) is
 # not enough to add compiling and timing to every tuning, so none joined).
+# FX (tenth session): with SK > 1, the last program of each output tile adds the partials (no reduction
+# kernel); measured on an H100 (11 configurations, PDL off and on): within 1-4% of the reduction-kernel
+# configurations in most rows, slower at 4096x4096 with PDL on (13.4 against 12.3 us: PDL already overlaps the
+# reduction kernel's launch), faster in one shape in all four measurements: (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1) for
+# 8192x8192 at M = 16 (fp16 34.8 vs 36.0 and 34.0 vs 35.0 us, bf16 35.0 vs 37.4 and 34.1 vs 35.3 us), which joined.
 # Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
@@ -446,7 +451,7 @@ MMSP_CONFIGS = {
     8: [(4, 1, 1, 1), (4, 1, 1, 1, 1), (4, 1, 1, 0, 1), (4, 1, 1, 2), (4, 1, 1, 0), (8, 1, 1, 1), (8, 1, 1, 2),
         (8, 2, 1, 1, 1), (8, 2, 1, 1), (4, 2, 1, 2, 1), (4, 1, 1, 1, 0, 1)],
     16: [(4, 2, 2, 1, 1), (2, 2, 2, 1, 1), (8, 2, 2, 1, 1), (4, 1, 2, 1, 1), (2, 4, 2, 0, 1, 1),
-         (4, 1, 2, 1, 1, 0, 0, 4, 1), (4, 2, 2, 1, 1, 0, 0, 2, 1)],
+         (4, 1, 2, 1, 1, 0, 0, 4, 1), (4, 2, 2, 1, 1, 0, 0, 2, 1), (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1)],
 }
 # The last two (split-K with warps splitting rows) joined in the eighth session: on an H100 at M = 16 they were
 # the fastest mmsp configuration for fp16 4096x4096 (13.5 against 14.3 us) and bf16 11008x4096 (26.9 against
