@@ -8,9 +8,9 @@
 #          M = 1, 8, 16 beside the current configurations, Nsight Compute on the best PD one at M = 16
 #   as     shared-memory stages (AS): as pd, for the AS configurations
 #   big    M = 128-16384 (dtype $DT, default bf16)
-#   occ    light configurations (ninth session, not yet run on a GPU): no register prefetch, one row tile, 76-126
+#   occ    light configurations (ninth session; measured in the tenth: none faster): no register prefetch, one row tile, 76-126
 #          registers offline (2-5 programs of 4 warps per SM instead of 2), most with split-K: as pd
-#   pdl    programmatic dependent launch (ninth session, not yet run on a GPU): the GPU test of a dependent
+#   pdl    programmatic dependent launch (ninth session; measured in the tenth, on by default since): the GPU test of a dependent
 #          chain with PDL modes 1 and 2, off/1/2 timings (pdl_probe.py), kernel_times.py in both modes, then
 #          the bf16 e2e with mode $PDL (default 1)
 #   fx     split-K fixup (tenth session): diag of the FX configurations, GPU tests of the fixup and PDL, probes
@@ -87,7 +87,7 @@ case $stage in
     diag 100 mmsp:4,2,2,1,1 "$FX"
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
       -k "fixup or programmatic" 2>&1 | tail -4
-    probe fx.json "$FX"
+    LLMSPARSE_PDL=0 probe fx.json "$FX"
     python3 bench/device/pick_extra.py "$OUT/fx.json" "$FX" 2> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt"
     echo "=== PDL 1"
     LLMSPARSE_PDL=1 probe fx_pdl.json "$FX" probe_pdl.log

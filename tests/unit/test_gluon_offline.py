@@ -229,10 +229,10 @@ def test_mmsp_stages_exclude_register_and_l2_prefetch():
 @pytest.mark.parametrize("mode", [1, 2])
 @pytest.mark.parametrize("kernel", ["gemvg", "mmsp", "mmsp-split", "mmsp-stages", "reduce"])
 def test_programmatic_dependent_launch_orders_memory_behind_the_wait(kernel, mode):
-    """PDL (gluon_sp24.PDL, off by default): a kernel may start while the previous one still runs, so
+    """PDL (gluon_sp24.PDL, on by default on sm_90+): a kernel may start while the previous one still runs, so
     ``griddepcontrol.wait`` (ACQBULK) must come before its first global load, and ``launch_dependents``
     (PREEXIT) before its stores (mode 1) or right after the wait (mode 2); with PDL off neither instruction
-    is emitted (the default kernels' code is unchanged)."""
+    is emitted (the kernels as they were before PDL)."""
     from llmsparse.kernels import gluon_mmsp
 
     def order(gdc):
