@@ -77,4 +77,25 @@ buf[4999] ^= 1 << 7  # in the masked last block
 oks.append(rf.xor_all(buf) != before and rf.xor_all(run(buf, out, 2048, 2, 4)) == rf.xor_all(buf))
 bad += not all(oks)
 print(f"read_floor read kernel checksums {oks}: {'ok' if all(oks) else 'FAIL'}")
+
+# bench/device/xread_probe.py's weight + x read kernel: checksums against its CPU reference, with and
+# without x, x slices of a non-power-of-two width, and a flipped bit in x seen
+spec = importlib.util.spec_from_file_location("xread_probe", path.with_name("xread_probe.py"))
+xp = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(xp)
+x = torch.randint(-2**30, 2**30, (3000,), dtype=torch.int32)
+oks = []
+for block, iters, warps, ratio in ((1024, 2, 4, 0.0), (1024, 2, 4, 0.87), (2048, 4, 8, 0.43), (1024, 4, 4, 1.74)):
+    xw = xp.x_words_per_block(block, ratio)
+    out = torch.empty(-(-buf.numel() // (block * iters)), dtype=torch.int32)
+    got = xp.run_wx(buf, x, out, block, iters, warps, xw).numpy()
+    oks.append(bool((got == xp.reference(buf, x, block, iters, xw)).all()))
+xw = xp.x_words_per_block(1024, 0.87)  # 891 words: program 0 reads slices 0 and 1 once each
+out = torch.empty(-(-buf.numel() // 2048), dtype=torch.int32)
+before = xp.run_wx(buf, x, out, 1024, 2, 4, xw).numpy().copy()
+x[5] ^= 1 << 3  # in slice 0
+got = xp.run_wx(buf, x, out, 1024, 2, 4, xw).numpy()
+oks.append(bool((got == xp.reference(buf, x, 1024, 2, xw)).all()) and int(got[0]) != int(before[0]))
+bad += not all(oks)
+print(f"xread_probe kernel checksums {oks}: {'ok' if all(oks) else 'FAIL'}")
 sys.exit(1 if bad else 0)

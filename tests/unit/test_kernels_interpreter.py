@@ -2,8 +2,8 @@
 
 Speed is measured on a GPU (tests/gpu, bench/); this test makes sure every kernel kind computes
 ``x @ W^T (+ b)`` from the packed layout exactly (float32, against a float64 reference), odd sizes
-and masked tails included, in CI; and that the streaming-read kernel of bench/device/read_floor.py
-reads every word it is timed on."""
+and masked tails included, in CI; and that the streaming-read kernels of bench/device/read_floor.py and
+bench/device/xread_probe.py read every word they are timed on."""
 import os
 import subprocess
 import sys
@@ -20,4 +20,4 @@ def test_triton_kernels_in_interpreter():
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [ln for ln in r.stdout.splitlines() if ln.endswith(" ok")]
-    assert len(lines) == 5, r.stdout
+    assert len(lines) == 6, r.stdout
