@@ -37,8 +37,9 @@ import torch
 # stores (PDL = 1, the default) or right after their wait (PDL = 2: the next kernel's programs may then take
 # free SM slots, and wait there, while this one runs). Measured on an H100 (docs/kernels.md, tenth session):
 # mode 1 took 0.90-1.005x the time of PDL off over 36 (dtype, shape, M = 1/8/16) rows, median 0.98x (most
-# gained on the 7B shapes: 4096x4096 at M = 16 13.6 -> 12.3 us; the three rows above 1.0 within 0.5%). ``LLMSPARSE_PDL=0`` (off), ``1`` or ``2`` at import, or
-# this attribute; devices older than compute capability 9.0 never get it (pdl_args).
+# gained on the 7B shapes: 4096x4096 at M = 16 13.6 -> 12.3 us; the four rows above 1.0 within 0.5%).
+# ``LLMSPARSE_PDL=0`` (off), ``1`` or ``2`` at import, or this attribute; devices older than compute
+# capability 9.0 never get it (pdl_args).
 _PDL_ENV = os.environ.get("LLMSPARSE_PDL", "").strip().lower()
 PDL = {"": 1, "1": 1, "on": 1, "2": 2, "0": 0, "off": 0}.get(_PDL_ENV, 1)
 if _PDL_ENV not in ("", "1", "on", "2", "0", "off"):
