@@ -39,14 +39,20 @@ def _xor(a, b):
 
 
 @triton.jit
-def _read(ptr, out, n, BLOCK: tl.constexpr, ITERS: tl.constexpr):
-    pid = tl.program_id(0)
-    base = pid * BLOCK * ITERS
+def _read_blocks(ptr, n, BLOCK: tl.constexpr, ITERS: tl.constexpr):
+    """XOR (per lane) of this program's ITERS consecutive blocks of BLOCK words, masked at ``n``."""
+    base = tl.program_id(0) * BLOCK * ITERS
     acc = tl.zeros([BLOCK], dtype=tl.int32)
     for i in tl.static_range(ITERS):
         offs = base + i * BLOCK + tl.arange(0, BLOCK)
         acc ^= tl.load(ptr + offs, mask=offs < n, other=0)
-    tl.store(out + pid, tl.reduce(acc, 0, _xor))
+    return acc
+
+
+@triton.jit
+def _read(ptr, out, n, BLOCK: tl.constexpr, ITERS: tl.constexpr):
+    acc = _read_blocks(ptr, n, BLOCK, ITERS)
+    tl.store(out + tl.program_id(0), tl.reduce(acc, 0, _xor))
 
 
 def read_kernel():

@@ -29,10 +29,11 @@ import triton.language as tl  # noqa: E402
 
 SWEEP = [(block, iters, warps) for block in (1024, 2048) for iters in (2, 4, 8) for warps in (4, 8)]
 
-
-@triton.jit
-def _xor(a, b):
-    return a ^ b
+# read_floor.py's weight-block reader and its checksum (one read loop for both scripts)
+_spec = importlib.util.spec_from_file_location("read_floor", pathlib.Path(__file__).with_name("read_floor.py"))
+rf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rf)
+_read_blocks, _xor = rf._read_blocks, rf._xor
 
 
 @triton.jit
@@ -41,11 +42,7 @@ def _read_wx(w_ptr, x_ptr, out, n, NX_SLICES, BLOCK: tl.constexpr, XW: tl.conste
     """Program p reads ITERS blocks of BLOCK weight words and, with each, the x slice (p ITERS + i) mod
     NX_SLICES of XW words (XWP: XW rounded up to a power of two); stores the XOR of everything it read."""
     pid = tl.program_id(0)
-    base = pid * BLOCK * ITERS
-    acc = tl.zeros([BLOCK], dtype=tl.int32)
-    for i in tl.static_range(ITERS):
-        offs = base + i * BLOCK + tl.arange(0, BLOCK)
-        acc ^= tl.load(w_ptr + offs, mask=offs < n, other=0)
+    acc = _read_blocks(w_ptr, n, BLOCK, ITERS)
     if XW > 0:
         xacc = tl.zeros([XWP], dtype=tl.int32)
         xo = tl.arange(0, XWP)
@@ -110,9 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from llmsparse.kernels.timing import rotation_count, time_call
 
-    spec = importlib.util.spec_from_file_location("read_floor", pathlib.Path(__file__).with_name("read_floor.py"))
-    rf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rf)
     dev = torch.device("cuda")
     x = torch.randint(-2**30, 2**30, (a.x_kb * 256,), device=dev, dtype=torch.int32)
     rows = []
