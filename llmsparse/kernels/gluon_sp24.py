@@ -40,9 +40,10 @@ import torch
 # gained on the 7B shapes: 4096x4096 at M = 16 13.6 -> 12.3 us; the four rows above 1.0 within 0.5%).
 # ``LLMSPARSE_PDL=0`` (off), ``1`` or ``2`` at import, or this attribute; devices older than compute
 # capability 9.0 never get it (pdl_args).
+_PDL_MODES = {"": 1, "1": 1, "on": 1, "2": 2, "0": 0, "off": 0}
 _PDL_ENV = os.environ.get("LLMSPARSE_PDL", "").strip().lower()
-PDL = {"": 1, "1": 1, "on": 1, "2": 2, "0": 0, "off": 0}.get(_PDL_ENV, 1)
-if _PDL_ENV not in ("", "1", "on", "2", "0", "off"):
+PDL = _PDL_MODES.get(_PDL_ENV, 1)
+if _PDL_ENV not in _PDL_MODES:
     import warnings
 
     warnings.warn(f"LLMSPARSE_PDL={_PDL_ENV!r} is not 0, 1 or 2: using 1", stacklevel=1)
