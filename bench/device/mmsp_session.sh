@@ -15,8 +15,6 @@
 #          the bf16 e2e with mode $PDL (default 1)
 #   fx     split-K fixup (tenth session): diag of the FX configurations, GPU tests of the fixup and PDL, probes
 #          at M = 1, 8, 16 with PDL off and with PDL = 1
-#   xr     x resident in shared memory over XR row blocks (eleventh session): xread_probe.py (does re-reading x
-#          from L2 slow the weight stream?), diag of the XR configurations, their GPU test, probe at M = 16
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
@@ -38,10 +36,6 @@ OCC="4,1,2,0,1;2,1,2,0,1;1,1,2,0,1;4,1,2,0,1,0,0,4,1;4,1,2,0,1,0,0,8,1;2,1,2,0,1
 # FX (tenth session): split-K with the in-kernel fixup (11th element; no reduction kernel), SK 2-8 variants of
 # the M = 16 configurations and of two M = 8 ones
 FX="4,1,2,1,1,0,0,4,1,0,1;4,1,2,1,1,0,0,8,1,0,1;4,1,2,1,1,0,0,2,1,0,1;4,2,2,1,1,0,0,2,1,0,1;4,2,2,1,1,0,0,4,1,0,1;4,2,2,1,1,0,0,2,0,0,1;4,2,2,1,1,0,0,3,0,0,1;8,2,2,1,1,0,0,2,0,0,1;2,4,2,0,1,1,0,2,0,0,1;4,1,1,1,1,0,0,2,1,0,1;4,1,1,1,1,0,0,4,1,0,1"
-# XR (12th element, eleventh session): each program reads its K-slice of x into shared memory once and walks XR
-# row blocks over it (x L2 reads / XR); SK keeps the slice small (XI x WK x NT x 2 KB); FX = 1 for the partials.
-# Offline (sm_90): 138-250 registers, no spills, 24-82 KB of shared memory at 1-4 iterations per program
-XR="4,2,2,1,1,0,0,4,0,0,1,2;4,2,2,1,1,0,0,4,0,0,1,4;4,2,2,1,1,0,0,8,0,0,1,4;4,2,2,1,1,0,0,8,0,0,1,8;4,2,2,1,1,0,0,16,0,0,1,8;4,2,2,1,1,0,0,16,0,0,1,4;4,2,2,0,1,0,0,4,0,0,1,4;4,1,2,1,1,0,0,4,0,0,1,4;4,1,2,1,1,0,0,8,0,0,1,8;2,4,2,0,1,1,0,4,0,0,1,4;2,4,2,0,1,1,0,8,0,0,1,8;4,2,2,1,1,0,0,4,0,0,0,4;2,2,2,1,1,0,0,4,0,0,1,4;8,2,2,1,1,0,0,4,0,0,1,4"
 # diag LIMIT ONLY LIST: each configuration of LIST (and the dispatcher's ones starting with ONLY) in its own
 # process; the faulty or wrong ones are excluded for the rest of the stage
 diag() {
@@ -53,7 +47,7 @@ diag() {
 # probe OUTNAME LIST [LOG]: timings at M = 1, 8, 16 of LIST beside the mmsp configurations of the dispatcher
 probe() {
   log="$OUT/${3:-probe.log}"
-  timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/$1" --m "${PROBE_M:-1,8,16}" --paths mmsp --old none \
+  timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/$1" --m 1,8,16 --paths mmsp --old none \
     --mmsp-cfgs "$2" > "$log" 2>&1
   echo "probe rc $?"; grep " M 16 " "$log"
 }
@@ -99,14 +93,6 @@ case $stage in
     LLMSPARSE_PDL=1 probe fx_pdl.json "$FX" probe_pdl.log
     echo "=== PDL 1" >> "$OUT/pick.txt"
     python3 bench/device/pick_extra.py "$OUT/fx_pdl.json" "$FX" 2>> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt" | tail -12
-    ;;
-  xr)   # XR: the premise first (x re-reads against the stream alone), then diag, the GPU test, probe at M = 16
-    timeout 90 python3 bench/device/xread_probe.py --out "$OUT/xread.json" 2>&1 | grep -v Warn | tail -16
-    diag 150 mmsp:4,2,2,1,1 "$XR"
-    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
-      -k "x_resident" 2>&1 | tail -4
-    PROBE_M=16 probe xr.json "$XR"
-    python3 bench/device/pick_extra.py "$OUT/xr.json" "$XR" 2> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt"
     ;;
   table)
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"

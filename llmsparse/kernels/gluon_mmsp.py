@@ -109,13 +109,11 @@ _CONSTRAINTS_CHAIN_STR = ",".join(["=&f" if e % 4 == 0 else "=f" for e in range(
 
 
 
-def kernel_consts(cfg: tuple, is_bf16: bool, iters: int = 1) -> dict:
+def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     """The compile-time arguments of :func:`_sp24_mmsp_gl` for a configuration ``(WK, RT, NT, PF[, XS[,
-    CH[, PD[, SK[, RW[, AS[, FX[, XR]]]]]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K
+    CH[, PD[, SK[, RW[, AS[, FX]]]]]]]])`` (the launcher and the offline compiler both use it; SK, the number of K
     splits, is the launcher's: it sets the grid and ``SPLIT``, see :func:`config_splits`). ``KSTEP`` (super-
-    steps per iteration of a program) and ``ROWS`` (rows per row block) follow from WK, RT and RW. With XR > 1
-    the iterations of a program (``iters``, :func:`split_plan`) are compile-time: ``XI``, the number of x
-    fragments it keeps in shared memory."""
+    steps per iteration of a program) and ``ROWS`` (rows per program) follow from WK, RT and RW."""
     wk, rt, nt, pf = cfg[:4]
     xs = bool(cfg[4]) if len(cfg) > 4 else False
     ch = bool(cfg[5]) if len(cfg) > 5 else False
@@ -123,19 +121,14 @@ def kernel_consts(cfg: tuple, is_bf16: bool, iters: int = 1) -> dict:
     rw = bool(cfg[8]) if len(cfg) > 8 else False
     stages = int(cfg[9]) if len(cfg) > 9 else 0
     fx = int(cfg[10]) if len(cfg) > 10 else 0
-    xr = int(cfg[11]) if len(cfg) > 11 else 1
     if fx not in (0, 1):
         raise ValueError(f"mmsp split-K fixup (11th element) must be 0 or 1: {cfg}")
-    if xr < 1 or (xr > 1 and (pf not in (0, 1) or pd or rw or stages)):
-        raise ValueError(f"mmsp row blocks per program (12th element) must be >= 1; above 1 only with PF 0 or 1 "
-                         f"and without PD, RW and AS: {cfg}")
     if pd < 0:
         raise ValueError(f"mmsp prefetch distance must be >= 0, got {pd}")
     if stages < 0 or stages == 1 or (stages and (pf or pd)):
         raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
-            "RW": rw, "AS": stages, "FX": fx, "XR": xr, "XI": iters if xr > 1 else 1,
-            "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
+            "RW": rw, "AS": stages, "FX": fx, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch),
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
@@ -172,29 +165,20 @@ if MMSP_AVAILABLE:
             return r[None, None, None, None, None, :]
 
     @gluon.jit
-    def _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K: gl.constexpr):
-        """The packed weights of one super-step (``ss0 + kw``) of every warp; past the end (uneven K): zero
-        weights, valid indices (0, 1) in the metadata."""
+    def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr):
+        """The operands of one super-step (``ss0 + kw``) of every warp; past the end (uneven K): zero
+        weights and inputs, valid indices (0, 1) in the metadata."""
         if EVEN_K:
             va = gl.load(v_ptr + (a_off + ss0 * 32))
             wl = gl.load(m_ptr + (m_lo + ss0 * 2))
             wh = gl.load(m_ptr + (m_hi + ss0 * 2))
+            xb = gl.load(x_ptr + (b_off + ss0 * 64))
         else:
             ok = (ss0 + kw) < SS
             va = gl.load(v_ptr + (a_off + ss0 * 32), mask=ok, other=0)
             wl = gl.load(m_ptr + (m_lo + ss0 * 2), mask=ok, other=0x4444444444444444)
             wh = gl.load(m_ptr + (m_hi + ss0 * 2), mask=ok, other=0x4444444444444444)
-        return va, wl, wh
-
-    @gluon.jit
-    def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr):
-        """The operands of one super-step (``ss0 + kw``) of every warp; past the end (uneven K): zero
-        weights and inputs, valid indices (0, 1) in the metadata."""
-        va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K)
-        if EVEN_K:
-            xb = gl.load(x_ptr + (b_off + ss0 * 64))
-        else:
-            xb = gl.load(x_ptr + (b_off + ss0 * 64), mask=(ss0 + kw) < SS, other=0)
+            xb = gl.load(x_ptr + (b_off + ss0 * 64), mask=ok, other=0)
         return va, wl, wh, xb
 
     @gluon.jit
@@ -255,136 +239,6 @@ if MMSP_AVAILABLE:
         return acc
 
     @gluon.jit
-    def _mmsp_rows(nb, rw, rt, g, j, t, s, kk, N, KG, KM):
-        """Offsets of the packed weights (A fragments) and of the two metadata words of every warp's rows from
-        row ``nb`` on, super-step 0; rows past N read row N-1 (their outputs are not stored). MMA s takes
-        the physical group 4 q + s as its group q = t + 4 (j >> 1): word 16 (j >> 1) + 4 t + s; metadata: the
-        16 nibbles of groups 16 (t % 2) .. + 15 of rows g and g + 8 (one int64 each)."""
-        row_a = gl.minimum(nb + rw + rt * 16 + g + 8 * (j & 1), N - 1).to(gl.int64)
-        a_off = row_a * KG + kk * 32 + 16 * (j >> 1) + 4 * t + s
-        row_l = gl.minimum(nb + rw + rt * 16 + g, N - 1).to(gl.int64)
-        row_h = gl.minimum(nb + rw + rt * 16 + g + 8, N - 1).to(gl.int64)
-        m_lo = row_l * KM + kk * 2 + (t % 2)
-        m_hi = row_h * KM + kk * 2 + (t % 2)
-        return a_off, m_lo, m_hi
-
-    @gluon.jit
-    def _mmsp_epilogue(acc, n0, tile_id, pid_m, pid_k, M, N, MN, y_ptr, b_ptr, o_ptr, c_ptr, stride_ym, stride_om,
-                       L: gl.constexpr, WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, RW: gl.constexpr,
-                       HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr, FX: gl.constexpr, GDC: gl.constexpr):
-        """Sum the accumulators of the rows from ``n0`` (over the warps unless RW) and store them: the output,
-        or this split's fp32 partial (SPLIT), or with FX the partial and, in the last program of output tile
-        ``tile_id`` to finish, the sum of all partials."""
-        if RW:  # each warp holds whole sums for its own rows: no reduction across warps
-            out = gl.sum(acc, axis=4)  # [WK, RT, NT, 32, 4]
-            L5: gl.constexpr = gl.SliceLayout(4, L)
-            o_kw = gl.arange(0, WK, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
-            o_r5 = gl.arange(0, RT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
-            o_n5 = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
-            o_l5 = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, L5)))))
-            o_j5 = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L5)))))
-            o_kw = o_kw[:, None, None, None, None]
-            o_rt = o_r5[None, :, None, None, None]
-            o_nt = o_n5[None, None, :, None, None]
-            o_ln = o_l5[None, None, None, :, None]
-            o_j = o_j5[None, None, None, None, :]
-            o_row = n0 + o_kw * (16 * RT) + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
-        else:
-            out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
-            LO: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(4, L))
-            o_rt = gl.arange(0, RT, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[:, None, None, None]
-            o_nt = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[None, :, None, None]
-            o_ln = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, LO))))[None, None, :, None]
-            o_j = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LO))))[None, None, None, :]
-            o_row = n0 + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
-        o_tok = pid_m * (8 * NT) + o_nt * 8 + 2 * (o_ln % 4) + (o_j & 1)
-        if SPLIT and FX:
-            # in-kernel split-K fixup: store this program's partial; the last program of the tile to finish
-            # (an acq_rel counter per tile, behind a barrier so every thread's partial is stored first) adds
-            # all S partials in split order 0..S-1 (its own from registers), as _splitk_reduce does (bit for
-            # bit the same result, whichever program is last), adds the bias and resets the counter to 0
-            o_ok = (o_tok < M) & (o_row < N)
-            p_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
-            if GDC == 1:
-                gdc_launch_dependents()
-            gl.store(p_ptrs + pid_k.to(gl.int64) * MN, out, mask=o_ok)
-            gl.thread_barrier()
-            tile = c_ptr + tile_id
-            done = gl.atomic_add(tile, 1, sem="acq_rel", scope="gpu")
-            if done == gl.num_programs(2) - 1:
-                tot = gl.zeros_like(out)
-                for k in range(0, gl.num_programs(2)):
-                    other = gl.load(p_ptrs + k * MN, mask=o_ok & (k != pid_k), other=0.0, cache_modifier=".cg")
-                    tot += gl.where(k == pid_k, out, other)
-                if HAS_BIAS:
-                    tot += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
-                o_ptrs = o_ptr + o_tok.to(gl.int64) * stride_om + o_row
-                gl.store(o_ptrs, tot.to(o_ptr.dtype.element_ty), mask=o_ok)
-                gl.store(tile, 0)
-        else:
-            if HAS_BIAS:
-                out += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
-            y_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
-            if SPLIT:
-                y_ptrs += pid_k.to(gl.int64) * MN
-            if GDC == 1:
-                gdc_launch_dependents()
-            gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
-
-    @gluon.jit
-    def _mmsp_xr(x_ptr, v_ptr, m_ptr, y_ptr, b_ptr, o_ptr, c_ptr, n0, pid_n, pid_m, pid_k, sb, rw, rt, g, j, t, s, kk,
-                 b_off, s4, M, N, SS, KG, KM, MN, stride_ym, stride_om,
-                 L: gl.constexpr, WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr,
-                 XS: gl.constexpr, CH: gl.constexpr, ROWS: gl.constexpr, XR: gl.constexpr, XI: gl.constexpr,
-                 KSTEP: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, HAS_BIAS: gl.constexpr,
-                 EVEN_K: gl.constexpr, SPLIT: gl.constexpr, FX: gl.constexpr, GDC: gl.constexpr):
-        """XR > 1: the program reads its K-slice of x (XI iterations) once into shared memory, already in
-        fragment order, then walks XR row blocks of ROWS rows over it, so x is read from L2 once per XR row
-        blocks instead of once per row block. Every thread reads back exactly the fragments it stored (no
-        exchange between threads). With PF = 1 the weights of the next iteration, across the end of a row
-        block too, are loaded one iteration ahead. Each row block ends with the epilogue (its own output
-        tile for the split-K fixup)."""
-        a_off, m_lo, m_hi = _mmsp_rows(n0, rw, rt, g, j, t, s, kk, N, KG, KM)
-        if PF == 1:  # the first weights are in flight while x is read
-            va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb, SS, EVEN_K)
-        XSL: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [4, 3, 5, 2, 1, 0])
-        xs = gl.allocate_shared_memory(gl.int32, [XI, WK, 1, NT, 32, 4, 4], XSL)
-        for ix in gl.static_range(XI):
-            ss0 = sb + ix * KSTEP
-            if EVEN_K:
-                xb = gl.load(x_ptr + (b_off + ss0 * 64))
-            else:
-                xb = gl.load(x_ptr + (b_off + ss0 * 64), mask=(ss0 + kk) < SS, other=0)
-            if XS:
-                xb = _x_fragments(xb, L, WK, NT)
-            xs.index(ix).store(xb)
-        nblk = gl.minimum((N - n0 + ROWS - 1) // ROWS, XR)  # row blocks of this program that hold rows < N
-        for r in range(0, nblk):
-            nb = n0 + r * ROWS
-            # the next row block's first super-step (the last block: its own again, an L2 hit)
-            nb_nx = n0 + gl.minimum(r + 1, nblk - 1) * ROWS
-            acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
-            if PF == 1:
-                for it in range(0, XI - 1):
-                    va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb + (it + 1) * KSTEP, SS, EVEN_K)
-                    xb = xs.index(it).load(L)
-                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, False, L, WK, NT, CH)
-                    va, wl, wh = va1, wl1, wh1
-                a_off, m_lo, m_hi = _mmsp_rows(nb_nx, rw, rt, g, j, t, s, kk, N, KG, KM)
-                va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb, SS, EVEN_K)
-                xb = xs.index(XI - 1).load(L)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, False, L, WK, NT, CH)
-                va, wl, wh = va1, wl1, wh1
-            else:
-                for it in range(0, XI):
-                    va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb + it * KSTEP, SS, EVEN_K)
-                    xb = xs.index(it).load(L)
-                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, False, L, WK, NT, CH)
-                a_off, m_lo, m_hi = _mmsp_rows(nb_nx, rw, rt, g, j, t, s, kk, N, KG, KM)
-            _mmsp_epilogue(acc, nb, (pid_m * gl.num_programs(0) + pid_n) * XR + r, pid_m, pid_k, M, N, MN, y_ptr,
-                           b_ptr, o_ptr, c_ptr, stride_ym, stride_om, L, WK, RT, NT, False, HAS_BIAS, SPLIT, FX, GDC)
-
-    @gluon.jit
     def _sp24_mmsp_gl(
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
         M, N, SS, KG, KM, stride_xw, stride_ym, ITERS, MN, o_ptr, c_ptr, stride_om,
@@ -392,7 +246,7 @@ if MMSP_AVAILABLE:
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = 0,
-        FX: gl.constexpr = 0, XR: gl.constexpr = 1, XI: gl.constexpr = 1,
+        FX: gl.constexpr = 0,
     ):
         if GDC:  # PDL (gluon_sp24.PDL): nothing is read or written before the previous kernel is done
             gdc_wait()
@@ -427,9 +281,16 @@ if MMSP_AVAILABLE:
         j = _ar(4, 5, L)
         g = lane // 4
         t = lane % 4
-        n0 = pid_n * (ROWS * XR)
-        # A: [WK, RT, 1, 32, 4, 4], metadata [WK, RT, 1, 32, 1, 1] (int64)
-        a_off, m_lo, m_hi = _mmsp_rows(n0, rw, rt, g, j, t, s, kk, N, KG, KM)
+        n0 = pid_n * ROWS
+        # A: [WK, RT, 1, 32, 4, 4]; rows past N read row N-1 (their outputs are not stored). MMA s takes
+        # the physical group 4 q + s as its group q = t + 4 (j >> 1): word 16 (j >> 1) + 4 t + s.
+        row_a = gl.minimum(n0 + rw + rt * 16 + g + 8 * (j & 1), N - 1).to(gl.int64)
+        a_off = row_a * KG + kk * 32 + 16 * (j >> 1) + 4 * t + s
+        # metadata: the 16 nibbles of groups 16 (t % 2) .. + 15 of rows g and g + 8 (one int64 each)
+        row_l = gl.minimum(n0 + rw + rt * 16 + g, N - 1).to(gl.int64)
+        row_h = gl.minimum(n0 + rw + rt * 16 + g + 8, N - 1).to(gl.int64)
+        m_lo = row_l * KM + kk * 2 + (t % 2)
+        m_hi = row_h * KM + kk * 2 + (t % 2)
         # B: [WK, 1, NT, 32, 4, 4]; tokens past M read token M-1. Inputs 2t + 8j (+1) of MMA s are the
         # inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j + t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2.
         tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
@@ -438,85 +299,134 @@ if MMSP_AVAILABLE:
         else:
             b_off = tok * stride_xw + kk * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
         s4 = s * 4
-        if XR > 1:  # x K-slice in shared memory, XR row blocks per program (_mmsp_xr)
-            _mmsp_xr(x_ptr, v_ptr, m_ptr, y_ptr, b_ptr, o_ptr, c_ptr, n0, pid_n, pid_m, pid_k, sb, rw, rt, g, j, t, s, kk,
-                     b_off, s4, M, N, SS, KG, KM, MN, stride_ym, stride_om, L, WK, RT, NT, PF, XS, CH, ROWS, XR, XI,
-                     KSTEP, ASM, CONSTRAINTS, HAS_BIAS, EVEN_K, SPLIT, FX, GDC)
+        if PD > 0:  # L2 prefetch: warp kw, one row of the program per element ([WK, 16 RT], layout PL)
+            p_w = gl.arange(0, WK, layout=gl.SliceLayout(1, PL))[:, None]
+            p_r = gl.arange(0, 16 * RT, layout=gl.SliceLayout(0, PL))[None, :]
+            if RW:
+                p_kw = p_w * 0
+                p_row = gl.minimum(n0 + p_w * (16 * RT) + p_r, N - 1).to(gl.int64)
+            else:
+                p_kw = p_w
+                p_row = gl.minimum(n0 + p_r + p_w * 0, N - 1).to(gl.int64)
+            pv = p_row * KG
+            pm = p_row * KM
+            for it in range(0, gl.minimum(PD, ITERS)):  # the first PD iterations, before the loop
+                _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + it * KSTEP, SS)
+        acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
+        if AS > 0:
+            # AS-stage ring in shared memory filled by cp.async: the bytes in flight hold no registers. Every
+            # thread copies exactly the 16/8/4-byte pieces it later reads back itself, so completing its own
+            # copy groups (wait_group) is all the synchronisation needed: no barrier. Order: s, lanes, j
+            # (one thread's 4 words along s are 16 contiguous bytes; a warp's lanes read consecutive 16-byte
+            # pieces: no bank conflicts).
+            SL: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [4, 3, 5, 2, 1, 0])  # of one stage
+            va_s = gl.allocate_shared_memory(gl.int32, [AS, WK, RT, 1, 32, 4, 4], SL)
+            wl_s = gl.allocate_shared_memory(gl.int64, [AS, WK, RT, 1, 32, 1, 1], SL)
+            wh_s = gl.allocate_shared_memory(gl.int64, [AS, WK, RT, 1, 32, 1, 1], SL)
+            xb_s = gl.allocate_shared_memory(gl.int32, [AS, WK, 1, NT, 32, 4, 4], SL)
+            for st in gl.static_range(AS):
+                _mmsp_issue(va_s.index(st), wl_s.index(st), wh_s.index(st), xb_s.index(st), x_ptr, v_ptr, m_ptr,
+                            a_off, m_lo, m_hi, b_off, kk, sb + st * KSTEP, gl.where(st < ITERS, SS, 0))
+            for it in range(0, ITERS):
+                slot = it % AS
+                async_copy.wait_group(AS - 1)
+                va = va_s.index(slot).load(a_off.type.layout)
+                wl = wl_s.index(slot).load(m_lo.type.layout)
+                wh = wh_s.index(slot).load(m_lo.type.layout)
+                xb = xb_s.index(slot).load(b_off.type.layout)
+                if not EVEN_K:  # past the end the copies were skipped (zeros): valid indices (0, 1) instead
+                    ok = (sb + it * KSTEP + kk) < SS
+                    wl = gl.where(ok, wl, 0x4444444444444444)
+                    wh = gl.where(ok, wh, 0x4444444444444444)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
+                # refill the slot just read (its loads have returned: the MMA consumed them)
+                nx = it + AS
+                _mmsp_issue(va_s.index(slot), wl_s.index(slot), wh_s.index(slot), xb_s.index(slot), x_ptr, v_ptr,
+                            m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + nx * KSTEP, gl.where(nx < ITERS, SS, 0))
+            async_copy.wait_group(0)
+        elif PF == 0:
+            for it in range(0, ITERS):
+                if PD > 0:
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
+                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + it * KSTEP, SS, EVEN_K)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
+        elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
+            for it in range(0, ITERS):
+                if PD > 0:
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
+                s_nx = sb + gl.minimum(it + 1, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
+                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
+                va, wl, wh, xb = va1, wl1, wh1, xb1
+        else:  # two iterations ahead
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
+            va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
+                                            sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K)
+            for it in range(0, ITERS):
+                if PD > 0:
+                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
+                s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP
+                va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
+                va, wl, wh, xb = va1, wl1, wh1, xb1
+                va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
+        if RW:  # each warp holds whole sums for its own rows: no reduction across warps
+            out = gl.sum(acc, axis=4)  # [WK, RT, NT, 32, 4]
+            L5: gl.constexpr = gl.SliceLayout(4, L)
+            o_kw = gl.arange(0, WK, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
+            o_r5 = gl.arange(0, RT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
+            o_n5 = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
+            o_l5 = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, L5)))))
+            o_j5 = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L5)))))
+            o_kw = o_kw[:, None, None, None, None]
+            o_rt = o_r5[None, :, None, None, None]
+            o_nt = o_n5[None, None, :, None, None]
+            o_ln = o_l5[None, None, None, :, None]
+            o_j = o_j5[None, None, None, None, :]
+            o_row = n0 + o_kw * (16 * RT) + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
         else:
-            if PD > 0:  # L2 prefetch: warp kw, one row of the program per element ([WK, 16 RT], layout PL)
-                p_w = gl.arange(0, WK, layout=gl.SliceLayout(1, PL))[:, None]
-                p_r = gl.arange(0, 16 * RT, layout=gl.SliceLayout(0, PL))[None, :]
-                if RW:
-                    p_kw = p_w * 0
-                    p_row = gl.minimum(n0 + p_w * (16 * RT) + p_r, N - 1).to(gl.int64)
-                else:
-                    p_kw = p_w
-                    p_row = gl.minimum(n0 + p_r + p_w * 0, N - 1).to(gl.int64)
-                pv = p_row * KG
-                pm = p_row * KM
-                for it in range(0, gl.minimum(PD, ITERS)):  # the first PD iterations, before the loop
-                    _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + it * KSTEP, SS)
-            acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
-            if AS > 0:
-                # AS-stage ring in shared memory filled by cp.async: the bytes in flight hold no registers. Every
-                # thread copies exactly the 16/8/4-byte pieces it later reads back itself, so completing its own
-                # copy groups (wait_group) is all the synchronisation needed: no barrier. Order: s, lanes, j
-                # (one thread's 4 words along s are 16 contiguous bytes; a warp's lanes read consecutive 16-byte
-                # pieces: no bank conflicts).
-                SL: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [4, 3, 5, 2, 1, 0])  # of one stage
-                va_s = gl.allocate_shared_memory(gl.int32, [AS, WK, RT, 1, 32, 4, 4], SL)
-                wl_s = gl.allocate_shared_memory(gl.int64, [AS, WK, RT, 1, 32, 1, 1], SL)
-                wh_s = gl.allocate_shared_memory(gl.int64, [AS, WK, RT, 1, 32, 1, 1], SL)
-                xb_s = gl.allocate_shared_memory(gl.int32, [AS, WK, 1, NT, 32, 4, 4], SL)
-                for st in gl.static_range(AS):
-                    _mmsp_issue(va_s.index(st), wl_s.index(st), wh_s.index(st), xb_s.index(st), x_ptr, v_ptr, m_ptr,
-                                a_off, m_lo, m_hi, b_off, kk, sb + st * KSTEP, gl.where(st < ITERS, SS, 0))
-                for it in range(0, ITERS):
-                    slot = it % AS
-                    async_copy.wait_group(AS - 1)
-                    va = va_s.index(slot).load(a_off.type.layout)
-                    wl = wl_s.index(slot).load(m_lo.type.layout)
-                    wh = wh_s.index(slot).load(m_lo.type.layout)
-                    xb = xb_s.index(slot).load(b_off.type.layout)
-                    if not EVEN_K:  # past the end the copies were skipped (zeros): valid indices (0, 1) instead
-                        ok = (sb + it * KSTEP + kk) < SS
-                        wl = gl.where(ok, wl, 0x4444444444444444)
-                        wh = gl.where(ok, wh, 0x4444444444444444)
-                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
-                    # refill the slot just read (its loads have returned: the MMA consumed them)
-                    nx = it + AS
-                    _mmsp_issue(va_s.index(slot), wl_s.index(slot), wh_s.index(slot), xb_s.index(slot), x_ptr, v_ptr,
-                                m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + nx * KSTEP, gl.where(nx < ITERS, SS, 0))
-                async_copy.wait_group(0)
-            elif PF == 0:
-                for it in range(0, ITERS):
-                    if PD > 0:
-                        _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
-                    va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + it * KSTEP, SS, EVEN_K)
-                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
-            elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
-                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
-                for it in range(0, ITERS):
-                    if PD > 0:
-                        _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
-                    s_nx = sb + gl.minimum(it + 1, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
-                    va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
-                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
-                    va, wl, wh, xb = va1, wl1, wh1, xb1
-            else:  # two iterations ahead
-                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
-                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
-                                                sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K)
-                for it in range(0, ITERS):
-                    if PD > 0:
-                        _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
-                    s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP
-                    va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
-                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH)
-                    va, wl, wh, xb = va1, wl1, wh1, xb1
-                    va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
-            _mmsp_epilogue(acc, n0, pid_m * gl.num_programs(0) + pid_n, pid_m, pid_k, M, N, MN, y_ptr, b_ptr, o_ptr, c_ptr,
-                           stride_ym, stride_om, L, WK, RT, NT, RW, HAS_BIAS, SPLIT, FX, GDC)
+            out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
+            LO: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(4, L))
+            o_rt = gl.arange(0, RT, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[:, None, None, None]
+            o_nt = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[None, :, None, None]
+            o_ln = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, LO))))[None, None, :, None]
+            o_j = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LO))))[None, None, None, :]
+            o_row = n0 + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
+        o_tok = pid_m * (8 * NT) + o_nt * 8 + 2 * (o_ln % 4) + (o_j & 1)
+        if SPLIT and FX:
+            # in-kernel split-K fixup: store this program's partial; the last program of the tile to finish
+            # (an acq_rel counter per tile, behind a barrier so every thread's partial is stored first) adds
+            # all S partials in split order 0..S-1 (its own from registers), as _splitk_reduce does (bit for
+            # bit the same result, whichever program is last), adds the bias and resets the counter to 0
+            o_ok = (o_tok < M) & (o_row < N)
+            p_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
+            if GDC == 1:
+                gdc_launch_dependents()
+            gl.store(p_ptrs + pid_k.to(gl.int64) * MN, out, mask=o_ok)
+            gl.thread_barrier()
+            tile = c_ptr + pid_m * gl.num_programs(0) + pid_n
+            done = gl.atomic_add(tile, 1, sem="acq_rel", scope="gpu")
+            if done == gl.num_programs(2) - 1:
+                tot = gl.zeros_like(out)
+                for k in range(0, gl.num_programs(2)):
+                    other = gl.load(p_ptrs + k * MN, mask=o_ok & (k != pid_k), other=0.0, cache_modifier=".cg")
+                    tot += gl.where(k == pid_k, out, other)
+                if HAS_BIAS:
+                    tot += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
+                o_ptrs = o_ptr + o_tok.to(gl.int64) * stride_om + o_row
+                gl.store(o_ptrs, tot.to(o_ptr.dtype.element_ty), mask=o_ok)
+                gl.store(tile, 0)
+        else:
+            if HAS_BIAS:
+                out += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
+            y_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
+            if SPLIT:
+                y_ptrs += pid_k.to(gl.int64) * MN
+            if GDC == 1:
+                gdc_launch_dependents()
+            gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
+
 
 # (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW[, AS[, FX]]]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
 # 16-row tiles per warp, 8-token tiles, register prefetch depth (0-2), x read with 16-byte loads and
@@ -563,14 +473,14 @@ def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
 
 
-CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX[,XR]]]]]]]]"
+CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX]]]]]]]"
 
 
 def parse_configs(text: str) -> list[tuple]:
     """``"4,2,2,1,1;4,1,1,0,1,0,0,1,0,3"`` -> configuration tuples (the device scripts' option syntax);
-    ValueError unless every entry is 4 to 12 integers (:data:`CONFIG_SYNTAX`)."""
+    ValueError unless every entry is 4 to 11 integers (:data:`CONFIG_SYNTAX`)."""
     out = [tuple(int(v) for v in c.split(",")) for c in text.split(";") if c.strip()]
-    if any(not 4 <= len(c) <= 12 for c in out):
+    if any(not 4 <= len(c) <= 11 for c in out):
         raise ValueError(f"mmsp configurations are {CONFIG_SYNTAX}; got {text!r}")
     return out
 
@@ -610,15 +520,6 @@ def tile_counters(device: torch.device, n: int) -> torch.Tensor:
     return buf
 
 
-XR_MAX_SHARED = 192 * 1024  # bytes of x fragments an XR program may keep (an H100 has 227 KB per block)
-
-
-def x_slice_bytes(kc: dict) -> int:
-    """Shared memory of the x fragments an XR program keeps (:func:`kernel_consts`): XI iterations of WK warps
-    x NT token tiles x 32 lanes x 16 words."""
-    return kc["XI"] * kc["WK"] * kc["NT"] * 32 * 16 * 4 if kc["XR"] > 1 else 0
-
-
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
     """The integer views and 16-byte loads this kernel makes exist for these tensors."""
     return (MMSP_AVAILABLE and supported(x, values, meta) and x.shape[1] % MMSP_K == 0
@@ -637,20 +538,15 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     wk, nt = kc["WK"], kc["NT"]
     SS = K // MMSP_K
     splits, iters, even_k = split_plan(SS, kc["KSTEP"], config_splits(cfg))
-    if kc["XR"] > 1:
-        kc = kernel_consts(cfg, x.dtype == torch.bfloat16, iters)
-        if x_slice_bytes(kc) > XR_MAX_SHARED:
-            raise ValueError(f"mmsp {cfg}: the x slice of a program ({x_slice_bytes(kc) // 1024} KB) is more than "
-                             f"{XR_MAX_SHARED // 1024} KB of shared memory at K = {K}; split K more (SK)")
     y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
     target = y if splits == 1 else torch.empty((splits, M, N), device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(N, kc["ROWS"] * kc["XR"]), triton.cdiv(M, 8 * nt), splits)
+    grid = (triton.cdiv(N, kc["ROWS"]), triton.cdiv(M, 8 * nt), splits)
     fixup = splits > 1 and kc["FX"]
     _sp24_mmsp_gl[grid](
         x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), target,
         bias if bias is not None else y,
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
-        y, tile_counters(x.device, grid[0] * grid[1] * kc["XR"]) if fixup else y, y.stride(0),
+        y, tile_counters(x.device, grid[0] * grid[1]) if fixup else y, y.stride(0),
         HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
         num_warps=wk, **kc, **_gsp.pdl_args(x.device),
     )

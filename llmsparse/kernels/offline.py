@@ -44,7 +44,7 @@ def compile_sass(src, num_warps: int, arch: int = 90) -> dict:
                              check=True).stdout
     return {"sass": sass, "regs": int(re.search(r"REG:(\d+)", res).group(1)),
             "stack": int(re.search(r"STACK:(\d+)", res).group(1)),
-            "shared": int(re.search(r"SHARED:(\d+)", res).group(1)), "dyn_shared": k.metadata.shared}
+            "shared": int(re.search(r"SHARED:(\d+)", res).group(1))}
 
 
 def loops(sass: str) -> list[list[str]]:
@@ -76,7 +76,7 @@ def _gluon_loop_stats(fn, sig: dict, consts: dict, div16: list[str], num_warps: 
     r = compile_sass(GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), num_warps, arch)
     ls = loops(r["sass"])
     main = max(ls, key=len) if ls else []
-    return {"regs": r["regs"], "stack": r["stack"], "shared": r["shared"], "dyn_shared": r["dyn_shared"], "loop": len(main),
+    return {"regs": r["regs"], "stack": r["stack"], "shared": r["shared"], "loop": len(main),
             "loop_barriers": sum("BAR" in x for x in main),
             "loop_shared": sum(bool(re.search(r"\b(LDS|STS|LDSM|STSM)\b", x)) for x in main),
             "lines": main, **gdc_order(r["sass"])}
@@ -146,9 +146,8 @@ def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool =
 
 
 def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool = True, arch: int = 90,
-                     keep_lines: bool = False, gdc: int = 0, iters: int = 2) -> dict:
-    """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size
-    (``iters``: the iterations per program an XR configuration is compiled for)."""
+                     keep_lines: bool = False, gdc: int = 0) -> dict:
+    """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size."""
     from . import gluon_mmsp as g
 
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
@@ -156,7 +155,7 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
     sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i64", y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32", N="i32",
                SS="i32", KG="i32", KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32", MN="i32", o_ptr=ty,
                c_ptr="*i32", stride_om="i32")
-    kc = g.kernel_consts(cfg, dtype == "bfloat16", iters)
+    kc = g.kernel_consts(cfg, dtype == "bfloat16")
     consts = dict(kc, HAS_BIAS=has_bias and (not split or bool(kc["FX"])), EVEN_K=even_k,
                   SPLIT=split, GDC=gdc)
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "stride_xw", "stride_ym", "o_ptr", "c_ptr", "stride_om"]

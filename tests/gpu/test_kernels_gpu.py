@@ -416,49 +416,6 @@ def test_gluon_mmsp_split_k_fixup_equals_the_reduction_kernel(shape, dtype):
         assert torch.equal(y, g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg[:10]))
 
 
-# x resident in shared memory over XR row blocks per program (12th element, eleventh session)
-MMSP_XR = [(4, 2, 2, 1, 1, 0, 0, 4, 0, 0, 1, 4), (4, 2, 2, 0, 1, 0, 0, 4, 0, 0, 1, 2), (4, 1, 2, 1, 1, 0, 0, 8, 0, 0, 1, 4),
-           (4, 2, 2, 1, 0, 0, 0, 4, 0, 0, 0, 2), (4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 2), (2, 4, 2, 0, 1, 1, 0, 4, 0, 0, 1, 4),
-           (4, 1, 1, 1, 1, 0, 0, 2, 0, 0, 1, 3)]
-
-
-@pytest.mark.parametrize("dtype", DT)
-@pytest.mark.parametrize("shape", [(48, 128), (264, 384), (37, 640), (4096, 4096), (4096, 11008), (11008, 4096)])
-def test_gluon_mmsp_x_resident_row_blocks_equal_the_plain_kernel(shape, dtype):
-    """XR > 1 reads x once into shared memory and walks XR row blocks over it; each row block adds the same
-    MMAs in the same order as the configuration without XR, so the output must be bit for bit the same
-    (split-K by reduction kernel or fixup, PF 0 and 1, XS 0 and 1, chained, uneven K, a last program with
-    fewer than XR row blocks, odd M, bias), near dense-with-zeros, and an x slice too big for shared memory
-    must be refused with a ValueError naming SK."""
-    from llmsparse.kernels import gluon_mmsp as g
-
-    if not g.MMSP_AVAILABLE:
-        pytest.skip("this Triton has no Gluon linear layouts")
-    n, k = shape
-    w = random_24(n, k, dtype, "cuda")
-    bias = torch.randn(n, device="cuda", dtype=dtype)
-    v, m = pack_nm(w, 2, 4)
-    for cfg in MMSP_XR:
-        kc = g.kernel_consts(cfg, dtype == torch.bfloat16)
-        _, iters, _ = g.split_plan(k // g.MMSP_K, kc["KSTEP"], g.config_splits(cfg))
-        if g.x_slice_bytes(g.kernel_consts(cfg, dtype == torch.bfloat16, iters)) > g.XR_MAX_SHARED:
-            x = torch.randn(16, k, device="cuda", dtype=dtype)
-            with pytest.raises(ValueError, match="SK"):
-                g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg)
-            continue
-        for M in (1, 3, 9, 16):
-            if cfg[2] == 1 and M > 8:
-                continue
-            for b in (None, bias):
-                x = torch.randn(M, k, device="cuda", dtype=dtype)
-                want = g.sp24_mmsp_gl(x, v, m, b, n, cfg=cfg[:11], out=poisoned(M, n, dtype))
-                got = g.sp24_mmsp_gl(x, v, m, b, n, cfg=cfg, out=poisoned(M, n, dtype))
-                assert torch.equal(got, want), (cfg, M, b is None, (got - want).abs().max())
-                assert rel(got, F.linear(x, w, b)) < TOL[dtype], (cfg, M)
-    for buf in g._COUNTERS.values():
-        assert not buf.any()  # every fixup counter back at 0
-
-
 @pytest.mark.parametrize("dtype", DT)
 def test_mmsp_refuses_k_not_multiple_of_128_and_dispatch_falls_back(dtype):
     from llmsparse.kernels import gluon_mmsp as g

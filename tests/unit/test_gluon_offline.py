@@ -185,43 +185,6 @@ def test_gluon_mmsp_split_k_fixup_publishes_partials_before_counting(cfg):
         gluon_mmsp.kernel_consts(cfg[:10] + (2,), False)
 
 
-@pytest.mark.parametrize("cfg", [(4, 2, 2, 1, 1, 0, 0, 4, 0, 0, 1, 4), (4, 2, 2, 0, 1, 0, 0, 2, 0, 0, 0, 2)])
-def test_gluon_mmsp_x_resident_row_blocks_read_x_from_shared_memory(cfg):
-    """XR > 1 (twelfth element): x is read from global memory and permuted into fragments once, before the
-    row blocks (its XI iterations of fragments: XI x WK x NT x 2 KB of shared memory); between the first and
-    the last MMA the kernel reads x back with LDS and has no shuffle left, where the same configuration
-    without XR permutes x with shuffles in its loop and touches no shared memory there; no spill. Invalid
-    XR combinations are refused."""
-    from llmsparse.kernels import gluon_mmsp
-
-    if not gluon_mmsp.MMSP_AVAILABLE:
-        pytest.skip("needs Gluon's linear layouts")
-    cap = {}
-    orig = offline.compile_sass
-
-    def keep(src, nw, arch=90):
-        cap["r"] = orig(src, nw, arch)
-        return cap["r"]
-
-    def mma_region(c):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(offline, "compile_sass", keep)
-            st = offline.gluon_mmsp_stats("bfloat16", c, even_k=False, iters=3)
-        ins = [ln for ln in cap["r"]["sass"].splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", ln)]
-        h = [i for i, ln in enumerate(ins) if "HMMA" in ln]
-        return st, ins[h[0]:h[-1] + 1]
-
-    st, xr = mma_region(cfg)
-    base_st, base = mma_region(cfg[:11])
-    kc = gluon_mmsp.kernel_consts(cfg, True, 3)
-    assert st["stack"] == 0 and st["dyn_shared"] >= gluon_mmsp.x_slice_bytes(kc) == 3 * 4 * 2 * 2048, st
-    assert sum(bool(re.search(r"\bLDS", ln)) for ln in xr) > 0 and not any("SHFL" in ln for ln in xr)
-    assert any("SHFL" in ln for ln in base) and not any(re.search(r"\bLDS", ln) for ln in base)
-    for bad in (cfg[:3] + (2,) + cfg[4:], cfg[:6] + (2,) + cfg[7:], cfg[:8] + (1,) + cfg[9:], cfg[:11] + (0,)):
-        with pytest.raises(ValueError, match="row blocks"):
-            gluon_mmsp.kernel_consts(bad, False)
-
-
 @pytest.mark.parametrize("cfg,even_k", [((4, 2, 2, 0, 1, 0, 0, 1, 0, 3), True), ((4, 2, 2, 0, 1, 0, 0, 1, 0, 3), False),
                                          ((4, 1, 2, 0, 1, 0, 0, 4, 1, 3), True), ((4, 1, 1, 0, 0, 0, 0, 1, 0, 4), False)])
 def test_gluon_mmsp_shared_memory_stages(cfg, even_k):
