@@ -66,6 +66,27 @@ def test_gluon_mmsp_feeds_the_sparse_tensor_cores_from_wide_loads(dtype, cfg, ev
     assert sum("SHFL" in x for x in lines) == (8 * nt if xs else 0), s
 
 
+@pytest.mark.parametrize("cfg", [(4, 2, 2, 1, 1), (4, 1, 2, 1, 1, 0, 0, 4, 1), (2, 4, 2, 0, 1, 1)])
+def test_gluon_mmsp_metadata_by_byte_permutes(cfg):
+    """META = 1 (the default): per row tile and super-step the 4 MMAs' metadata words come from 8 byte
+    permutes (two per row's nibble transpose, one per MMA to join rows g and g + 8) and a few shifts and
+    logic ops, instead of the per-MMA shift-and-mask chains of META = 0; same loads and MMAs, no spill, a
+    main loop at least 12% shorter."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts")
+    new = offline.gluon_mmsp_stats("bfloat16", cfg, even_k=True, keep_lines=True, meta=1)
+    old = offline.gluon_mmsp_stats("bfloat16", cfg, even_k=True, keep_lines=True, meta=0)
+    nl, ol = new.pop("lines"), old.pop("lines")
+    rt = cfg[1]
+    assert sum(bool(re.search(r"\bPRMT\b", x)) for x in nl) == 8 * rt
+    assert not any(re.search(r"\bPRMT\b", x) for x in ol)
+    for op in ("LDG.E.128", "LDG.E.64", "HMMA"):
+        assert sum(op in x for x in nl) == sum(op in x for x in ol), op
+    assert new["stack"] == 0 and new["loop"] <= 0.88 * old["loop"], (new["loop"], old["loop"])
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16"])
 def test_gluon_mmsp_chained_accumulator_frees_registers(dtype):
     """CH = 1 keeps one accumulator per (row tile, token tile) instead of one per MMA of a super-step:
