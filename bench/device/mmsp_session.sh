@@ -15,6 +15,8 @@
 #          the bf16 e2e with mode $PDL (default 1)
 #   fx     split-K fixup (tenth session): diag of the FX configurations, GPU tests of the fixup and PDL, probes
 #          at M = 1, 8, 16 with PDL off and with PDL = 1
+#   meta   eleventh session: A/B of the metadata build (meta_probe.py, byte permutes against shifts and masks) at M = 16,
+#          then the PF = 3 configurations (register prefetch unrolled by two) at M = 16 beside the dispatcher's
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
@@ -36,6 +38,10 @@ OCC="4,1,2,0,1;2,1,2,0,1;1,1,2,0,1;4,1,2,0,1,0,0,4,1;4,1,2,0,1,0,0,8,1;2,1,2,0,1
 # FX (tenth session): split-K with the in-kernel fixup (11th element; no reduction kernel), SK 2-8 variants of
 # the M = 16 configurations and of two M = 8 ones
 FX="4,1,2,1,1,0,0,4,1,0,1;4,1,2,1,1,0,0,8,1,0,1;4,1,2,1,1,0,0,2,1,0,1;4,2,2,1,1,0,0,2,1,0,1;4,2,2,1,1,0,0,4,1,0,1;4,2,2,1,1,0,0,2,0,0,1;4,2,2,1,1,0,0,3,0,0,1;8,2,2,1,1,0,0,2,0,0,1;2,4,2,0,1,1,0,2,0,0,1;4,1,1,1,1,0,0,2,1,0,1;4,1,1,1,1,0,0,4,1,0,1"
+# PF3 (eleventh session): register prefetch unrolled by two (4th element 3): the loaded registers are turned into MMA
+# operands before the MMAs of their own iteration instead of at the end of the one that loads them (offline: no spills,
+# 152-255 registers; the chained (4,2,2,3,1,1) at 152)
+PF3="4,2,2,3,1;2,2,2,3,1;8,2,2,3,1;4,1,2,3,1;4,1,2,3,1,0,0,4,1;4,2,2,3,1,0,0,2,1;4,2,2,3,1,0,0,4,1,0,1;4,2,2,3,1,1;4,1,2,3,1,0,0,8,1,0,1;4,2,2,3,1,1,0,2"
 # diag LIMIT ONLY LIST: each configuration of LIST (and the dispatcher's ones starting with ONLY) in its own
 # process; the faulty or wrong ones are excluded for the rest of the stage
 diag() {
@@ -47,7 +53,7 @@ diag() {
 # probe OUTNAME LIST [LOG]: timings at M = 1, 8, 16 of LIST beside the mmsp configurations of the dispatcher
 probe() {
   log="$OUT/${3:-probe.log}"
-  timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/$1" --m 1,8,16 --paths mmsp --old none \
+  timeout 180 python3 bench/device/gemv_gluon_probe.py --out "$OUT/$1" --m "${PROBE_M:-1,8,16}" --paths mmsp --old none \
     --mmsp-cfgs "$2" > "$log" 2>&1
   echo "probe rc $?"; grep " M 16 " "$log"
 }
@@ -93,6 +99,11 @@ case $stage in
     LLMSPARSE_PDL=1 probe fx_pdl.json "$FX" probe_pdl.log
     echo "=== PDL 1" >> "$OUT/pick.txt"
     python3 bench/device/pick_extra.py "$OUT/fx_pdl.json" "$FX" 2>> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt" | tail -12
+    ;;
+  meta)
+    timeout 280 python3 bench/device/meta_probe.py --m 16 --out "$OUT/meta16.json" 2>&1 | grep -v Warn
+    PROBE_M=16 probe pf3.json "$PF3"
+    python3 bench/device/pick_extra.py "$OUT/pf3.json" "$PF3" 2> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt"
     ;;
   table)
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"

@@ -127,6 +127,8 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
         raise ValueError(f"mmsp split-K fixup (11th element) must be 0 or 1: {cfg}")
     if pd < 0:
         raise ValueError(f"mmsp prefetch distance must be >= 0, got {pd}")
+    if pf not in (0, 1, 2, 3) or (pf == 3 and pd):
+        raise ValueError(f"mmsp register prefetch (4th element) must be 0-3 (3: one ahead, unrolled by two; no PD): {cfg}")
     if stages < 0 or stages == 1 or (stages and (pf or pd)):
         raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
@@ -385,6 +387,20 @@ if MMSP_AVAILABLE:
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
+        elif PF == 3:  # one iteration ahead, unrolled by two: two register sets, no copy from one to the other
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
+            if ITERS % 2 == 1:  # an odd count: one iteration before the pairs
+                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
+                                                sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+                va, wl, wh, xb = va1, wl1, wh1, xb1
+            for it in range(ITERS % 2, ITERS, 2):
+                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
+                                                sb + (it + 1) * KSTEP, SS, EVEN_K)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+                s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
+                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
+                acc = _mmsp_mma(va1, wl1, wh1, xb1, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
         else:  # two iterations ahead
             va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
             va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
@@ -455,7 +471,8 @@ if MMSP_AVAILABLE:
 
 
 # (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW[, AS[, FX]]]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
-# 16-row tiles per warp, 8-token tiles, register prefetch depth (0-2), x read with 16-byte loads and
+# 16-row tiles per warp, 8-token tiles, register prefetch (0-2 iterations ahead; 3: one ahead with the loop
+# unrolled by two, eleventh session), x read with 16-byte loads and
 # permuted by warp shuffles (XS = 1) or with 32-bit loads straight into the fragments, chained accumulator
 # (CH), L2 prefetch distance in iterations (PD; 0 = none), K splits over programs (SK; fp32 partials + a
 # reduction kernel), warps splitting rows (RW); measured on an H100 in the eighth session (below); AS:

@@ -341,9 +341,12 @@ MMSP_EXPERIMENTAL = {8: [(4, 1, 1, 1, 1, 0, 2), (4, 1, 1, 0, 1, 0, 4), (4, 1, 1,
                      16: [(4, 2, 2, 1, 1, 0, 2), (2, 4, 2, 0, 1, 1, 3), (4, 2, 2, 1, 1, 0, 8, 2), (2, 1, 2, 2, 1, 0, 0, 4),
                           (4, 1, 2, 1, 1, 0, 0, 3, 1), (2, 2, 2, 1, 1, 0, 0, 1, 1), (4, 1, 2, 1, 1, 0, 4, 2, 1),
                           (4, 2, 2, 0, 1, 0, 0, 1, 0, 3), (4, 1, 2, 0, 1, 0, 0, 4, 1, 3), (2, 4, 2, 0, 1, 1, 0, 1, 0, 2),
-                          (4, 1, 2, 0, 1, 0, 0, 4, 1), (1, 1, 2, 0, 1, 0, 0, 8), (4, 1, 2, 0, 1, 1, 0, 4, 1)]}
-# (the last two of M <= 8 and the three before the last three of M = 16: AS, shared-memory stages filled by
-# cp.async; the last three of M = 16: light configurations of bench/device/mmsp_session.sh occ)
+                          (4, 1, 2, 0, 1, 0, 0, 4, 1), (1, 1, 2, 0, 1, 0, 0, 8), (4, 1, 2, 0, 1, 1, 0, 4, 1),
+                          (4, 1, 2, 3, 1, 0, 0, 4, 1), (4, 2, 2, 3, 1, 1, 0, 2), (2, 2, 2, 3, 1)]}
+MMSP_EXPERIMENTAL[8] += [(4, 1, 1, 3, 1), (4, 1, 1, 3, 0, 0, 0, 3)]
+# (the last two of M <= 8 before PF = 3 and the three before the last six of M = 16: AS, shared-memory stages filled by
+# cp.async; the three after them: light configurations of bench/device/mmsp_session.sh occ; PF = 3 (register
+# prefetch unrolled by two, odd and even iteration counts): the last three of M = 16 and two of M <= 8)
 
 
 @pytest.mark.parametrize("dtype", DT)
