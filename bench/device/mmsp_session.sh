@@ -101,7 +101,7 @@ case $stage in
     python3 bench/device/pick_extra.py "$OUT/fx_pdl.json" "$FX" 2>> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt" | tail -12
     ;;
   meta)
-    timeout 280 python3 bench/device/meta_probe.py --m 16 --out "$OUT/meta16.json" 2>&1 | grep -v Warn
+    timeout 220 python3 bench/device/meta_probe.py --m 16 --rounds 2 --out "$OUT/meta16.json" 2>&1 | grep -v Warn
     PROBE_M=16 probe pf3.json "$PF3"
     python3 bench/device/pick_extra.py "$OUT/pf3.json" "$PF3" 2> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt"
     ;;
