@@ -22,8 +22,8 @@ The reduction index of an MMA may be any permutation of K, applied to A and B al
 group q (0-7) the physical group ``4q + s``. Then the 4 A registers a lane needs for the 4 MMAs of one
 (row, q) are 4 consecutive int32 of ``values``: one 16-byte load per (row, group half), 8 rows x 64
 contiguous bytes per warp instruction (the first version: 8 rows x 16 bytes). The metadata of the 4 MMAs
-is rebuilt from one 8-byte load per row (16 nibbles; MMA s takes nibbles s, s+4, s+8, s+12) with a few
-shifts and masks. B is read either with one 32-bit load per register (inputs ``8q + 2s + ...``) or,
+is rebuilt from one 8-byte load per row (16 nibbles; MMA s takes nibbles s, s+4, s+8, s+12): a 4 x 4 nibble
+transpose by byte permutes (:func:`_meta4`; ``LLMSPARSE_MMSP_META=0``: shifts and masks per MMA). B is read either with one 32-bit load per register (inputs ``8q + 2s + ...``) or,
 with ``XS``, with 16-byte loads whose index bits are then permuted into the fragments by warp shuffles
 (:func:`_x_fragments`). ``CH`` chains the 4 MMAs of a super-step into one accumulator to free registers
 for more row tiles; measured on an H100 it won only where the grid stays full (two configurations below).
@@ -227,7 +227,8 @@ if MMSP_AVAILABLE:
         (row r = the nibbles 4r..4r+3) whose transpose holds MMA s's 4 nibbles in halfword s. Transposed in
         two swaps: nibbles 12 bits apart inside each 32-bit half (a delta swap), then bytes across the
         halves (``prmt``); a last ``prmt`` per MMA joins row g's halfword (low) with row g + 8's (high).
-        About 24 instructions per row tile and super-step instead of about 45 (sm_90, offline)."""
+        About 24 instructions per row tile and super-step instead of about 45 (sm_90, offline); on an H100
+        (eleventh session) bit-identical outputs and 0.98-1.00x the time of the old build per row at M = 16."""
         return gl.inline_asm_elementwise(
             "{ .reg .b32 l<2>, h<2>, a<2>, b<2>, t, u; "
             "mov.b64 {l0, l1}, $4; mov.b64 {h0, h1}, $8; "
@@ -485,6 +486,8 @@ if MMSP_AVAILABLE:
 # configurations in most rows, slower at 4096x4096 with PDL on (13.4 against 12.3 us: PDL already overlaps the
 # reduction kernel's launch), faster in one shape in all four measurements: (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1) for
 # 8192x8192 at M = 16 (fp16 34.8 vs 36.0 and 34.0 vs 35.0 us, bf16 35.0 vs 37.4 and 34.1 vs 35.3 us), which joined.
+# PF = 3 (eleventh session): register prefetch with the loop unrolled by two; measured on an H100 at M = 16 (10
+# configurations): 0.89-1.014x the speed of the best of these per row, so none joined (an option).
 # Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
