@@ -1,4 +1,4 @@
-"""A/B of the mmsp metadata build: byte permutes (``LLMSPARSE_MMSP_META=1``, :func:`_meta4`) against shifts and
+"""A/B of the mmsp metadata build: byte permutes (``gluon_mmsp.META = 1``, :func:`_meta4`) against shifts and
 masks (``0``, :func:`_nib4`), the same configurations in the same process.
 
     python bench/device/meta_probe.py --out OUT.json [--m 1,8,16] [--dtype fp16,bf16] [--shapes llama2-7b,llama2-70b]
@@ -12,7 +12,6 @@ and its speedup over dense; writes every timing as JSON. GPU only.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from llmsparse.kernels.timing import time_call
 
     def mode(v: int):
-        os.environ["LLMSPARSE_MMSP_META"] = str(v)
+        g.META = v
 
     rows = []
     for dtype in dts:

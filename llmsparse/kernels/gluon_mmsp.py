@@ -566,11 +566,10 @@ def tile_counters(device: torch.device, n: int) -> torch.Tensor:
     return buf
 
 
-def meta_mode() -> int:
-    """How the kernel builds the MMA metadata: 1 (default) with byte permutes (:func:`_meta4`), 0 with shifts
-    and masks (:func:`_nib4`, the kernel before the eleventh session); ``LLMSPARSE_MMSP_META=0`` selects 0
-    (for A/B timings; the two give the same bits)."""
-    return 0 if os.environ.get("LLMSPARSE_MMSP_META", "1").strip() == "0" else 1
+# How the kernel builds the MMA metadata: 1 (default) with byte permutes (:func:`_meta4`), 0 with shifts and masks
+# (:func:`_nib4`, the kernel before the eleventh session). The two give the same bits; 0 is for A/B timings
+# (``LLMSPARSE_MMSP_META=0`` at import, or this attribute: bench/device/meta_probe.py).
+META = 0 if os.environ.get("LLMSPARSE_MMSP_META", "1").strip() == "0" else 1
 
 
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
@@ -601,7 +600,7 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
         y, tile_counters(x.device, grid[0] * grid[1]) if fixup else y, y.stride(0),
         HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
-        num_warps=wk, META=meta_mode(), **kc, **_gsp.pdl_args(x.device),
+        num_warps=wk, META=META, **kc, **_gsp.pdl_args(x.device),
     )
     if splits > 1 and not fixup:
         block = 1024

@@ -148,7 +148,7 @@ def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool =
 def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool = True, arch: int = 90,
                      keep_lines: bool = False, gdc: int = 0, meta: int | None = None) -> dict:
     """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size
-    (``meta``: the metadata build, :func:`~llmsparse.kernels.gluon_mmsp.meta_mode` by default)."""
+    (``meta``: the metadata build, :data:`~llmsparse.kernels.gluon_mmsp.META` by default)."""
     from . import gluon_mmsp as g
 
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
@@ -158,7 +158,7 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
                c_ptr="*i32", stride_om="i32")
     kc = g.kernel_consts(cfg, dtype == "bfloat16")
     consts = dict(kc, HAS_BIAS=has_bias and (not split or bool(kc["FX"])), EVEN_K=even_k,
-                  SPLIT=split, GDC=gdc, META=g.meta_mode() if meta is None else meta)
+                  SPLIT=split, GDC=gdc, META=g.META if meta is None else meta)
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "stride_xw", "stride_ym", "o_ptr", "c_ptr", "stride_om"]
     st = _gluon_loop_stats(g._sp24_mmsp_gl, sig, consts, div16, consts["WK"], arch)
     lines = st.pop("lines")
