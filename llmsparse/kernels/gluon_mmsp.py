@@ -23,9 +23,9 @@ group q (0-7) the physical group ``4q + s``. Then the 4 A registers a lane needs
 (row, q) are 4 consecutive int32 of ``values``: one 16-byte load per (row, group half), 8 rows x 64
 contiguous bytes per warp instruction (the first version: 8 rows x 16 bytes). The metadata of the 4 MMAs
 is rebuilt from one 8-byte load per row (16 nibbles; MMA s takes nibbles s, s+4, s+8, s+12): a 4 x 4 nibble
-transpose by byte permutes (:func:`_meta4`; ``LLMSPARSE_MMSP_META=0``: shifts and masks per MMA). B is read either with one 32-bit load per register (inputs ``8q + 2s + ...``) or,
-with ``XS``, with 16-byte loads whose index bits are then permuted into the fragments by warp shuffles
-(:func:`_x_fragments`). ``CH`` chains the 4 MMAs of a super-step into one accumulator to free registers
+transpose by byte permutes (:func:`_meta4`; :data:`META` = 0: shifts and masks per MMA). B is read either
+with one 32-bit load per register (inputs ``8q + 2s + ...``) or, with ``XS``, with 16-byte loads whose index
+bits are then permuted into the fragments by warp shuffles (:func:`_x_fragments`). ``CH`` chains the 4 MMAs of a super-step into one accumulator to free registers
 for more row tiles; measured on an H100 it won only where the grid stays full (two configurations below).
 ``SK`` splits K over programs (fp32 partial sums, then
 ``gluon_sp24._splitk_reduce``), for shapes whose grid leaves SMs idle (4096 rows: one 4-warp program per
@@ -128,7 +128,8 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     if pd < 0:
         raise ValueError(f"mmsp prefetch distance must be >= 0, got {pd}")
     if pf not in (0, 1, 2, 3) or (pf == 3 and pd):
-        raise ValueError(f"mmsp register prefetch (4th element) must be 0-3 (3: one ahead, unrolled by two; no PD): {cfg}")
+        raise ValueError(f"mmsp register prefetch (4th element) must be 0-3 (3: one ahead, unrolled by two; "
+                         f"no PD): {cfg}")
     if stages < 0 or stages == 1 or (stages and (pf or pd)):
         raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
@@ -138,7 +139,20 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
 
 
+def _meta4_asm() -> str:
+    """PTX of :func:`_meta4` (pack 4: outputs $0-$3 = MMA s = 0..3; $4 = row g's 16 nibbles, $8 = row g + 8's):
+    per 32-bit half a delta swap of the nibbles 12 bits apart (mask 0xF0F0), per row two byte permutes across
+    the halves (the transpose), then per MMA one byte permute joining row g's halfword with row g + 8's."""
+    swap = " ".join(f"shr.b32 t, {r}, 12; xor.b32 t, t, {r}; and.b32 t, t, 0xF0F0; shl.b32 u, t, 12; "
+                    f"xor.b32 t, t, u; xor.b32 {r}, {r}, t;" for r in ("l0", "l1", "h0", "h1"))
+    return ("{ .reg .b32 l<2>, h<2>, a<2>, b<2>, t, u; mov.b64 {l0, l1}, $4; mov.b64 {h0, h1}, $8; " + swap
+            + " prmt.b32 a0, l0, l1, 0x6240; prmt.b32 a1, l0, l1, 0x7351; prmt.b32 b0, h0, h1, 0x6240;"
+            " prmt.b32 b1, h0, h1, 0x7351; prmt.b32 $0, a0, b0, 0x5410; prmt.b32 $1, a0, b0, 0x7632;"
+            " prmt.b32 $2, a1, b1, 0x5410; prmt.b32 $3, a1, b1, 0x7632; }")
+
+
 if MMSP_AVAILABLE:
+    _META4_ASM = gl.constexpr(_meta4_asm())
 
     @gluon.jit
     def _ar(n: gl.constexpr, dim: gl.constexpr, L: gl.constexpr):
@@ -229,18 +243,8 @@ if MMSP_AVAILABLE:
         halves (``prmt``); a last ``prmt`` per MMA joins row g's halfword (low) with row g + 8's (high).
         About 24 instructions per row tile and super-step instead of about 45 (sm_90, offline); on an H100
         (eleventh session) bit-identical outputs and 0.98-1.00x the time of the old build per row at M = 16."""
-        return gl.inline_asm_elementwise(
-            "{ .reg .b32 l<2>, h<2>, a<2>, b<2>, t, u; "
-            "mov.b64 {l0, l1}, $4; mov.b64 {h0, h1}, $8; "
-            "shr.b32 t, l0, 12; xor.b32 t, t, l0; and.b32 t, t, 0xF0F0; shl.b32 u, t, 12; xor.b32 t, t, u; xor.b32 l0, l0, t; "
-            "shr.b32 t, l1, 12; xor.b32 t, t, l1; and.b32 t, t, 0xF0F0; shl.b32 u, t, 12; xor.b32 t, t, u; xor.b32 l1, l1, t; "
-            "shr.b32 t, h0, 12; xor.b32 t, t, h0; and.b32 t, t, 0xF0F0; shl.b32 u, t, 12; xor.b32 t, t, u; xor.b32 h0, h0, t; "
-            "shr.b32 t, h1, 12; xor.b32 t, t, h1; and.b32 t, t, 0xF0F0; shl.b32 u, t, 12; xor.b32 t, t, u; xor.b32 h1, h1, t; "
-            "prmt.b32 a0, l0, l1, 0x6240; prmt.b32 a1, l0, l1, 0x7351; "
-            "prmt.b32 b0, h0, h1, 0x6240; prmt.b32 b1, h0, h1, 0x7351; "
-            "prmt.b32 $0, a0, b0, 0x5410; prmt.b32 $1, a0, b0, 0x7632; "
-            "prmt.b32 $2, a1, b1, 0x5410; prmt.b32 $3, a1, b1, 0x7632; }",
-            "=r,=r,=r,=r,l,l,l,l,l,l,l,l,r,r,r,r", [wl, wh, s4], dtype=gl.int32, is_pure=True, pack=4)
+        return gl.inline_asm_elementwise(_META4_ASM, "=r,=r,=r,=r,l,l,l,l,l,l,l,l,r,r,r,r", [wl, wh, s4],
+                                         dtype=gl.int32, is_pure=True, pack=4)
 
     @gluon.jit
     def _x_fragments(xb, L: gl.constexpr, WK: gl.constexpr, NT: gl.constexpr):
