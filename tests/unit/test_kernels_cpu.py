@@ -652,3 +652,66 @@ def test_pdl_launch_arguments_only_on_hopper_or_later(monkeypatch):
         assert g.pdl_args() == {"GDC": mode, "launch_pdl": True}
         assert g.pdl_args(torch.device("cuda", 0)) == {"GDC": mode, "launch_pdl": True}
         assert g.pdl_args(torch.device("cuda", 1)) == {}
+
+
+def _run_ptx(text: str, args: dict) -> dict:
+    """Interpret the few b32 PTX instructions of ``gluon_mmsp._meta4_asm`` (mov.b64 split, shr, shl, and, xor,
+    prmt) on Python ints; ``args`` maps operand names ("$4") to values. Returns every register written."""
+    reg = dict(args)
+    m32 = 0xFFFFFFFF
+
+    def val(tok):
+        tok = tok.strip()
+        return int(tok, 0) if tok[0].isdigit() else reg[tok]
+
+    body = text.strip()[1:-1]  # drop the braces of the PTX scope
+    for ins in [i.strip() for i in body.split(";") if i.strip()]:
+        op, _, rest = ins.partition(" ")
+        if op == ".reg":
+            continue
+        if op == "mov.b64":
+            dst, src = rest.split("},")
+            lo, hi = [r.strip() for r in dst.strip(" {").split(",")]
+            reg[lo], reg[hi] = val(src) & m32, val(src) >> 32
+            continue
+        d, *srcs = [t.strip() for t in rest.split(",")]
+        a = [val(t) for t in srcs]
+        if op == "shr.b32":
+            reg[d] = a[0] >> a[1]
+        elif op == "shl.b32":
+            reg[d] = (a[0] << a[1]) & m32
+        elif op == "and.b32":
+            reg[d] = a[0] & a[1]
+        elif op == "xor.b32":
+            reg[d] = a[0] ^ a[1]
+        elif op == "prmt.b32":  # default mode: byte k of d is byte (sel nibble k) of {b, a}
+            by = [(a[0] >> 8 * i) & 0xFF for i in range(4)] + [(a[1] >> 8 * i) & 0xFF for i in range(4)]
+            reg[d] = sum(by[(a[2] >> 4 * k) & 7] << 8 * k for k in range(4))
+        else:
+            raise AssertionError(f"unexpected PTX instruction {ins!r}")
+    return reg
+
+
+def test_mmsp_metadata_ptx_gathers_each_mmas_nibbles():
+    """The metadata of ``mma.sp`` (m16n8k32, selector 0) for MMA s of a super-step: row g's nibbles s, s + 4,
+    s + 8, s + 12 (groups 4q + s) in the low halfword, row g + 8's in the high one. The kernel's PTX (byte
+    permutes, ``_meta4_asm``), interpreted instruction by instruction, must give exactly that for random rows
+    and for all-equal and single-nibble patterns."""
+    import random
+
+    from llmsparse.kernels.gluon_mmsp import _meta4_asm
+
+    asm = _meta4_asm()
+
+    def want(wl, wh, s):
+        def gather(w):
+            return sum(((w >> 4 * (s + 4 * q)) & 0xF) << 4 * q for q in range(4))
+        return gather(wl) | gather(wh) << 16
+
+    rng = random.Random(0)
+    cases = [(rng.getrandbits(64), rng.getrandbits(64)) for _ in range(2000)]
+    cases += [(0, 0), (2**64 - 1, 0), (0x4444444444444444, 0xEEEEEEEEEEEEEEEE)]
+    cases += [(0xF << 4 * p, 0xA << 4 * (15 - p)) for p in range(16)]
+    for wl, wh in cases:
+        out = _run_ptx(asm, {"$4": wl, "$8": wh})
+        assert [out[f"${s}"] for s in range(4)] == [want(wl, wh, s) for s in range(4)], (hex(wl), hex(wh))
