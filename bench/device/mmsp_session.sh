@@ -17,6 +17,9 @@
 #          at M = 1, 8, 16 with PDL off and with PDL = 1
 #   meta   eleventh session: A/B of the metadata build (meta_probe.py, byte permutes against shifts and masks) at M = 16,
 #          then the PF = 3 configurations (register prefetch unrolled by two) at M = 16 beside the dispatcher's
+#   layout (for the twelfth session) layout_probe.py: the packed weights read in mmsp's row pattern against a contiguous
+#          read of the same bytes; then Nsight Compute (stall reasons per instruction, SourceCounters) on the
+#          dispatcher's 4096x4096 M = 16 configuration
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
@@ -104,6 +107,13 @@ case $stage in
     timeout 220 python3 bench/device/meta_probe.py --m 16 --rounds 2 --out "$OUT/meta16.json" 2>&1 | grep -v Warn
     PROBE_M=16 probe pf3.json "$PF3"
     python3 bench/device/pick_extra.py "$OUT/pf3.json" "$PF3" 2> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt"
+    ;;
+  layout)
+    timeout 240 python3 bench/device/layout_probe.py --out "$OUT/layout.json" 2>&1 | grep -v Warn
+    timeout 90 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+      --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis \
+      python3 bench/device/ncu_kernel.py mmsp:4,1,2,1,1,0,0,4,1 4096x4096 16 bf16 > "$OUT/ncu_layout.txt" 2>&1
+    echo "ncu rc $?"; grep -i "stall\|Duration\|DRAM Throughput" "$OUT/ncu_layout.txt" | head -20
     ;;
   table)
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"
