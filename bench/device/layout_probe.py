@@ -1,12 +1,13 @@
 """Does the packed layout's access pattern slow the weight stream? A probe for the M = 16 kernel.
 
     python bench/device/layout_probe.py --out OUT.json [--shapes 4096x4096,11008x4096,8192x28672]
-        [--steps 1,4,16]
+        [--steps 1,4,16,32]
 
 The ``mmsp`` kernel reads the packed 2:4 weights row by row: per iteration each program takes, for each of its
 R rows (16-64), S super-steps (128 inputs: 128 bytes of ``values`` and 16 of ``meta``, two separate arrays)
 -- with the dispatcher's configurations 128-512 bytes per row, rows K bytes apart -- where the streaming
-bound of ``read_floor.py`` reads one contiguous buffer 4-16 KB per program iteration. This times a kernel that
+bound of ``read_floor.py`` reads one contiguous buffer 4-16 KB per program iteration and the M = 1 kernel
+``gemvg`` 4 KB of each of its rows per iteration (S = 32). This times a kernel that
 reads exactly the packed tensors in the kernel's pattern (R rows x S super-steps of values and metadata per
 iteration, K split over programs as split-K does), best of an R / iterations / warps sweep for each S,
 against read_floor's contiguous read of the same byte count. If the row pattern is much slower than the
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--shapes", default="4096x4096,11008x4096,8192x28672")
-    ap.add_argument("--steps", default="1,4,16")
+    ap.add_argument("--steps", default="1,4,16,32")
     a = ap.parse_args(argv)
     try:
         shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
