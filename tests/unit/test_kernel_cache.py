@@ -109,3 +109,15 @@ def test_cache_signature_separates_pdl_timings(monkeypatch):
     on = dispatch.cache_signature()
     assert off != on and off["pdl"] == 0 and on["pdl"] == 2
     assert {k: v for k, v in off.items() if k != "pdl"} == {k: v for k, v in on.items() if k != "pdl"}
+
+
+def test_cache_signature_separates_mmsp_metadata_builds(monkeypatch):
+    """Choices timed with one mmsp metadata build (gluon_mmsp.META) are not reused with the other."""
+    from llmsparse.kernels import gluon_mmsp
+
+    monkeypatch.setattr(gluon_mmsp, "META", 0)
+    old = dispatch.cache_signature()
+    monkeypatch.setattr(gluon_mmsp, "META", 1)
+    new = dispatch.cache_signature()
+    assert old != new and old["meta"] == 0 and new["meta"] == 1
+    assert {k: v for k, v in old.items() if k != "meta"} == {k: v for k, v in new.items() if k != "meta"}
