@@ -25,9 +25,9 @@ contiguous bytes per warp instruction (the first version: 8 rows x 16 bytes). Th
 is rebuilt from one 8-byte load per row (16 nibbles; MMA s takes nibbles s, s+4, s+8, s+12): a 4 x 4 nibble
 transpose by byte permutes (:func:`_meta4`; :data:`META` = 0: shifts and masks per MMA). B is read either
 with one 32-bit load per register (inputs ``8q + 2s + ...``) or, with ``XS``, with 16-byte loads whose index
-bits are then permuted into the fragments by warp shuffles (:func:`_x_fragments`). ``CH`` chains the 4 MMAs of a super-step into one accumulator to free registers
-for more row tiles; measured on an H100 it won only where the grid stays full (two configurations below).
-``SK`` splits K over programs (fp32 partial sums, then
+bits are then permuted into the fragments by warp shuffles (:func:`_x_fragments`). ``CH`` chains the 4 MMAs
+of a super-step into one accumulator to free registers for more row tiles; measured on an H100 it won only
+where the grid stays full (two configurations below). ``SK`` splits K over programs (fp32 partial sums, then
 ``gluon_sp24._splitk_reduce``), for shapes whose grid leaves SMs idle (4096 rows: one 4-warp program per
 SM). ``RW`` makes the warps of a program split its rows instead of its super-steps:
 they then read the same x (L1 hits after the first warp: at M = 16 the x re-reads were as many L2 bytes as
@@ -598,17 +598,18 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     target = y if splits == 1 else torch.empty((splits, M, N), device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(N, kc["ROWS"]), triton.cdiv(M, 8 * nt), splits)
     fixup = splits > 1 and kc["FX"]
+    pdl = _gsp.pdl_args(x.device)
     _sp24_mmsp_gl[grid](
         x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), target,
         bias if bias is not None else y,
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
         y, tile_counters(x.device, grid[0] * grid[1]) if fixup else y, y.stride(0),
         HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
-        num_warps=wk, META=META, **kc, **_gsp.pdl_args(x.device),
+        num_warps=wk, META=META, **kc, **pdl,
     )
     if splits > 1 and not fixup:
         block = 1024
         _splitk_reduce[(triton.cdiv(M * N, block),)](
             target, y, bias if bias is not None else y, M * N, N, y.stride(0),
-            S=splits, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4, **_gsp.pdl_args(x.device))
+            S=splits, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4, **pdl)
     return y
