@@ -20,6 +20,8 @@
 #   layout (for the twelfth session) layout_probe.py: the packed weights read in mmsp's row pattern against a contiguous
 #          read of the same bytes; then Nsight Compute (stall reasons per instruction, SourceCounters) on the
 #          dispatcher's 4096x4096 M = 16 configuration
+#   early  twelfth session: GPU test of the PDL chain (with and without mmsp's early weight loads, gluon_mmsp.EARLY),
+#          then pdl_probe.py --early (PDL modes 1 and 2 with and without early weights) at M = 16 on the six shapes
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
@@ -108,12 +110,26 @@ case $stage in
     PROBE_M=16 probe pf3.json "$PF3"
     python3 bench/device/pick_extra.py "$OUT/pf3.json" "$PF3" 2> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt"
     ;;
+  early)
+    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
+      -k "programmatic" 2>&1 | tail -3
+    timeout 220 python3 bench/device/pdl_probe.py --out "$OUT/pdl_early.json" --early --dtype "${DT:-bf16}" \
+      --shapes 4096x4096,11008x4096,4096x11008,8192x8192,28672x8192,8192x28672 \
+      --cases "16:mmsp:4,1,2,1,1,0,0,4,1;16:mmsp:4,2,2,1,1" 2>&1 | grep -v Warn
+    ;;
   layout)
     timeout 240 python3 bench/device/layout_probe.py --out "$OUT/layout.json" 2>&1 | grep -v Warn
-    timeout 90 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
-      --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis \
-      python3 bench/device/ncu_kernel.py mmsp:4,1,2,1,1,0,0,4,1 4096x4096 16 bf16 > "$OUT/ncu_layout.txt" 2>&1
-    echo "ncu rc $?"; grep -i "stall\|Duration\|DRAM Throughput" "$OUT/ncu_layout.txt" | head -20
+    # per-instruction stall samples (SASS) of the dispatcher's M = 16 configurations at a 7B and a 70B shape
+    for spec in "mmsp:4,1,2,1,1,0,0,4,1 4096x4096 m16_7b" "mmsp:4,2,2,1,1 8192x28672 m16_70b"; do
+      set -- $spec
+      timeout 100 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+        --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis --section Occupancy \
+        -f -o "/tmp/$3" python3 bench/device/ncu_kernel.py "$1" "$2" 16 bf16 > /dev/null 2>&1
+      echo "ncu $3 rc $?"
+      "$NCU" -i "/tmp/$3.ncu-rep" --page details > "$OUT/ncu_$3.txt" 2>&1
+      "$NCU" -i "/tmp/$3.ncu-rep" --page source --csv --print-source sass > "$OUT/src_$3.csv" 2>&1
+      grep -i "Duration\|DRAM Throughput\|Warp Cycles Per Issued\|Stall" "$OUT/ncu_$3.txt" | head -12
+    done
     ;;
   table)
     [ -n "${EXCL:-}" ] && export LLMSPARSE_KERNEL_EXCLUDE="$EXCL"

@@ -152,14 +152,14 @@ def _signature() -> tuple:
 def cache_signature() -> dict:
     """What a saved choice depends on besides the GPU (which is part of every key): the torch and Triton
     versions, the kernel code itself (a hash of this package's kernel sources), the programmatic
-    dependent launch mode of the small-M kernels (``gluon_sp24.PDL``) and ``mmsp``'s metadata build
-    (``gluon_mmsp.META``), both of which change timings. A file written under another signature is ignored,
+    dependent launch mode of the small-M kernels (``gluon_sp24.PDL``), ``mmsp``'s metadata build
+    (``gluon_mmsp.META``) and its early weight loads (``gluon_mmsp.EARLY``), all of which change timings. A file written under another signature is ignored,
     never half-used."""
     from . import gluon_mmsp, gluon_sp24
 
     torch_v, triton_v, kernels = _signature()  # hashed once per process
     return {"torch": torch_v, "triton": triton_v, "kernels": kernels, "pdl": int(gluon_sp24.PDL),
-            "meta": int(gluon_mmsp.META)}
+            "meta": int(gluon_mmsp.META), "early": int(gluon_mmsp.EARLY)}
 
 
 def default_cache_path() -> str | None:

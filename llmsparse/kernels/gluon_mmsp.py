@@ -183,20 +183,51 @@ if MMSP_AVAILABLE:
             return r[None, None, None, None, None, :]
 
     @gluon.jit
-    def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr):
-        """The operands of one super-step (``ss0 + kw``) of every warp; past the end (uneven K): zero
-        weights and inputs, valid indices (0, 1) in the metadata."""
+    def _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K: gl.constexpr):
+        """The packed weights of one super-step (``ss0 + kw``) of every warp; past the end (uneven K): zero
+        weights, valid indices (0, 1) in the metadata."""
         if EVEN_K:
             va = gl.load(v_ptr + (a_off + ss0 * 32))
             wl = gl.load(m_ptr + (m_lo + ss0 * 2))
             wh = gl.load(m_ptr + (m_hi + ss0 * 2))
-            xb = gl.load(x_ptr + (b_off + ss0 * 64))
         else:
             ok = (ss0 + kw) < SS
             va = gl.load(v_ptr + (a_off + ss0 * 32), mask=ok, other=0)
             wl = gl.load(m_ptr + (m_lo + ss0 * 2), mask=ok, other=0x4444444444444444)
             wh = gl.load(m_ptr + (m_hi + ss0 * 2), mask=ok, other=0x4444444444444444)
-            xb = gl.load(x_ptr + (b_off + ss0 * 64), mask=ok, other=0)
+        return va, wl, wh
+
+    @gluon.jit
+    def _mmsp_load_x(x_ptr, b_off, kw, ss0, SS, EVEN_K: gl.constexpr):
+        """The inputs of one super-step (``ss0 + kw``) of every warp; zeros past the end (uneven K)."""
+        if EVEN_K:
+            xb = gl.load(x_ptr + (b_off + ss0 * 64))
+        else:
+            xb = gl.load(x_ptr + (b_off + ss0 * 64), mask=(ss0 + kw) < SS, other=0)
+        return xb
+
+    @gluon.jit
+    def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr):
+        """The operands of one super-step (``ss0 + kw``) of every warp (:func:`_mmsp_load_w`,
+        :func:`_mmsp_load_x`)."""
+        va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K)
+        xb = _mmsp_load_x(x_ptr, b_off, kw, ss0, SS, EVEN_K)
+        return va, wl, wh, xb
+
+    @gluon.jit
+    def _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr,
+                    EWA: gl.constexpr, GDC: gl.constexpr):
+        """The operands of the first super-step a program reads. With ``EWA`` (early weights under PDL) its
+        packed weights are requested *before* ``griddepcontrol.wait`` -- no kernel before this one writes
+        them (:data:`EARLY`) -- and x, the previous kernel's output, after it."""
+        if EWA:
+            va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K)
+            gdc_wait()
+            if GDC == 2:
+                gdc_launch_dependents()
+            xb = _mmsp_load_x(x_ptr, b_off, kw, ss0, SS, EVEN_K)
+        else:
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K)
         return va, wl, wh, xb
 
     @gluon.jit
@@ -279,9 +310,12 @@ if MMSP_AVAILABLE:
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = 0,
-        FX: gl.constexpr = 0, META: gl.constexpr = 0,
+        FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0,
     ):
-        if GDC:  # PDL (gluon_sp24.PDL): nothing is read or written before the previous kernel is done
+        # EWA: with PDL and EW (EARLY) the register-prefetch paths request the first super-step's weights before
+        # griddepcontrol.wait (_mmsp_first); otherwise nothing is read or written before the previous kernel is done
+        EWA: gl.constexpr = GDC != 0 and EW != 0 and AS == 0 and PF != 0
+        if GDC and not EWA:
             gdc_wait()
             if GDC == 2:
                 gdc_launch_dependents()
@@ -384,7 +418,7 @@ if MMSP_AVAILABLE:
                 va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + it * KSTEP, SS, EVEN_K)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
-            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
+            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC)
             for it in range(0, ITERS):
                 if PD > 0:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
@@ -393,7 +427,7 @@ if MMSP_AVAILABLE:
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
         elif PF == 3:  # one iteration ahead, unrolled by two: two register sets, no copy from one to the other
-            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
+            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC)
             if ITERS % 2 == 1:  # an odd count: one iteration before the pairs
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
                                                 sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K)
@@ -407,7 +441,7 @@ if MMSP_AVAILABLE:
                 va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
                 acc = _mmsp_mma(va1, wl1, wh1, xb1, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
         else:  # two iterations ahead
-            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K)
+            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC)
             va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
                                             sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K)
             for it in range(0, ITERS):
@@ -575,6 +609,13 @@ def tile_counters(device: torch.device, n: int) -> torch.Tensor:
 # (``LLMSPARSE_MMSP_META=0`` at import, or this attribute: bench/device/meta_probe.py).
 META = 0 if os.environ.get("LLMSPARSE_MMSP_META", "1").strip() == "0" else 1
 
+# Early weights (twelfth session, opt-in: ``LLMSPARSE_MMSP_EARLY=1`` at import, or this attribute): under PDL the
+# register-prefetch configurations request their first super-step's packed weights before
+# ``griddepcontrol.wait``, so that a kernel's weight stream starts while the kernel before it finishes. Valid
+# only while no kernel launched right before this one writes the packed tensors: true of a model's layers, whose
+# weights are written once when they are packed or loaded (followed by other kernels before any forward).
+EARLY = 1 if os.environ.get("LLMSPARSE_MMSP_EARLY", "0").strip() == "1" else 0
+
 
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
     """The integer views and 16-byte loads this kernel makes exist for these tensors."""
@@ -605,7 +646,7 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
         M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
         y, tile_counters(x.device, grid[0] * grid[1]) if fixup else y, y.stride(0),
         HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
-        num_warps=wk, META=META, **kc, **pdl,
+        num_warps=wk, META=META, EW=EARLY, **kc, **pdl,
     )
     if splits > 1 and not fixup:
         block = 1024

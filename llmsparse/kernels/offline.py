@@ -91,8 +91,12 @@ def gdc_order(sass: str) -> dict:
     def first(pat):
         return next((i for i, ln in enumerate(ins) if re.search(pat, ln)), -1)
 
-    return {"gdc_wait": first(r"\bACQBULK\b"), "gdc_launch": first(r"\bPREEXIT\b"),
-            "first_load": first(r"\bLDG(STS)?\b|\bLDG(STS)?\."), "first_store": first(r"\bSTG\b|\bSTG\.")}
+    wait = first(r"\bACQBULK\b")
+    return {"gdc_wait": wait, "gdc_launch": first(r"\bPREEXIT\b"),
+            "first_load": first(r"\bLDG(STS)?\b|\bLDG(STS)?\."), "first_store": first(r"\bSTG\b|\bSTG\."),
+            # the global loads issued before the wait, by opcode with its width (``LDG.E.128``...)
+            "loads_before_wait": [re.search(r"\bLDG\S*", ln).group(0) for ln in ins[:max(wait, 0)]
+                                  if re.search(r"\bLDG", ln)]}
 
 
 def splitk_reduce_gdc(gdc: int, arch: int = 90) -> dict:
@@ -146,9 +150,10 @@ def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool =
 
 
 def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool = True, arch: int = 90,
-                     keep_lines: bool = False, gdc: int = 0, meta: int | None = None) -> dict:
+                     keep_lines: bool = False, gdc: int = 0, meta: int | None = None, ew: int = 0) -> dict:
     """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size
-    (``meta``: the metadata build, :data:`~llmsparse.kernels.gluon_mmsp.META` by default)."""
+    (``meta``: the metadata build, :data:`~llmsparse.kernels.gluon_mmsp.META` by default; ``ew``: early weights
+    under PDL, :data:`~llmsparse.kernels.gluon_mmsp.EARLY`)."""
     from . import gluon_mmsp as g
 
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
@@ -158,7 +163,7 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
                c_ptr="*i32", stride_om="i32")
     kc = g.kernel_consts(cfg, dtype == "bfloat16")
     consts = dict(kc, HAS_BIAS=has_bias and (not split or bool(kc["FX"])), EVEN_K=even_k,
-                  SPLIT=split, GDC=gdc, META=g.META if meta is None else meta)
+                  SPLIT=split, GDC=gdc, META=g.META if meta is None else meta, EW=ew)
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "stride_xw", "stride_ym", "o_ptr", "c_ptr", "stride_om"]
     st = _gluon_loop_stats(g._sp24_mmsp_gl, sig, consts, div16, consts["WK"], arch)
     lines = st.pop("lines")

@@ -437,15 +437,17 @@ def test_mmsp_refuses_k_not_multiple_of_128_and_dispatch_falls_back(dtype):
     assert rel(y, F.linear(x, w)) < TOL[dtype]
 
 
+@pytest.mark.parametrize("early", [0, 1])
 @pytest.mark.parametrize("mode", [1, 2])
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("path,cfg,M", [("gemvg", (1, 4, 8, 1, 4), 1), ("mmsp", (4, 2, 2, 1, 1), 16),
                                         ("mmsp", (4, 1, 2, 1, 1, 0, 0, 4, 1), 16), ("mmsp", (4, 2, 2, 1, 1), 9),
                                         ("mmsp", (4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 1), 16)])
-def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M, mode):
+def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M, mode, early):
     """With PDL on (gluon_sp24.PDL) each kernel may start before the previous one ends: a chain of five
     layers where every layer reads the previous one's output (and split-K's reduction reads the partials
-    just written) must still equal the dense-with-zeros chain, eagerly and replayed in a CUDA graph."""
+    just written) must still equal the dense-with-zeros chain, eagerly and replayed in a CUDA graph; also
+    with ``mmsp``'s early weight loads (gluon_mmsp.EARLY: weights requested before the wait, x after)."""
     from llmsparse.kernels import gluon_mmsp, gluon_sp24
     from llmsparse.kernels.dispatch import Choice, run_choice
 
@@ -453,7 +455,10 @@ def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M, m
         pytest.skip("this Triton lacks the Gluon features of the kernel")
     if torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("programmatic dependent launch needs sm_90 or later")
+    if early and path != "mmsp":
+        pytest.skip("early weight loads are mmsp's")
     monkeypatch.setattr(gluon_sp24, "PDL", mode)
+    monkeypatch.setattr(gluon_mmsp, "EARLY", early)
     n = 1024
     # random_24 keeps half the weights at scale 1/sqrt(n): x 1.4 keeps the activations near unit size over
     # the five layers (x 0.05 shrank them to ~6e-8, fp16 subnormals, where the relative error is rounding)

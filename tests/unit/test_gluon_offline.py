@@ -281,3 +281,27 @@ def test_programmatic_dependent_launch_orders_memory_behind_the_wait(kernel, mod
         assert on["gdc_launch"] > on["first_load"], on
     if "stack" in on:
         assert on["stack"] == 0 and on["regs"] <= off["regs"] + 4, (off, on)
+
+
+@pytest.mark.parametrize("cfg", [(4, 1, 2, 1, 1, 0, 0, 4, 1), (4, 2, 2, 1, 1), (4, 2, 2, 2, 1), (4, 2, 2, 3, 1),
+                                 (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1)])
+def test_mmsp_early_weights_request_only_weights_before_the_wait(cfg):
+    """gluon_mmsp.EARLY (opt-in): under PDL the register-prefetch configurations request the first super-step's
+    packed weights before ``griddepcontrol.wait`` -- per thread 4 RT 16-byte loads of ``values`` and 2 RT 8-byte
+    loads of ``meta`` -- and nothing else: x (16-byte loads too, with XS) is the previous kernel's output and
+    must come after. Configurations without register prefetch wait first, as without EARLY."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts and inline asm")
+    rt = cfg[1]
+    for mode in (1, 2):
+        st = offline.gluon_mmsp_stats("bfloat16", cfg, even_k=False, gdc=mode, ew=1)
+        assert st["stack"] == 0
+        before = sorted(st["loads_before_wait"])
+        assert before == sorted(["LDG.E.128"] * (4 * rt) + ["LDG.E.64"] * (2 * rt)), (mode, st)
+        assert 0 <= st["gdc_launch"] < st["first_store"]
+        if mode == 2:
+            assert st["gdc_wait"] < st["gdc_launch"]
+    plain = offline.gluon_mmsp_stats("bfloat16", (2, 4, 2, 0, 1, 1), gdc=1, ew=1)  # PF = 0: no early loads
+    assert plain["loads_before_wait"] == [] and 0 <= plain["gdc_wait"] < plain["first_load"]
