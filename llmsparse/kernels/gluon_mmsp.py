@@ -303,6 +303,69 @@ if MMSP_AVAILABLE:
         return acc
 
     @gluon.jit
+    def _mmsp_epilogue(acc, n0, pid_m, pid_k, M, N, MN, y_ptr, b_ptr, o_ptr, c_ptr, stride_ym, stride_om,
+                       L: gl.constexpr, RW: gl.constexpr, RT: gl.constexpr, WK: gl.constexpr, NT: gl.constexpr,
+                       SPLIT: gl.constexpr, FX: gl.constexpr, HAS_BIAS: gl.constexpr, GDC: gl.constexpr):
+        """Sum the accumulators over s (and over the warps, without RW) and store: the output (+ bias), or
+        with SPLIT the fp32 partials (FX: the last program of the output tile adds them all)."""
+        if RW:  # each warp holds whole sums for its own rows: no reduction across warps
+            out = gl.sum(acc, axis=4)  # [WK, RT, NT, 32, 4]
+            L5: gl.constexpr = gl.SliceLayout(4, L)
+            o_kw = gl.arange(0, WK, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
+            o_r5 = gl.arange(0, RT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
+            o_n5 = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
+            o_l5 = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, L5)))))
+            o_j5 = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L5)))))
+            o_kw = o_kw[:, None, None, None, None]
+            o_rt = o_r5[None, :, None, None, None]
+            o_nt = o_n5[None, None, :, None, None]
+            o_ln = o_l5[None, None, None, :, None]
+            o_j = o_j5[None, None, None, None, :]
+            o_row = n0 + o_kw * (16 * RT) + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
+        else:
+            out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
+            LO: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(4, L))
+            o_rt = gl.arange(0, RT, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[:, None, None, None]
+            o_nt = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[None, :, None, None]
+            o_ln = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, LO))))[None, None, :, None]
+            o_j = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LO))))[None, None, None, :]
+            o_row = n0 + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
+        o_tok = pid_m * (8 * NT) + o_nt * 8 + 2 * (o_ln % 4) + (o_j & 1)
+        if SPLIT and FX:
+            # in-kernel split-K fixup: store this program's partial; the last program of the tile to finish
+            # (an acq_rel counter per tile, behind a barrier so every thread's partial is stored first) adds
+            # all S partials in split order 0..S-1 (its own from registers), as _splitk_reduce does (bit for
+            # bit the same result, whichever program is last), adds the bias and resets the counter to 0
+            o_ok = (o_tok < M) & (o_row < N)
+            p_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
+            if GDC == 1:
+                gdc_launch_dependents()
+            gl.store(p_ptrs + pid_k.to(gl.int64) * MN, out, mask=o_ok)
+            gl.thread_barrier()
+            tile = c_ptr + pid_m * gl.num_programs(0) + gl.program_id(0)
+            done = gl.atomic_add(tile, 1, sem="acq_rel", scope="gpu")
+            if done == gl.num_programs(2) - 1:
+                tot = gl.zeros_like(out)
+                for k in range(0, gl.num_programs(2)):
+                    other = gl.load(p_ptrs + k * MN, mask=o_ok & (k != pid_k), other=0.0, cache_modifier=".cg")
+                    tot += gl.where(k == pid_k, out, other)
+                if HAS_BIAS:
+                    tot += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
+                o_ptrs = o_ptr + o_tok.to(gl.int64) * stride_om + o_row
+                gl.store(o_ptrs, tot.to(o_ptr.dtype.element_ty), mask=o_ok)
+                gl.store(tile, 0)
+        else:
+            if HAS_BIAS:
+                out += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
+            y_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
+            if SPLIT:
+                y_ptrs += pid_k.to(gl.int64) * MN
+            if GDC == 1:
+                gdc_launch_dependents()
+            gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
+
+
+    @gluon.jit
     def _sp24_mmsp_gl(
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
         M, N, SS, KG, KM, stride_xw, stride_ym, ITERS, MN, o_ptr, c_ptr, stride_om,
@@ -452,62 +515,8 @@ if MMSP_AVAILABLE:
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
                 va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
-        if RW:  # each warp holds whole sums for its own rows: no reduction across warps
-            out = gl.sum(acc, axis=4)  # [WK, RT, NT, 32, 4]
-            L5: gl.constexpr = gl.SliceLayout(4, L)
-            o_kw = gl.arange(0, WK, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
-            o_r5 = gl.arange(0, RT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
-            o_n5 = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, gl.SliceLayout(4, L5)))))
-            o_l5 = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(4, L5)))))
-            o_j5 = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L5)))))
-            o_kw = o_kw[:, None, None, None, None]
-            o_rt = o_r5[None, :, None, None, None]
-            o_nt = o_n5[None, None, :, None, None]
-            o_ln = o_l5[None, None, None, :, None]
-            o_j = o_j5[None, None, None, None, :]
-            o_row = n0 + o_kw * (16 * RT) + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
-        else:
-            out = gl.sum(gl.sum(acc, axis=4), axis=0)  # [RT, NT, 32, 4]
-            LO: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(4, L))
-            o_rt = gl.arange(0, RT, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[:, None, None, None]
-            o_nt = gl.arange(0, NT, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, LO))))[None, :, None, None]
-            o_ln = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, LO))))[None, None, :, None]
-            o_j = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, LO))))[None, None, None, :]
-            o_row = n0 + o_rt * 16 + o_ln // 4 + 8 * (o_j >> 1)
-        o_tok = pid_m * (8 * NT) + o_nt * 8 + 2 * (o_ln % 4) + (o_j & 1)
-        if SPLIT and FX:
-            # in-kernel split-K fixup: store this program's partial; the last program of the tile to finish
-            # (an acq_rel counter per tile, behind a barrier so every thread's partial is stored first) adds
-            # all S partials in split order 0..S-1 (its own from registers), as _splitk_reduce does (bit for
-            # bit the same result, whichever program is last), adds the bias and resets the counter to 0
-            o_ok = (o_tok < M) & (o_row < N)
-            p_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
-            if GDC == 1:
-                gdc_launch_dependents()
-            gl.store(p_ptrs + pid_k.to(gl.int64) * MN, out, mask=o_ok)
-            gl.thread_barrier()
-            tile = c_ptr + pid_m * gl.num_programs(0) + pid_n
-            done = gl.atomic_add(tile, 1, sem="acq_rel", scope="gpu")
-            if done == gl.num_programs(2) - 1:
-                tot = gl.zeros_like(out)
-                for k in range(0, gl.num_programs(2)):
-                    other = gl.load(p_ptrs + k * MN, mask=o_ok & (k != pid_k), other=0.0, cache_modifier=".cg")
-                    tot += gl.where(k == pid_k, out, other)
-                if HAS_BIAS:
-                    tot += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
-                o_ptrs = o_ptr + o_tok.to(gl.int64) * stride_om + o_row
-                gl.store(o_ptrs, tot.to(o_ptr.dtype.element_ty), mask=o_ok)
-                gl.store(tile, 0)
-        else:
-            if HAS_BIAS:
-                out += gl.load(b_ptr + gl.minimum(o_row, N - 1)).to(gl.float32)
-            y_ptrs = y_ptr + o_tok.to(gl.int64) * stride_ym + o_row
-            if SPLIT:
-                y_ptrs += pid_k.to(gl.int64) * MN
-            if GDC == 1:
-                gdc_launch_dependents()
-            gl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=(o_tok < M) & (o_row < N))
-
+        _mmsp_epilogue(acc, n0, pid_m, pid_k, M, N, MN, y_ptr, b_ptr, o_ptr, c_ptr, stride_ym, stride_om,
+                       L, RW, RT, WK, NT, SPLIT, FX, HAS_BIAS, GDC)
 
 # (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW[, AS[, FX]]]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
 # 16-row tiles per warp, 8-token tiles, register prefetch (0-2 iterations ahead; 3: one ahead with the loop
