@@ -22,6 +22,8 @@
 #          dispatcher's 4096x4096 M = 16 configuration
 #   early  twelfth session: GPU test of the PDL chain (with and without mmsp's early weight loads, gluon_mmsp.EARLY),
 #          then pdl_probe.py --early (PDL modes 1 and 2 with and without early weights) at M = 16 on the six shapes
+#   tma    twelfth session: TM configurations (12th element: weights through a TM-stage shared-memory ring filled by
+#          bulk tensor copies): diag, GPU tests, probe at M = 8 and 16 beside the dispatcher's, Nsight Compute
 #   table  the dispatcher's picks at M = 1-16, all six shapes, both dtypes, with CH configurations as
 #          extra candidates, or those in $EXTRA (faulty ones excluded through the names in $EXCL)
 # Every step has its own time limit, so a call ends inside the device tool's 600 s.
@@ -47,6 +49,9 @@ FX="4,1,2,1,1,0,0,4,1,0,1;4,1,2,1,1,0,0,8,1,0,1;4,1,2,1,1,0,0,2,1,0,1;4,2,2,1,1,
 # operands before the MMAs of their own iteration instead of at the end of the one that loads them (offline: no spills,
 # 152-255 registers; the chained (4,2,2,3,1,1) at 152)
 PF3="4,2,2,3,1;2,2,2,3,1;8,2,2,3,1;4,1,2,3,1;4,1,2,3,1,0,0,4,1;4,2,2,3,1,0,0,2,1;4,2,2,3,1,0,0,4,1,0,1;4,2,2,3,1,1;4,1,2,3,1,0,0,8,1,0,1;4,2,2,3,1,1,0,2"
+# TM (twelfth session): bulk tensor copies (TMA) into a TM-stage shared ring; 140-192 registers offline, no spills,
+# 40-120 KB of shared memory
+TMC="4,2,2,1,1,0,0,1,0,0,0,3;4,2,2,1,1,0,0,1,0,0,0,4;4,2,2,1,1,0,0,1,0,0,0,6;4,1,2,1,1,0,0,4,0,0,0,4;4,1,2,1,1,0,0,2,0,0,0,6;4,2,2,1,1,0,0,2,0,0,0,4;4,2,2,1,1,0,0,4,0,0,1,4;8,1,2,1,1,0,0,1,0,0,0,4;8,2,2,1,1,0,0,1,0,0,0,3;2,2,2,1,1,0,0,1,0,0,0,6;4,4,2,1,1,1,0,1,0,0,0,3;2,4,2,1,1,1,0,1,0,0,0,4;4,1,1,1,1,0,0,1,0,0,0,4;4,2,1,1,1,0,0,1,0,0,0,4"
 # diag LIMIT ONLY LIST: each configuration of LIST (and the dispatcher's ones starting with ONLY) in its own
 # process; the faulty or wrong ones are excluded for the rest of the stage
 diag() {
@@ -109,6 +114,17 @@ case $stage in
     timeout 220 python3 bench/device/meta_probe.py --m 16 --rounds 2 --out "$OUT/meta16.json" 2>&1 | grep -v Warn
     PROBE_M=16 probe pf3.json "$PF3"
     python3 bench/device/pick_extra.py "$OUT/pf3.json" "$PF3" 2> "$OUT/pick.txt"; grep " M=16 " "$OUT/pick.txt"
+    ;;
+  tma)
+    diag 120 mmsp:4,2,2,1,1 "$TMC"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
+      -k "tma_stages" 2>&1 | tail -5
+    PROBE_M=8,16 probe tma.json "$TMC"
+    python3 bench/device/pick_extra.py "$OUT/tma.json" "$TMC" 2> "$OUT/pick.txt" | tee "$OUT/extra.txt"; grep " M=16 " "$OUT/pick.txt"
+    timeout 60 "$NCU" --profile-from-start off --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+      python3 bench/device/ncu_kernel.py mmsp:4,2,2,1,1,0,0,1,0,0,0,4 8192x28672 16 bf16 > "$OUT/ncu_tma.txt" 2>&1
+    echo "ncu rc $?"; grep -i "Duration\|DRAM Throughput\|Registers Per\|Achieved Occ" "$OUT/ncu_tma.txt"
     ;;
   early)
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \

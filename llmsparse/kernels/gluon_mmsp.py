@@ -61,11 +61,18 @@ try:
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
+    try:  # Hopper's bulk tensor copies (TMA) for the TM configurations
+        from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+        TMA_AVAILABLE = hasattr(gl, "SharedLinearLayout")
+    except Exception:  # pragma: no cover - depends on the installed Triton
+        TMA_AVAILABLE = False
+
     MMSP_AVAILABLE = AVAILABLE and hasattr(gl, "DistributedLinearLayout") and hasattr(gl, "inline_asm_elementwise")
     if MMSP_AVAILABLE:
         from .gluon_sp24 import gdc_launch_dependents, gdc_wait
 except Exception:  # pragma: no cover - depends on the installed Triton
-    MMSP_AVAILABLE = False
+    MMSP_AVAILABLE = TMA_AVAILABLE = False
 
 
 _LAYOUTS: dict = {}
@@ -87,6 +94,37 @@ def mmsp_layout(wk: int, rt: int, nt: int):
             warp_bases=[e(0, 1 << i) for i in range(_log2(wk))],
             block_bases=[], shape=[wk, rt, nt, 32, 4, 4])
     return _LAYOUTS[key]
+
+
+_TMA_LAYOUTS: dict = {}
+
+
+def tma_layouts(wk: int, rt: int) -> dict:
+    """The shared-memory layouts of a TM configuration: ``VS`` / ``MS``, the unswizzled row-major tiles the
+    bulk tensor copies write (``values`` [16 RT rows, 32 WK int32] and ``meta`` [16 RT rows, 2 WK int64]: WK
+    super-steps of 16 RT rows), and ``VL`` / ``ML``, the same bytes seen as the register layout's shapes
+    ``[WK, RT, 1, 32, 4, 4]`` / ``[WK, RT, 1, 32, 1, 1]`` (bases: element offset bit -> logical index), so
+    that one ``load`` puts every operand where :func:`_sp24_mmsp_gl` puts it from global memory. Metadata:
+    lane ``4g + t`` takes the int64 ``t % 2`` of row ``g + 8 (t >> 1)`` (lanes t = 2, 3 are not read by
+    the MMA, which takes metadata from lanes 0 and 1 of each quad); the tile copied from row 8 onward gives
+    rows g + 8 to lanes t = 0, 1."""
+    key = (wk, rt)
+    if key not in _TMA_LAYOUTS:
+        def e(dim, v):
+            b = [0] * 6
+            b[dim] = v
+            return b
+
+        kw = [e(0, 1 << i) for i in range(_log2(wk))]
+        rts = [e(1, 1 << i) for i in range(_log2(rt))]
+        vl = gl.SharedLinearLayout([e(4, 1), e(4, 2), e(3, 1), e(3, 2), e(5, 2)] + kw          # columns
+                                   + [e(3, 4), e(3, 8), e(3, 16), e(5, 1)] + rts)             # rows
+        ml = gl.SharedLinearLayout([e(3, 1)] + kw + [e(3, 4), e(3, 8), e(3, 16), e(3, 2)] + rts)
+        _TMA_LAYOUTS[key] = {
+            "VS": gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2),
+            "MS": gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=64, rank=2),
+            "VL": vl, "ML": ml}
+    return _TMA_LAYOUTS[key]
 
 
 def _mma4_asm(ab: str, chain: bool = False) -> str:
@@ -123,6 +161,9 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     rw = bool(cfg[8]) if len(cfg) > 8 else False
     stages = int(cfg[9]) if len(cfg) > 9 else 0
     fx = int(cfg[10]) if len(cfg) > 10 else 0
+    tm = int(cfg[11]) if len(cfg) > 11 else 0
+    if tm < 0 or tm == 1 or (tm and (rw or stages or pd)):
+        raise ValueError(f"mmsp TMA stages (12th element) must be 0 or >= 2, without RW, AS or PD: {cfg}")
     if fx not in (0, 1):
         raise ValueError(f"mmsp split-K fixup (11th element) must be 0 or 1: {cfg}")
     if pd < 0:
@@ -133,7 +174,7 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     if stages < 0 or stages == 1 or (stages and (pf or pd)):
         raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
-            "RW": rw, "AS": stages, "FX": fx, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
+            "RW": rw, "AS": stages, "FX": fx, "TM": tm, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch),
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
@@ -373,7 +414,7 @@ if MMSP_AVAILABLE:
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = 0,
-        FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0,
+        FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0, TM: gl.constexpr = 0,
     ):
         # EWA: with PDL and EW (EARLY) the register-prefetch paths request the first super-step's weights before
         # griddepcontrol.wait (_mmsp_first); otherwise nothing is read or written before the previous kernel is done
@@ -518,6 +559,109 @@ if MMSP_AVAILABLE:
         _mmsp_epilogue(acc, n0, pid_m, pid_k, M, N, MN, y_ptr, b_ptr, o_ptr, c_ptr, stride_ym, stride_om,
                        L, RW, RT, WK, NT, SPLIT, FX, HAS_BIAS, GDC)
 
+    @gluon.jit
+    def _tma_issue(v_desc, m_desc, va_s, ml_s, mh_s, bars, slot, n0, col, pred, NBYTES: gl.constexpr,
+                   WK: gl.constexpr):
+        """Bulk tensor copies of one stage (WK super-steps from ``col``) into ``slot``: values, and the
+        metadata twice (from row n0 and from row n0 + 8; tma_layouts), counted on the slot's barrier."""
+        bar = bars.index(slot)
+        mbarrier.expect(bar, NBYTES, pred=pred)
+        tma.async_copy_global_to_shared(v_desc, [n0, col * 32], bar, va_s.index(slot), pred=pred)
+        tma.async_copy_global_to_shared(m_desc, [n0, col * 2], bar, ml_s.index(slot), pred=pred)
+        tma.async_copy_global_to_shared(m_desc, [n0 + 8, col * 2], bar, mh_s.index(slot), pred=pred)
+
+    @gluon.jit
+    def _sp24_mmsp_tma_gl(
+        x_ptr, v_desc, m_desc, y_ptr, b_ptr,
+        M, N, SS, stride_xw, stride_ym, ITERS, MN, o_ptr, c_ptr, stride_om,
+        L: gl.constexpr, HAS_BIAS: gl.constexpr, IS_BF16: gl.constexpr, EVEN_K: gl.constexpr, SPLIT: gl.constexpr,
+        WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
+        CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
+        ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, TM: gl.constexpr,
+        VS: gl.constexpr, MS: gl.constexpr, VL: gl.constexpr, ML: gl.constexpr, EVEN_N: gl.constexpr,
+        GDC: gl.constexpr = 0, FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0,
+    ):
+        """:func:`_sp24_mmsp_gl` (RW = 0) with the packed weights streamed through a ``TM``-stage ring in
+        shared memory by Hopper's bulk tensor copies (TMA): a program's WK super-steps of 16 RT rows per
+        stage, ``TM - 1`` stages in flight while the warps compute on one, without registers held for them
+        (the register-prefetch kernel holds one iteration per warp in registers; cuBLAS's M = 16 kernels run
+        11-stage TMA pipelines). x is read from global memory as there (PF: one iteration ahead). A slot is
+        refilled after a CTA barrier, one iteration after it was read. Rows past N and super-steps past K
+        arrive as zeros (the copies' out-of-bounds fill); their metadata is replaced by valid indices."""
+        pid_n = gl.program_id(0)
+        pid_m = gl.program_id(1)
+        pid_k = gl.program_id(2)
+        if SPLIT:
+            sb = pid_k * (ITERS * WK)
+        else:
+            sb = 0
+        n0 = pid_n * ROWS
+        kw = _ar(WK, 0, L)
+        rt = _ar(RT, 1, L)
+        nt = _ar(NT, 2, L)
+        lane = _ar(32, 3, L)
+        s = _ar(4, 4, L)
+        j = _ar(4, 5, L)
+        g = lane // 4
+        t = lane % 4
+        tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
+        if XS:
+            b_off = tok * stride_xw + kw * 64 + 16 * j + 4 * t + s
+        else:
+            b_off = tok * stride_xw + kw * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
+        s4 = s * 4
+        ok_l = (n0 + rt * 16 + g) < N  # rows of the metadata of lanes t = 0, 1 (tma_layouts)
+        ok_h = (n0 + rt * 16 + g + 8) < N
+        NBYTES: gl.constexpr = 16 * RT * 32 * WK * 4 + 2 * (16 * RT * 2 * WK * 8)
+        va_s = gl.allocate_shared_memory(gl.int32, [TM, 16 * RT, 32 * WK], VS)
+        ml_s = gl.allocate_shared_memory(gl.int64, [TM, 16 * RT, 2 * WK], MS)
+        mh_s = gl.allocate_shared_memory(gl.int64, [TM, 16 * RT, 2 * WK], MS)
+        bars = gl.allocate_shared_memory(gl.int64, [TM, 1], mbarrier.MBarrierLayout())
+        for st in gl.static_range(TM):
+            mbarrier.init(bars.index(st), count=1)
+        fence_async_shared()
+        if GDC and not EW:
+            gdc_wait()
+            if GDC == 2:
+                gdc_launch_dependents()
+        for st in gl.static_range(TM):  # the first TM stages (weights only: before the wait with EW)
+            _tma_issue(v_desc, m_desc, va_s, ml_s, mh_s, bars, st, n0, sb + st * WK, st < ITERS, NBYTES, WK)
+        if GDC and EW:
+            gdc_wait()
+            if GDC == 2:
+                gdc_launch_dependents()
+        acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
+        if PF:
+            xb = _mmsp_load_x(x_ptr, b_off, kw, sb, SS, EVEN_K)
+        for it in range(0, ITERS):
+            slot = it % TM
+            mbarrier.wait(bars.index(slot), (it // TM) & 1)
+            va = va_s.index(slot)._reinterpret(gl.int32, [WK, RT, 1, 32, 4, 4], VL).load(L)
+            wl = ml_s.index(slot)._reinterpret(gl.int64, [WK, RT, 1, 32, 1, 1], ML).load(L)
+            wh = mh_s.index(slot)._reinterpret(gl.int64, [WK, RT, 1, 32, 1, 1], ML).load(L)
+            if not EVEN_K:
+                ok = (sb + it * WK + kw) < SS
+                wl = gl.where(ok, wl, 0x4444444444444444)
+                wh = gl.where(ok, wh, 0x4444444444444444)
+            if not EVEN_N:
+                wl = gl.where(ok_l, wl, 0x4444444444444444)
+                wh = gl.where(ok_h, wh, 0x4444444444444444)
+            if PF:
+                xb1 = _mmsp_load_x(x_ptr, b_off, kw, sb + gl.minimum(it + 1, ITERS - 1) * WK, SS, EVEN_K)
+            else:
+                xb = _mmsp_load_x(x_ptr, b_off, kw, sb + it * WK, SS, EVEN_K)
+            gl.thread_barrier()  # every warp has read the slot of iteration it - 1: refill it
+            prev = it - 1 + TM
+            _tma_issue(v_desc, m_desc, va_s, ml_s, mh_s, bars, (it + TM - 1) % TM, n0, sb + prev * WK,
+                       (it >= 1) & (prev < ITERS), NBYTES, WK)
+            acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+            if PF:
+                xb = xb1
+        for st in gl.static_range(TM):
+            mbarrier.invalidate(bars.index(st))
+        _mmsp_epilogue(acc, n0, pid_m, pid_k, M, N, MN, y_ptr, b_ptr, o_ptr, c_ptr, stride_ym, stride_om,
+                       L, RW, RT, WK, NT, SPLIT, FX, HAS_BIAS, GDC)
+
 # (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW[, AS[, FX]]]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
 # 16-row tiles per warp, 8-token tiles, register prefetch (0-2 iterations ahead; 3: one ahead with the loop
 # unrolled by two, eleventh session), x read with 16-byte loads and
@@ -566,14 +710,14 @@ def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
 
 
-CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX]]]]]]]"
+CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX[,TM]]]]]]]]"
 
 
 def parse_configs(text: str) -> list[tuple]:
     """``"4,2,2,1,1;4,1,1,0,1,0,0,1,0,3"`` -> configuration tuples (the device scripts' option syntax);
-    ValueError unless every entry is 4 to 11 integers (:data:`CONFIG_SYNTAX`)."""
+    ValueError unless every entry is 4 to 12 integers (:data:`CONFIG_SYNTAX`)."""
     out = [tuple(int(v) for v in c.split(",")) for c in text.split(";") if c.strip()]
-    if any(not 4 <= len(c) <= 11 for c in out):
+    if any(not 4 <= len(c) <= 12 for c in out):
         raise ValueError(f"mmsp configurations are {CONFIG_SYNTAX}; got {text!r}")
     return out
 
@@ -632,6 +776,17 @@ def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) ->
             and values.data_ptr() % 16 == 0 and meta.data_ptr() % 8 == 0)
 
 
+def tma_descriptors(values: torch.Tensor, meta: torch.Tensor, wk: int, rt: int):
+    """Host tensor descriptors of the packed tensors for a TM configuration: int32 ``values`` and int64
+    ``meta`` tiles of 16 RT rows x WK super-steps (:func:`tma_layouts`). Built per call (Triton encodes the
+    tensor map at every launch anyway; a cache would keep the tensors alive)."""
+    if meta.data_ptr() % 16:
+        raise ValueError("mmsp TM configurations need 16-byte aligned metadata (bulk tensor copies)")
+    lay = tma_layouts(wk, rt)
+    return (TensorDescriptor.from_tensor(values.view(torch.int32), [16 * rt, 32 * wk], lay["VS"]),
+            TensorDescriptor.from_tensor(meta.view(torch.int64), [16 * rt, 2 * wk], lay["MS"]))
+
+
 def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
                  out_features: int, cfg=MMSP_CONFIGS[8][0], out: torch.Tensor | None = None) -> torch.Tensor:
     """``x[M, K] @ W^T (+ bias)`` on the sparse tensor cores (``mma.sp``), W as packed 2:4 (values, meta)."""
@@ -649,14 +804,21 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     grid = (triton.cdiv(N, kc["ROWS"]), triton.cdiv(M, 8 * nt), splits)
     fixup = splits > 1 and kc["FX"]
     pdl = _gsp.pdl_args(x.device)
-    _sp24_mmsp_gl[grid](
-        x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), target,
-        bias if bias is not None else y,
-        M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
-        y, tile_counters(x.device, grid[0] * grid[1]) if fixup else y, y.stride(0),
-        HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
-        num_warps=wk, META=META, EW=EARLY, **kc, **pdl,
-    )
+    common = dict(HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
+                  num_warps=wk, META=META, EW=EARLY, **kc, **pdl)
+    counters = tile_counters(x.device, grid[0] * grid[1]) if fixup else y
+    if kc["TM"]:
+        v_desc, m_desc = tma_descriptors(values, meta, kc["WK"], kc["RT"])
+        _sp24_mmsp_tma_gl[grid](
+            x.view(torch.int32), v_desc, m_desc, target, bias if bias is not None else y,
+            M, N, SS, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N, y, counters, y.stride(0),
+            EVEN_N=N % kc["ROWS"] == 0, **tma_layouts(kc["WK"], kc["RT"]), **common)
+    else:
+        _sp24_mmsp_gl[grid](
+            x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), target,
+            bias if bias is not None else y,
+            M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
+            y, counters, y.stride(0), **common)
     if splits > 1 and not fixup:
         block = 1024
         _splitk_reduce[(triton.cdiv(M * N, block),)](

@@ -158,14 +158,26 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
 
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
     split = g.config_splits(cfg) > 1
-    sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i64", y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32", N="i32",
-               SS="i32", KG="i32", KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32", MN="i32", o_ptr=ty,
-               c_ptr="*i32", stride_om="i32")
     kc = g.kernel_consts(cfg, dtype == "bfloat16")
     consts = dict(kc, HAS_BIAS=has_bias and (not split or bool(kc["FX"])), EVEN_K=even_k,
                   SPLIT=split, GDC=gdc, META=g.META if meta is None else meta, EW=ew)
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "stride_xw", "stride_ym", "o_ptr", "c_ptr", "stride_om"]
-    st = _gluon_loop_stats(g._sp24_mmsp_gl, sig, consts, div16, consts["WK"], arch)
+    fn = g._sp24_mmsp_gl
+    if kc["TM"]:  # the bulk-tensor-copy kernel: descriptors instead of the weight pointers
+        lay = g.tma_layouts(kc["WK"], kc["RT"])
+        consts.update(lay, EVEN_N=True)
+        rows = 16 * kc["RT"]
+        sig = dict(x_ptr="*i32", v_desc=f"tensordesc<i32[{rows}, {32 * kc['WK']}],{lay['VS']!r}>",
+                   m_desc=f"tensordesc<i64[{rows}, {2 * kc['WK']}],{lay['MS']!r}>",
+                   y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32", N="i32", SS="i32", stride_xw="i32",
+                   stride_ym="i32", ITERS="i32", MN="i32", o_ptr=ty, c_ptr="*i32", stride_om="i32")
+        div16 = ["x_ptr", "y_ptr", "b_ptr", "N", "stride_xw", "stride_ym", "o_ptr", "c_ptr", "stride_om"]
+        fn = g._sp24_mmsp_tma_gl
+    else:
+        sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i64", y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32",
+                   N="i32", SS="i32", KG="i32", KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32", MN="i32",
+                   o_ptr=ty, c_ptr="*i32", stride_om="i32")
+    st = _gluon_loop_stats(fn, sig, consts, div16, consts["WK"], arch)
     lines = st.pop("lines")
     # kept weights a thread handles per iteration: 4 MMAs x 16 rows x 16 kept per 16-row tile, / 32 lanes
     out = dict(st, loop_mma=sum("HMMA" in x for x in lines), kept_per_iteration=consts["RT"] * 4 * 16 * 16 // 32)

@@ -486,3 +486,50 @@ def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M, m
         g.replay()
         torch.cuda.synchronize()
         assert torch.isfinite(y).all() and rel(y, ref) < 5 * TOL[dtype]
+
+
+# TM (12th element, twelfth session): the packed weights streamed through a TM-stage shared-memory ring by bulk
+# tensor copies (TMA) instead of loaded into registers; the rest of the configuration as without it
+MMSP_TMA = [(4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 4), (4, 1, 2, 1, 1, 0, 0, 4, 0, 0, 0, 3), (2, 2, 2, 0, 1, 0, 0, 1, 0, 0, 0, 2),
+            (4, 2, 2, 1, 1, 1, 0, 2, 0, 0, 1, 6), (4, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 4), (8, 1, 2, 1, 0, 0, 0, 1, 0, 0, 0, 3)]
+
+
+@pytest.mark.parametrize("early", [0, 1])
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", [(48, 128), (264, 384), (37, 640), (4096, 4096), (100, 1152)])
+def test_gluon_mmsp_tma_stages_equal_the_register_kernel(shape, dtype, early, monkeypatch):
+    """TM > 0 feeds the MMAs the same operands in the same order from shared memory (bulk tensor copies,
+    zero-filled past N and K, their metadata replaced), so the output must be bit for bit that of the same
+    configuration without TM, and near dense-with-zeros: odd M, bias, rows past N, super-steps past K (3, 5
+    and 9 super-steps), split-K with both reductions, repeated calls, a CUDA-graph replay; with and without
+    early weight requests under PDL."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    if not (g.MMSP_AVAILABLE and g.TMA_AVAILABLE) or torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("needs Gluon and Hopper's bulk tensor copies")
+    monkeypatch.setattr(g, "EARLY", early)
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    for cfg in MMSP_TMA:
+        plain = cfg[:11]
+        for M in (1, 3, 9, 16):
+            if cfg[2] == 1 and M > 8:
+                continue
+            for b in (None, bias):
+                x = torch.randn(M, k, device="cuda", dtype=dtype)
+                want = g.sp24_mmsp_gl(x, v, m, b, n, cfg=plain, out=poisoned(M, n, dtype))
+                assert rel(want, F.linear(x, w, b)) < TOL[dtype], (cfg, M)
+                for _ in range(2):
+                    got = g.sp24_mmsp_gl(x, v, m, b, n, cfg=cfg, out=poisoned(M, n, dtype))
+                    assert torch.equal(got, want), (cfg, M, b is None, (got - want).abs().max().item())
+    cfg = MMSP_TMA[0]
+    x = torch.randn(16, k, device="cuda", dtype=dtype)
+    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, v, m, bias, n, cfg=cfg), x)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        y.fill_(float("nan"))
+        gr.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg[:11]))

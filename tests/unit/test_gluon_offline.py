@@ -305,3 +305,82 @@ def test_mmsp_early_weights_request_only_weights_before_the_wait(cfg):
             assert st["gdc_wait"] < st["gdc_launch"]
     plain = offline.gluon_mmsp_stats("bfloat16", (2, 4, 2, 0, 1, 1), gdc=1, ew=1)  # PF = 0: no early loads
     assert plain["loads_before_wait"] == [] and 0 <= plain["gdc_wait"] < plain["first_load"]
+
+
+def _apply_bases(bases, offset):
+    idx = [0] * len(bases[0])
+    for bit, b in enumerate(bases):
+        if offset >> bit & 1:
+            idx = [a ^ c for a, c in zip(idx, b)]
+    return tuple(idx)
+
+
+@pytest.mark.parametrize("wk,rt", [(4, 2), (4, 1), (2, 2), (8, 1), (2, 4)])
+def test_mmsp_tma_shared_layouts_put_each_operand_where_the_global_loads_do(wk, rt):
+    """tma_layouts: the row-major tiles the bulk copies write ([16 RT rows, 32 WK int32] of values from row n0
+    and super-step ss0; [16 RT, 2 WK] int64 of metadata) seen through VL / ML must hand every (warp, row tile,
+    lane, s, j) register the word the register-prefetch kernel loads from global memory for it: values word
+    ``row * KG + (ss0 + kw) * 32 + 16 (j >> 1) + 4 t + s`` of row ``n0 + 16 rt + g + 8 (j & 1)``; metadata
+    int64 ``(ss0 + kw) * 2 + t % 2`` of row ``n0 + 16 rt + g`` for lanes t = 0, 1 (the lanes the MMA reads)."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.TMA_AVAILABLE:
+        pytest.skip("needs Gluon's shared linear layouts and TMA")
+    lay = gluon_mmsp.tma_layouts(wk, rt)
+    cols = 32 * wk
+    seen = set()
+    for off in range(16 * rt * cols):
+        kw, r, nt, lane, s, j = _apply_bases(lay["VL"].offset_bases, off)
+        g, t = lane // 4, lane % 4
+        assert nt == 0 and kw < wk and r < rt and s < 4 and j < 4
+        row, col = 16 * r + g + 8 * (j & 1), kw * 32 + 16 * (j >> 1) + 4 * t + s  # the global kernel's a_off
+        assert off == row * cols + col
+        seen.add((kw, r, lane, s, j))
+    assert len(seen) == wk * rt * 32 * 16
+    mcols = 2 * wk
+    lanes01 = 0
+    for off in range(16 * rt * mcols):
+        kw, r, nt, lane, s, j = _apply_bases(lay["ML"].offset_bases, off)
+        g, t = lane // 4, lane % 4
+        assert nt == s == j == 0 and kw < wk and r < rt
+        if t < 2:  # m_lo of the global kernel: row g of the tile, int64 kw * 2 + t % 2
+            assert off == (16 * r + g) * mcols + kw * 2 + t
+            lanes01 += 1
+        else:  # lanes the MMA does not read: row g + 8
+            assert off == (16 * r + g + 8) * mcols + kw * 2 + t % 2
+    assert lanes01 == wk * rt * 16
+
+
+@pytest.mark.parametrize("cfg", [(4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 4), (4, 1, 2, 1, 1, 0, 0, 4, 0, 0, 1, 3),
+                                 (2, 2, 2, 0, 1, 0, 0, 1, 0, 0, 0, 2)])
+def test_mmsp_tma_configurations_compile_to_bulk_copies_and_shared_loads(cfg):
+    """A TM configuration compiles (sm_90) without spills to a loop of bulk tensor copies (UTMALDG, three per
+    stage: values and the metadata twice), barrier waits, 16-byte shared loads of the values, 8-byte ones of
+    the metadata, and the same MMAs as the register kernel; with PDL and EARLY its first copies are issued
+    before the wait and no global load is (x comes after it)."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.TMA_AVAILABLE:
+        pytest.skip("needs Gluon's shared linear layouts and TMA")
+    import llmsparse.kernels.offline as o
+
+    orig = o.compile_sass
+    got = {}
+
+    def keep(src, nw, arch=90):
+        got["r"] = orig(src, nw, arch)
+        return got["r"]
+
+    plain = offline.gluon_mmsp_stats("bfloat16", cfg[:11], even_k=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(o, "compile_sass", keep)
+        st = offline.gluon_mmsp_stats("bfloat16", cfg, even_k=False, gdc=1, ew=1)
+    sass = got["r"]["sass"]
+    assert st["stack"] == 0
+    assert sass.count("UTMALDG") == 3 * (cfg[11] + 1)  # the prologue's stages and the refill in the loop
+    assert "LDS.128" in sass and "LDS.64" in sass and "SYNCS.PHASECHK" in sass
+    assert sass.count("HMMA.SP") == plain["loop_mma"] * (2 if cfg[3] == 3 else 1)
+    assert st["loads_before_wait"] == [] and 0 <= st["gdc_wait"]
+    ins = [ln for ln in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", ln)]  # as offline.gdc_order
+    first_copy = next(i for i, ln in enumerate(ins) if "UTMALDG" in ln)
+    assert first_copy < st["gdc_wait"] < st["first_load"]
