@@ -127,18 +127,22 @@ def tma_layouts(wk: int, rt: int) -> dict:
     return _TMA_LAYOUTS[key]
 
 
-def _mma4_asm(ab: str, chain: bool = False) -> str:
-    """Four m16n8k32 sparse MMAs over one 16-register pack (element ``s + 4 j``: MMA s, register j).
+def _mma4_asm(ab: str, chain: bool = False, mo: bool = False) -> str:
+    """Four m16n8k32 sparse MMAs over one 16-register pack (element ``s + 4 j``: MMA s, register j; with
+    ``mo``, the MMA-order configurations, element ``j + 4 s``: the registers of one MMA are consecutive).
     ``chain``: the four accumulate into one accumulator, the elements of s = 0 (C of MMA 0 in, D of MMA
-    3 out); the other 12 outputs are left unwritten."""
+    3 out); the other 12 outputs are left unwritten. The metadata of MMA s is the pack's element (s, j = 0)."""
+    def el(s, j):
+        return 4 * s + j if mo else s + 4 * j
+
     def regs(base, s):
-        return "{" + ",".join(f"${base + s + 4 * j}" for j in range(4)) + "}"
+        return "{" + ",".join(f"${base + el(s, j)}" for j in range(4)) + "}"
 
     if chain:
         return " ".join(f"mma.sp.sync.aligned.m16n8k32.row.col.f32.{ab}.{ab}.f32 {regs(0, 0)}, {regs(16, s)}, "
-                        f"{regs(32, s)}, {regs(48 if s == 0 else 0, 0)}, ${64 + s}, 0x0;" for s in range(4))
+                        f"{regs(32, s)}, {regs(48 if s == 0 else 0, 0)}, ${64 + el(s, 0)}, 0x0;" for s in range(4))
     return " ".join(f"mma.sp.sync.aligned.m16n8k32.row.col.f32.{ab}.{ab}.f32 {regs(0, s)}, {regs(16, s)}, "
-                    f"{regs(32, s)}, {regs(48, s)}, ${64 + s}, 0x0;" for s in range(4))
+                    f"{regs(32, s)}, {regs(48, s)}, ${64 + el(s, 0)}, 0x0;" for s in range(4))
 
 
 _CONSTRAINTS_STR = ",".join(["=f"] * 16 + ["r"] * 32 + ["f"] * 16 + ["r"] * 16)
@@ -162,6 +166,9 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     stages = int(cfg[9]) if len(cfg) > 9 else 0
     fx = int(cfg[10]) if len(cfg) > 10 else 0
     tm = int(cfg[11]) if len(cfg) > 11 else 0
+    mo = int(cfg[12]) if len(cfg) > 12 else 0
+    if mo not in (0, 1) or (mo and (xs or ch or pd or stages or tm)):
+        raise ValueError(f"mmsp MMA-order weights (13th element) must be 0 or 1, without XS, CH, PD, AS or TM: {cfg}")
     if tm < 0 or tm == 1 or (tm and (rw or stages or pd)):
         raise ValueError(f"mmsp TMA stages (12th element) must be 0 or >= 2, without RW, AS or PD: {cfg}")
     if fx not in (0, 1):
@@ -174,9 +181,9 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     if stages < 0 or stages == 1 or (stages and (pf or pd)):
         raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
-            "RW": rw, "AS": stages, "FX": fx, "TM": tm, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
+            "RW": rw, "AS": stages, "FX": fx, "TM": tm, "MO": mo, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
-            "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch),
+            "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch, mo=bool(mo)),
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
 
 
@@ -224,10 +231,21 @@ if MMSP_AVAILABLE:
             return r[None, None, None, None, None, :]
 
     @gluon.jit
-    def _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K: gl.constexpr):
+    def _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K: gl.constexpr, MO: gl.constexpr = 0):
         """The packed weights of one super-step (``ss0 + kw``) of every warp; past the end (uneven K): zero
-        weights, valid indices (0, 1) in the metadata."""
-        if EVEN_K:
+        weights, valid indices (0, 1) in the metadata. MO: the MMA-order copy (:func:`mma_order`; 512 words
+        of values and 64 metadata words per 16-row tile and super-step; the metadata words are the MMAs',
+        returned twice)."""
+        if MO:
+            if EVEN_K:
+                va = gl.load(v_ptr + (a_off + ss0 * 512))
+                wl = gl.load(m_ptr + (m_lo + ss0 * 64))
+            else:
+                ok = (ss0 + kw) < SS
+                va = gl.load(v_ptr + (a_off + ss0 * 512), mask=ok, other=0)
+                wl = gl.load(m_ptr + (m_lo + ss0 * 64), mask=ok, other=0x44444444)
+            wh = wl
+        elif EVEN_K:
             va = gl.load(v_ptr + (a_off + ss0 * 32))
             wl = gl.load(m_ptr + (m_lo + ss0 * 2))
             wh = gl.load(m_ptr + (m_hi + ss0 * 2))
@@ -248,27 +266,28 @@ if MMSP_AVAILABLE:
         return xb
 
     @gluon.jit
-    def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr):
+    def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr,
+                   MO: gl.constexpr = 0):
         """The operands of one super-step (``ss0 + kw``) of every warp (:func:`_mmsp_load_w`,
         :func:`_mmsp_load_x`)."""
-        va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K)
+        va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K, MO)
         xb = _mmsp_load_x(x_ptr, b_off, kw, ss0, SS, EVEN_K)
         return va, wl, wh, xb
 
     @gluon.jit
     def _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr,
-                    EWA: gl.constexpr, GDC: gl.constexpr):
+                    EWA: gl.constexpr, GDC: gl.constexpr, MO: gl.constexpr = 0):
         """The operands of the first super-step a program reads. With ``EWA`` (early weights under PDL) its
         packed weights are requested *before* ``griddepcontrol.wait`` -- no kernel before this one writes
         them (:data:`EARLY`) -- and x, the previous kernel's output, after it."""
         if EWA:
-            va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K)
+            va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K, MO)
             gdc_wait()
             if GDC == 2:
                 gdc_launch_dependents()
             xb = _mmsp_load_x(x_ptr, b_off, kw, ss0, SS, EVEN_K)
         else:
-            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K)
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K, MO)
         return va, wl, wh, xb
 
     @gluon.jit
@@ -330,8 +349,11 @@ if MMSP_AVAILABLE:
 
     @gluon.jit
     def _mmsp_mma(va, wl, wh, xb, acc, s4, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, XS: gl.constexpr,
-                  L: gl.constexpr, WK: gl.constexpr, NT: gl.constexpr, CH: gl.constexpr, META: gl.constexpr = 0):
-        if META:
+                  L: gl.constexpr, WK: gl.constexpr, NT: gl.constexpr, CH: gl.constexpr, META: gl.constexpr = 0,
+                  MO: gl.constexpr = 0):
+        if MO:  # the MMA-order copy holds the metadata words themselves
+            meta = wl
+        elif META:
             meta = _meta4(wl, wh, s4)
         else:
             meta = (_nib4(wl, s4) & 0xFFFF) | (_nib4(wh, s4) << 16)
@@ -415,6 +437,7 @@ if MMSP_AVAILABLE:
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = 0,
         FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0, TM: gl.constexpr = 0,
+        MO: gl.constexpr = 0,
     ):
         # EWA: with PDL and EW (EARLY) the register-prefetch paths request the first super-step's weights before
         # griddepcontrol.wait (_mmsp_first); otherwise nothing is read or written before the previous kernel is done
@@ -453,22 +476,34 @@ if MMSP_AVAILABLE:
         g = lane // 4
         t = lane % 4
         n0 = pid_n * ROWS
-        # A: [WK, RT, 1, 32, 4, 4]; rows past N read row N-1 (their outputs are not stored). MMA s takes
-        # the physical group 4 q + s as its group q = t + 4 (j >> 1): word 16 (j >> 1) + 4 t + s.
-        row_a = gl.minimum(n0 + rw + rt * 16 + g + 8 * (j & 1), N - 1).to(gl.int64)
-        a_off = row_a * KG + kk * 32 + 16 * (j >> 1) + 4 * t + s
-        # metadata: the 16 nibbles of groups 16 (t % 2) .. + 15 of rows g and g + 8 (one int64 each)
-        row_l = gl.minimum(n0 + rw + rt * 16 + g, N - 1).to(gl.int64)
-        row_h = gl.minimum(n0 + rw + rt * 16 + g + 8, N - 1).to(gl.int64)
-        m_lo = row_l * KM + kk * 2 + (t % 2)
-        m_hi = row_h * KM + kk * 2 + (t % 2)
-        # B: [WK, 1, NT, 32, 4, 4]; tokens past M read token M-1. Inputs 2t + 8j (+1) of MMA s are the
-        # inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j + t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2.
-        tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
-        if XS:  # 16-byte loads, permuted into the fragments in registers (_x_fragments)
-            b_off = tok * stride_xw + kk * 64 + 16 * j + 4 * t + s
+        if MO:
+            # the MMA-order copy (mma_order): the roles of the last two dimensions swap -- dimension 4 (``s``
+            # here) is the register of an MMA, dimension 5 (``j``) the MMA -- so that a lane's four registers of
+            # one MMA are consecutive (one 16-byte load, no operand moves; _mma4_asm(mo=True)). Tiles past
+            # the last read the last (their outputs are not stored).
+            tile = gl.minimum((n0 + rw) // 16 + rt, (N + 15) // 16 - 1).to(gl.int64)
+            a_off = tile * (SS * 512) + kk * 512 + 128 * j + 4 * lane + s
+            m_lo = tile * (SS * 64) + kk * 64 + 8 * g + 4 * (t % 2) + j
+            m_hi = m_lo
+            tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
+            b_off = tok * stride_xw + kk * 64 + 16 * s + 8 * (t // 2) + 2 * j + (t % 2)
         else:
-            b_off = tok * stride_xw + kk * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
+            # A: [WK, RT, 1, 32, 4, 4]; rows past N read row N-1 (their outputs are not stored). MMA s takes
+            # the physical group 4 q + s as its group q = t + 4 (j >> 1): word 16 (j >> 1) + 4 t + s.
+            row_a = gl.minimum(n0 + rw + rt * 16 + g + 8 * (j & 1), N - 1).to(gl.int64)
+            a_off = row_a * KG + kk * 32 + 16 * (j >> 1) + 4 * t + s
+            # metadata: the 16 nibbles of groups 16 (t % 2) .. + 15 of rows g and g + 8 (one int64 each)
+            row_l = gl.minimum(n0 + rw + rt * 16 + g, N - 1).to(gl.int64)
+            row_h = gl.minimum(n0 + rw + rt * 16 + g + 8, N - 1).to(gl.int64)
+            m_lo = row_l * KM + kk * 2 + (t % 2)
+            m_hi = row_h * KM + kk * 2 + (t % 2)
+            # B: [WK, 1, NT, 32, 4, 4]; tokens past M read token M-1. Inputs 2t + 8j (+1) of MMA s are the
+            # inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j + t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2.
+            tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
+            if XS:  # 16-byte loads, permuted into the fragments in registers (_x_fragments)
+                b_off = tok * stride_xw + kk * 64 + 16 * j + 4 * t + s
+            else:
+                b_off = tok * stride_xw + kk * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
         s4 = s * 4
         if PD > 0:  # L2 prefetch: warp kw, one row of the program per element ([WK, 16 RT], layout PL)
             p_w = gl.arange(0, WK, layout=gl.SliceLayout(1, PL))[:, None]
@@ -509,7 +544,7 @@ if MMSP_AVAILABLE:
                     ok = (sb + it * KSTEP + kk) < SS
                     wl = gl.where(ok, wl, 0x4444444444444444)
                     wh = gl.where(ok, wh, 0x4444444444444444)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 # refill the slot just read (its loads have returned: the MMA consumed them)
                 nx = it + AS
                 _mmsp_issue(va_s.index(slot), wl_s.index(slot), wh_s.index(slot), xb_s.index(slot), x_ptr, v_ptr,
@@ -519,43 +554,45 @@ if MMSP_AVAILABLE:
             for it in range(0, ITERS):
                 if PD > 0:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
-                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + it * KSTEP, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + it * KSTEP, SS, EVEN_K, MO)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
-            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC)
+            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
             for it in range(0, ITERS):
                 if PD > 0:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
                 s_nx = sb + gl.minimum(it + 1, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
-                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
         elif PF == 3:  # one iteration ahead, unrolled by two: two register sets, no copy from one to the other
-            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC)
+            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
             if ITERS % 2 == 1:  # an odd count: one iteration before the pairs
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
                                                 sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
             for it in range(ITERS % 2, ITERS, 2):
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
                                                 sb + (it + 1) * KSTEP, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
-                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
-                acc = _mmsp_mma(va1, wl1, wh1, xb1, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO)
+                acc = _mmsp_mma(va1, wl1, wh1, xb1, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
         else:  # two iterations ahead
-            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC)
+            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
             va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
                                             sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K)
             for it in range(0, ITERS):
                 if PD > 0:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
                 s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP
-                va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META)
+                va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
                 va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
+        if MO:  # back to dimension 4 = MMA, 5 = register (a renaming of each thread's registers)
+            acc = gl.convert_layout(gl.permute(acc, [0, 1, 2, 3, 5, 4]), L)
         _mmsp_epilogue(acc, n0, pid_m, pid_k, M, N, MN, y_ptr, b_ptr, o_ptr, c_ptr, stride_ym, stride_om,
                        L, RW, RT, WK, NT, SPLIT, FX, HAS_BIAS, GDC)
 
@@ -580,8 +617,9 @@ if MMSP_AVAILABLE:
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, TM: gl.constexpr,
         VS: gl.constexpr, MS: gl.constexpr, VL: gl.constexpr, ML: gl.constexpr, EVEN_N: gl.constexpr,
         GDC: gl.constexpr = 0, FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0,
+        MO: gl.constexpr = 0,
     ):
-        """:func:`_sp24_mmsp_gl` (RW = 0) with the packed weights streamed through a ``TM``-stage ring in
+        """:func:`_sp24_mmsp_gl` (RW = 0, MO = 0) with the packed weights streamed through a ``TM``-stage ring in
         shared memory by Hopper's bulk tensor copies (TMA): a program's WK super-steps of 16 RT rows per
         stage, ``TM - 1`` stages in flight while the warps compute on one, without registers held for them
         (the register-prefetch kernel holds one iteration per warp in registers; cuBLAS's M = 16 kernels run
@@ -710,14 +748,14 @@ def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
 
 
-CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX[,TM]]]]]]]]"
+CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX[,TM[,MO]]]]]]]]]"
 
 
 def parse_configs(text: str) -> list[tuple]:
     """``"4,2,2,1,1;4,1,1,0,1,0,0,1,0,3"`` -> configuration tuples (the device scripts' option syntax);
-    ValueError unless every entry is 4 to 12 integers (:data:`CONFIG_SYNTAX`)."""
+    ValueError unless every entry is 4 to 13 integers (:data:`CONFIG_SYNTAX`)."""
     out = [tuple(int(v) for v in c.split(",")) for c in text.split(";") if c.strip()]
-    if any(not 4 <= len(c) <= 12 for c in out):
+    if any(not 4 <= len(c) <= 13 for c in out):
         raise ValueError(f"mmsp configurations are {CONFIG_SYNTAX}; got {text!r}")
     return out
 
@@ -737,6 +775,51 @@ def split_plan(ss: int, kstep: int, sk: int) -> tuple[int, int, bool]:
     iters = -(-steps // splits)
     splits = -(-steps // iters)
     return splits, iters, ss == splits * iters * kstep
+
+
+def _nib4_t(w: torch.Tensor, s: int) -> torch.Tensor:
+    """:func:`_nib4` on an int64 tensor of 16-nibble words: nibbles s, s+4, s+8, s+12 as 16 bits."""
+    wa, wb = w & 0xFFFFFFFF, (w >> 32) & 0xFFFFFFFF
+    u = (wa >> (4 * s)) & 0x000F000F
+    v = (wb >> (4 * s)) & 0x000F000F
+    c = u | (v << 8)
+    return (c | (c >> 12)) & 0xFFFF
+
+
+def mma_order(values: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A copy of packed 2:4 weights (``values[N, K/2]``, ``meta[N, K/8]`` uint8, :mod:`llmsparse.formats.nm`)
+    in the order the MO configurations read them: per 16-row tile and super-step (128 inputs), the A
+    operands of its 4 MMAs, ``[s][lane][j]`` int32 (2 KB: lane ``4g + t``'s four registers of MMA s are
+    16 contiguous bytes), and their metadata words, ``[g][t % 2][s]`` int32 (256 bytes: the word lane 4g + t
+    hands MMA s). Returns ``(values_mo [ceil(N/16), SS * 512], meta_mo [ceil(N/16), SS * 64])`` int32;
+    rows past N are zero weights with valid indices. The same bytes as the row-major layout, reordered:
+    loads land in the registers the MMAs take (no operand moves) and the metadata needs no rebuilding."""
+    n, kh = values.shape
+    k = kh * 2
+    if k % 128 or tuple(meta.shape) != (n, k // 8):
+        raise ValueError(f"mma_order needs K % 128 == 0 and meta [N, K/8]; got values {tuple(values.shape)}, "
+                         f"meta {tuple(meta.shape)}")
+    ss, tiles = k // 128, -(-n // 16)
+    dev = values.device
+    vp = values.contiguous().view(torch.int32)  # [N, K/4]: one int32 per group (its kept pair)
+    m64 = meta.contiguous().view(torch.int64)  # [N, K/64]: 16 nibbles per word
+    if tiles * 16 != n:
+        vp = torch.cat([vp, vp.new_zeros(tiles * 16 - n, vp.shape[1])])
+        m64 = torch.cat([m64, m64.new_full((tiles * 16 - n, m64.shape[1]), 0x4444444444444444)])
+    ar = lambda v: torch.arange(v, device=dev)  # noqa: E731
+    r, q, s, lane, j = (ar(v) for v in (tiles, ss, 4, 32, 4))
+    g, t = lane // 4, lane % 4
+    row = (16 * r[:, None, None, None, None] + g[None, None, None, :, None] + 8 * (j & 1)[None, None, None, None, :])
+    col = (32 * q[None, :, None, None, None] + 16 * (j >> 1)[None, None, None, None, :]
+           + 4 * t[None, None, None, :, None] + s[None, None, :, None, None])
+    v_mo = vp[row, col].reshape(tiles, ss * 512)
+    # metadata word of (tile, super-step, g, t2, s): row g's 4 nibbles of MMA s (groups 4 t2 .. 4 t2 + 3) low,
+    # row g + 8's high: _nib4 of the int64 word t2 of the super-step
+    w = m64.view(tiles, 2, 8, ss, 2)  # [tile, half (rows g / g + 8), g, super-step, t2]
+    words = torch.stack([_nib4_t(w[:, 0], si) | (_nib4_t(w[:, 1], si) << 16) for si in range(4)], dim=-1)
+    words = words.permute(0, 2, 1, 3, 4)  # [tile, super-step, g, t2, s]
+    m_mo = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32).reshape(tiles, ss * 64)
+    return v_mo.contiguous(), m_mo.contiguous()
 
 
 _COUNTERS: dict = {}
@@ -789,13 +872,23 @@ def tma_descriptors(values: torch.Tensor, meta: torch.Tensor, wk: int, rt: int):
 
 def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
                  out_features: int, cfg=MMSP_CONFIGS[8][0], out: torch.Tensor | None = None) -> torch.Tensor:
-    """``x[M, K] @ W^T (+ bias)`` on the sparse tensor cores (``mma.sp``), W as packed 2:4 (values, meta)."""
-    if not mmsp_supported(x, values, meta):
-        raise ValueError("sp24_mmsp_gl needs Gluon, fp16/bf16 x with a contiguous last dimension, "
-                         f"in_features % {MMSP_K} == 0, 8-byte aligned rows and 16-byte aligned values")
+    """``x[M, K] @ W^T (+ bias)`` on the sparse tensor cores (``mma.sp``), W as packed 2:4 (values, meta);
+    for an MO configuration (13th element 1) W as :func:`mma_order`'s copy of them instead."""
     M, K = x.shape
     N = out_features
     kc = kernel_consts(cfg, x.dtype == torch.bfloat16)
+    if kc["MO"]:
+        tiles = -(-N // 16)
+        if not (MMSP_AVAILABLE and x.dtype in (torch.float16, torch.bfloat16) and x.stride(1) == 1
+                and K % MMSP_K == 0 and x.stride(0) % 2 == 0 and x.data_ptr() % 4 == 0
+                and tuple(values.shape) == (tiles, K // 128 * 512) and tuple(meta.shape) == (tiles, K // 128 * 64)
+                and values.dtype == meta.dtype == torch.int32 and values.is_contiguous() and meta.is_contiguous()
+                and values.data_ptr() % 16 == 0 and meta.data_ptr() % 16 == 0):
+            raise ValueError("sp24_mmsp_gl with an MO configuration needs mma_order's int32 copies "
+                             f"[ceil(N/16), K/128 * 512] and [ceil(N/16), K/128 * 64], K % {MMSP_K} == 0")
+    elif not mmsp_supported(x, values, meta):
+        raise ValueError("sp24_mmsp_gl needs Gluon, fp16/bf16 x with a contiguous last dimension, "
+                         f"in_features % {MMSP_K} == 0, 8-byte aligned rows and 16-byte aligned values")
     wk, nt = kc["WK"], kc["NT"]
     SS = K // MMSP_K
     splits, iters, even_k = split_plan(SS, kc["KSTEP"], config_splits(cfg))
@@ -815,7 +908,7 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
             EVEN_N=N % kc["ROWS"] == 0, **tma_layouts(kc["WK"], kc["RT"]), **common)
     else:
         _sp24_mmsp_gl[grid](
-            x.view(torch.int32), values.view(torch.int32), meta.view(torch.int64), target,
+            x.view(torch.int32), values.view(torch.int32), meta if kc["MO"] else meta.view(torch.int64), target,
             bias if bias is not None else y,
             M, N, SS, K // 4, K // 64, x.stride(0) // 2, y.stride(0) if splits == 1 else N, iters, M * N,
             y, counters, y.stride(0), **common)

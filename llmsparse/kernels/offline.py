@@ -174,7 +174,7 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
         div16 = ["x_ptr", "y_ptr", "b_ptr", "N", "stride_xw", "stride_ym", "o_ptr", "c_ptr", "stride_om"]
         fn = g._sp24_mmsp_tma_gl
     else:
-        sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i64", y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32",
+        sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i32" if kc["MO"] else "*i64", y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32",
                    N="i32", SS="i32", KG="i32", KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32", MN="i32",
                    o_ptr=ty, c_ptr="*i32", stride_om="i32")
     st = _gluon_loop_stats(fn, sig, consts, div16, consts["WK"], arch)

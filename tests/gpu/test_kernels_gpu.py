@@ -533,3 +533,48 @@ def test_gluon_mmsp_tma_stages_equal_the_register_kernel(shape, dtype, early, mo
         gr.replay()
         torch.cuda.synchronize()
         assert torch.equal(y, g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg[:11]))
+
+
+# MO (13th element, twelfth session): the weights read from gluon_mmsp.mma_order's copy (MMA operand order)
+MMSP_MO = [(4, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 1, 2, 2, 0, 0, 0, 4, 1, 0, 0, 0, 1),
+           (4, 2, 2, 1, 0, 0, 0, 4, 1, 0, 1, 0, 1), (4, 2, 2, 2, 0, 0, 0, 2, 0, 0, 0, 0, 1),
+           (4, 1, 2, 3, 0, 0, 0, 1, 0, 0, 0, 0, 1), (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1),
+           (2, 4, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1)]
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", [(48, 128), (264, 384), (37, 640), (4096, 4096), (100, 1152)])
+def test_gluon_mmsp_mma_order_equals_the_row_major_kernel(shape, dtype):
+    """An MO configuration reads mma_order's copy: the same MMAs on the same operands in the same order
+    as the configuration without MO, so the output must be bit for bit the same (and near dense-with-zeros):
+    odd M, bias, rows past N (tiles padded), super-steps past K, split-K with both reductions, register
+    prefetch 0-3, a CUDA-graph replay."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    vmo, mmo = g.mma_order(v, m)
+    for cfg in MMSP_MO:
+        plain = cfg[:12]
+        for M in (1, 3, 9, 16):
+            if cfg[2] == 1 and M > 8:
+                continue
+            for b in (None, bias):
+                x = torch.randn(M, k, device="cuda", dtype=dtype)
+                want = g.sp24_mmsp_gl(x, v, m, b, n, cfg=plain, out=poisoned(M, n, dtype))
+                assert rel(want, F.linear(x, w, b)) < TOL[dtype], (cfg, M)
+                got = g.sp24_mmsp_gl(x, vmo, mmo, b, n, cfg=cfg, out=poisoned(M, n, dtype))
+                assert torch.equal(got, want), (cfg, M, b is None, (got - want).abs().max().item())
+    cfg = MMSP_MO[0]
+    x = torch.randn(16, k, device="cuda", dtype=dtype)
+    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, vmo, mmo, bias, n, cfg=cfg), x)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        y.fill_(float("nan"))
+        gr.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg[:12]))

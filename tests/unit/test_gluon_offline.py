@@ -384,3 +384,26 @@ def test_mmsp_tma_configurations_compile_to_bulk_copies_and_shared_loads(cfg):
     ins = [ln for ln in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", ln)]  # as offline.gdc_order
     first_copy = next(i for i, ln in enumerate(ins) if "UTMALDG" in ln)
     assert first_copy < st["gdc_wait"] < st["first_load"]
+
+
+@pytest.mark.parametrize("cfg", [(4, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 1, 2, 2, 0, 0, 0, 4, 1, 0, 0, 0, 1),
+                                 (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1)])
+def test_mmsp_mma_order_loads_straight_into_the_mma_operands(cfg):
+    """MO (mma_order's copy): per warp and super-step one 16-byte load per (row tile, MMA) of values and one
+    of metadata words per row tile, no byte permutes or shifts rebuilding the metadata, and a shorter main
+    loop than the row-major configuration's (same WK, RT, NT, PF with XS = 0; at most 60% of it with one
+    iteration of register prefetch, where no register rotation adds moves), in fewer registers."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts and inline asm")
+    rt, nt = cfg[1], cfg[2]
+    mo = offline.gluon_mmsp_stats("bfloat16", cfg, keep_lines=True)
+    plain = offline.gluon_mmsp_stats("bfloat16", cfg[:12], keep_lines=True)
+    assert mo["stack"] == 0 and mo["regs"] < plain["regs"]
+    loads = [ln for ln in mo["lines"] if "LDG" in ln]
+    assert sum("LDG.E.128" in ln for ln in loads) == 4 * rt + rt
+    assert sum(bool(re.search(r"LDG\.E\s", ln)) for ln in loads) == 16 * nt  # x: one word per fragment register
+    assert not any(re.search(r"\b(PRMT|LOP3)\b", ln) for ln in mo["lines"])
+    assert mo["loop_mma"] == plain["loop_mma"] == 4 * rt * nt
+    assert mo["loop"] < plain["loop"] and (cfg[3] != 1 or mo["loop"] <= 0.6 * plain["loop"]), (mo, plain)

@@ -616,7 +616,7 @@ def _bench_script(rel: str):
 
 
 def test_mmsp_configuration_lists_parse_or_fail_in_one_line(monkeypatch, capsys):
-    """The device scripts' ``--mmsp-extra``/``--mmsp-cfgs`` syntax (gluon_mmsp.parse_configs): 4 to 12
+    """The device scripts' ``--mmsp-extra``/``--mmsp-cfgs`` syntax (gluon_mmsp.parse_configs): 4 to 13
     integers per entry; bench_kernels.py rejects anything else, or an NT it has no bucket for, with a
     one-line usage error (exit 2) before touching the GPU or the output directory."""
     from llmsparse.kernels.gluon_mmsp import parse_configs
@@ -625,7 +625,8 @@ def test_mmsp_configuration_lists_parse_or_fail_in_one_line(monkeypatch, capsys)
     assert parse_configs("") == []
     assert parse_configs("4,1,2,1,1,0,0,4,1,0,1") == [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 1)]
     assert parse_configs("4,2,2,1,1,0,0,1,0,0,0,4") == [(4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 4)]
-    for bad in ("4,2,2", "4,2,2,1,1,0,0,1,0,3,1,0,2", "4,2,x,1"):
+    assert parse_configs("4,2,2,1,0,0,0,1,0,0,0,0,1") == [(4, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1)]
+    for bad in ("4,2,2", "4,2,2,1,1,0,0,1,0,3,1,0,1,2", "4,2,x,1"):
         with pytest.raises(ValueError):
             parse_configs(bad)
     mod = _bench_script("bench_kernels.py")

@@ -158,3 +158,46 @@ def test_mmsp_split_plan_covers_every_super_step_once(ss, wk, sk):
         seen += [s for s in mine if s < ss]
     assert sorted(seen) == list(range(ss))
     assert even == (splits * iters * wk == ss)
+
+
+@pytest.mark.parametrize("N,K", [(16, 128), (37, 256), (32, 384)])
+def test_mma_order_copy_hands_each_lane_its_mma_operands(N, K):
+    """gluon_mmsp.mma_order: the MO kernel reads, for row tile r, super-step ss, MMA s and lane 4g + t, the
+    four words ``values_mo[r, ss * 512 + s * 128 + 4 lane + j]`` (A registers j) and the metadata word
+    ``meta_mo[r, ss * 64 + 8 g + 4 (t % 2) + s]``. Fed to the model of mma.sp with x's fragment words, they
+    must give x @ W^T (rows past N: zero weights, valid indices)."""
+    from llmsparse.kernels.gluon_mmsp import mma_order
+
+    M = 8
+    w = random_24(N, K, torch.float32, "cpu", generator=torch.Generator().manual_seed(2))
+    vals, meta = pack_nm(w.half(), 2, 4)
+    v_mo, m_mo = mma_order(vals, meta)
+    tiles = -(-N // 16)
+    assert v_mo.shape == (tiles, K // 128 * 512) and m_mo.shape == (tiles, K // 128 * 64)
+    vw = v_mo.numpy().view(np.uint32)
+    mw = m_mo.numpy().view(np.uint32)
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(3)).half()
+    xpair = x.float().view(M, K // 2, 2).numpy()
+    y = np.zeros((M, tiles * 16))
+    for r in range(tiles):
+        acc = [np.zeros((32, 4)) for _ in range(4)]
+        for ss in range(K // 128):
+            for s in range(4):
+                a = [[None] * 4 for _ in range(32)]
+                b = [[None] * 4 for _ in range(32)]
+                e = np.zeros(32, dtype=np.uint32)
+                for lane in range(32):
+                    g, t = lane // 4, lane % 4
+                    for j in range(4):
+                        word = np.uint32(vw[r, ss * 512 + s * 128 + 4 * lane + j])
+                        a[lane][j] = np.frombuffer(word.tobytes(), dtype=np.float16).astype(np.float64)
+                        b[lane][j] = xpair[g, ss * 64 + 16 * j + 8 * (t // 2) + 2 * s + t % 2]
+                    e[lane] = mw[r, ss * 64 + 8 * g + 4 * (t % 2) + s]
+                acc[s] = _mma_sp_model(a, b, acc[s], e)
+        total = sum(acc)
+        for lane in range(32):
+            for j in range(4):
+                y[2 * (lane % 4) + (j & 1), 16 * r + lane // 4 + 8 * (j >> 1)] = total[lane][j]
+    ref = (x.double() @ w.half().double().t()).numpy()
+    np.testing.assert_allclose(y[:, :N], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y[:, N:], 0, atol=0)
