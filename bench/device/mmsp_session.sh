@@ -20,6 +20,8 @@
 #   layout (for the twelfth session) layout_probe.py: the packed weights read in mmsp's row pattern against a contiguous
 #          read of the same bytes; then Nsight Compute (stall reasons per instruction, SourceCounters) on the
 #          dispatcher's 4096x4096 M = 16 configuration
+#   mo     twelfth session: MO configurations (13th element: weights from gluon_mmsp.mma_order's copy in MMA operand
+#          order): GPU tests, then mo_probe.py at M = 16 on the six shapes (dtypes $DTS, default bf16,fp16)
 #   early  twelfth session: GPU test of the PDL chain (with and without mmsp's early weight loads, gluon_mmsp.EARLY),
 #          then pdl_probe.py --early (PDL modes 1 and 2 with and without early weights) at M = 16 on the six shapes
 #   tma    twelfth session: TM configurations (12th element: weights through a TM-stage shared-memory ring filled by
@@ -125,6 +127,11 @@ case $stage in
       --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
       python3 bench/device/ncu_kernel.py mmsp:4,2,2,1,1,0,0,1,0,0,0,4 8192x28672 16 bf16 > "$OUT/ncu_tma.txt" 2>&1
     echo "ncu rc $?"; grep -i "Duration\|DRAM Throughput\|Registers Per\|Achieved Occ" "$OUT/ncu_tma.txt"
+    ;;
+  mo)
+    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
+      -k "mma_order" 2>&1 | tail -5
+    timeout "${MO_LIMIT:-330}" python3 bench/device/mo_probe.py --out "$OUT/mo.json" --dtype "${DTS:-bf16,fp16}" --m 16 2>&1 | grep -v Warn
     ;;
   early)
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
