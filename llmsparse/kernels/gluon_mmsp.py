@@ -366,6 +366,21 @@ if MMSP_AVAILABLE:
         return acc
 
     @gluon.jit
+    def _mmsp_x_offsets(M, stride_xw, pid_m, nt, g, t, kk, s, j, NT: gl.constexpr, XS: gl.constexpr,
+                        MO: gl.constexpr):
+        """Word offsets of the B fragments ([WK, 1, NT, 32, 4, 4]) of super-step kk: token ``8 (pid_m NT + nt) + g``
+        (past M: token M - 1); inputs 2t + 8j (+1) of MMA s are the inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j +
+        t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2 (MO: the roles of s and j swapped; XS: 16-byte loads of
+        words 16 j + 4 t + s, permuted into the fragments by _x_fragments)."""
+        tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
+        if MO:
+            return tok * stride_xw + kk * 64 + 16 * s + 8 * (t // 2) + 2 * j + (t % 2)
+        elif XS:
+            return tok * stride_xw + kk * 64 + 16 * j + 4 * t + s
+        else:
+            return tok * stride_xw + kk * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
+
+    @gluon.jit
     def _mmsp_epilogue(acc, n0, pid_m, pid_k, M, N, MN, y_ptr, b_ptr, o_ptr, c_ptr, stride_ym, stride_om,
                        L: gl.constexpr, RW: gl.constexpr, RT: gl.constexpr, WK: gl.constexpr, NT: gl.constexpr,
                        SPLIT: gl.constexpr, FX: gl.constexpr, HAS_BIAS: gl.constexpr, GDC: gl.constexpr):
@@ -485,8 +500,6 @@ if MMSP_AVAILABLE:
             a_off = tile * (SS * 512) + kk * 512 + 128 * j + 4 * lane + s
             m_lo = tile * (SS * 64) + kk * 64 + 8 * g + 4 * (t % 2) + j
             m_hi = m_lo
-            tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
-            b_off = tok * stride_xw + kk * 64 + 16 * s + 8 * (t // 2) + 2 * j + (t % 2)
         else:
             # A: [WK, RT, 1, 32, 4, 4]; rows past N read row N-1 (their outputs are not stored). MMA s takes
             # the physical group 4 q + s as its group q = t + 4 (j >> 1): word 16 (j >> 1) + 4 t + s.
@@ -497,13 +510,7 @@ if MMSP_AVAILABLE:
             row_h = gl.minimum(n0 + rw + rt * 16 + g + 8, N - 1).to(gl.int64)
             m_lo = row_l * KM + kk * 2 + (t % 2)
             m_hi = row_h * KM + kk * 2 + (t % 2)
-            # B: [WK, 1, NT, 32, 4, 4]; tokens past M read token M-1. Inputs 2t + 8j (+1) of MMA s are the
-            # inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j + t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2.
-            tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
-            if XS:  # 16-byte loads, permuted into the fragments in registers (_x_fragments)
-                b_off = tok * stride_xw + kk * 64 + 16 * j + 4 * t + s
-            else:
-                b_off = tok * stride_xw + kk * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
+        b_off = _mmsp_x_offsets(M, stride_xw, pid_m, nt, g, t, kk, s, j, NT, XS, MO)
         s4 = s * 4
         if PD > 0:  # L2 prefetch: warp kw, one row of the program per element ([WK, 16 RT], layout PL)
             p_w = gl.arange(0, WK, layout=gl.SliceLayout(1, PL))[:, None]
@@ -642,11 +649,7 @@ if MMSP_AVAILABLE:
         j = _ar(4, 5, L)
         g = lane // 4
         t = lane % 4
-        tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
-        if XS:
-            b_off = tok * stride_xw + kw * 64 + 16 * j + 4 * t + s
-        else:
-            b_off = tok * stride_xw + kw * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
+        b_off = _mmsp_x_offsets(M, stride_xw, pid_m, nt, g, t, kw, s, j, NT, XS, 0)
         s4 = s * 4
         ok_l = (n0 + rt * 16 + g) < N  # rows of the metadata of lanes t = 0, 1 (tma_layouts)
         ok_h = (n0 + rt * 16 + g + 8) < N
