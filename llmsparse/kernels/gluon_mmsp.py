@@ -576,12 +576,12 @@ if MMSP_AVAILABLE:
             va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
             if ITERS % 2 == 1:  # an odd count: one iteration before the pairs
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
-                                                sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K)
+                                                sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K, MO)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
             for it in range(ITERS % 2, ITERS, 2):
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
-                                                sb + (it + 1) * KSTEP, SS, EVEN_K)
+                                                sb + (it + 1) * KSTEP, SS, EVEN_K, MO)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
                 va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO)
@@ -589,7 +589,7 @@ if MMSP_AVAILABLE:
         else:  # two iterations ahead
             va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
             va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
-                                            sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K)
+                                            sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K, MO)
             for it in range(0, ITERS):
                 if PD > 0:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
