@@ -703,7 +703,7 @@ if MMSP_AVAILABLE:
         _mmsp_epilogue(acc, n0, pid_m, pid_k, M, N, MN, y_ptr, b_ptr, o_ptr, c_ptr, stride_ym, stride_om,
                        L, RW, RT, WK, NT, SPLIT, FX, HAS_BIAS, GDC)
 
-# (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW[, AS[, FX]]]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
+# (WK, RT, NT, PF[, XS[, CH[, PD[, SK[, RW[, AS[, FX[, TM[, MO]]]]]]]]]): warps (splitting the super-steps, or with RW = 1 the rows),
 # 16-row tiles per warp, 8-token tiles, register prefetch (0-2 iterations ahead; 3: one ahead with the loop
 # unrolled by two, eleventh session), x read with 16-byte loads and
 # permuted by warp shuffles (XS = 1) or with 32-bit loads straight into the fragments, chained accumulator
@@ -720,6 +720,11 @@ if MMSP_AVAILABLE:
 # 8192x8192 at M = 16 (fp16 34.8 vs 36.0 and 34.0 vs 35.0 us, bf16 35.0 vs 37.4 and 34.1 vs 35.3 us), which joined.
 # PF = 3 (eleventh session): register prefetch with the loop unrolled by two; measured on an H100 at M = 16 (10
 # configurations): 0.89-1.014x the speed of the best of these per row, so none joined (an option).
+# TM (twelfth session): the weights through a TM-stage shared-memory ring filled by bulk tensor copies
+# (_sp24_mmsp_tma_gl); on an H100 correct (bit-identical) but 0.80-0.99x the speed of these per row at M = 8 / 16.
+# MO (twelfth session): the weights read from mma_order's copy (MMA operand order); on an H100 at M = 16 4-7%
+# faster than these on the 70B shapes (1.59-1.65x over dense) and 4-13% slower on the 7B ones, in a probe
+# (bench/device/mo_probe.py). Not here: the dispatcher and SparseLinear do not build or pass that copy yet.
 # Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
