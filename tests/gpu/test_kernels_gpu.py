@@ -488,6 +488,34 @@ def test_programmatic_dependent_launch_chain(monkeypatch, dtype, path, cfg, M, m
         assert torch.isfinite(y).all() and rel(y, ref) < 5 * TOL[dtype]
 
 
+def _check_bit_equal(g, cfgs, cut, w, bias, packed, variant, repeats):
+    """Every configuration of ``cfgs`` run on ``variant`` (its weights: the packed pair or a copy of them) must give
+    bit for bit what ``cfg[:cut]`` gives on ``packed`` (itself near dense-with-zeros): M = 1, 3, 9, 16 (NT = 1:
+    up to 8), with and without bias, ``repeats`` calls; then the first configuration replayed in a CUDA graph."""
+    n, k = w.shape
+    dtype = w.dtype
+    for cfg in cfgs:
+        for M in (1, 3, 9, 16):
+            if cfg[2] == 1 and M > 8:
+                continue
+            for b in (None, bias):
+                x = torch.randn(M, k, device="cuda", dtype=dtype)
+                want = g.sp24_mmsp_gl(x, *packed, b, n, cfg=cfg[:cut], out=poisoned(M, n, dtype))
+                assert rel(want, F.linear(x, w, b)) < TOL[dtype], (cfg, M)
+                for _ in range(repeats):
+                    got = g.sp24_mmsp_gl(x, *variant, b, n, cfg=cfg, out=poisoned(M, n, dtype))
+                    assert torch.equal(got, want), (cfg, M, b is None, (got - want).abs().max().item())
+    cfg = cfgs[0]
+    x = torch.randn(16, k, device="cuda", dtype=dtype)
+    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, *variant, bias, n, cfg=cfg), x)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        y.fill_(float("nan"))
+        gr.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, g.sp24_mmsp_gl(x, *packed, bias, n, cfg=cfg[:cut]))
+
+
 # TM (12th element, twelfth session): the packed weights streamed through a TM-stage shared-memory ring by bulk
 # tensor copies (TMA) instead of loaded into registers; the rest of the configuration as without it
 MMSP_TMA = [(4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 4), (4, 1, 2, 1, 1, 0, 0, 4, 0, 0, 0, 3), (2, 2, 2, 0, 1, 0, 0, 1, 0, 0, 0, 2),
@@ -512,27 +540,7 @@ def test_gluon_mmsp_tma_stages_equal_the_register_kernel(shape, dtype, early, mo
     w = random_24(n, k, dtype, "cuda")
     bias = torch.randn(n, device="cuda", dtype=dtype)
     v, m = pack_nm(w, 2, 4)
-    for cfg in MMSP_TMA:
-        plain = cfg[:11]
-        for M in (1, 3, 9, 16):
-            if cfg[2] == 1 and M > 8:
-                continue
-            for b in (None, bias):
-                x = torch.randn(M, k, device="cuda", dtype=dtype)
-                want = g.sp24_mmsp_gl(x, v, m, b, n, cfg=plain, out=poisoned(M, n, dtype))
-                assert rel(want, F.linear(x, w, b)) < TOL[dtype], (cfg, M)
-                for _ in range(2):
-                    got = g.sp24_mmsp_gl(x, v, m, b, n, cfg=cfg, out=poisoned(M, n, dtype))
-                    assert torch.equal(got, want), (cfg, M, b is None, (got - want).abs().max().item())
-    cfg = MMSP_TMA[0]
-    x = torch.randn(16, k, device="cuda", dtype=dtype)
-    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, v, m, bias, n, cfg=cfg), x)
-    for _ in range(2):
-        x.copy_(torch.randn_like(x))
-        y.fill_(float("nan"))
-        gr.replay()
-        torch.cuda.synchronize()
-        assert torch.equal(y, g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg[:11]))
+    _check_bit_equal(g, MMSP_TMA, 11, w, bias, (v, m), (v, m), repeats=2)
 
 
 # MO (13th element, twelfth session): the weights read from gluon_mmsp.mma_order's copy (MMA operand order)
@@ -557,24 +565,4 @@ def test_gluon_mmsp_mma_order_equals_the_row_major_kernel(shape, dtype):
     w = random_24(n, k, dtype, "cuda")
     bias = torch.randn(n, device="cuda", dtype=dtype)
     v, m = pack_nm(w, 2, 4)
-    vmo, mmo = g.mma_order(v, m)
-    for cfg in MMSP_MO:
-        plain = cfg[:12]
-        for M in (1, 3, 9, 16):
-            if cfg[2] == 1 and M > 8:
-                continue
-            for b in (None, bias):
-                x = torch.randn(M, k, device="cuda", dtype=dtype)
-                want = g.sp24_mmsp_gl(x, v, m, b, n, cfg=plain, out=poisoned(M, n, dtype))
-                assert rel(want, F.linear(x, w, b)) < TOL[dtype], (cfg, M)
-                got = g.sp24_mmsp_gl(x, vmo, mmo, b, n, cfg=cfg, out=poisoned(M, n, dtype))
-                assert torch.equal(got, want), (cfg, M, b is None, (got - want).abs().max().item())
-    cfg = MMSP_MO[0]
-    x = torch.randn(16, k, device="cuda", dtype=dtype)
-    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, vmo, mmo, bias, n, cfg=cfg), x)
-    for _ in range(2):
-        x.copy_(torch.randn_like(x))
-        y.fill_(float("nan"))
-        gr.replay()
-        torch.cuda.synchronize()
-        assert torch.equal(y, g.sp24_mmsp_gl(x, v, m, bias, n, cfg=cfg[:12]))
+    _check_bit_equal(g, MMSP_MO, 12, w, bias, (v, m), g.mma_order(v, m), repeats=1)
