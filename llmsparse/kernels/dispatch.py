@@ -118,6 +118,11 @@ def view_key(key: tuple) -> tuple:
     return tuple(key) + ("view",)
 
 
+def is_mo(c: Choice) -> bool:
+    """Whether ``c`` is an mmsp configuration that reads the MMA-order copy of the weights."""
+    return c.path == "mmsp" and len(c.cfg) > 12 and bool(c.cfg[12])
+
+
 def is_view(c: Choice) -> bool:
     """Whether ``c`` returns a transposed view rather than a contiguous ``[M, N]``."""
     return c.path == "cslt" and len(c.cfg) > 1 and c.cfg[1] == 2
@@ -153,13 +158,14 @@ def cache_signature() -> dict:
     """What a saved choice depends on besides the GPU (which is part of every key): the torch and Triton
     versions, the kernel code itself (a hash of this package's kernel sources), the programmatic
     dependent launch mode of the small-M kernels (``gluon_sp24.PDL``), ``mmsp``'s metadata build
-    (``gluon_mmsp.META``) and its early weight loads (``gluon_mmsp.EARLY``), all of which change timings. A file written under another signature is ignored,
+    (``gluon_mmsp.META``), its early weight loads (``gluon_mmsp.EARLY``) and whether MO configurations are
+    timed (``gluon_mmsp.MO_TUNING``), all of which change timings or choices. A file written under another signature is ignored,
     never half-used."""
     from . import gluon_mmsp, gluon_sp24
 
     torch_v, triton_v, kernels = _signature()  # hashed once per process
     return {"torch": torch_v, "triton": triton_v, "kernels": kernels, "pdl": int(gluon_sp24.PDL),
-            "meta": int(gluon_mmsp.META), "early": int(gluon_mmsp.EARLY)}
+            "meta": int(gluon_mmsp.META), "early": int(gluon_mmsp.EARLY), "mo": int(gluon_mmsp.MO_TUNING)}
 
 
 def default_cache_path() -> str | None:
@@ -234,7 +240,9 @@ def table_size() -> int:
 # --------------------------------------------------------------------------- execution
 
 def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense=None, cslt_packed=None,
-               bias=None, out_features: int) -> torch.Tensor:
+               bias=None, out_features: int, mo=None) -> torch.Tensor:
+    """``x @ W^T (+ bias)`` through one path. ``mo``: ``gluon_mmsp.mma_order``'s copy ``(values, meta)``, which
+    the MO configurations of ``mmsp`` read instead of the packed pair (ValueError without it)."""
     p = choice.path
     if p == "gemv":
         from .triton_sp24 import sp24_gemv
@@ -247,8 +255,12 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
             x = x.contiguous()
             x = x if x.data_ptr() % 8 == 0 else x.clone()
         if p == "mmsp":
-            from .gluon_mmsp import mmsp_supported, sp24_mmsp_gl
+            from .gluon_mmsp import is_mo, mmsp_supported, sp24_mmsp_gl
 
+            if is_mo(choice.cfg):
+                if mo is None:
+                    raise ValueError(f"{choice_name(choice)} reads the MMA-order copy of the weights (mo=)")
+                return sp24_mmsp_gl(x, mo[0], mo[1], bias, out_features, cfg=choice.cfg)
             if mmsp_supported(x, values, meta):
                 return sp24_mmsp_gl(x, values, meta, bias, out_features, cfg=choice.cfg)
         elif supported(x, values, meta):
@@ -385,6 +397,10 @@ class ShapeBench:
             v, mt = pack_nm(w, 2, 4)
             s = {"dense": w, "values": v, "meta": mt,
                  "bias": (torch.randn(out_features, device=device) * 0.1).to(dtype) if has_bias else None}
+            from . import gluon_mmsp
+
+            if gluon_mmsp.MO_TUNING and in_features % gluon_mmsp.MMSP_K == 0:  # MO candidates read this copy
+                s["mo"] = gluon_mmsp.mma_order(v, mt)
             if with_cslt:
                 try:
                     from .cslt import compress
@@ -410,7 +426,7 @@ class ShapeBench:
 
         def fn(x, s, c=choice):
             return run_choice(c, x, values=s["values"], meta=s["meta"], dense=s["dense"],
-                              cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n)
+                              cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n, mo=s.get("mo"))
 
         return fn, [(x, s) for x, s in zip(xs, self.sets)]
 
@@ -421,7 +437,7 @@ class ShapeBench:
         ref = F.linear(x, s["dense"], s["bias"]).float()
         torch.cuda.synchronize()
         y = run_choice(choice, x, values=s["values"], meta=s["meta"], dense=s["dense"],
-                       cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n).float()
+                       cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n, mo=s.get("mo")).float()
         if y.shape != ref.shape or not torch.isfinite(y).all():
             return math.inf
         return float((y - ref).norm() / ref.norm().clamp_min(1e-30))

@@ -724,7 +724,7 @@ if MMSP_AVAILABLE:
 # (_sp24_mmsp_tma_gl); on an H100 correct (bit-identical) but 0.80-0.99x the speed of these per row at M = 8 / 16.
 # MO (twelfth session): the weights read from mma_order's copy (MMA operand order); on an H100 at M = 16 4-7%
 # faster than these on the 70B shapes (1.59-1.65x over dense) and 4-13% slower on the 7B ones, in a probe
-# (bench/device/mo_probe.py). Not here: the dispatcher and SparseLinear do not build or pass that copy yet.
+# (bench/device/mo_probe.py). Not here by default: the dispatcher times them only with MO_TUNING (MMSP_MO_CONFIGS).
 # Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
@@ -752,8 +752,26 @@ MMSP_MAX_M = 16
 MMSP_K = 128  # in_features must be a multiple (one super-step)
 
 
+# MO configurations the dispatcher also times at M = 9-16 when MO_TUNING is on (the fastest of the probe's per shape,
+# twelfth session: bench/results/mmsp_mo_probe_*_h100_s12.json); they run on mma_order's copy, which SparseLinear
+# then builds for the layers that choose one.
+MMSP_MO_CONFIGS = [(4, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (2, 4, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1),
+                   (4, 2, 2, 1, 0, 0, 0, 4, 1, 0, 1, 0, 1), (8, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1)]
+# Opt-in (``LLMSPARSE_MMSP_MO=1`` at import, or this attribute): prepared in the twelfth session and checked on the
+# CPU (routing, the copy's build and fallbacks), not yet run on a GPU through the dispatcher; it costs a second copy
+# of the packed weights (0.5625x the dense size) in every layer that picks an MO configuration.
+MO_TUNING = 1 if os.environ.get("LLMSPARSE_MMSP_MO", "0").strip() == "1" else 0
+
+
+def is_mo(cfg: tuple) -> bool:
+    """Whether an mmsp configuration reads :func:`mma_order`'s copy (13th element MO = 1)."""
+    return len(cfg) > 12 and bool(cfg[12])
+
+
 def mmsp_configs_for(m: int) -> list[tuple]:
-    return list(MMSP_CONFIGS[8 if m <= 8 else 16]) if m <= MMSP_MAX_M else []
+    if m > MMSP_MAX_M:
+        return []
+    return list(MMSP_CONFIGS[8 if m <= 8 else 16]) + (list(MMSP_MO_CONFIGS) if MO_TUNING and m > 8 else [])
 
 
 CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX[,TM[,MO]]]]]]]]]"

@@ -57,6 +57,9 @@ class SparseLinear(nn.Module):
             self.register_parameter("bias", None)
         self.register_buffer("_dense", None, persistent=False)
         self.register_buffer("_cslt", None, persistent=False)
+        # mma_order's copy of (values, meta), built only where a chosen mmsp configuration reads it (gluon_mmsp.MO_TUNING)
+        self.register_buffer("_mo_values", None, persistent=False)
+        self.register_buffer("_mo_meta", None, persistent=False)
         self.min_speedup = dispatch.DEFAULT_MIN_SPEEDUP
         self.keep_dense: bool | str = "auto"
         self.lazy_tune = True  # measure an unseen M bucket at first use (else use the nearest measured one)
@@ -129,6 +132,17 @@ class SparseLinear(nn.Module):
             self._cslt = compress(self.dense_weight())
         return self._cslt
 
+    def _get_mo(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._mo_values is None or self._mo_values.device != self.values.device:
+            from .gluon_mmsp import mma_order
+
+            self._mo_values, self._mo_meta = mma_order(self.values, self.meta)
+        return self._mo_values, self._mo_meta
+
+    def _mo(self, c: dispatch.Choice) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The MMA-order copy for an MO choice (built by _materialize), else None."""
+        return (self._mo_values, self._mo_meta) if dispatch.is_mo(c) else None
+
     def _key(self) -> tuple:
         return dispatch.make_key(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
                                  self.values.device)
@@ -171,6 +185,11 @@ class SparseLinear(nn.Module):
             self._get_cslt()
         else:
             self._cslt = None
+        chosen = list((self._table or {}).values()) + list((self._table_view or {}).values())
+        if any(dispatch.is_mo(c) for c in chosen):
+            self._get_mo()
+        else:
+            self._mo_values = self._mo_meta = None
         if "dense" in paths and self.keep_dense is not False:
             self._get_dense()
         else:
@@ -208,6 +227,8 @@ class SparseLinear(nn.Module):
         if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
                 or (c.path == "cslt" and self._cslt is None)):
             c = _best_sparse_fallback(m, self._cslt is not None)
+        elif dispatch.is_mo(c) and (self._mo_values is None or self._mo_values.device != self.values.device):
+            c = dispatch.Choice("mmsp", c.cfg[:12])  # the same configuration on the row-major weights
         return c
 
     def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor:
@@ -220,9 +241,11 @@ class SparseLinear(nn.Module):
             y = torch.ops.llmsparse.cslt_nm(x2, self._cslt, int(c.cfg[0]), self.out_features).t()[:m]
             y = y if self.bias is None else y + self.bias
             return y.contiguous()
+        mo = self._mo(c)
         return torch.ops.llmsparse.sp24_linear(
             x2, self.values, self.meta, self.bias, self._dense if c.path == "dense" else None,
-            self._cslt if c.path == "cslt" else None, self.out_features, c.path, [int(v) for v in c.cfg])
+            self._cslt if c.path == "cslt" else None, self.out_features, c.path, [int(v) for v in c.cfg],
+            mo[0] if mo else None, mo[1] if mo else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cuda" or self.values.dtype not in _GPU_DTYPES:
@@ -242,7 +265,7 @@ class SparseLinear(nn.Module):
         y = dispatch.run_choice(c, x2, values=self.values, meta=self.meta,
                                 dense=self._dense if c.path == "dense" else None,
                                 cslt_packed=self._cslt if c.path == "cslt" else None,
-                                bias=self.bias, out_features=self.out_features)
+                                bias=self.bias, out_features=self.out_features, mo=self._mo(c))
         if c.path == "dense" and self._dense is None:  # pragma: no cover - guarded above
             raise RuntimeError("dense path without dense weight")
         return y.reshape(*shape[:-1], self.out_features)
@@ -251,19 +274,21 @@ class SparseLinear(nn.Module):
 @torch.library.custom_op("llmsparse::sp24_linear", mutates_args=())
 def _sp24_linear_op(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
                     dense: torch.Tensor | None, cslt: torch.Tensor | None, out_features: int, path: str,
-                    cfg: list[int]) -> torch.Tensor:
+                    cfg: list[int], mo_values: torch.Tensor | None = None,
+                    mo_meta: torch.Tensor | None = None) -> torch.Tensor:
     """``x[M, in] -> [M, out]`` through one measured path (what SparseLinear runs under torch.compile)."""
     if path == "dense" and dense is None:
         raise ValueError("sp24_linear: the dense path needs the dense weight")
     if path == "cslt" and cslt is None:
         raise ValueError("sp24_linear: the cslt path needs cuSPARSELt's compressed weight")
     y = dispatch.run_choice(dispatch.Choice(path, tuple(cfg)), x.contiguous(), values=values, meta=meta, dense=dense,
-                            cslt_packed=cslt, bias=bias, out_features=out_features)
+                            cslt_packed=cslt, bias=bias, out_features=out_features,
+                            mo=(mo_values, mo_meta) if mo_values is not None else None)
     return y if y.is_contiguous() else y.contiguous()  # the fake kernel promises a contiguous [M, out]
 
 
 @_sp24_linear_op.register_fake
-def _(x, values, meta, bias, dense, cslt, out_features, path, cfg):
+def _(x, values, meta, bias, dense, cslt, out_features, path, cfg, mo_values=None, mo_meta=None):
     return x.new_empty((x.shape[0], out_features))
 
 

@@ -566,3 +566,28 @@ def test_gluon_mmsp_mma_order_equals_the_row_major_kernel(shape, dtype):
     bias = torch.randn(n, device="cuda", dtype=dtype)
     v, m = pack_nm(w, 2, 4)
     _check_bit_equal(g, MMSP_MO, 12, w, bias, (v, m), g.mma_order(v, m), repeats=1)
+
+
+@pytest.mark.parametrize("dtype", DT)
+def test_sparse_linear_runs_an_mma_order_choice_on_its_copy(dtype, monkeypatch):
+    """With an MO configuration chosen for M = 9-16 (gluon_mmsp.MO_TUNING; the table set by hand here, the
+    dispatcher's timing is the benchmarks'), a SparseLinear builds mma_order's copy and its eager and
+    torch.compile-d forwards give bit for bit the same configuration's output on the row-major weights."""
+    from llmsparse.kernels import dispatch, gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 1)
+    w = random_24(264, 384, dtype, "cuda")
+    lin = SparseLinear.from_dense(w, torch.randn(264, device="cuda", dtype=dtype))
+    cfg = gluon_mmsp.MMSP_MO_CONFIGS[0]
+    lin._table = {16: dispatch.Choice("mmsp", cfg)}
+    lin._materialize()
+    assert lin._mo_values is not None
+    x = torch.randn(13, 384, device="cuda", dtype=dtype)
+    want = dispatch.run_choice(dispatch.Choice("mmsp", cfg[:12]), x, values=lin.values, meta=lin.meta,
+                               bias=lin.bias, out_features=264)
+    assert rel(want, F.linear(x, w, lin.bias)) < TOL[dtype]
+    assert torch.equal(lin(x), want)
+    fn = torch.compile(lin._compiled_forward, fullgraph=True)
+    assert torch.equal(fn(x), want)

@@ -121,3 +121,15 @@ def test_cache_signature_separates_mmsp_metadata_builds(monkeypatch):
     new = dispatch.cache_signature()
     assert old != new and old["meta"] == 0 and new["meta"] == 1
     assert {k: v for k, v in old.items() if k != "meta"} == {k: v for k, v in new.items() if k != "meta"}
+
+
+def test_cache_signature_separates_mo_tuning(monkeypatch):
+    """Choices made with the MMA-order configurations among the candidates are not reused without them."""
+    from llmsparse.kernels import gluon_mmsp
+
+    monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 0)
+    off = dispatch.cache_signature()
+    monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 1)
+    on = dispatch.cache_signature()
+    assert off != on and off["mo"] == 0 and on["mo"] == 1
+    assert {k: v for k, v in off.items() if k != "mo"} == {k: v for k, v in on.items() if k != "mo"}

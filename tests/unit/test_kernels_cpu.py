@@ -717,3 +717,46 @@ def test_mmsp_metadata_ptx_gathers_each_mmas_nibbles():
     for wl, wh in cases:
         out = _run_ptx(asm, {"$4": wl, "$8": wh})
         assert [out[f"${s}"] for s in range(4)] == [want(wl, wh, s) for s in range(4)], (hex(wl), hex(wh))
+
+
+def test_mma_order_choices_are_opt_in_and_run_on_the_copy(monkeypatch):
+    """gluon_mmsp.MO_TUNING (opt-in): the MO configurations join the M = 9-16 candidates only when it is on;
+    run_choice hands an MO configuration the MMA-order copy (a one-line ValueError without it); a layer
+    whose table holds an MO choice builds the copy (_materialize) and passes it, and one without the copy
+    (not built, or on another device) runs the same configuration on the row-major weights instead."""
+    from llmsparse.kernels import gluon_mmsp
+
+    mo_cfg = gluon_mmsp.MMSP_MO_CONFIGS[0]
+    monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 0)
+    assert not any(gluon_mmsp.is_mo(c) for m in (1, 8, 16) for c in gluon_mmsp.mmsp_configs_for(m))
+    monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 1)
+    assert [c for c in gluon_mmsp.mmsp_configs_for(16) if gluon_mmsp.is_mo(c)] == gluon_mmsp.MMSP_MO_CONFIGS
+    assert not any(gluon_mmsp.is_mo(c) for c in gluon_mmsp.mmsp_configs_for(8))
+    for c in gluon_mmsp.MMSP_MO_CONFIGS:  # valid configurations (kernel_consts checks the combination)
+        if gluon_mmsp.MMSP_AVAILABLE:
+            assert gluon_mmsp.kernel_consts(c, False)["MO"] == 1
+
+    seen = {}
+
+    def fake_kernel(x, values, meta, bias, out_features, cfg):
+        seen.update(values=values, meta=meta, cfg=cfg)
+        return x.new_zeros(x.shape[0], out_features)
+
+    monkeypatch.setattr(gluon_mmsp, "sp24_mmsp_gl", fake_kernel)
+    w = _w24(32, 128).half()
+    lin = SparseLinear.from_dense(w)
+    x = torch.randn(16, 128).half()
+    c = dispatch.Choice("mmsp", mo_cfg)
+    with pytest.raises(ValueError, match="MMA-order copy"):
+        dispatch.run_choice(c, x, values=lin.values, meta=lin.meta, out_features=32)
+    lin._table = {16: c}
+    assert lin._plan(16) == dispatch.Choice("mmsp", mo_cfg[:12])  # no copy yet: the row-major twin
+    lin._materialize()
+    vmo, mmo = lin._mo_values, lin._mo_meta
+    assert vmo is not None and mmo is not None and torch.equal(vmo, gluon_mmsp.mma_order(lin.values, lin.meta)[0])
+    assert lin._plan(16) == c and lin._mo(c)[0] is vmo and lin._mo(dispatch.Choice("mmsp", mo_cfg[:12])) is None
+    dispatch.run_choice(c, x, values=lin.values, meta=lin.meta, out_features=32, mo=lin._mo(c))
+    assert seen["values"] is vmo and seen["meta"] is mmo and seen["cfg"] == mo_cfg
+    lin._table = {16: dispatch.Choice("mmsp", mo_cfg[:12])}
+    lin._materialize()  # no MO choice left: the copy is dropped
+    assert lin._mo_values is None and lin._mo_meta is None
