@@ -159,8 +159,8 @@ def cache_signature() -> dict:
     versions, the kernel code itself (a hash of this package's kernel sources), the programmatic
     dependent launch mode of the small-M kernels (``gluon_sp24.PDL``), ``mmsp``'s metadata build
     (``gluon_mmsp.META``), its early weight loads (``gluon_mmsp.EARLY``) and whether MO configurations are
-    timed (``gluon_mmsp.MO_TUNING``), all of which change timings or choices. A file written under another signature is ignored,
-    never half-used."""
+    timed (``gluon_mmsp.MO_TUNING``), all of which change timings or choices. A file written under another
+    signature is ignored, never half-used."""
     from . import gluon_mmsp, gluon_sp24
 
     torch_v, triton_v, kernels = _signature()  # hashed once per process

@@ -181,7 +181,8 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     if stages < 0 or stages == 1 or (stages and (pf or pd)):
         raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
-            "RW": rw, "AS": stages, "FX": fx, "TM": tm, "MO": mo, "KSTEP": 1 if rw else wk, "ROWS": 16 * rt * (wk if rw else 1),
+            "RW": rw, "AS": stages, "FX": fx, "TM": tm, "MO": mo, "KSTEP": 1 if rw else wk,
+            "ROWS": 16 * rt * (wk if rw else 1),
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch, mo=bool(mo)),
             "CONSTRAINTS": _CONSTRAINTS_CHAIN_STR if ch else _CONSTRAINTS_STR}
