@@ -99,37 +99,21 @@ def test_kernel_cache_loads_and_writes_back_only_with_cuda(monkeypatch, tmp_path
     assert f.stat().st_mtime_ns == mtime
 
 
-def test_cache_signature_separates_pdl_timings(monkeypatch):
-    """Choices measured with programmatic dependent launch on are not reused with it off (and back)."""
-    from llmsparse.kernels import gluon_sp24
+@pytest.mark.parametrize("module,attr,key,a,b", [
+    ("gluon_sp24", "PDL", "pdl", 0, 2),  # programmatic dependent launch off / mode 2
+    ("gluon_mmsp", "META", "meta", 0, 1),  # mmsp's metadata build: shifts and masks / byte permutes
+    ("gluon_mmsp", "EARLY", "early", 0, 1),  # mmsp's weights requested before griddepcontrol.wait
+    ("gluon_mmsp", "MO_TUNING", "mo", 0, 1),  # the MMA-order configurations among the candidates
+])
+def test_cache_signature_separates_each_kernel_setting(monkeypatch, module, attr, key, a, b):
+    """Choices timed (or chosen among candidates) under one setting of a kernel switch are not reused under
+    another: the signature records the switch under its own key, and only that key changes."""
+    import importlib
 
-    monkeypatch.setattr(gluon_sp24, "PDL", 0)
+    mod = importlib.import_module(f"llmsparse.kernels.{module}")
+    monkeypatch.setattr(mod, attr, a)
     off = dispatch.cache_signature()
-    monkeypatch.setattr(gluon_sp24, "PDL", 2)
+    monkeypatch.setattr(mod, attr, b)
     on = dispatch.cache_signature()
-    assert off != on and off["pdl"] == 0 and on["pdl"] == 2
-    assert {k: v for k, v in off.items() if k != "pdl"} == {k: v for k, v in on.items() if k != "pdl"}
-
-
-def test_cache_signature_separates_mmsp_metadata_builds(monkeypatch):
-    """Choices timed with one mmsp metadata build (gluon_mmsp.META) are not reused with the other."""
-    from llmsparse.kernels import gluon_mmsp
-
-    monkeypatch.setattr(gluon_mmsp, "META", 0)
-    old = dispatch.cache_signature()
-    monkeypatch.setattr(gluon_mmsp, "META", 1)
-    new = dispatch.cache_signature()
-    assert old != new and old["meta"] == 0 and new["meta"] == 1
-    assert {k: v for k, v in old.items() if k != "meta"} == {k: v for k, v in new.items() if k != "meta"}
-
-
-def test_cache_signature_separates_mo_tuning(monkeypatch):
-    """Choices made with the MMA-order configurations among the candidates are not reused without them."""
-    from llmsparse.kernels import gluon_mmsp
-
-    monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 0)
-    off = dispatch.cache_signature()
-    monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 1)
-    on = dispatch.cache_signature()
-    assert off != on and off["mo"] == 0 and on["mo"] == 1
-    assert {k: v for k, v in off.items() if k != "mo"} == {k: v for k, v in on.items() if k != "mo"}
+    assert off != on and off[key] == a and on[key] == b
+    assert {k: v for k, v in off.items() if k != key} == {k: v for k, v in on.items() if k != key}
