@@ -49,6 +49,28 @@ def _nib4(w: int, s: int) -> int:
     return (c | (c >> 12)) & 0xFFFF
 
 
+def _model_product(xpair, tiles, supersteps, a_of, e_of):
+    """x @ W^T through the mma.sp model, as the kernel issues it: per 16-row tile r, super-step ss and MMA s,
+    lane 4g + t gets A registers ``a_of(r, ss, s, lane, j)``, metadata ``e_of(r, ss, s, lane)`` and the B
+    fragment words of x (``xpair[token, word]``: word 16 j + 8 (t // 2) + 2 s + t % 2 of the super-step);
+    one accumulator per MMA s, summed at the end. Returns y [8 tokens, 16 tiles]."""
+    y = np.zeros((8, 16 * tiles))
+    for r in range(tiles):
+        acc = [np.zeros((32, 4)) for _ in range(4)]
+        for ss in range(supersteps):
+            for s in range(4):
+                a = [[a_of(r, ss, s, lane, j) for j in range(4)] for lane in range(32)]
+                b = [[xpair[lane // 4, ss * 64 + 16 * j + 8 * (lane % 4 // 2) + 2 * s + lane % 2] for j in range(4)]
+                     for lane in range(32)]
+                e = np.array([e_of(r, ss, s, lane) for lane in range(32)], dtype=np.uint32)
+                acc[s] = _mma_sp_model(a, b, acc[s], e)
+        total = sum(acc)
+        for lane in range(32):
+            for j in range(4):
+                y[2 * (lane % 4) + (j & 1), 16 * r + lane // 4 + 8 * (j >> 1)] = total[lane][j]
+    return y
+
+
 def test_nib4_picks_every_fourth_nibble():
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -68,28 +90,12 @@ def test_mmsp_register_assignment_computes_x_wt(K):
     vpair = vals.view(N, K // 4, 2).numpy()  # int32 word (row, group) = the group's kept pair
     m64 = meta.numpy().view(np.uint64)  # int64 word (row, h) = nibbles of groups 16h..16h+15 (little endian)
     xpair = x.view(M, K // 2, 2).numpy()
-    acc = [np.zeros((32, 4)) for _ in range(4)]  # one accumulator per MMA s, as in the kernel
-    for ss in range(K // 128):  # the kernel's formulas, WK = RT = NT = 1, pid 0
-        for s in range(4):
-            a = [[None] * 4 for _ in range(32)]
-            b = [[None] * 4 for _ in range(32)]
-            e = np.zeros(32, dtype=np.uint32)
-            for lane in range(32):
-                g, t = lane // 4, lane % 4
-                for j in range(4):
-                    a[lane][j] = vpair[g + 8 * (j & 1), ss * 32 + 16 * (j >> 1) + 4 * t + s]
-                    b[lane][j] = xpair[g, ss * 64 + 16 * j + 8 * (t // 2) + 2 * s + t % 2]
-                lo = _nib4(int(m64[g, ss * 2 + t % 2]), s)
-                hi = _nib4(int(m64[g + 8, ss * 2 + t % 2]), s)
-                e[lane] = lo | (hi << 16)
-            acc[s] = _mma_sp_model(a, b, acc[s], e)
-    total = sum(acc)
-    y = np.zeros((M, N))
-    for lane in range(32):
-        for j in range(4):
-            row = lane // 4 + 8 * (j >> 1)
-            tok = 2 * (lane % 4) + (j & 1)
-            y[tok, row] = total[lane][j]
+    # the kernel's formulas, WK = RT = NT = 1, pid 0
+    y = _model_product(
+        xpair, 1, K // 128,
+        lambda r, ss, s, lane, j: vpair[lane // 4 + 8 * (j & 1), ss * 32 + 16 * (j >> 1) + 4 * (lane % 4) + s],
+        lambda r, ss, s, lane: (_nib4(int(m64[lane // 4, ss * 2 + lane % 2]), s)
+                                | (_nib4(int(m64[lane // 4 + 8, ss * 2 + lane % 2]), s) << 16)))
     np.testing.assert_allclose(y, (x.double() @ w.double().t()).numpy(), rtol=1e-6, atol=1e-6)
 
 
@@ -178,26 +184,11 @@ def test_mma_order_copy_hands_each_lane_its_mma_operands(N, K):
     mw = m_mo.numpy().view(np.uint32)
     x = torch.randn(M, K, generator=torch.Generator().manual_seed(3)).half()
     xpair = x.float().view(M, K // 2, 2).numpy()
-    y = np.zeros((M, tiles * 16))
-    for r in range(tiles):
-        acc = [np.zeros((32, 4)) for _ in range(4)]
-        for ss in range(K // 128):
-            for s in range(4):
-                a = [[None] * 4 for _ in range(32)]
-                b = [[None] * 4 for _ in range(32)]
-                e = np.zeros(32, dtype=np.uint32)
-                for lane in range(32):
-                    g, t = lane // 4, lane % 4
-                    for j in range(4):
-                        word = np.uint32(vw[r, ss * 512 + s * 128 + 4 * lane + j])
-                        a[lane][j] = np.frombuffer(word.tobytes(), dtype=np.float16).astype(np.float64)
-                        b[lane][j] = xpair[g, ss * 64 + 16 * j + 8 * (t // 2) + 2 * s + t % 2]
-                    e[lane] = mw[r, ss * 64 + 8 * g + 4 * (t % 2) + s]
-                acc[s] = _mma_sp_model(a, b, acc[s], e)
-        total = sum(acc)
-        for lane in range(32):
-            for j in range(4):
-                y[2 * (lane % 4) + (j & 1), 16 * r + lane // 4 + 8 * (j >> 1)] = total[lane][j]
+    y = _model_product(
+        xpair, tiles, K // 128,
+        lambda r, ss, s, lane, j: np.frombuffer(np.uint32(vw[r, ss * 512 + s * 128 + 4 * lane + j]).tobytes(),
+                                                dtype=np.float16).astype(np.float64),
+        lambda r, ss, s, lane: mw[r, ss * 64 + 8 * (lane // 4) + 4 * (lane % 4 % 2) + s])
     ref = (x.double() @ w.half().double().t()).numpy()
     np.testing.assert_allclose(y[:, :N], ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y[:, N:], 0, atol=0)
