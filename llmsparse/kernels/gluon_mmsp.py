@@ -70,7 +70,7 @@ try:
 
     MMSP_AVAILABLE = AVAILABLE and hasattr(gl, "DistributedLinearLayout") and hasattr(gl, "inline_asm_elementwise")
     if MMSP_AVAILABLE:
-        from .gluon_sp24 import gdc_launch_dependents, gdc_wait
+        from .gluon_sp24 import gdc_enter, gdc_launch_dependents
 except Exception:  # pragma: no cover - depends on the installed Triton
     MMSP_AVAILABLE = TMA_AVAILABLE = False
 
@@ -232,6 +232,14 @@ if MMSP_AVAILABLE:
             return r[None, None, None, None, None, :]
 
     @gluon.jit
+    def _mmsp_ids(WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, L: gl.constexpr):
+        """The index tensors of the register layout L, each expanded to rank 6: warp kw, row tile rt, token
+        tile nt, lane (g = lane // 4, t = lane % 4), s and j."""
+        lane = _ar(32, 3, L)
+        return (_ar(WK, 0, L), _ar(RT, 1, L), _ar(NT, 2, L), lane, _ar(4, 4, L), _ar(4, 5, L), lane // 4,
+                lane % 4)
+
+    @gluon.jit
     def _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K: gl.constexpr, MO: gl.constexpr = 0):
         """The packed weights of one super-step (``ss0 + kw``) of every warp; past the end (uneven K): zero
         weights, valid indices (0, 1) in the metadata. MO: the MMA-order copy (:func:`mma_order`; 512 words
@@ -283,9 +291,7 @@ if MMSP_AVAILABLE:
         them (:data:`EARLY`) -- and x, the previous kernel's output, after it."""
         if EWA:
             va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K, MO)
-            gdc_wait()
-            if GDC == 2:
-                gdc_launch_dependents()
+            gdc_enter(GDC)
             xb = _mmsp_load_x(x_ptr, b_off, kw, ss0, SS, EVEN_K)
         else:
             va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K, MO)
@@ -459,9 +465,7 @@ if MMSP_AVAILABLE:
         # griddepcontrol.wait (_mmsp_first); otherwise nothing is read or written before the previous kernel is done
         EWA: gl.constexpr = GDC != 0 and EW != 0 and AS == 0 and PF != 0
         if GDC and not EWA:
-            gdc_wait()
-            if GDC == 2:
-                gdc_launch_dependents()
+            gdc_enter(GDC)
         # x_ptr: int32 [M, K/2] (stride_xw words per token); v_ptr: int32 [N, KG = K/4] (a group's kept
         # pair); m_ptr: int64 [N, KM = K/64] (16 nibbles); SS = K/128 super-steps; ITERS = cdiv(SS, WK).
         pid_n = gl.program_id(0)
@@ -477,20 +481,13 @@ if MMSP_AVAILABLE:
             sb = pid_k * (ITERS * KSTEP)
         else:
             sb = 0
-        kw = _ar(WK, 0, L)
+        kw, rt, nt, lane, s, j, g, t = _mmsp_ids(WK, RT, NT, L)
         if RW:
             kk = kw * 0  # the warp's super-step within an iteration (shape [WK, 1, ...] kept)
             rw = kw * (16 * RT)  # the warp's first row within the program
         else:
             kk = kw
             rw = kw * 0
-        rt = _ar(RT, 1, L)
-        nt = _ar(NT, 2, L)
-        lane = _ar(32, 3, L)
-        s = _ar(4, 4, L)
-        j = _ar(4, 5, L)
-        g = lane // 4
-        t = lane % 4
         n0 = pid_n * ROWS
         if MO:
             # the MMA-order copy (mma_order): the roles of the last two dimensions swap -- dimension 4 (``s``
@@ -642,14 +639,7 @@ if MMSP_AVAILABLE:
         else:
             sb = 0
         n0 = pid_n * ROWS
-        kw = _ar(WK, 0, L)
-        rt = _ar(RT, 1, L)
-        nt = _ar(NT, 2, L)
-        lane = _ar(32, 3, L)
-        s = _ar(4, 4, L)
-        j = _ar(4, 5, L)
-        g = lane // 4
-        t = lane % 4
+        kw, rt, nt, lane, s, j, g, t = _mmsp_ids(WK, RT, NT, L)
         b_off = _mmsp_x_offsets(M, stride_xw, pid_m, nt, g, t, kw, s, j, NT, XS, 0)
         s4 = s * 4
         ok_l = (n0 + rt * 16 + g) < N  # rows of the metadata of lanes t = 0, 1 (tma_layouts)
@@ -663,15 +653,11 @@ if MMSP_AVAILABLE:
             mbarrier.init(bars.index(st), count=1)
         fence_async_shared()
         if GDC and not EW:
-            gdc_wait()
-            if GDC == 2:
-                gdc_launch_dependents()
+            gdc_enter(GDC)
         for st in gl.static_range(TM):  # the first TM stages (weights only: before the wait with EW)
             _tma_issue(v_desc, m_desc, va_s, ml_s, mh_s, bars, st, n0, sb + st * WK, st < ITERS, NBYTES, WK)
         if GDC and EW:
-            gdc_wait()
-            if GDC == 2:
-                gdc_launch_dependents()
+            gdc_enter(GDC)
         acc = gl.zeros([WK, RT, NT, 32, 4, 4], gl.float32, layout=L)
         if PF:
             xb = _mmsp_load_x(x_ptr, b_off, kw, sb, SS, EVEN_K)

@@ -105,6 +105,14 @@ if AVAILABLE:
                                   is_pure=False, pack=1)
 
     @gluon.jit
+    def gdc_enter(GDC: gl.constexpr):
+        """The PDL wait of a kernel launched in mode ``GDC`` (:data:`PDL`): :func:`gdc_wait`, then in mode 2
+        :func:`gdc_launch_dependents` at once (mode 1 launches them before its stores)."""
+        gdc_wait()
+        if GDC == 2:
+            gdc_launch_dependents()
+
+    @gluon.jit
     def _sp24_gemv_gl(
         x_ptr, v_ptr, m_ptr, y_ptr, b_ptr,
         M, N, NCH, KW, KM, stride_xm, stride_ym,
@@ -113,9 +121,7 @@ if AVAILABLE:
         GDC: gl.constexpr = 0,
     ):
         if GDC:  # PDL: nothing is read or written before the previous kernel is done
-            gdc_wait()
-            if GDC == 2:
-                gdc_launch_dependents()
+            gdc_enter(GDC)
         # x_ptr: int64 [M, K/4]; v_ptr: int32 [N, K/4]; m_ptr: int32 [N, K/32];
         # NCH = K / (4 * GPT) chunks per row; KW = K/4; KM = K/32; stride_xm in int64 words.
         L: gl.constexpr = gl.BlockedLayout([TOK, RT, 1, GPT], [1, 1, 32, 1], [1, WR, WC, 1], [3, 2, 1, 0])
