@@ -386,6 +386,7 @@ class ShapeBench:
     def __init__(self, out_features: int, in_features: int, dtype, device, has_bias=False, with_cslt=True,
                  with_stock=False, max_bytes: int = 3 * 2**30, sets: int | None = None):
         from ..formats.nm import pack_nm
+        from . import gluon_mmsp
         from .timing import rotation_count
 
         self.n, self.k, self.dtype, self.device = out_features, in_features, dtype, device
@@ -397,8 +398,6 @@ class ShapeBench:
             v, mt = pack_nm(w, 2, 4)
             s = {"dense": w, "values": v, "meta": mt,
                  "bias": (torch.randn(out_features, device=device) * 0.1).to(dtype) if has_bias else None}
-            from . import gluon_mmsp
-
             if gluon_mmsp.MO_TUNING and in_features % gluon_mmsp.MMSP_K == 0:  # MO candidates read this copy
                 s["mo"] = gluon_mmsp.mma_order(v, mt)
             if with_cslt:
