@@ -167,8 +167,8 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     fx = int(cfg[10]) if len(cfg) > 10 else 0
     tm = int(cfg[11]) if len(cfg) > 11 else 0
     mo = int(cfg[12]) if len(cfg) > 12 else 0
-    if mo not in (0, 1) or (mo and (xs or ch or pd or stages or tm)):
-        raise ValueError(f"mmsp MMA-order weights (13th element) must be 0 or 1, without XS, CH, PD, AS or TM: {cfg}")
+    if mo not in (0, 1) or (mo and (ch or pd or stages or tm)):
+        raise ValueError(f"mmsp MMA-order weights (13th element) must be 0 or 1, without CH, PD, AS or TM: {cfg}")
     if tm < 0 or tm == 1 or (tm and (rw or stages or pd)):
         raise ValueError(f"mmsp TMA stages (12th element) must be 0 or >= 2, without RW, AS or PD: {cfg}")
     if fx not in (0, 1):
@@ -345,13 +345,18 @@ if MMSP_AVAILABLE:
                                          dtype=gl.int32, is_pure=True, pack=4)
 
     @gluon.jit
-    def _x_fragments(xb, L: gl.constexpr, WK: gl.constexpr, NT: gl.constexpr):
+    def _x_fragments(xb, L: gl.constexpr, WK: gl.constexpr, NT: gl.constexpr, MO: gl.constexpr = 0):
         """From x loaded 16 bytes per lane (lane 4g + t', register s' holds word 16 j + 4 t' + s') to the B
         fragments (lane 4g + t, register s holds word 16 j + 8 (t // 2) + 2 s + t % 2): bits t'0 = s1,
         s'0 = t0, s'1 = s0 -- a permutation of index bits, one lane bit exchanged with a register bit,
-        which the compiler does with warp shuffles."""
+        which the compiler does with warp shuffles. MO (dimension 4 = the register ``a`` of an MMA, 5 = the
+        MMA ``b``; the same 16-byte loads): the fragments are words 16 a + 8 (t // 2) + 2 b + t % 2, so
+        a = j, t0 = s'0, b1 = t'0, b0 = s'1 -- again one lane bit exchanged with a register bit."""
         x9 = gl.reshape(xb, [WK, 1, NT, 8, 2, 2, 2, 2, 4])  # [.., g, t'1, t'0, s'1, s'0, j]
-        b9 = gl.permute(x9, [0, 1, 2, 3, 4, 7, 5, 6, 8])  # [.., g, t1 = t'1, t0 = s'0, s1 = t'0, s0 = s'1, j]
+        if MO:
+            b9 = gl.permute(x9, [0, 1, 2, 3, 4, 7, 8, 5, 6])  # [.., g, t1 = t'1, t0 = s'0, a = j, b1 = t'0, b0 = s'1]
+        else:
+            b9 = gl.permute(x9, [0, 1, 2, 3, 4, 7, 5, 6, 8])  # [.., g, t1 = t'1, t0 = s'0, s1 = t'0, s0 = s'1, j]
         return gl.convert_layout(gl.reshape(b9, [WK, 1, NT, 32, 4, 4]), L)
 
     @gluon.jit
@@ -365,7 +370,7 @@ if MMSP_AVAILABLE:
         else:
             meta = (_nib4(wl, s4) & 0xFFFF) | (_nib4(wh, s4) << 16)
         if XS:
-            xb = _x_fragments(xb, L, WK, NT)
+            xb = _x_fragments(xb, L, WK, NT, MO)
         acc = gl.inline_asm_elementwise(ASM, CONSTRAINTS, [va, xb, acc, meta], dtype=gl.float32, is_pure=True,
                                         pack=16)
         if CH:  # one accumulator per tile pair (the s = 0 elements; the others are constant zeros)
@@ -380,10 +385,10 @@ if MMSP_AVAILABLE:
         t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2 (MO: the roles of s and j swapped; XS: 16-byte loads of
         words 16 j + 4 t + s, permuted into the fragments by _x_fragments)."""
         tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
-        if MO:
-            return tok * stride_xw + kk * 64 + 16 * s + 8 * (t // 2) + 2 * j + (t % 2)
-        elif XS:
+        if XS:  # with or without MO: the permutation into the fragments differs (_x_fragments)
             return tok * stride_xw + kk * 64 + 16 * j + 4 * t + s
+        elif MO:
+            return tok * stride_xw + kk * 64 + 16 * s + 8 * (t // 2) + 2 * j + (t % 2)
         else:
             return tok * stride_xw + kk * 64 + 16 * j + 8 * (t // 2) + 2 * s + (t % 2)
 

@@ -540,7 +540,8 @@ def test_gluon_mmsp_tma_stages_equal_the_register_kernel(shape, dtype, early, mo
 MMSP_MO = [(4, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 1, 2, 2, 0, 0, 0, 4, 1, 0, 0, 0, 1),
            (4, 2, 2, 1, 0, 0, 0, 4, 1, 0, 1, 0, 1), (4, 2, 2, 2, 0, 0, 0, 2, 0, 0, 0, 0, 1),
            (4, 1, 2, 3, 0, 0, 0, 1, 0, 0, 0, 0, 1), (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1),
-           (2, 4, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1)]
+           (2, 4, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 1),
+           (4, 2, 2, 2, 1, 0, 0, 1, 0, 0, 0, 0, 1)]  # the last two with XS (x by 16-byte loads and shuffles)
 
 
 @pytest.mark.parametrize("dtype", DT)
@@ -549,7 +550,7 @@ def test_gluon_mmsp_mma_order_equals_the_row_major_kernel(shape, dtype):
     """An MO configuration reads mma_order's copy: the same MMAs on the same operands in the same order
     as the configuration without MO, so the output must be bit for bit the same (and near dense-with-zeros):
     odd M, bias, rows past N (tiles padded), super-steps past K, split-K with both reductions, register
-    prefetch 0-3, a CUDA-graph replay."""
+    prefetch 0-3, x through shuffles (XS), a CUDA-graph replay."""
     from llmsparse.kernels import gluon_mmsp as g
 
     if not g.MMSP_AVAILABLE:
