@@ -133,7 +133,7 @@ case $stage in
   mo)
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
       -k "mma_order" 2>&1 | tail -5
-    timeout "${MO_LIMIT:-330}" python3 bench/device/mo_probe.py --out "$OUT/mo.json" --dtype "${DTS:-bf16,fp16}" --m 16 2>&1 | grep -v Warn
+    timeout "${MO_LIMIT:-330}" python3 bench/device/mo_probe.py --out "$OUT/mo.json" --dtype "${DTS:-bf16,fp16}" --m "${MO_M:-16}" --shapes "${SHAPES:-4096x4096,11008x4096,4096x11008,8192x8192,28672x8192,8192x28672}" 2>&1 | grep -v Warn
     ;;
   motable)
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mo", default=MO_DEFAULT)
     a = ap.parse_args(argv)
     from llmsparse.kernels import gluon_mmsp as g
+    from llmsparse.kernels import gluon_sp24
 
     try:
         dtypes = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 s["values_mo"], s["meta_mo"] = g.mma_order(s["values"], s["meta"])
             for m in ms:
                 std = [Choice("mmsp", c) for c in g.mmsp_configs_for(m)]
+                if m <= 8:  # the decode kernel the dispatcher picks at M = 1: can an MO copy alone serve it?
+                    std += [Choice("gemvg", c) for c in gluon_sp24.configs_for(m)]
                 mos = [c for c in mo if (c[2] == 1) == (m <= 8)]
                 cands = {"dense": sb.args(m, Choice("dense"))}
                 errs = {}
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                     for key in ok:
                         t[key].append(time_call(*cands[key]))
                 med = {key: statistics.median(v) * 1e3 for key, v in t.items()}
-                best_std = min((key for key in med if key.startswith("mmsp:")), key=med.get, default=None)
+                best_std = min((key for key in med if key.startswith(("mmsp:", "gemvg:"))), key=med.get, default=None)
                 best_mo = min((key for key in med if key.startswith("mo:")), key=med.get, default=None)
                 r = {"dtype": dt, "shape": f"{n}x{k}", "m": m, "us": med, "err": errs, "best_std": best_std,
                      "best_mo": best_mo}
