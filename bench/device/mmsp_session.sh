@@ -21,7 +21,8 @@
 #          read of the same bytes; then Nsight Compute (stall reasons per instruction, SourceCounters) on the
 #          dispatcher's 4096x4096 M = 16 configuration
 #   mo     twelfth session: MO configurations (13th element: weights from gluon_mmsp.mma_order's copy in MMA operand
-#          order): GPU tests, then mo_probe.py at M = 16 on the six shapes (dtypes $DTS, default bf16,fp16)
+#          order; since the thirteenth also with XS): GPU tests, then mo_probe.py at M = $MO_M (default 16; at M <= 8
+#          beside gemvg too) on the shapes $SHAPES (default the six) and dtypes $DTS (default bf16,fp16)
 #   motable (for the thirteenth session) the opt-in MO dispatcher path (LLMSPARSE_MMSP_MO=1): GPU tests of MO and of
 #          SparseLinear's MO choice, then the dispatcher's table at M = 1 and 16 (six shapes, both dtypes) with MO on
 #   early  twelfth session: GPU test of the PDL chain (with and without mmsp's early weight loads, gluon_mmsp.EARLY),
