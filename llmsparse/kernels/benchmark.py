@@ -52,6 +52,10 @@ def env_info() -> dict:
 
     info = capability()
     info["time"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    # the settings that change timings or choices (PDL mode, mmsp's metadata build, early weights, MO candidates;
+    # set by environment variables at import), so a results file says how it was produced
+    sig = dispatch.cache_signature()
+    info["kernel_settings"] = {k: sig[k] for k in ("kernels", "pdl", "meta", "early", "mo")}
     if torch.cuda.is_available():
         info["torch_cuda"] = torch.version.cuda
         info["sms"] = torch.cuda.get_device_properties(0).multi_processor_count
@@ -102,7 +106,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                 def run(choice):  # one checked call, its output block NaN-poisoned first
                     return _poisoned_run(lambda: dispatch.run_choice(
                         choice, x, values=s["values"], meta=s["meta"], dense=s["dense"],
-                        cslt_packed=s.get("cslt_packed"), bias=None, out_features=n), m * n, dtype)
+                        cslt_packed=s.get("cslt_packed"), bias=None, out_features=n, mo=s.get("mo")), m * n, dtype)
 
                 y = run(c)
                 finite = bool(torch.isfinite(y).all())

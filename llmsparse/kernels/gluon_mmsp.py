@@ -714,9 +714,10 @@ if MMSP_AVAILABLE:
 # configurations): 0.89-1.014x the speed of the best of these per row, so none joined (an option).
 # TM (twelfth session): the weights through a TM-stage shared-memory ring filled by bulk tensor copies
 # (_sp24_mmsp_tma_gl); on an H100 correct (bit-identical) but 0.80-0.99x the speed of these per row at M = 8 / 16.
-# MO (twelfth session): the weights read from mma_order's copy (MMA operand order); on an H100 at M = 16 4-7%
-# faster than these on the 70B shapes (1.59-1.65x over dense) and 4-13% slower on the 7B ones, in a probe
-# (bench/device/mo_probe.py). Not here by default: the dispatcher times them only with MO_TUNING (MMSP_MO_CONFIGS).
+# MO (twelfth session; with XS since the thirteenth): the weights read from mma_order's copy (MMA operand order); on
+# an H100 at M = 16 (thirteenth session) 0-10% faster than these on the six Llama-2 shapes (1.62-1.64x over dense on
+# the 70B MLP shapes) in a probe (bench/device/mo_probe.py). Not here by default (memory): the dispatcher times them
+# only with MO_TUNING (MMSP_MO_CONFIGS).
 # Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
 # Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
@@ -744,14 +745,22 @@ MMSP_MAX_M = 16
 MMSP_K = 128  # in_features must be a multiple (one super-step)
 
 
-# MO configurations the dispatcher also times at M = 9-16 when MO_TUNING is on (the fastest of the probe's per shape,
-# twelfth session: bench/results/mmsp_mo_probe_*_h100_s12.json); they run on mma_order's copy, which SparseLinear
-# then builds for the layers that choose one.
-MMSP_MO_CONFIGS = [(4, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (2, 4, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1),
-                   (4, 2, 2, 1, 0, 0, 0, 4, 1, 0, 1, 0, 1), (8, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1)]
-# Opt-in (``LLMSPARSE_MMSP_MO=1`` at import, or this attribute): prepared in the twelfth session and checked on the
-# CPU (routing, the copy's build and fallbacks), not yet run on a GPU through the dispatcher; it costs a second copy
-# of the packed weights (0.5625x the dense size) in every layer that picks an MO configuration.
+# MO configurations the dispatcher also times when MO_TUNING is on; they run on mma_order's copy, which SparseLinear
+# then builds for the layers that choose one. M = 9-16: the fastest per shape and dtype of 27 in a probe on an H100
+# (thirteenth session, bench/results/mmsp_mo_xs_probe_h100_s13.json: 2-10% faster than the row-major configurations
+# above, except bf16 4096x11008: equal); M = 2-8: the NT = 1 ones that were fastest per row at M = 1 and 8
+# (bench/results/mmsp_mo_m1_8_probe_h100_s13.json: up to 17% faster than the row-major ones at M = 8, within 3% of
+# gemvg at M = 1, where the row-major kernels are kept).
+MMSP_MO_CONFIGS = {
+    8: [(4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1),
+        (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1)],
+    16: [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 1), (4, 1, 2, 1, 1, 0, 0, 2, 1, 0, 0, 0, 1),
+         (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1, 0, 1), (4, 2, 2, 1, 1, 0, 0, 2, 1, 0, 0, 0, 1),
+         (4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1), (4, 2, 2, 2, 1, 0, 0, 1, 0, 0, 0, 0, 1)],
+}
+# Opt-in (``LLMSPARSE_MMSP_MO=1`` at import, or this attribute): the dispatcher's table with it on (thirteenth
+# session, H100) picked an MO configuration in all 12 M = 16 rows. Not the default because of memory: the copy is a
+# second set of packed weights (0.5625x the dense size) in every layer that picks an MO configuration.
 MO_TUNING = 1 if os.environ.get("LLMSPARSE_MMSP_MO", "0").strip() == "1" else 0
 
 
@@ -763,7 +772,8 @@ def is_mo(cfg: tuple) -> bool:
 def mmsp_configs_for(m: int) -> list[tuple]:
     if m > MMSP_MAX_M:
         return []
-    return list(MMSP_CONFIGS[8 if m <= 8 else 16]) + (list(MMSP_MO_CONFIGS) if MO_TUNING and m > 8 else [])
+    key = 8 if m <= 8 else 16
+    return list(MMSP_CONFIGS[key]) + (list(MMSP_MO_CONFIGS[key]) if MO_TUNING and m > 1 else [])
 
 
 CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX[,TM[,MO]]]]]]]]]"

@@ -541,7 +541,8 @@ MMSP_MO = [(4, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 1, 2, 2, 0, 0, 0, 4, 1, 
            (4, 2, 2, 1, 0, 0, 0, 4, 1, 0, 1, 0, 1), (4, 2, 2, 2, 0, 0, 0, 2, 0, 0, 0, 0, 1),
            (4, 1, 2, 3, 0, 0, 0, 1, 0, 0, 0, 0, 1), (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1),
            (2, 4, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 1),
-           (4, 2, 2, 2, 1, 0, 0, 1, 0, 0, 0, 0, 1)]  # the last two with XS (x by 16-byte loads and shuffles)
+           (4, 2, 2, 2, 1, 0, 0, 1, 0, 0, 0, 0, 1),  # these two with XS (x by 16-byte loads and shuffles)
+           (4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1)]  # MO at M = 2-8
 
 
 @pytest.mark.parametrize("dtype", DT)
@@ -574,7 +575,7 @@ def test_sparse_linear_runs_an_mma_order_choice_on_its_copy(dtype, monkeypatch):
     monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 1)
     w = random_24(264, 384, dtype, "cuda")
     lin = SparseLinear.from_dense(w, torch.randn(264, device="cuda", dtype=dtype))
-    cfg = gluon_mmsp.MMSP_MO_CONFIGS[0]
+    cfg = gluon_mmsp.MMSP_MO_CONFIGS[16][0]
     lin._table = {16: dispatch.Choice("mmsp", cfg)}
     lin._materialize()
     assert lin._mo_values is not None

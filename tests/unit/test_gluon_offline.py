@@ -407,3 +407,22 @@ def test_mmsp_mma_order_loads_straight_into_the_mma_operands(cfg):
     assert not any(re.search(r"\b(PRMT|LOP3)\b", ln) for ln in mo["lines"])
     assert mo["loop_mma"] == plain["loop_mma"] == 4 * rt * nt
     assert mo["loop"] < plain["loop"] and (cfg[3] != 1 or mo["loop"] <= 0.6 * plain["loop"]), (mo, plain)
+
+
+@pytest.mark.parametrize("cfg", [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 1), (4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1)])
+def test_mmsp_mma_order_with_x_shuffles_loads_x_in_16_bytes(cfg):
+    """MO with XS (thirteenth session): x read by 16-byte loads (4 per token tile and super-step) and
+    permuted into the MO fragments by warp shuffles, no 32-bit loads; the weights as without XS; a shorter
+    loop in fewer registers than the row-major configuration with XS."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts and inline asm")
+    rt, nt = cfg[1], cfg[2]
+    mo = offline.gluon_mmsp_stats("bfloat16", cfg, keep_lines=True)
+    plain = offline.gluon_mmsp_stats("bfloat16", cfg[:12], keep_lines=True)
+    loads = [ln for ln in mo["lines"] if "LDG" in ln]
+    assert sum("LDG.E.128" in ln for ln in loads) == 4 * rt + rt + 4 * nt
+    assert not any(re.search(r"LDG\.E\s", ln) for ln in loads)
+    assert any("SHFL" in ln for ln in mo["lines"])
+    assert mo["stack"] == 0 and mo["regs"] < plain["regs"] and mo["loop"] < plain["loop"], (mo, plain)

@@ -719,22 +719,37 @@ def test_mmsp_metadata_ptx_gathers_each_mmas_nibbles():
         assert [out[f"${s}"] for s in range(4)] == [want(wl, wh, s) for s in range(4)], (hex(wl), hex(wh))
 
 
+def test_results_record_the_kernel_settings(monkeypatch):
+    """A results file says how it was produced: env_info carries the settings that change timings or choices
+    (set by environment variables at import), as the kernel cache's signature does."""
+    from llmsparse.kernels import benchmark as B
+    from llmsparse.kernels import gluon_mmsp
+
+    for mo in (0, 1):
+        monkeypatch.setattr(gluon_mmsp, "MO_TUNING", mo)
+        ks = B.env_info()["kernel_settings"]
+        assert ks["mo"] == mo and set(ks) == {"kernels", "pdl", "meta", "early", "mo"}
+
+
 def test_mma_order_choices_are_opt_in_and_run_on_the_copy(monkeypatch):
-    """gluon_mmsp.MO_TUNING (opt-in): the MO configurations join the M = 9-16 candidates only when it is on;
+    """gluon_mmsp.MO_TUNING (opt-in): the MO configurations join the M = 2-16 candidates (NT = 1 ones up to M = 8)
+    only when it is on, never at M = 1 (gemvg's, within 3% of MO there);
     run_choice hands an MO configuration the MMA-order copy (a one-line ValueError without it); a layer
     whose table holds an MO choice builds the copy (_materialize) and passes it, and one without the copy
     (not built, or on another device) runs the same configuration on the row-major weights instead."""
     from llmsparse.kernels import gluon_mmsp
 
-    mo_cfg = gluon_mmsp.MMSP_MO_CONFIGS[0]
+    mo_cfg = gluon_mmsp.MMSP_MO_CONFIGS[16][0]
     monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 0)
-    assert not any(gluon_mmsp.is_mo(c) for m in (1, 8, 16) for c in gluon_mmsp.mmsp_configs_for(m))
+    assert not any(gluon_mmsp.is_mo(c) for m in (1, 2, 8, 16) for c in gluon_mmsp.mmsp_configs_for(m))
     monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 1)
-    assert [c for c in gluon_mmsp.mmsp_configs_for(16) if gluon_mmsp.is_mo(c)] == gluon_mmsp.MMSP_MO_CONFIGS
-    assert not any(gluon_mmsp.is_mo(c) for c in gluon_mmsp.mmsp_configs_for(8))
-    for c in gluon_mmsp.MMSP_MO_CONFIGS:  # valid configurations (kernel_consts checks the combination)
+    for m, key in ((2, 8), (5, 8), (8, 8), (9, 16), (16, 16)):
+        assert [c for c in gluon_mmsp.mmsp_configs_for(m) if gluon_mmsp.is_mo(c)] == gluon_mmsp.MMSP_MO_CONFIGS[key]
+    assert not any(gluon_mmsp.is_mo(c) for c in gluon_mmsp.mmsp_configs_for(1))
+    for key, cfgs in gluon_mmsp.MMSP_MO_CONFIGS.items():  # valid configurations (kernel_consts checks them)
+        assert cfgs and all((c[2] == 1) == (key == 8) for c in cfgs)  # one token tile up to M = 8, two above
         if gluon_mmsp.MMSP_AVAILABLE:
-            assert gluon_mmsp.kernel_consts(c, False)["MO"] == 1
+            assert all(gluon_mmsp.kernel_consts(c, False)["MO"] == 1 for c in cfgs)
 
     seen = {}
 
