@@ -17,6 +17,8 @@ Examples:
 
   llmsparse bench --shapes llama2-7b,llama2-70b --m 1,16,4096 --dtype fp16
 
+  llmsparse bench --shapes llama2-70b --m 1,16 --mma-order          # MO copies too (faster, more memory)
+
   llmsparse bench --shapes 11008x4096 --json gemm.json --plot gemm.png --overwrite
 
   llmsparse bench random:llama2-7b --prompt-len 4096 --gen-tokens 128
@@ -60,7 +62,11 @@ def bench(
     stock: bool = typer.Option(True, "--stock/--no-stock", help="Also time PyTorch's stock 2:4 path."),
     min_speedup: float = typer.Option(1.05, "--min-speedup", help="A sparse path must beat dense by this factor (the dispatcher's default)."),
     paths: Optional[str] = typer.Option(None, "--paths", help="Kernel families the dispatcher measures, comma-separated "
-                                        "(default: all, gemvg,mmsp,gemv,mmg,mm,mmb,cslt)."),
+                                        "(default gemvg,mmsp,gemv,mmg,cslt; mm and mmb may be added)."),
+    mma_order: Optional[bool] = typer.Option(None, "--mma-order/--no-mma-order", help="Also measure mmsp on a second "
+                                             "copy of the weights in MMA operand order (faster at M = 2-16, more "
+                                             "memory: each layer that picks it holds the copy). Default: "
+                                             "LLMSPARSE_MMSP_MO=1 turns it on."),
     json_path: str = typer.Option("bench-results.json", "--json", help="Where to write all numbers (JSON)."),
     plot: Optional[str] = typer.Option("bench-speedup.png", "--plot", help="PNG of speedup vs M ('' for none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--plot files."),
@@ -112,6 +118,10 @@ def bench(
         if i % 8:
             raise UserError(f"shape {o}x{i}: the input width must be a multiple of 8 for 2:4 kernels")
 
+    if mma_order is not None:
+        from ..kernels import gluon_mmsp
+
+        gluon_mmsp.MO_TUNING = int(mma_order)
     log = lambda s: console.print(s, highlight=False)  # noqa: E731
     result = {"env": B.env_info(), "command": "llmsparse " + " ".join(sys.argv[1:]), "gemm": [], "e2e": None}
     console.print(f"[bold]{result['env'].get('gpu')}[/] torch {torch.__version__} triton {result['env'].get('triton')} "
