@@ -23,8 +23,9 @@
 #   mo     twelfth session: MO configurations (13th element: weights from gluon_mmsp.mma_order's copy in MMA operand
 #          order; since the thirteenth also with XS): GPU tests, then mo_probe.py at M = $MO_M (default 16; at M <= 8
 #          beside gemvg too) on the shapes $SHAPES (default the six) and dtypes $DTS (default bf16,fp16)
-#   motable (for the thirteenth session) the opt-in MO dispatcher path (LLMSPARSE_MMSP_MO=1): GPU tests of MO and of
-#          SparseLinear's MO choice, then the dispatcher's table at M = 1 and 16 (six shapes, both dtypes) with MO on
+#   motable (thirteenth session, M = 1, 16; since then M = $MO_M, default 1,4,8,16: the MO candidates at M = 2-8 are
+#          new) the opt-in MO dispatcher path (LLMSPARSE_MMSP_MO=1): GPU tests of MO and of SparseLinear's MO choice,
+#          then the dispatcher's table (six shapes, both dtypes) with MO on
 #   early  twelfth session: GPU test of the PDL chain (with and without mmsp's early weight loads, gluon_mmsp.EARLY),
 #          then pdl_probe.py --early (PDL modes 1 and 2 with and without early weights) at M = 16 on the six shapes
 #   tma    twelfth session: TM configurations (12th element: weights through a TM-stage shared-memory ring filled by
@@ -139,7 +140,7 @@ case $stage in
   motable)
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
       -k "mma_order or tma_stages" 2>&1 | tail -5
-    LLMSPARSE_MMSP_MO=1 timeout 400 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,16 \
+    LLMSPARSE_MMSP_MO=1 timeout 400 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m "${MO_M:-1,4,8,16}" \
       --dtype bf16,fp16 --paths gemvg,gemv,mmg,cslt,mmsp --out "$OUT/k" 2>&1 | tail -32
     ;;
   early)
