@@ -382,8 +382,8 @@ if MMSP_AVAILABLE:
                         MO: gl.constexpr):
         """Word offsets of the B fragments ([WK, 1, NT, 32, 4, 4]) of super-step kk: token ``8 (pid_m NT + nt) + g``
         (past M: token M - 1); inputs 2t + 8j (+1) of MMA s are the inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j +
-        t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2 (MO: the roles of s and j swapped; XS: 16-byte loads of
-        words 16 j + 4 t + s, permuted into the fragments by _x_fragments)."""
+        t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2 (MO: the roles of s and j swapped; XS, with or without MO:
+        16-byte loads of words 16 j + 4 t + s, permuted into the fragments by _x_fragments)."""
         tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
         if XS:  # with or without MO: the permutation into the fragments differs (_x_fragments)
             return tok * stride_xw + kk * 64 + 16 * j + 4 * t + s
