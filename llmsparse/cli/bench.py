@@ -181,6 +181,8 @@ def bench(
                   f"{res['sparse_decode_tok_s']:.1f}", f"{res['decode_speedup']:.2f}")
         console.print(t)
         console.print(f"logits rel err {res['logits_rel_err']:.2e}; greedy tokens equal {res['greedy_tokens_match']:.0%}")
+        console.print(f"swapped linears on the GPU: {res['sparse_linear_bytes'] / 2**30:.2f} GiB (packed weights and the "
+                      f"forms the chosen kernels need) against {res['dense_linear_bytes'] / 2**30:.2f} GiB dense")
 
     from ..kernels import dispatch
 

@@ -372,7 +372,7 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["sparse_decode_tok_s"], sp_toks, g2 = decode(model, decode_prompt, gen, graphs, vocab=vocab)
     log(f"2:4 decode: {res['sparse_decode_tok_s']:.1f} tok/s (graphs={g2})")
     res["graphs"] = bool(g1 and g2 and pinfo["dense"].get("graph") and pinfo["sparse"].get("graph")) if graphs else False
-    res["sparse_linear_bytes"] = _sparse_bytes(model)
+    res["sparse_linear_bytes"], res["dense_linear_bytes"] = _sparse_bytes(model)
     # dense again (same weights, swapped back), so that clock drift over the run does not favour a side
     from .linear import densify
 
@@ -397,14 +397,14 @@ def _how(info: dict) -> str:
     return "graph replays" if info.get("graph") else "eager" + (f": {info['graph_error']}" if info.get("graph_error") else "")
 
 
-def _sparse_bytes(model) -> int:
-    from .linear import SparseLinear
+def _sparse_bytes(model) -> tuple[int, int]:
+    """Bytes the swapped layers hold (packed weights, metadata, bias and every derived form the chosen kernels
+    need: cuSPARSELt's copy, the MMA-order copy, a kept dense weight), and what the same layers took dense."""
+    from .linear import SparseLinear, memory_bytes
 
-    return sum(
-        m.values.numel() * m.values.element_size() + m.meta.numel()
-        + (0 if m._cslt is None else m._cslt.numel() * m._cslt.element_size())
-        + (0 if m._dense is None else m._dense.numel() * m._dense.element_size())
-        for m in model.modules() if isinstance(m, SparseLinear))
+    layers = [m for m in model.modules() if isinstance(m, SparseLinear)]
+    dense = sum(m.out_features * (m.in_features + (m.bias is not None)) * m.values.element_size() for m in layers)
+    return sum(memory_bytes(m) for m in layers), dense
 
 
 # --------------------------------------------------------------------------- output

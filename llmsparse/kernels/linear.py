@@ -180,17 +180,22 @@ class SparseLinear(nn.Module):
         return dict(self._table_view or self._table or {})
 
     def _materialize(self) -> None:
-        paths = {c.path for c in list((self._table or {}).values()) + list((self._table_view or {}).values())}
+        """Build the derived forms the chosen paths read and drop the others. The dense weight (as much memory
+        as the dense layer) is kept only where the table the layer runs picks dense: with a view table (a layer
+        prepared for torch.compile) that is the view table, so such a layer run eagerly where its eager table
+        picked dense takes a packed-form path instead (:meth:`_plan`)."""
+        chosen = list((self._table or {}).values()) + list((self._table_view or {}).values())
+        paths = {c.path for c in chosen}
         if "cslt" in paths:
             self._get_cslt()
         else:
             self._cslt = None
-        chosen = list((self._table or {}).values()) + list((self._table_view or {}).values())
         if any(dispatch.is_mo(c) for c in chosen):
             self._get_mo()
         else:
             self._mo_values = self._mo_meta = None
-        if "dense" in paths and self.keep_dense is not False:
+        runs = (self._table_view or {}).values() if self._table_view else chosen
+        if any(c.path == "dense" for c in runs) and self.keep_dense is not False:
             self._get_dense()
         else:
             self._dense = None
@@ -382,7 +387,8 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     ``for_compile=True``: the model will run under torch.compile, where a layer may take cuSPARSELt's
     transposed result and leave the transpose to Inductor (``compiled_paths`` below; fp16 prefill on an
     H100, docs/kernels.md); this builds cuSPARSELt's form where that wins, memory that eager use would
-    not need.
+    not need, and keeps the dense weight only where the compiled choices use it (a layer prepared for
+    compile and run eagerly takes a packed-form path where its eager choice was dense).
 
     Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}},
     "compiled_paths": {shape: {bucket: path}}}``; the last lists the shapes whose choices differ under

@@ -802,3 +802,49 @@ def test_mma_order_choices_are_opt_in_and_run_on_the_copy(monkeypatch):
     lin._table = {16: dispatch.Choice("mmsp", mo_cfg[:12])}
     lin._materialize()  # no MO choice left: the copy is dropped
     assert lin._mo_values is None and lin._mo_meta is None
+
+
+def test_e2e_memory_counts_every_form_a_swapped_layer_holds():
+    """``llmsparse bench MODEL`` reports the bytes of the swapped layers: the packed weights, metadata and bias,
+    plus every derived form they hold (here an MMA-order copy and a kept dense weight), against the dense
+    layers' bytes (weight and bias)."""
+    from llmsparse.kernels.benchmark import _sparse_bytes
+
+    torch.manual_seed(0)
+    lin = nn.Linear(256, 64, bias=True).half()
+    with torch.no_grad():
+        lin.weight.mul_(nm_mask(lin.weight.float(), 2, 4).to(lin.weight.dtype))
+    model = nn.Sequential(lin, nn.ReLU())
+    assert sparsify(model)["swapped"] == ["0"]
+    sp = model[0]
+    packed = 64 * 128 * 2 + 64 * 256 // 8 + 64 * 2  # values (fp16), meta (2 bits per input), bias
+    assert _sparse_bytes(model) == (packed, 64 * 257 * 2)
+    sp._mo_values = torch.zeros(4, 512, dtype=torch.int32)
+    sp._mo_meta = torch.zeros(4, 64, dtype=torch.int32)
+    sp._get_dense()
+    assert _sparse_bytes(model) == (packed + 4 * 512 * 4 + 4 * 64 * 4 + 64 * 256 * 2, 64 * 257 * 2)
+
+
+def test_a_layer_prepared_for_compile_keeps_dense_only_where_compiled_choices_use_it(monkeypatch):
+    """keep_dense="auto" with a view table (for_compile): the dense weight is built only where the view table (what
+    compiled calls run) picks dense; an eager call where the eager table picked dense then takes a packed-form
+    path (here cuSPARSELt's, built for the view choice). Without a view table, an eager dense choice keeps it."""
+    from llmsparse.kernels import cslt
+
+    monkeypatch.setattr(cslt, "compress", lambda w: w.clone())  # CPU stand-in for cuSPARSELt's form
+    w = _w24(24, 64)
+    lin = SparseLinear.from_dense(w)
+    lin.for_compile = True
+    lin._table = {1: dispatch.Choice("gemvg", (1, 4, 8, 1, 4)), 4096: dispatch.Choice("dense")}
+    lin._table_view = {1: dispatch.Choice("gemvg", (1, 4, 8, 1, 4)), 4096: dispatch.Choice("cslt", (0, 2))}
+    lin._materialize()
+    assert lin._dense is None and lin._cslt is not None
+    assert lin._plan(4096, view=True) == dispatch.Choice("cslt", (0, 2))
+    assert lin._plan(4096).path == "cslt"  # eager: dense chosen, its weight not kept -> packed-form path
+    lin._table_view = {1: dispatch.Choice("gemvg", (1, 4, 8, 1, 4)), 4096: dispatch.Choice("dense")}
+    lin._materialize()  # the compiled choice is dense: kept, cuSPARSELt's form dropped
+    assert lin._dense is not None and lin._cslt is None and lin._plan(4096, view=True).path == "dense"
+    lin._table_view = None
+    lin._table = {4096: dispatch.Choice("dense")}
+    lin._materialize()
+    assert lin._dense is not None and lin._plan(4096).path == "dense"
