@@ -57,6 +57,8 @@ def main() -> int:
     print(f"decode {a.gen} tok: dense {res['dense_decode_tok_s']:.1f} tok/s, 2:4 {res['sparse_decode_tok_s']:.1f} tok/s, "
           f"{res['decode_speedup']:.2f}x; logits rel err {res['logits_rel_err']:.2e}; "
           f"greedy match {res['greedy_tokens_match']:.0%}")
+    print(f"decoder linears: 2:4 {res['sparse_linear_bytes'] / 1e9:.2f} GB (packed and derived forms) vs dense "
+          f"{res['dense_linear_bytes'] / 1e9:.2f} GB")
     return 0
 
 

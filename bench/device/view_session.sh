@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 bash bench/device/h200_session.sh env
 e2e() {
   timeout "$2" python3 bench/bench_e2e.py --dtype "$1" --compile layers --out "$OUT/e2e_$1" > "$OUT/e2e_$1.log" 2>&1
-  echo "e2e $1 rc $?"; grep -i "prefill\|decode\|sparsify\|error" "$OUT/e2e_$1.log" | tail -8
+  echo "e2e $1 rc $?"; grep -i "prefill\|decode\|sparsify\|error\|linears" "$OUT/e2e_$1.log" | tail -9
 }
 if [ "${1:-}" = bf16 ]; then
   e2e bf16 200
