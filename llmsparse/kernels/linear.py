@@ -389,6 +389,9 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     H100, docs/kernels.md); this builds cuSPARSELt's form where that wins, memory that eager use would
     not need, and keeps the dense weight only where the compiled choices use it (a layer prepared for
     compile and run eagerly takes a packed-form path where its eager choice was dense).
+    With ``LLMSPARSE_MMSP_MO=1`` (``gluon_mmsp.MO_TUNING``) the dispatcher also measures ``mmsp`` on a copy of
+    the packed weights in MMA operand order (faster at M = 2-16 on an H100, docs/kernels.md); layers that pick
+    it hold that copy too (another 0.5625x of the dense weight).
 
     Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}},
     "compiled_paths": {shape: {bucket: path}}}``; the last lists the shapes whose choices differ under
