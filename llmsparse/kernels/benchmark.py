@@ -103,10 +103,8 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                 ref = F.linear(x, s["dense"])
                 ref32 = F.linear(x.float(), s["dense"].float())
 
-                def run(choice):  # one checked call, its output block NaN-poisoned first
-                    return _poisoned_run(lambda: dispatch.run_choice(
-                        choice, x, values=s["values"], meta=s["meta"], dense=s["dense"],
-                        cslt_packed=s.get("cslt_packed"), bias=None, out_features=n, mo=s.get("mo")), m * n, dtype)
+                def run(choice, bench=sb):  # one checked call, its output NaN-poisoned first (the set has no bias)
+                    return _poisoned_run(lambda: bench.run(choice, x, s), m * n, dtype)
 
                 y = run(c)
                 finite = bool(torch.isfinite(y).all())

@@ -120,7 +120,11 @@ def view_key(key: tuple) -> tuple:
 
 def is_mo(c: Choice) -> bool:
     """Whether ``c`` is an mmsp configuration that reads the MMA-order copy of the weights."""
-    return c.path == "mmsp" and len(c.cfg) > 12 and bool(c.cfg[12])
+    if c.path != "mmsp":
+        return False
+    from . import gluon_mmsp
+
+    return gluon_mmsp.is_mo(c.cfg)
 
 
 def is_view(c: Choice) -> bool:
@@ -255,9 +259,9 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
             x = x.contiguous()
             x = x if x.data_ptr() % 8 == 0 else x.clone()
         if p == "mmsp":
-            from .gluon_mmsp import is_mo, mmsp_supported, sp24_mmsp_gl
+            from .gluon_mmsp import mmsp_supported, sp24_mmsp_gl
 
-            if is_mo(choice.cfg):
+            if is_mo(choice):
                 if mo is None:
                     raise ValueError(f"{choice_name(choice)} reads the MMA-order copy of the weights (mo=)")
                 return sp24_mmsp_gl(x, mo[0], mo[1], bias, out_features, cfg=choice.cfg)
@@ -420,12 +424,16 @@ class ShapeBench:
     def inputs(self, m: int) -> list[torch.Tensor]:
         return [torch.randn(m, self.k, device=self.device, dtype=self.dtype) for _ in self.sets]
 
+    def run(self, choice: Choice, x: torch.Tensor, s: dict) -> torch.Tensor:
+        """``choice`` on weight set ``s`` (every form the set holds: dense, packed, cuSPARSELt's, MMA order)."""
+        return run_choice(choice, x, values=s["values"], meta=s["meta"], dense=s["dense"],
+                          cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n, mo=s.get("mo"))
+
     def args(self, m: int, choice: Choice) -> tuple[Callable, list[tuple]]:
         xs = self.inputs(m)
 
         def fn(x, s, c=choice):
-            return run_choice(c, x, values=s["values"], meta=s["meta"], dense=s["dense"],
-                              cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n, mo=s.get("mo"))
+            return self.run(c, x, s)
 
         return fn, [(x, s) for x, s in zip(xs, self.sets)]
 
@@ -435,8 +443,7 @@ class ShapeBench:
         x = torch.randn(m, self.k, device=self.device, dtype=self.dtype)
         ref = F.linear(x, s["dense"], s["bias"]).float()
         torch.cuda.synchronize()
-        y = run_choice(choice, x, values=s["values"], meta=s["meta"], dense=s["dense"],
-                       cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n, mo=s.get("mo")).float()
+        y = self.run(choice, x, s).float()
         if y.shape != ref.shape or not torch.isfinite(y).all():
             return math.inf
         return float((y - ref).norm() / ref.norm().clamp_min(1e-30))

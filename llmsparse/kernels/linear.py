@@ -132,8 +132,11 @@ class SparseLinear(nn.Module):
             self._cslt = compress(self.dense_weight())
         return self._cslt
 
+    def _mo_built(self) -> bool:
+        return self._mo_values is not None and self._mo_values.device == self.values.device
+
     def _get_mo(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._mo_values is None or self._mo_values.device != self.values.device:
+        if not self._mo_built():
             from .gluon_mmsp import mma_order
 
             self._mo_values, self._mo_meta = mma_order(self.values, self.meta)
@@ -232,7 +235,7 @@ class SparseLinear(nn.Module):
         if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
                 or (c.path == "cslt" and self._cslt is None)):
             c = _best_sparse_fallback(m, self._cslt is not None)
-        elif dispatch.is_mo(c) and (self._mo_values is None or self._mo_values.device != self.values.device):
+        elif dispatch.is_mo(c) and not self._mo_built():
             c = dispatch.Choice("mmsp", c.cfg[:12])  # the same configuration on the row-major weights
         return c
 
