@@ -22,7 +22,8 @@
 #          dispatcher's 4096x4096 M = 16 configuration
 #   mo     twelfth session: MO configurations (13th element: weights from gluon_mmsp.mma_order's copy in MMA operand
 #          order; since the thirteenth also with XS): GPU tests, then mo_probe.py at M = $MO_M (default 16; at M <= 8
-#          beside gemvg too) on the shapes $SHAPES (default the six) and dtypes $DTS (default bf16,fp16)
+#          beside gemvg too) on the shapes $SHAPES (default the six) and dtypes $DTS (default bf16,fp16); the MO
+#          configurations in $MO_CFGS (default mo_probe.py's list)
 #   motable (thirteenth session, M = 1, 16; since then M = $MO_M, default 1,4,8,16: the MO candidates at M = 2-8 are
 #          new) the opt-in MO dispatcher path (LLMSPARSE_MMSP_MO=1): GPU tests of MO and of SparseLinear's MO choice,
 #          then the dispatcher's table (six shapes, both dtypes) with MO on
@@ -135,7 +136,7 @@ case $stage in
   mo)
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
       -k "mma_order" 2>&1 | tail -5
-    timeout "${MO_LIMIT:-330}" python3 bench/device/mo_probe.py --out "$OUT/mo.json" --dtype "${DTS:-bf16,fp16}" --m "${MO_M:-16}" --shapes "${SHAPES:-4096x4096,11008x4096,4096x11008,8192x8192,28672x8192,8192x28672}" 2>&1 | grep -v Warn
+    timeout "${MO_LIMIT:-330}" python3 bench/device/mo_probe.py --out "$OUT/mo.json" --dtype "${DTS:-bf16,fp16}" --m "${MO_M:-16}" ${MO_CFGS:+--mo "$MO_CFGS"} --shapes "${SHAPES:-4096x4096,11008x4096,4096x11008,8192x8192,28672x8192,8192x28672}" 2>&1 | grep -v Warn
     ;;
   motable)
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \

@@ -127,6 +127,13 @@ def is_mo(c: Choice) -> bool:
     return gluon_mmsp.is_mo(c.cfg)
 
 
+def row_major_twin(c: Choice) -> Choice:
+    """An MO choice's twin that reads the row-major packed weights (same tiling and register cap)."""
+    from . import gluon_mmsp
+
+    return Choice("mmsp", gluon_mmsp.row_major_twin(c.cfg))
+
+
 def is_view(c: Choice) -> bool:
     """Whether ``c`` returns a transposed view rather than a contiguous ``[M, N]``."""
     return c.path == "cslt" and len(c.cfg) > 1 and c.cfg[1] == 2

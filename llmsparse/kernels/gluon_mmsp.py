@@ -167,6 +167,7 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     fx = int(cfg[10]) if len(cfg) > 10 else 0
     tm = int(cfg[11]) if len(cfg) > 11 else 0
     mo = int(cfg[12]) if len(cfg) > 12 else 0
+    kernel_options(cfg)  # validates RG (14th element)
     if mo not in (0, 1) or (mo and (ch or pd or stages or tm)):
         raise ValueError(f"mmsp MMA-order weights (13th element) must be 0 or 1, without CH, PD, AS or TM: {cfg}")
     if tm < 0 or tm == 1 or (tm and (rw or stages or pd)):
@@ -764,6 +765,21 @@ MMSP_MO_CONFIGS = {
 MO_TUNING = 1 if os.environ.get("LLMSPARSE_MMSP_MO", "0").strip() == "1" else 0
 
 
+def kernel_options(cfg: tuple) -> dict:
+    """Launch options of a configuration: RG (14th element), a cap on registers per thread (``maxnreg``; 0: none).
+    A cap of 168 lets three 4-warp programs share an SM (65536 registers) where the compiler takes 169-255;
+    ptxas spills what no longer fits (offline: :func:`llmsparse.kernels.offline.gluon_mmsp_stats`)."""
+    rg = int(cfg[13]) if len(cfg) > 13 else 0
+    if rg and not (rg % 8 == 0 and 64 <= rg <= 248):
+        raise ValueError(f"mmsp register cap (14th element) must be 0 or a multiple of 8 in 64-248: {cfg}")
+    return {"maxnreg": rg} if rg else {}
+
+
+def row_major_twin(cfg: tuple) -> tuple:
+    """An MO configuration's twin on the row-major weights (the same tiling, MO = 0; RG kept)."""
+    return tuple(cfg[:12]) + ((0,) + tuple(cfg[13:]) if len(cfg) > 13 else ())
+
+
 def is_mo(cfg: tuple) -> bool:
     """Whether an mmsp configuration reads :func:`mma_order`'s copy (13th element MO = 1)."""
     return len(cfg) > 12 and bool(cfg[12])
@@ -776,14 +792,14 @@ def mmsp_configs_for(m: int) -> list[tuple]:
     return list(MMSP_CONFIGS[key]) + (list(MMSP_MO_CONFIGS[key]) if MO_TUNING and m > 1 else [])
 
 
-CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX[,TM[,MO]]]]]]]]]"
+CONFIG_SYNTAX = "WK,RT,NT,PF[,XS[,CH[,PD[,SK[,RW[,AS[,FX[,TM[,MO[,RG]]]]]]]]]]"
 
 
 def parse_configs(text: str) -> list[tuple]:
     """``"4,2,2,1,1;4,1,1,0,1,0,0,1,0,3"`` -> configuration tuples (the device scripts' option syntax);
-    ValueError unless every entry is 4 to 13 integers (:data:`CONFIG_SYNTAX`)."""
+    ValueError unless every entry is 4 to 14 integers (:data:`CONFIG_SYNTAX`)."""
     out = [tuple(int(v) for v in c.split(",")) for c in text.split(";") if c.strip()]
-    if any(not 4 <= len(c) <= 13 for c in out):
+    if any(not 4 <= len(c) <= 14 for c in out):
         raise ValueError(f"mmsp configurations are {CONFIG_SYNTAX}; got {text!r}")
     return out
 
@@ -926,7 +942,7 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     fixup = splits > 1 and kc["FX"]
     pdl = _gsp.pdl_args(x.device)
     common = dict(HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
-                  num_warps=wk, META=META, EW=EARLY, **kc, **pdl)
+                  num_warps=wk, META=META, EW=EARLY, **kc, **pdl, **kernel_options(cfg))
     counters = tile_counters(x.device, grid[0] * grid[1]) if fixup else y
     if kc["TM"]:
         v_desc, m_desc = tma_descriptors(values, meta, kc["WK"], kc["RT"])

@@ -236,7 +236,7 @@ class SparseLinear(nn.Module):
                 or (c.path == "cslt" and self._cslt is None)):
             c = _best_sparse_fallback(m, self._cslt is not None)
         elif dispatch.is_mo(c) and not self._mo_built():
-            c = dispatch.Choice("mmsp", c.cfg[:12])  # the same configuration on the row-major weights
+            c = dispatch.row_major_twin(c)  # the same configuration on the row-major weights
         return c
 
     def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor:

@@ -29,12 +29,14 @@ def tools_available() -> bool:
         return False
 
 
-def compile_sass(src, num_warps: int, arch: int = 90) -> dict:
-    """Compile a Triton ``ASTSource``/``GluonASTSource`` for ``sm_<arch>``; returns SASS text and resources."""
+def compile_sass(src, num_warps: int, arch: int = 90, maxnreg: int = 0) -> dict:
+    """Compile a Triton ``ASTSource``/``GluonASTSource`` for ``sm_<arch>`` (``maxnreg``: a register cap, 0 none);
+    returns SASS text and resources."""
     import triton
     from triton.backends.compiler import GPUTarget
 
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps,
+                                                                       **({"maxnreg": maxnreg} if maxnreg else {})})
     with tempfile.TemporaryDirectory() as d:
         cubin = os.path.join(d, "k.cubin")
         with open(cubin, "wb") as f:
@@ -65,7 +67,8 @@ def loops(sass: str) -> list[list[str]]:
     return out
 
 
-def _gluon_loop_stats(fn, sig: dict, consts: dict, div16: list[str], num_warps: int, arch: int) -> dict:
+def _gluon_loop_stats(fn, sig: dict, consts: dict, div16: list[str], num_warps: int, arch: int,
+                      maxnreg: int = 0) -> dict:
     """Compile a Gluon kernel offline with the launcher's 16-divisibility specialisation of ``div16``;
     registers, spills, and the main (longest) loop: its length, barriers, shared-memory accesses and
     lines (for callers to count their own instructions)."""
@@ -73,7 +76,8 @@ def _gluon_loop_stats(fn, sig: dict, consts: dict, div16: list[str], num_warps: 
 
     sig = dict(sig, **{k: "constexpr" for k in consts})
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in div16}
-    r = compile_sass(GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), num_warps, arch)
+    r = compile_sass(GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), num_warps, arch,
+                     maxnreg)
     ls = loops(r["sass"])
     main = max(ls, key=len) if ls else []
     return {"regs": r["regs"], "stack": r["stack"], "shared": r["shared"], "loop": len(main),
@@ -177,7 +181,7 @@ def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool
         sig = dict(x_ptr="*i32", v_ptr="*i32", m_ptr="*i32" if kc["MO"] else "*i64", y_ptr="*fp32" if split else ty, b_ptr=ty, M="i32",
                    N="i32", SS="i32", KG="i32", KM="i32", stride_xw="i32", stride_ym="i32", ITERS="i32", MN="i32",
                    o_ptr=ty, c_ptr="*i32", stride_om="i32")
-    st = _gluon_loop_stats(fn, sig, consts, div16, consts["WK"], arch)
+    st = _gluon_loop_stats(fn, sig, consts, div16, consts["WK"], arch, g.kernel_options(cfg).get("maxnreg", 0))
     lines = st.pop("lines")
     # kept weights a thread handles per iteration: 4 MMAs x 16 rows x 16 kept per 16-row tile, / 32 lanes
     out = dict(st, loop_mma=sum("HMMA" in x for x in lines), kept_per_iteration=consts["RT"] * 4 * 16 * 16 // 32)

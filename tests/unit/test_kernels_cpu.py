@@ -643,7 +643,7 @@ def _bench_script(rel: str):
 
 
 def test_mmsp_configuration_lists_parse_or_fail_in_one_line(monkeypatch, capsys):
-    """The device scripts' ``--mmsp-extra``/``--mmsp-cfgs`` syntax (gluon_mmsp.parse_configs): 4 to 13
+    """The device scripts' ``--mmsp-extra``/``--mmsp-cfgs`` syntax (gluon_mmsp.parse_configs): 4 to 14
     integers per entry; bench_kernels.py rejects anything else, or an NT it has no bucket for, with a
     one-line usage error (exit 2) before touching the GPU or the output directory."""
     from llmsparse.kernels.gluon_mmsp import parse_configs
@@ -653,7 +653,8 @@ def test_mmsp_configuration_lists_parse_or_fail_in_one_line(monkeypatch, capsys)
     assert parse_configs("4,1,2,1,1,0,0,4,1,0,1") == [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 1)]
     assert parse_configs("4,2,2,1,1,0,0,1,0,0,0,4") == [(4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 4)]
     assert parse_configs("4,2,2,1,0,0,0,1,0,0,0,0,1") == [(4, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1)]
-    for bad in ("4,2,2", "4,2,2,1,1,0,0,1,0,3,1,0,1,2", "4,2,x,1"):
+    assert parse_configs("4,1,2,2,1,0,0,4,1,0,0,0,1,168") == [(4, 1, 2, 2, 1, 0, 0, 4, 1, 0, 0, 0, 1, 168)]
+    for bad in ("4,2,2", "4,2,2,1,1,0,0,1,0,3,1,0,1,168,2", "4,2,x,1"):
         with pytest.raises(ValueError):
             parse_configs(bad)
     mod = _bench_script("bench_kernels.py")
@@ -756,6 +757,28 @@ def test_results_record_the_kernel_settings(monkeypatch):
         monkeypatch.setattr(gluon_mmsp, "MO_TUNING", mo)
         ks = B.env_info()["kernel_settings"]
         assert ks["mo"] == mo and set(ks) == {"kernels", "pdl", "meta", "early", "mo"}
+
+
+def test_register_cap_is_a_launch_option_kept_by_the_row_major_twin():
+    """RG (14th element): ``maxnreg`` for the launch (not a kernel argument), 0 or absent for none, a multiple of 8
+    in 64-248 otherwise (a one-line ValueError for anything else, also from kernel_consts); an MO choice's
+    row-major twin drops MO and keeps the tiling and the cap."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    assert g.kernel_options((4, 2, 2, 1)) == {} == g.kernel_options((4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0))
+    assert g.kernel_options((4, 1, 2, 2, 1, 0, 0, 4, 1, 0, 0, 0, 1, 168)) == {"maxnreg": 168}
+    for bad in (100, 32, 256, -8):
+        with pytest.raises(ValueError, match="register cap"):
+            g.kernel_options((4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, bad))
+    if g.MMSP_AVAILABLE:
+        with pytest.raises(ValueError, match="register cap"):
+            g.kernel_consts((4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 100), False)
+        assert "maxnreg" not in g.kernel_consts((4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 168), False)
+    mo = (4, 1, 2, 2, 1, 0, 0, 4, 1, 0, 0, 0, 1)
+    assert g.row_major_twin(mo) == mo[:12]
+    assert g.row_major_twin(mo + (168,)) == mo[:12] + (0, 168)
+    assert dispatch.row_major_twin(dispatch.Choice("mmsp", mo + (168,))) == dispatch.Choice("mmsp", mo[:12] + (0, 168))
+    assert not g.is_mo(g.row_major_twin(mo + (168,)))
 
 
 def test_mma_order_choices_are_opt_in_and_run_on_the_copy(monkeypatch):
