@@ -3,6 +3,9 @@
     python bench/device/mo_probe.py --out OUT.json [--shapes 4096x4096,...] [--dtype bf16,fp16] [--m 16]
         [--mo "4,2,2,1,0,0,0,1,0,0,0,0,1;..."]
 
+MO >= 2 (fourteenth session): x through a shared-memory ring of MO stages read by ldmatrix, the weights from
+``mma_order(order=2)``'s copy.
+
 The MO configurations read a second copy of the packed weights laid out in the order the sparse MMAs take
 their operands (no operand moves, no metadata rebuilding; 103 instead of 229 instructions in the M = 16 loop
 and 134-176 instead of 253 registers, offline). For each (dtype, shape, M): dense cuBLAS, every ``mmsp``
@@ -59,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     for dt, dtype in zip(a.dtype.split(","), dtypes):
         for (n, k) in shapes:
             sb = ShapeBench(n, k, dtype, torch.device("cuda"), with_cslt=False)
-            for s in sb.sets:  # what ShapeBench builds itself with MO_TUNING; run_choice hands it to MO choices
+            for s in sb.sets:  # what ShapeBench builds itself with MO_TUNING; ShapeBench.run hands MO choices theirs
                 s["mo"] = g.mma_order(s["values"], s["meta"])
+                if any(g.mo_order(c) == 2 for c in mo):
+                    s["mo2"] = g.mma_order(s["values"], s["meta"], 2)
             for m in ms:
                 std = [Choice("mmsp", c) for c in g.mmsp_configs_for(m)]
                 if m <= 8:  # the decode kernel the dispatcher picks at M = 1: can an MO copy alone serve it?

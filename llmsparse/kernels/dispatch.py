@@ -127,6 +127,15 @@ def is_mo(c: Choice) -> bool:
     return gluon_mmsp.is_mo(c.cfg)
 
 
+def mo_order(c: Choice) -> int:
+    """Which ``gluon_mmsp.mma_order`` copy ``c`` reads: 0 (none), 1 or 2 (``gluon_mmsp.mo_order``)."""
+    if c.path != "mmsp":
+        return 0
+    from . import gluon_mmsp
+
+    return gluon_mmsp.mo_order(c.cfg)
+
+
 def row_major_twin(c: Choice) -> Choice:
     """An MO choice's twin that reads the row-major packed weights (same tiling and register cap)."""
     from . import gluon_mmsp
@@ -432,9 +441,11 @@ class ShapeBench:
         return [torch.randn(m, self.k, device=self.device, dtype=self.dtype) for _ in self.sets]
 
     def run(self, choice: Choice, x: torch.Tensor, s: dict) -> torch.Tensor:
-        """``choice`` on weight set ``s`` (every form the set holds: dense, packed, cuSPARSELt's, MMA order)."""
+        """``choice`` on weight set ``s`` (every form the set holds: dense, packed, cuSPARSELt's, the MMA-order copies:
+        ``mo`` of order 1, ``mo2`` of order 2)."""
         return run_choice(choice, x, values=s["values"], meta=s["meta"], dense=s["dense"],
-                          cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n, mo=s.get("mo"))
+                          cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n,
+                          mo=s.get("mo2" if mo_order(choice) == 2 else "mo"))
 
     def args(self, m: int, choice: Choice) -> tuple[Callable, list[tuple]]:
         xs = self.inputs(m)

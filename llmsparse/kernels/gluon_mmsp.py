@@ -96,6 +96,28 @@ def mmsp_layout(wk: int, rt: int, nt: int):
     return _LAYOUTS[key]
 
 
+_XL_LAYOUTS: dict = {}
+
+
+def xl_layouts(wk: int, nt: int, rw: bool) -> dict:
+    """The register layouts of x's shared-memory ring stage ``[KX, NT, 8 tokens, 64 words]`` (KX = 1 with RW,
+    else WK) for MO >= 2: ``XLC``, the copy's (4 consecutive words per thread: 16-byte cp.async; warps over the
+    tiles, or with RW over the tokens), and ``XLR``, the fragments' (lane 4g + t, register (b, a) = word
+    16 a + 4 b + t of token g: ldmatrix; with RW every warp reads the same words)."""
+    key = (wk, nt, bool(rw))
+    if key not in _XL_LAYOUTS:
+        kx = 1 if rw else wk
+        warps = [1, 1, wk, 1] if rw else [wk, 1, 1, 1]
+        xlc = gl.BlockedLayout([1, 1, 1, 4], [1, 1, 2, 16], warps, [3, 2, 1, 0])
+        xlr = gl.DistributedLinearLayout(
+            reg_bases=[[0, 0, 0, 4], [0, 0, 0, 8], [0, 0, 0, 16], [0, 0, 0, 32]] + [[0, 1 << i, 0, 0] for i in range(_log2(nt))],
+            lane_bases=[[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 1, 0], [0, 0, 2, 0], [0, 0, 4, 0]],
+            warp_bases=[[0, 0, 0, 0] if rw else [1 << i, 0, 0, 0] for i in range(_log2(wk))],
+            block_bases=[], shape=[kx, nt, 8, 64])
+        _XL_LAYOUTS[key] = {"XLC": xlc, "XLR": xlr}
+    return _XL_LAYOUTS[key]
+
+
 _TMA_LAYOUTS: dict = {}
 
 
@@ -168,8 +190,11 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     tm = int(cfg[11]) if len(cfg) > 11 else 0
     mo = int(cfg[12]) if len(cfg) > 12 else 0
     kernel_options(cfg)  # validates RG (14th element)
-    if mo not in (0, 1) or (mo and (ch or pd or stages or tm)):
-        raise ValueError(f"mmsp MMA-order weights (13th element) must be 0 or 1, without CH, PD, AS or TM: {cfg}")
+    if mo not in (0, 1, 2, 3, 4) or (mo and (ch or pd or stages or tm)):
+        raise ValueError(f"mmsp MMA-order weights (13th element) must be 0-4, without CH, PD, AS or TM: {cfg}")
+    if mo >= 2 and (pf != 1 or xs or (rw and wk > 4)):
+        raise ValueError(f"mmsp MO >= 2 (x through shared memory, MO stages) needs PF = 1, no XS, and WK <= 4 "
+                         f"with RW: {cfg}")
     if tm < 0 or tm == 1 or (tm and (rw or stages or pd)):
         raise ValueError(f"mmsp TMA stages (12th element) must be 0 or >= 2, without RW, AS or PD: {cfg}")
     if fx not in (0, 1):
@@ -183,6 +208,7 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
         raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
             "RW": rw, "AS": stages, "FX": fx, "TM": tm, "MO": mo, "KSTEP": 1 if rw else wk,
+            "XD": mo if mo >= 2 else 0, **(xl_layouts(wk, nt, rw) if mo >= 2 else {}),
             "ROWS": 16 * rt * (wk if rw else 1),
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch, mo=bool(mo)),
@@ -379,6 +405,40 @@ if MMSP_AVAILABLE:
         return acc
 
     @gluon.jit
+    def _ar4(n: gl.constexpr, dim: gl.constexpr, L: gl.constexpr):
+        """arange(n) along ``dim`` of the 4-D layout L, expanded to rank 4 (size 1 elsewhere)."""
+        if dim == 0:
+            r = gl.arange(0, n, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(3, L))))
+            return r[:, None, None, None]
+        elif dim == 1:
+            r = gl.arange(0, n, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, L))))
+            return r[None, :, None, None]
+        elif dim == 2:
+            r = gl.arange(0, n, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(3, L))))
+            return r[None, None, :, None]
+        else:
+            r = gl.arange(0, n, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, L))))
+            return r[None, None, None, :]
+
+    @gluon.jit
+    def _xl_issue(dst, x_ptr, x_off, xc_kw, ss, SS, EVEN_K: gl.constexpr):
+        """cp.async of x's super-step(s) ``ss (+ warp)`` ([KX, NT, 8 tokens, 64 words]) into one ring stage; past K:
+        skipped (zero-filled); one commit group."""
+        if EVEN_K:
+            async_copy.async_copy_global_to_shared(dst, x_ptr + (x_off + ss * 64))
+        else:
+            async_copy.async_copy_global_to_shared(dst, x_ptr + (x_off + ss * 64), mask=(ss + xc_kw) < SS)
+        async_copy.commit_group()
+
+    @gluon.jit
+    def _xl_fragments(src, XLR: gl.constexpr, L: gl.constexpr, KX: gl.constexpr, NT: gl.constexpr):
+        """The B fragments of one ring stage, by ldmatrix: lane 4g + t, register b of MMA a = word 16 a + 4 b + t of
+        token g (XLR; mma_order(order=2)), relabelled to L's [KX, 1, NT, 32, 4 (b), 4 (a)] (no data moves)."""
+        v = gl.reshape(src.load(XLR), [KX, NT, 8, 4, 4, 4])  # [.., g, a, b, t]
+        v = gl.permute(v, [0, 1, 2, 5, 4, 3])  # [.., g, t, b, a]
+        return gl.convert_layout(gl.reshape(v, [KX, 1, NT, 32, 4, 4]), L)
+
+    @gluon.jit
     def _mmsp_x_offsets(M, stride_xw, pid_m, nt, g, t, kk, s, j, NT: gl.constexpr, XS: gl.constexpr,
                         MO: gl.constexpr):
         """Word offsets of the B fragments ([WK, 1, NT, 32, 4, 4]) of super-step kk: token ``8 (pid_m NT + nt) + g``
@@ -465,7 +525,7 @@ if MMSP_AVAILABLE:
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = 0,
         FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0, TM: gl.constexpr = 0,
-        MO: gl.constexpr = 0,
+        MO: gl.constexpr = 0, XD: gl.constexpr = 0, XLC: gl.constexpr = None, XLR: gl.constexpr = None,
     ):
         # EWA: with PDL and EW (EARLY) the register-prefetch paths request the first super-step's weights before
         # griddepcontrol.wait (_mmsp_first); otherwise nothing is read or written before the previous kernel is done
@@ -567,6 +627,37 @@ if MMSP_AVAILABLE:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
                 va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + it * KSTEP, SS, EVEN_K, MO)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
+        elif XD > 0:
+            # XL (MO >= 2): x through an XD-stage shared-memory ring filled by cp.async (16 bytes per thread, each
+            # token row's 16-byte pieces XOR-swizzled by the row: no bank conflicts), read into the B fragments
+            # by ldmatrix (one per MMA and token tile: mma_order(order=2) makes MMA a's inputs x's 16-byte rows);
+            # with RW the warps share one super-step's x. The weights as with PF = 1 (registers, one iteration
+            # ahead). One CTA barrier per iteration: the stage copied by every thread is complete, and the
+            # stage refilled next was read by every warp an iteration ago.
+            KX: gl.constexpr = 1 if RW else WK
+            xs = gl.allocate_shared_memory(gl.int32, [XD, KX, NT, 8, 64],
+                                           gl.SwizzledSharedLayout(4, 1, 8, [3, 2, 1, 0]))
+            xc_kw = _ar4(KX, 0, XLC)
+            xc_tok = gl.minimum(pid_m * (8 * NT) + _ar4(NT, 1, XLC) * 8 + _ar4(8, 2, XLC), M - 1).to(gl.int64)
+            x_off = xc_tok * stride_xw + xc_kw * 64 + _ar4(64, 3, XLC)
+            if EWA:  # weights before griddepcontrol.wait, x (the previous kernel's output) after it
+                va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb, SS, EVEN_K, MO)
+                gdc_enter(GDC)
+            for st in gl.static_range(XD - 1):
+                _xl_issue(xs.index(st), x_ptr, x_off, xc_kw, sb + gl.minimum(st, ITERS - 1) * KSTEP, SS, EVEN_K)
+            if not EWA:
+                va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb, SS, EVEN_K, MO)
+            for it in range(0, ITERS):
+                s_nx = sb + gl.minimum(it + 1, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
+                va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, s_nx, SS, EVEN_K, MO)
+                async_copy.wait_group(XD - 2)
+                gl.thread_barrier()
+                xb = _xl_fragments(xs.index(it % XD), XLR, L, KX, NT)
+                nx = it + XD - 1
+                _xl_issue(xs.index(nx % XD), x_ptr, x_off, xc_kw, sb + gl.minimum(nx, ITERS - 1) * KSTEP, SS, EVEN_K)
+                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
+                va, wl, wh = va1, wl1, wh1
+            async_copy.wait_group(0)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
             va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
             for it in range(0, ITERS):
@@ -628,7 +719,7 @@ if MMSP_AVAILABLE:
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, TM: gl.constexpr,
         VS: gl.constexpr, MS: gl.constexpr, VL: gl.constexpr, ML: gl.constexpr, EVEN_N: gl.constexpr,
         GDC: gl.constexpr = 0, FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0,
-        MO: gl.constexpr = 0,
+        MO: gl.constexpr = 0, XD: gl.constexpr = 0, XLC: gl.constexpr = None, XLR: gl.constexpr = None,
     ):
         """:func:`_sp24_mmsp_gl` (RW = 0, MO = 0) with the packed weights streamed through a ``TM``-stage ring in
         shared memory by Hopper's bulk tensor copies (TMA): a program's WK super-steps of 16 RT rows per
@@ -780,6 +871,13 @@ def row_major_twin(cfg: tuple) -> tuple:
     return tuple(cfg[:12]) + ((0,) + tuple(cfg[13:]) if len(cfg) > 13 else ())
 
 
+def mo_order(cfg: tuple) -> int:
+    """Which :func:`mma_order` copy a configuration reads: 0 (none, the row-major weights), 1 (MO = 1) or 2
+    (MO >= 2: x through shared memory)."""
+    mo = int(cfg[12]) if len(cfg) > 12 else 0
+    return 0 if mo == 0 else (1 if mo == 1 else 2)
+
+
 def is_mo(cfg: tuple) -> bool:
     """Whether an mmsp configuration reads :func:`mma_order`'s copy (13th element MO = 1)."""
     return len(cfg) > 12 and bool(cfg[12])
@@ -830,14 +928,20 @@ def _nib4_t(w: torch.Tensor, s: int) -> torch.Tensor:
     return (c | (c >> 12)) & 0xFFFF
 
 
-def mma_order(values: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mma_order(values: torch.Tensor, meta: torch.Tensor, order: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """A copy of packed 2:4 weights (``values[N, K/2]``, ``meta[N, K/8]`` uint8, :mod:`llmsparse.formats.nm`)
     in the order the MO configurations read them: per 16-row tile and super-step (128 inputs), the A
     operands of its 4 MMAs, ``[s][lane][j]`` int32 (2 KB: lane ``4g + t``'s four registers of MMA s are
     16 contiguous bytes), and their metadata words, ``[g][t % 2][s]`` int32 (256 bytes: the word lane 4g + t
     hands MMA s). Returns ``(values_mo [ceil(N/16), SS * 512], meta_mo [ceil(N/16), SS * 64])`` int32;
     rows past N are zero weights with valid indices. The same bytes as the row-major layout, reordered:
-    loads land in the registers the MMAs take (no operand moves) and the metadata needs no rebuilding."""
+    loads land in the registers the MMAs take (no operand moves) and the metadata needs no rebuilding.
+    ``order``: which of the super-step's 32 groups MMA s takes as its group q -- 1: ``4 q + s`` (the row-major
+    kernel's choice, so MO = 1 configurations give its results bit for bit), 2: ``8 s + q`` (MMA s covers
+    inputs 32 s .. 32 s + 31 in order, so that its B fragments are x's own 16-byte rows: MO >= 2, x read from
+    shared memory by ``ldmatrix``; :func:`mo_order`)."""
+    if order not in (1, 2):
+        raise ValueError(f"mma_order: order must be 1 or 2, got {order}")
     n, kh = values.shape
     k = kh * 2
     if k % 128 or tuple(meta.shape) != (n, k // 8):
@@ -854,13 +958,22 @@ def mma_order(values: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, t
     r, q, s, lane, j = (ar(v) for v in (tiles, ss, 4, 32, 4))
     g, t = lane // 4, lane % 4
     row = (16 * r[:, None, None, None, None] + g[None, None, None, :, None] + 8 * (j & 1)[None, None, None, None, :])
-    col = (32 * q[None, :, None, None, None] + 16 * (j >> 1)[None, None, None, None, :]
-           + 4 * t[None, None, None, :, None] + s[None, None, :, None, None])
+    # A register j of lane 4g + t: the MMA's group t + 4 (j >> 1) of rows g (j even) / g + 8 (j odd)
+    grp = t[None, None, None, :, None] + 4 * (j >> 1)[None, None, None, None, :]
+    sm = s[None, None, :, None, None]
+    col = 32 * q[None, :, None, None, None] + (4 * grp + sm if order == 1 else 8 * sm + grp)
     v_mo = vp[row, col].reshape(tiles, ss * 512)
-    # metadata word of (tile, super-step, g, t2, s): row g's 4 nibbles of MMA s (groups 4 t2 .. 4 t2 + 3) low,
-    # row g + 8's high: _nib4 of the int64 word t2 of the super-step
-    w = m64.view(tiles, 2, 8, ss, 2)  # [tile, half (rows g / g + 8), g, super-step, t2]
-    words = torch.stack([_nib4_t(w[:, 0], si) | (_nib4_t(w[:, 1], si) << 16) for si in range(4)], dim=-1)
+    # metadata word of (tile, super-step, g, t2, s): the 4 nibbles of MMA s's groups 4 t2 .. 4 t2 + 3 of row g
+    # (low half) and of row g + 8 (high half)
+    w = m64.view(tiles, 2, 8, ss, 2)  # [tile, half (rows g / g + 8), g, super-step, int64 word of the super-step]
+    if order == 1:  # groups 4 q + s, q = 4 t2 .. 4 t2 + 3: nibbles s, s + 4, s + 8, s + 12 of word t2
+        words = torch.stack([_nib4_t(w[:, 0], si) | (_nib4_t(w[:, 1], si) << 16) for si in range(4)], dim=-1)
+    else:  # groups 8 s + 4 t2 .. + 3: the 16 bits at 32 (s % 2) + 16 t2 of word s // 2
+        def field(half, si, t2):
+            return (w[:, half, :, :, si // 2] >> (32 * (si % 2) + 16 * t2)) & 0xFFFF
+
+        words = torch.stack([torch.stack([field(0, si, t2) | (field(1, si, t2) << 16) for si in range(4)], dim=-1)
+                             for t2 in range(2)], dim=-2)  # [tile, g, super-step, t2, s]
     words = words.permute(0, 2, 1, 3, 4)  # [tile, super-step, g, t2, s]
     m_mo = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32).reshape(tiles, ss * 64)
     return v_mo.contiguous(), m_mo.contiguous()

@@ -565,6 +565,52 @@ def test_gluon_mmsp_mma_order_equals_the_row_major_kernel(shape, dtype):
     _check_bit_equal(g, MMSP_MO, 12, w, bias, (v, m), g.mma_order(v, m), repeats=1)
 
 
+# XL (MO >= 2, fourteenth session): x through a shared-memory ring of MO stages, read by ldmatrix; the weights from
+# mma_order(order=2)'s copy (MMA s takes the super-step's inputs 32 s .. 32 s + 31)
+MMSP_XL = [(4, 1, 2, 1, 0, 0, 0, 4, 1, 0, 0, 0, 2), (4, 1, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 3),
+           (4, 2, 2, 1, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 2, 2, 1, 0, 0, 0, 4, 1, 0, 1, 0, 3),
+           (2, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 2), (4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 3),
+           (4, 1, 1, 1, 0, 0, 0, 2, 1, 0, 0, 0, 2)]
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", [(48, 128), (264, 384), (37, 640), (4096, 4096), (100, 1152)])
+def test_gluon_mmsp_x_through_shared_memory(shape, dtype):
+    """XL configurations against dense-with-zeros and against their row-major twins (the same products summed
+    in another order inside the MMAs, so close, not bit-equal): odd M, bias, rows past N, super-steps past K,
+    split-K with both reductions, warps sharing x (RW), ring depths 2-4, outputs NaN-poisoned; then a CUDA-graph
+    replay of the first."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    v2, m2 = g.mma_order(v, m, 2)
+    for cfg in MMSP_XL:
+        for M in (1, 3, 9, 16):
+            if cfg[2] == 1 and M > 8:
+                continue
+            for b in (None, bias):
+                x = torch.randn(M, k, device="cuda", dtype=dtype)
+                ref = F.linear(x, w, b)
+                twin = g.sp24_mmsp_gl(x, v, m, b, n, cfg=g.row_major_twin(cfg), out=poisoned(M, n, dtype))
+                got = g.sp24_mmsp_gl(x, v2, m2, b, n, cfg=cfg, out=poisoned(M, n, dtype))
+                assert rel(got, ref) < TOL[dtype], (cfg, M, b is None, rel(got, ref))
+                assert rel(got, twin) < TOL[dtype], (cfg, M, b is None)
+    cfg = MMSP_XL[0]
+    x = torch.randn(16, k, device="cuda", dtype=dtype)
+    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, v2, m2, bias, n, cfg=cfg), x)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        y.fill_(float("nan"))
+        gr.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, g.sp24_mmsp_gl(x, v2, m2, bias, n, cfg=cfg))
+
+
 @pytest.mark.parametrize("dtype", DT)
 def test_sparse_linear_runs_an_mma_order_choice_on_its_copy(dtype, monkeypatch):
     """With an MO configuration chosen for M = 9-16 (gluon_mmsp.MO_TUNING; the table set by hand here, the

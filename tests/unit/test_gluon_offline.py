@@ -173,8 +173,8 @@ def test_gluon_mmsp_split_k_fixup_publishes_partials_before_counting(cfg):
     cap = {}
     orig = offline.compile_sass
 
-    def keep(src, nw, arch=90):
-        cap["r"] = orig(src, nw, arch)
+    def keep(src, nw, arch=90, maxnreg=0):
+        cap["r"] = orig(src, nw, arch, maxnreg)
         return cap["r"]
 
     with pytest.MonkeyPatch.context() as mp:
@@ -367,8 +367,8 @@ def test_mmsp_tma_configurations_compile_to_bulk_copies_and_shared_loads(cfg):
     orig = o.compile_sass
     got = {}
 
-    def keep(src, nw, arch=90):
-        got["r"] = orig(src, nw, arch)
+    def keep(src, nw, arch=90, maxnreg=0):
+        got["r"] = orig(src, nw, arch, maxnreg)
         return got["r"]
 
     plain = offline.gluon_mmsp_stats("bfloat16", cfg[:11], even_k=False)

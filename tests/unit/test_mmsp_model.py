@@ -49,10 +49,11 @@ def _nib4(w: int, s: int) -> int:
     return (c | (c >> 12)) & 0xFFFF
 
 
-def _model_product(xpair, tiles, supersteps, a_of, e_of):
+def _model_product(xpair, tiles, supersteps, a_of, e_of, order=1):
     """x @ W^T through the mma.sp model, as the kernel issues it: per 16-row tile r, super-step ss and MMA s,
     lane 4g + t gets A registers ``a_of(r, ss, s, lane, j)``, metadata ``e_of(r, ss, s, lane)`` and the B
-    fragment words of x (``xpair[token, word]``: word 16 j + 8 (t // 2) + 2 s + t % 2 of the super-step);
+    fragment words of x (``xpair[token, word]``: word 16 j + 8 (t // 2) + 2 s + t % 2 of the super-step; with
+    ``order`` 2, MMA s covering inputs 32 s .. 32 s + 31 in order: word 16 s + 4 j + t);
     one accumulator per MMA s, summed at the end. Returns y [8 tokens, 16 tiles]."""
     y = np.zeros((8, 16 * tiles))
     for r in range(tiles):
@@ -60,7 +61,8 @@ def _model_product(xpair, tiles, supersteps, a_of, e_of):
         for ss in range(supersteps):
             for s in range(4):
                 a = [[a_of(r, ss, s, lane, j) for j in range(4)] for lane in range(32)]
-                b = [[xpair[lane // 4, ss * 64 + 16 * j + 8 * (lane % 4 // 2) + 2 * s + lane % 2] for j in range(4)]
+                b = [[xpair[lane // 4, ss * 64 + (16 * j + 8 * (lane % 4 // 2) + 2 * s + lane % 2 if order == 1
+                                                  else 16 * s + 4 * j + lane % 4)] for j in range(4)]
                      for lane in range(32)]
                 e = np.array([e_of(r, ss, s, lane) for lane in range(32)], dtype=np.uint32)
                 acc[s] = _mma_sp_model(a, b, acc[s], e)
@@ -171,18 +173,20 @@ def test_mmsp_split_plan_covers_every_super_step_once(ss, wk, sk):
     assert even == (splits * iters * wk == ss)
 
 
+@pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize("N,K", [(16, 128), (37, 256), (32, 384)])
-def test_mma_order_copy_hands_each_lane_its_mma_operands(N, K):
+def test_mma_order_copy_hands_each_lane_its_mma_operands(N, K, order):
     """gluon_mmsp.mma_order: the MO kernel reads, for row tile r, super-step ss, MMA s and lane 4g + t, the
     four words ``values_mo[r, ss * 512 + s * 128 + 4 lane + j]`` (A registers j) and the metadata word
     ``meta_mo[r, ss * 64 + 8 g + 4 (t % 2) + s]``. Fed to the model of mma.sp with x's fragment words, they
-    must give x @ W^T (rows past N: zero weights, valid indices)."""
+    must give x @ W^T (rows past N: zero weights, valid indices). Order 2 (MO >= 2, x by ldmatrix): the same
+    reads, with MMA s taking inputs 32 s .. 32 s + 31 of the super-step in order."""
     from llmsparse.kernels.gluon_mmsp import mma_order
 
     M = 8
     w = random_24(N, K, torch.float32, "cpu", generator=torch.Generator().manual_seed(2))
     vals, meta = pack_nm(w.half(), 2, 4)
-    v_mo, m_mo = mma_order(vals, meta)
+    v_mo, m_mo = mma_order(vals, meta, order)
     tiles = -(-N // 16)
     assert v_mo.shape == (tiles, K // 128 * 512) and m_mo.shape == (tiles, K // 128 * 64)
     vw = v_mo.numpy().view(np.uint32)
@@ -193,7 +197,7 @@ def test_mma_order_copy_hands_each_lane_its_mma_operands(N, K):
         xpair, tiles, K // 128,
         lambda r, ss, s, lane, j: np.frombuffer(np.uint32(vw[r, ss * 512 + s * 128 + 4 * lane + j]).tobytes(),
                                                 dtype=np.float16).astype(np.float64),
-        lambda r, ss, s, lane: mw[r, ss * 64 + 8 * (lane // 4) + 4 * (lane % 4 % 2) + s])
+        lambda r, ss, s, lane: mw[r, ss * 64 + 8 * (lane // 4) + 4 * (lane % 4 % 2) + s], order)
     ref = (x.double() @ w.half().double().t()).numpy()
     np.testing.assert_allclose(y[:, :N], ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y[:, N:], 0, atol=0)
