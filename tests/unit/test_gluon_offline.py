@@ -441,3 +441,27 @@ def test_mmsp_register_cap_reaches_ptxas(cfg):
     capped = offline.gluon_mmsp_stats("bfloat16", cfg + (168,))
     assert free["regs"] > 168 >= capped["regs"], (free, capped)
     assert capped["loop_mma"] == free["loop_mma"]
+
+
+@pytest.mark.parametrize("cfg", [(4, 1, 2, 1, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 3),
+                                 (4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 3)])
+def test_mmsp_x_through_shared_memory_uses_ldmatrix(cfg):
+    """XL (MO >= 2): per iteration one ldmatrix.x4 per MMA and token tile (4 NT), 16-byte cp.async for x (4 NT per
+    thread, split over the warps with RW), the weights' 16-byte loads as with MO = 1, no shuffles, selects or
+    32-bit x loads, no spills; with one row tile and two token tiles a shorter loop than the MO + XS
+    configuration of the same tiling (77 against 137 instructions; with one token tile, or two row tiles sharing
+    the x fragments, the shuffles cost less and the loops are about as long)."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts and inline asm")
+    wk, rt, nt, rw = cfg[0], cfg[1], cfg[2], cfg[8]
+    xl = offline.gluon_mmsp_stats("bfloat16", cfg, keep_lines=True)
+    xs = offline.gluon_mmsp_stats("bfloat16", cfg[:4] + (1,) + cfg[5:12] + (1,))
+    lines = xl["lines"]
+    assert sum("LDSM.16.M88.4" in ln for ln in lines) == 4 * nt
+    assert sum("LDGSTS.E.BYPASS.128" in ln for ln in lines) == (4 * nt // wk if rw else 4 * nt)
+    assert sum("LDG.E.128" in ln for ln in lines) == 5 * rt
+    assert not any(re.search(r"\b(SHFL|SEL)\b|LDG\.E\s", ln) for ln in lines)
+    assert xl["stack"] == 0
+    assert rt > 1 or nt == 1 or xl["loop"] < 0.7 * xs["loop"], (xl, xs)

@@ -781,6 +781,42 @@ def test_register_cap_is_a_launch_option_kept_by_the_row_major_twin():
     assert not g.is_mo(g.row_major_twin(mo + (168,)))
 
 
+def test_x_through_shared_memory_configurations_are_checked_and_read_the_order_2_copy():
+    """MO >= 2 (XL: x through a shared-memory ring of MO stages): valid only with PF = 1, without XS, CH, PD, AS or
+    TM, and with WK <= 4 when the warps share x (RW); a one-line ValueError otherwise. mo_order says which copy a
+    configuration reads, and ShapeBench.run hands each MO choice its own copy (order 1: ``mo``, order 2: ``mo2``)."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    xl = (4, 1, 2, 1, 0, 0, 0, 4, 1, 0, 0, 0, 3)
+    assert [g.mo_order(c) for c in ((4, 2, 2, 1), xl[:12] + (0,), xl[:12] + (1,), xl, xl[:12] + (2,))] == [0, 0, 1, 2, 2]
+    assert dispatch.mo_order(dispatch.Choice("mmsp", xl)) == 2 and dispatch.mo_order(dispatch.Choice("cslt", (0, 1))) == 0
+    assert g.row_major_twin(xl) == xl[:12]
+    if g.MMSP_AVAILABLE:
+        kc = g.kernel_consts(xl, True)
+        assert kc["XD"] == 3 and kc["MO"] == 3 and "XLC" in kc and "XLR" in kc
+        assert g.kernel_consts(xl[:12] + (1,), True)["XD"] == 0
+        for bad in (xl[:3] + (2,) + xl[4:], xl[:4] + (1,) + xl[5:], xl[:12] + (5,), (8,) + xl[1:],
+                    xl[:6] + (2,) + xl[7:]):
+            with pytest.raises(ValueError, match="MMA-order|MO >= 2"):
+                g.kernel_consts(bad, False)
+
+    class Bench(dispatch.ShapeBench):
+        def __init__(self):  # no GPU: only run's choice of copy is under test
+            self.n = 8
+
+    seen = []
+
+    def fake_run_choice(c, x, **kw):
+        seen.append(kw["mo"])
+
+    s = {"values": 0, "meta": 0, "dense": 0, "bias": None, "mo": "copy1", "mo2": "copy2"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dispatch, "run_choice", fake_run_choice)
+        for cfg in (xl, xl[:12] + (1,), xl[:12]):
+            Bench().run(dispatch.Choice("mmsp", cfg), None, s)
+    assert seen == ["copy2", "copy1", "copy1"]
+
+
 def test_mma_order_choices_are_opt_in_and_run_on_the_copy(monkeypatch):
     """gluon_mmsp.MO_TUNING (opt-in): the MO configurations join the M = 2-16 candidates (NT = 1 ones up to M = 8)
     only when it is on, never at M = 1 (gemvg's, within 3% of MO there);
