@@ -418,8 +418,9 @@ class ShapeBench:
             v, mt = pack_nm(w, 2, 4)
             s = {"dense": w, "values": v, "meta": mt,
                  "bias": (torch.randn(out_features, device=device) * 0.1).to(dtype) if has_bias else None}
-            if gluon_mmsp.MO_TUNING and in_features % gluon_mmsp.MMSP_K == 0:  # MO candidates read this copy
-                s["mo"] = gluon_mmsp.mma_order(v, mt)
+            if gluon_mmsp.MO_TUNING and in_features % gluon_mmsp.MMSP_K == 0:  # MO candidates read these copies
+                for order in sorted({gluon_mmsp.mo_order(c) for m in (8, 16) for c in gluon_mmsp.mmsp_configs_for(m)} - {0}):
+                    s["mo" if order == 1 else "mo2"] = gluon_mmsp.mma_order(v, mt, order)
             if with_cslt:
                 try:
                     from .cslt import compress

@@ -60,6 +60,7 @@ class SparseLinear(nn.Module):
         # mma_order's copy of (values, meta), built only where a chosen mmsp configuration reads it (gluon_mmsp.MO_TUNING)
         self.register_buffer("_mo_values", None, persistent=False)
         self.register_buffer("_mo_meta", None, persistent=False)
+        self._mo_order = 0  # which mma_order copy _mo_values/_mo_meta hold (1, or 2 for MO >= 2 configurations)
         self.min_speedup = dispatch.DEFAULT_MIN_SPEEDUP
         self.keep_dense: bool | str = "auto"
         self.lazy_tune = True  # measure an unseen M bucket at first use (else use the nearest measured one)
@@ -132,19 +133,21 @@ class SparseLinear(nn.Module):
             self._cslt = compress(self.dense_weight())
         return self._cslt
 
-    def _mo_built(self) -> bool:
-        return self._mo_values is not None and self._mo_values.device == self.values.device
+    def _mo_built(self, order: int = 1) -> bool:
+        return (self._mo_values is not None and self._mo_values.device == self.values.device
+                and self._mo_order == order)
 
-    def _get_mo(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self._mo_built():
+    def _get_mo(self, order: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._mo_built(order):
             from .gluon_mmsp import mma_order
 
-            self._mo_values, self._mo_meta = mma_order(self.values, self.meta)
+            self._mo_values, self._mo_meta = mma_order(self.values, self.meta, order)
+            self._mo_order = order
         return self._mo_values, self._mo_meta
 
     def _mo(self, c: dispatch.Choice) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The MMA-order copy for an MO choice (built by _materialize), else None."""
-        return (self._mo_values, self._mo_meta) if dispatch.is_mo(c) else None
+        """The MMA-order copy for an MO choice (built by _materialize, of the order it reads), else None."""
+        return (self._mo_values, self._mo_meta) if dispatch.is_mo(c) and self._mo_built(dispatch.mo_order(c)) else None
 
     def _key(self) -> tuple:
         return dispatch.make_key(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
@@ -193,10 +196,12 @@ class SparseLinear(nn.Module):
             self._get_cslt()
         else:
             self._cslt = None
-        if any(dispatch.is_mo(c) for c in chosen):
-            self._get_mo()
+        orders = [dispatch.mo_order(c) for c in chosen if dispatch.is_mo(c)]
+        if orders:  # one copy: the order most choices read (the others run their row-major twins, _plan)
+            self._get_mo(max(set(orders), key=orders.count))
         else:
             self._mo_values = self._mo_meta = None
+            self._mo_order = 0
         runs = (self._table_view or {}).values() if self._table_view else chosen
         if any(c.path == "dense" for c in runs) and self.keep_dense is not False:
             self._get_dense()
@@ -235,7 +240,7 @@ class SparseLinear(nn.Module):
         if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
                 or (c.path == "cslt" and self._cslt is None)):
             c = _best_sparse_fallback(m, self._cslt is not None)
-        elif dispatch.is_mo(c) and not self._mo_built():
+        elif dispatch.is_mo(c) and not self._mo_built(dispatch.mo_order(c)):
             c = dispatch.row_major_twin(c)  # the same configuration on the row-major weights
         return c
 

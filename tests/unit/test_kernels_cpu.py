@@ -817,6 +817,29 @@ def test_x_through_shared_memory_configurations_are_checked_and_read_the_order_2
     assert seen == ["copy2", "copy1", "copy1"]
 
 
+def test_a_layer_holds_one_mma_order_copy_of_the_order_most_choices_read():
+    """SparseLinear with MO choices of both copy orders (MO = 1 and MO >= 2): it builds the copy most of its choices
+    read; a choice whose order it lacks plans as its row-major twin, and _mo hands a copy only to a choice of
+    the copy's order."""
+    from llmsparse.kernels import gluon_mmsp
+
+    o1 = gluon_mmsp.MMSP_MO_CONFIGS[16][0]
+    o2 = (4, 1, 2, 1, 0, 0, 0, 4, 1, 0, 0, 0, 3)
+    lin = SparseLinear.from_dense(_w24(32, 128).half())
+    lin._table = {4: dispatch.Choice("mmsp", o2), 8: dispatch.Choice("mmsp", o2), 16: dispatch.Choice("mmsp", o1)}
+    lin._materialize()
+    assert lin._mo_order == 2 and torch.equal(lin._mo_values, gluon_mmsp.mma_order(lin.values, lin.meta, 2)[0])
+    assert lin._plan(16) == dispatch.Choice("mmsp", o1[:12]) and lin._plan(8) == dispatch.Choice("mmsp", o2)
+    assert lin._mo(dispatch.Choice("mmsp", o2))[0] is lin._mo_values and lin._mo(dispatch.Choice("mmsp", o1)) is None
+    lin._table = {16: dispatch.Choice("mmsp", o1)}
+    lin._materialize()
+    assert lin._mo_order == 1 and torch.equal(lin._mo_values, gluon_mmsp.mma_order(lin.values, lin.meta)[0])
+    assert lin._plan(16) == dispatch.Choice("mmsp", o1)
+    lin._table = {16: dispatch.Choice("mmsp", o1[:12])}
+    lin._materialize()
+    assert lin._mo_values is None and lin._mo_order == 0
+
+
 def test_mma_order_choices_are_opt_in_and_run_on_the_copy(monkeypatch):
     """gluon_mmsp.MO_TUNING (opt-in): the MO configurations join the M = 2-16 candidates (NT = 1 ones up to M = 8)
     only when it is on, never at M = 1 (gemvg's, within 3% of MO there);
