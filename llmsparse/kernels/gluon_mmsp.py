@@ -192,8 +192,8 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     kernel_options(cfg)  # validates RG (14th element)
     if mo not in (0, 1, 2, 3, 4) or (mo and (ch or pd or stages or tm)):
         raise ValueError(f"mmsp MMA-order weights (13th element) must be 0-4, without CH, PD, AS or TM: {cfg}")
-    if mo >= 2 and (pf != 1 or xs or (rw and wk > 4)):
-        raise ValueError(f"mmsp MO >= 2 (x through shared memory, MO stages) needs PF = 1, no XS, and WK <= 4 "
+    if mo >= 2 and (pf not in (1, 3) or xs or (rw and wk > 4)):
+        raise ValueError(f"mmsp MO >= 2 (x through shared memory, MO stages) needs PF = 1 or 3, no XS, and WK <= 4 "
                          f"with RW: {cfg}")
     if tm < 0 or tm == 1 or (tm and (rw or stages or pd)):
         raise ValueError(f"mmsp TMA stages (12th element) must be 0 or >= 2, without RW, AS or PD: {cfg}")
@@ -431,6 +431,18 @@ if MMSP_AVAILABLE:
         async_copy.commit_group()
 
     @gluon.jit
+    def _xl_step(xs, it, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K: gl.constexpr, XD: gl.constexpr,
+                 KSTEP: gl.constexpr, XLR: gl.constexpr, L: gl.constexpr, KX: gl.constexpr, NT: gl.constexpr):
+        """Iteration ``it``'s B fragments from the ring, and the copy of iteration ``it + XD - 1`` into the stage read
+        an iteration ago (after the barrier that also makes this stage's copies visible to every thread)."""
+        async_copy.wait_group(XD - 2)
+        gl.thread_barrier()
+        xb = _xl_fragments(xs.index(it % XD), XLR, L, KX, NT)
+        nx = it + XD - 1
+        _xl_issue(xs.index(nx % XD), x_ptr, x_off, xc_kw, sb + gl.minimum(nx, ITERS - 1) * KSTEP, SS, EVEN_K)
+        return xb
+
+    @gluon.jit
     def _xl_fragments(src, XLR: gl.constexpr, L: gl.constexpr, KX: gl.constexpr, NT: gl.constexpr):
         """The B fragments of one ring stage, by ldmatrix: lane 4g + t, register b of MMA a = word 16 a + 4 b + t of
         token g (XLR; mma_order(order=2)), relabelled to L's [KX, 1, NT, 32, 4 (b), 4 (a)] (no data moves)."""
@@ -647,16 +659,29 @@ if MMSP_AVAILABLE:
                 _xl_issue(xs.index(st), x_ptr, x_off, xc_kw, sb + gl.minimum(st, ITERS - 1) * KSTEP, SS, EVEN_K)
             if not EWA:
                 va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb, SS, EVEN_K, MO)
-            for it in range(0, ITERS):
-                s_nx = sb + gl.minimum(it + 1, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
-                va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, s_nx, SS, EVEN_K, MO)
-                async_copy.wait_group(XD - 2)
-                gl.thread_barrier()
-                xb = _xl_fragments(xs.index(it % XD), XLR, L, KX, NT)
-                nx = it + XD - 1
-                _xl_issue(xs.index(nx % XD), x_ptr, x_off, xc_kw, sb + gl.minimum(nx, ITERS - 1) * KSTEP, SS, EVEN_K)
-                acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
-                va, wl, wh = va1, wl1, wh1
+            if PF == 1:
+                for it in range(0, ITERS):
+                    s_nx = sb + gl.minimum(it + 1, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
+                    va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, s_nx, SS, EVEN_K, MO)
+                    xb = _xl_step(xs, it, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
+                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
+                    va, wl, wh = va1, wl1, wh1
+            else:  # PF = 3: the weights one iteration ahead, unrolled by two (no register copies)
+                if ITERS % 2 == 1:
+                    va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk,
+                                                 sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K, MO)
+                    xb = _xl_step(xs, 0, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
+                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
+                    va, wl, wh = va1, wl1, wh1
+                for it in range(ITERS % 2, ITERS, 2):
+                    va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb + (it + 1) * KSTEP, SS,
+                                                 EVEN_K, MO)
+                    xb = _xl_step(xs, it, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
+                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
+                    va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk,
+                                              sb + gl.minimum(it + 2, ITERS - 1) * KSTEP, SS, EVEN_K, MO)
+                    xb = _xl_step(xs, it + 1, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
+                    acc = _mmsp_mma(va1, wl1, wh1, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
             async_copy.wait_group(0)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
             va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
