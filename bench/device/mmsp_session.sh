@@ -27,6 +27,9 @@
 #   motable (thirteenth session, M = 1, 16; since then M = $MO_M, default 1,4,8,16: the MO candidates at M = 2-8 are
 #          new) the opt-in MO dispatcher path (LLMSPARSE_MMSP_MO=1): GPU tests of MO and of SparseLinear's MO choice,
 #          then the dispatcher's table (six shapes, both dtypes) with MO on
+#   xl     fourteenth session (written then, not yet run): XL configurations (MO >= 2: x through a shared-memory ring of
+#          MO stages read by ldmatrix, weights from mma_order(order=2)): GPU tests of XL and MO, then mo_probe.py at
+#          M = 16 (NT = 2 ones) and M = 8 (NT = 1 ones) beside the dispatcher's best MO configurations, dtypes $DTS
 #   early  twelfth session: GPU test of the PDL chain (with and without mmsp's early weight loads, gluon_mmsp.EARLY),
 #          then pdl_probe.py --early (PDL modes 1 and 2 with and without early weights) at M = 16 on the six shapes
 #   tma    twelfth session: TM configurations (12th element: weights through a TM-stage shared-memory ring filled by
@@ -143,6 +146,18 @@ case $stage in
       -k "mma_order or tma_stages" 2>&1 | tail -5
     LLMSPARSE_MMSP_MO=1 timeout 400 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m "${MO_M:-1,4,8,16}" \
       --dtype bf16,fp16 --paths gemvg,gemv,mmg,cslt,mmsp --out "$OUT/k" 2>&1 | tail -32
+    ;;
+  xl)
+    timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
+      -k "x_through_shared_memory or mma_order" 2>&1 | tail -5
+    XL16="4,1,2,1,1,0,0,4,1,0,0,0,1;4,1,2,1,1,0,0,2,1,0,0,0,1;4,2,2,1,1,0,0,2,1,0,0,0,1;4,2,2,1,1,0,0,1,0,0,0,0,1;4,2,2,2,1,0,0,1,0,0,0,0,1;4,2,2,1,1,0,0,4,1,0,1,0,1"
+    XL16="$XL16;4,1,2,1,0,0,0,4,1,0,0,0,4;4,1,2,3,0,0,0,4,1,0,0,0,4;4,1,2,1,0,0,0,2,1,0,0,0,4;4,1,2,3,0,0,0,2,1,0,0,0,3"
+    XL16="$XL16;4,2,2,1,0,0,0,2,1,0,0,0,4;4,2,2,3,0,0,0,2,1,0,0,0,4;4,2,2,1,0,0,0,1,0,0,0,0,4;4,2,2,3,0,0,0,1,0,0,0,0,3"
+    XL16="$XL16;4,1,2,3,0,0,0,1,0,0,0,0,4;4,2,2,1,0,0,0,4,1,0,1,0,3;2,2,2,1,0,0,0,1,0,0,0,0,3;4,1,2,1,0,0,0,8,1,0,1,0,3"
+    XL8="4,1,1,1,0,0,0,1,0,0,0,0,1;4,2,1,1,0,0,0,1,0,0,0,0,1;8,2,1,1,0,0,0,1,0,0,0,0,1;4,1,1,1,0,0,0,1,0,0,0,0,3"
+    XL8="$XL8;4,1,1,3,0,0,0,1,0,0,0,0,3;4,2,1,3,0,0,0,1,0,0,0,0,3;4,1,1,1,0,0,0,2,1,0,0,0,3;4,1,1,3,0,0,0,4,1,0,0,0,4"
+    timeout 220 python3 bench/device/mo_probe.py --out "$OUT/xl16.json" --dtype "${DTS:-bf16,fp16}" --m 16 --mo "$XL16" 2>&1 | grep -v Warn
+    timeout 150 python3 bench/device/mo_probe.py --out "$OUT/xl8.json" --dtype "${DTS:-bf16}" --m 8 --mo "$XL8" 2>&1 | grep -v Warn
     ;;
   early)
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
