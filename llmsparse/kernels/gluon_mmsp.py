@@ -644,8 +644,9 @@ if MMSP_AVAILABLE:
             # token row's 16-byte pieces XOR-swizzled by the row: no bank conflicts), read into the B fragments
             # by ldmatrix (one per MMA and token tile: mma_order(order=2) makes MMA a's inputs x's 16-byte rows);
             # with RW the warps share one super-step's x. The weights as with PF = 1 (registers, one iteration
-            # ahead). One CTA barrier per iteration: the stage copied by every thread is complete, and the
-            # stage refilled next was read by every warp an iteration ago.
+            # ahead). A CTA barrier per iteration (_xl_step): the stage copied by every thread is complete, and the
+            # stage refilled next was read by every warp an iteration ago (the compiler adds a second one, between
+            # the ldmatrix reads and the next copies, which its analysis cannot tell apart by stage).
             KX: gl.constexpr = 1 if RW else WK
             xs = gl.allocate_shared_memory(gl.int32, [XD, KX, NT, 8, 64],
                                            gl.SwizzledSharedLayout(4, 1, 8, [3, 2, 1, 0]))
@@ -904,7 +905,7 @@ def mo_order(cfg: tuple) -> int:
 
 
 def is_mo(cfg: tuple) -> bool:
-    """Whether an mmsp configuration reads :func:`mma_order`'s copy (13th element MO = 1)."""
+    """Whether an mmsp configuration reads one of :func:`mma_order`'s copies (13th element MO >= 1)."""
     return len(cfg) > 12 and bool(cfg[12])
 
 
