@@ -192,8 +192,8 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     kernel_options(cfg)  # validates RG (14th element)
     if mo not in (0, 1, 2, 3, 4) or (mo and (ch or pd or stages or tm)):
         raise ValueError(f"mmsp MMA-order weights (13th element) must be 0-4, without CH, PD, AS or TM: {cfg}")
-    if mo >= 2 and (pf not in (1, 3) or xs or (rw and wk > 4)):
-        raise ValueError(f"mmsp MO >= 2 (x through shared memory, MO stages) needs PF = 1 or 3, no XS, and WK <= 4 "
+    if mo >= 2 and (pf == 0 or xs or (rw and wk > 4)):
+        raise ValueError(f"mmsp MO >= 2 (x through shared memory, MO stages) needs PF = 1-3, no XS, and WK <= 4 "
                          f"with RW: {cfg}")
     if tm < 0 or tm == 1 or (tm and (rw or stages or pd)):
         raise ValueError(f"mmsp TMA stages (12th element) must be 0 or >= 2, without RW, AS or PD: {cfg}")
@@ -667,6 +667,16 @@ if MMSP_AVAILABLE:
                     xb = _xl_step(xs, it, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
                     acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                     va, wl, wh = va1, wl1, wh1
+            elif PF == 2:  # the weights two iterations ahead (twice the bytes in flight per warp)
+                va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk,
+                                             sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K, MO)
+                for it in range(0, ITERS):
+                    s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP
+                    va2, wl2, wh2 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, s_nx, SS, EVEN_K, MO)
+                    xb = _xl_step(xs, it, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
+                    acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
+                    va, wl, wh = va1, wl1, wh1
+                    va1, wl1, wh1 = va2, wl2, wh2
             else:  # PF = 3: the weights one iteration ahead, unrolled by two (no register copies)
                 if ITERS % 2 == 1:
                     va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk,

@@ -571,7 +571,8 @@ MMSP_XL = [(4, 1, 2, 1, 0, 0, 0, 4, 1, 0, 0, 0, 2), (4, 1, 2, 1, 0, 0, 0, 1, 0, 
            (4, 2, 2, 1, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 2, 2, 1, 0, 0, 0, 4, 1, 0, 1, 0, 3),
            (2, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 2), (4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 3),
            (4, 1, 1, 1, 0, 0, 0, 2, 1, 0, 0, 0, 2),
-           (4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 1, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3)]  # PF = 3: unrolled by two
+           (4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 1, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3),  # PF = 3: unrolled by two
+           (4, 1, 2, 2, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 2, 2, 2, 0, 0, 0, 1, 0, 0, 0, 0, 3)]  # PF = 2: two ahead
 
 
 @pytest.mark.parametrize("dtype", DT)
@@ -579,8 +580,8 @@ MMSP_XL = [(4, 1, 2, 1, 0, 0, 0, 4, 1, 0, 0, 0, 2), (4, 1, 2, 1, 0, 0, 0, 1, 0, 
 def test_gluon_mmsp_x_through_shared_memory(shape, dtype):
     """XL configurations against dense-with-zeros and against their row-major twins (the same products summed
     in another order inside the MMAs, so close, not bit-equal): odd M, bias, rows past N, super-steps past K,
-    split-K with both reductions, warps sharing x (RW), ring depths 2-4, outputs NaN-poisoned; then a CUDA-graph
-    replay of the first."""
+    split-K with both reductions, warps sharing x (RW), ring depths 2-4, the weights 1 or 2 iterations ahead
+    (PF 1-3), outputs NaN-poisoned; then a CUDA-graph replay of the first."""
     from llmsparse.kernels import gluon_mmsp as g
 
     if not g.MMSP_AVAILABLE:
