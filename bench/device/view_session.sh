@@ -18,6 +18,6 @@ if [ "${1:-}" = bf16 ]; then
 fi
 nx=""; python3 -c "import xdist" 2>/dev/null && nx="-n 8"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $nx -k "cslt_path or compiled or gluon_mmsp_vs_dense" 2>&1 | tail -4
-e2e fp16 190
+e2e fp16 280  # 190 s ran out in the fourteenth session (sparsify 65 s with cold compile caches; 28 s warm)
 timeout 120 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1024,4096,16384 --dtype fp16 \
   --out "$OUT/kb" 2>&1 | tail -20
