@@ -30,6 +30,11 @@ MO_DEFAULT = ("4,2,2,1,0,0,0,1,0,0,0,0,1;4,2,2,2,0,0,0,1,0,0,0,0,1;2,2,2,1,0,0,0
               "4,2,2,1,1,0,0,4,1,0,1,0,1;4,1,2,1,1,0,0,8,1,0,1,0,1;4,1,2,2,1,0,0,4,1,0,1,0,1")
 
 
+def _cfg(name: str) -> tuple:
+    """``"mo:4,1,2,1,..."`` -> the configuration tuple."""
+    return tuple(int(v) for v in name.split(":", 1)[1].split(","))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -92,14 +97,18 @@ def main(argv: list[str] | None = None) -> int:
                 med = {key: statistics.median(v) * 1e3 for key, v in t.items()}
                 best_std = min((key for key in med if key.startswith(("mmsp:", "gemvg:"))), key=med.get, default=None)
                 best_mo = min((key for key in med if key.startswith("mo:")), key=med.get, default=None)
+                by_order = {o: min((key for key in med if key.startswith("mo:") and g.mo_order(_cfg(key)) == o),
+                                   key=med.get, default=None) for o in (1, 2)}
                 r = {"dtype": dt, "shape": f"{n}x{k}", "m": m, "us": med, "err": errs, "best_std": best_std,
-                     "best_mo": best_mo}
+                     "best_mo": best_mo, "best_mo1": by_order[1], "best_xl": by_order[2]}
                 rows.append(r)
                 d = med["dense"]
                 print(f"{dt} {n}x{k} M={m}: dense {d:.1f} us; best row-major {best_std} "
                       f"{med.get(best_std, float('nan')):.1f} us ({d / med.get(best_std, float('nan')):.2f}x); "
                       f"best MO {best_mo} {med.get(best_mo, float('nan')):.1f} us "
-                      f"({d / med.get(best_mo, float('nan')):.2f}x)", flush=True)
+                      f"({d / med.get(best_mo, float('nan')):.2f}x)"
+                      + "".join(f"; best {lab} {key[3:]} {med[key]:.1f} us ({d / med[key]:.2f}x)"
+                                for lab, key in (("MO=1", by_order[1]), ("XL", by_order[2])) if key), flush=True)
                 write_json(a.out, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows})
             del sb
     return 0
