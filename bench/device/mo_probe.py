@@ -30,11 +30,6 @@ MO_DEFAULT = ("4,2,2,1,0,0,0,1,0,0,0,0,1;4,2,2,2,0,0,0,1,0,0,0,0,1;2,2,2,1,0,0,0
               "4,2,2,1,1,0,0,4,1,0,1,0,1;4,1,2,1,1,0,0,8,1,0,1,0,1;4,1,2,2,1,0,0,4,1,0,1,0,1")
 
 
-def _cfg(name: str) -> tuple:
-    """``"mo:4,1,2,1,..."`` -> the configuration tuple."""
-    return tuple(int(v) for v in name.split(":", 1)[1].split(","))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -66,11 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for dt, dtype in zip(a.dtype.split(","), dtypes):
         for (n, k) in shapes:
-            sb = ShapeBench(n, k, dtype, torch.device("cuda"), with_cslt=False)
-            for s in sb.sets:  # what ShapeBench builds itself with MO_TUNING; ShapeBench.run hands MO choices theirs
-                s["mo"] = g.mma_order(s["values"], s["meta"])
-                if any(g.mo_order(c) == 2 for c in mo):
-                    s["mo2"] = g.mma_order(s["values"], s["meta"], 2)
+            # the copies the MO configurations read (ShapeBench.run hands each its own)
+            sb = ShapeBench(n, k, dtype, torch.device("cuda"), with_cslt=False, mo_orders={g.mo_order(c) for c in mo})
             for m in ms:
                 std = [Choice("mmsp", c) for c in g.mmsp_configs_for(m)]
                 if m <= 8:  # the decode kernel the dispatcher picks at M = 1: can an MO copy alone serve it?
@@ -81,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 for c in std:
                     errs[choice_name(c)] = sb.check(m, c)
                     cands[choice_name(c)] = sb.args(m, c)
-                for c in mos:
-                    name = "mo:" + ",".join(map(str, c))
+                mo_names = {"mo:" + ",".join(map(str, c)): c for c in mos}
+                for name, c in mo_names.items():
                     try:
                         errs[name] = sb.check(m, Choice("mmsp", c))
                     except Exception as e:  # noqa: BLE001 - a configuration that fails is reported, not fatal
@@ -97,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 med = {key: statistics.median(v) * 1e3 for key, v in t.items()}
                 best_std = min((key for key in med if key.startswith(("mmsp:", "gemvg:"))), key=med.get, default=None)
                 best_mo = min((key for key in med if key.startswith("mo:")), key=med.get, default=None)
-                by_order = {o: min((key for key in med if key.startswith("mo:") and g.mo_order(_cfg(key)) == o),
+                by_order = {o: min((name for name, c in mo_names.items() if name in med and g.mo_order(c) == o),
                                    key=med.get, default=None) for o in (1, 2)}
                 r = {"dtype": dt, "shape": f"{n}x{k}", "m": m, "us": med, "err": errs, "best_std": best_std,
                      "best_mo": best_mo, "best_mo1": by_order[1], "best_xl": by_order[2]}

@@ -119,12 +119,8 @@ def view_key(key: tuple) -> tuple:
 
 
 def is_mo(c: Choice) -> bool:
-    """Whether ``c`` is an mmsp configuration that reads the MMA-order copy of the weights."""
-    if c.path != "mmsp":
-        return False
-    from . import gluon_mmsp
-
-    return gluon_mmsp.is_mo(c.cfg)
+    """Whether ``c`` is an mmsp configuration that reads an MMA-order copy of the weights."""
+    return mo_order(c) != 0
 
 
 def mo_order(c: Choice) -> int:
@@ -404,7 +400,9 @@ class ShapeBench:
     """Synthetic tensors for one (out, in, dtype, bias) on the GPU, rotated to overflow L2."""
 
     def __init__(self, out_features: int, in_features: int, dtype, device, has_bias=False, with_cslt=True,
-                 with_stock=False, max_bytes: int = 3 * 2**30, sets: int | None = None):
+                 with_stock=False, max_bytes: int = 3 * 2**30, sets: int | None = None, mo_orders=()):
+        """``mo_orders``: ``gluon_mmsp.mma_order`` copies to build besides those the dispatcher's MO candidates read
+        (with ``gluon_mmsp.MO_TUNING``), for probes of other MO configurations."""
         from ..formats.nm import pack_nm
         from . import gluon_mmsp
         from .timing import rotation_count
@@ -412,15 +410,16 @@ class ShapeBench:
         self.n, self.k, self.dtype, self.device = out_features, in_features, dtype, device
         dense_bytes = out_features * in_features * torch.finfo(dtype).bits // 8
         r = sets or rotation_count(int(dense_bytes * 0.5625), budget_bytes=max_bytes // 3)
+        orders = set(mo_orders) | {gluon_mmsp.mo_order(c) for m in (8, 16) for c in gluon_mmsp.mmsp_configs_for(m)}
+        orders = sorted(orders - {0}) if in_features % gluon_mmsp.MMSP_K == 0 else []  # MO needs whole super-steps
         self.sets = []
         for _ in range(r):
             w = random_24(out_features, in_features, dtype, device)
             v, mt = pack_nm(w, 2, 4)
             s = {"dense": w, "values": v, "meta": mt,
                  "bias": (torch.randn(out_features, device=device) * 0.1).to(dtype) if has_bias else None}
-            if gluon_mmsp.MO_TUNING and in_features % gluon_mmsp.MMSP_K == 0:  # MO candidates read these copies
-                for order in sorted({gluon_mmsp.mo_order(c) for m in (8, 16) for c in gluon_mmsp.mmsp_configs_for(m)} - {0}):
-                    s["mo" if order == 1 else "mo2"] = gluon_mmsp.mma_order(v, mt, order)
+            for order in orders:  # the MMA-order copies MO candidates read (ShapeBench.run hands each its own)
+                s["mo" if order == 1 else "mo2"] = gluon_mmsp.mma_order(v, mt, order)
             if with_cslt:
                 try:
                     from .cslt import compress

@@ -916,7 +916,7 @@ def mo_order(cfg: tuple) -> int:
 
 def is_mo(cfg: tuple) -> bool:
     """Whether an mmsp configuration reads one of :func:`mma_order`'s copies (13th element MO >= 1)."""
-    return len(cfg) > 12 and bool(cfg[12])
+    return mo_order(cfg) != 0
 
 
 def mmsp_configs_for(m: int) -> list[tuple]:

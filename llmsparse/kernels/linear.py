@@ -147,7 +147,8 @@ class SparseLinear(nn.Module):
 
     def _mo(self, c: dispatch.Choice) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The MMA-order copy for an MO choice (built by _materialize, of the order it reads), else None."""
-        return (self._mo_values, self._mo_meta) if dispatch.is_mo(c) and self._mo_built(dispatch.mo_order(c)) else None
+        order = dispatch.mo_order(c)
+        return (self._mo_values, self._mo_meta) if order and self._mo_built(order) else None
 
     def _key(self) -> tuple:
         return dispatch.make_key(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
@@ -196,7 +197,7 @@ class SparseLinear(nn.Module):
             self._get_cslt()
         else:
             self._cslt = None
-        orders = [dispatch.mo_order(c) for c in chosen if dispatch.is_mo(c)]
+        orders = [o for o in map(dispatch.mo_order, chosen) if o]
         if orders:  # one copy: the order most choices read (the others run their row-major twins, _plan)
             self._get_mo(max(set(orders), key=orders.count))
         else:
@@ -240,7 +241,7 @@ class SparseLinear(nn.Module):
         if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
                 or (c.path == "cslt" and self._cslt is None)):
             c = _best_sparse_fallback(m, self._cslt is not None)
-        elif dispatch.is_mo(c) and not self._mo_built(dispatch.mo_order(c)):
+        elif (order := dispatch.mo_order(c)) and not self._mo_built(order):
             c = dispatch.row_major_twin(c)  # the same configuration on the row-major weights
         return c
 
