@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         dts = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]
         ms, algs, splits, modes = _ints(a.m), _ints(a.algs), _ints(a.splits), _ints(a.modes)
         shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+        if any(len(s) != 2 for s in shapes):
+            raise ValueError(f"shapes are OUTxIN, got {a.shapes!r}")
     except (KeyError, ValueError) as e:
         ap.error(f"bad list: {e}")
     if not torch.cuda.is_available():
