@@ -30,6 +30,8 @@
 #   xl     fourteenth session (written then, not yet run): XL configurations (MO >= 2: x through a shared-memory ring of
 #          MO stages read by ldmatrix, weights from mma_order(order=2)): GPU tests of XL and MO, then mo_probe.py at
 #          M = 16 (NT = 2 ones) and M = 8 (NT = 1 ones) beside the dispatcher's best MO configurations, dtypes $DTS
+#   xltable fifteenth session: the XL winners of the probes in $XLJSON (paths in the tree) as extra dispatcher
+#          candidates in the table at M = 8, 16 with MO on; then cslt_splitk_probe.py (fp16, M = 4096, 1024)
 #   early  twelfth session: GPU test of the PDL chain (with and without mmsp's early weight loads, gluon_mmsp.EARLY),
 #          then pdl_probe.py --early (PDL modes 1 and 2 with and without early weights) at M = 16 on the six shapes
 #   tma    twelfth session: TM configurations (12th element: weights through a TM-stage shared-memory ring filled by
@@ -92,6 +94,15 @@ options() {
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 stage=$1; shift
 bash bench/device/h200_session.sh env
+# the XL configurations (stages xl and xltable): NT = 2 ones for M = 16, NT = 1 ones for M = 8
+XL16="4,1,2,1,1,0,0,4,1,0,0,0,1;4,1,2,1,1,0,0,2,1,0,0,0,1;4,2,2,1,1,0,0,2,1,0,0,0,1;4,2,2,1,1,0,0,1,0,0,0,0,1;4,2,2,2,1,0,0,1,0,0,0,0,1;4,2,2,1,1,0,0,4,1,0,1,0,1"
+XL16="$XL16;4,1,2,1,0,0,0,4,1,0,0,0,4;4,1,2,3,0,0,0,4,1,0,0,0,4;4,1,2,1,0,0,0,2,1,0,0,0,4;4,1,2,3,0,0,0,2,1,0,0,0,3"
+XL16="$XL16;4,2,2,1,0,0,0,2,1,0,0,0,4;4,2,2,3,0,0,0,2,1,0,0,0,4;4,2,2,1,0,0,0,1,0,0,0,0,4;4,2,2,3,0,0,0,1,0,0,0,0,3"
+XL16="$XL16;4,1,2,3,0,0,0,1,0,0,0,0,4;4,2,2,1,0,0,0,4,1,0,1,0,3;2,2,2,1,0,0,0,1,0,0,0,0,3;4,1,2,1,0,0,0,8,1,0,1,0,3"
+XL16="$XL16;4,1,2,2,0,0,0,4,1,0,0,0,4;4,1,2,2,0,0,0,2,1,0,0,0,4;4,1,2,2,0,0,0,1,0,0,0,0,4;4,2,2,2,0,0,0,2,1,0,0,0,4"
+XL8="4,1,1,1,0,0,0,1,0,0,0,0,1;4,2,1,1,0,0,0,1,0,0,0,0,1;8,2,1,1,0,0,0,1,0,0,0,0,1;4,1,1,1,0,0,0,1,0,0,0,0,3"
+XL8="$XL8;4,1,1,3,0,0,0,1,0,0,0,0,3;4,2,1,3,0,0,0,1,0,0,0,0,3;4,1,1,1,0,0,0,2,1,0,0,0,3;4,1,1,3,0,0,0,4,1,0,0,0,4"
+XL8="$XL8;4,1,1,2,0,0,0,1,0,0,0,0,3"
 case $stage in
   ch)
     diag 120 mmsp "$CH"
@@ -150,16 +161,22 @@ case $stage in
   xl)
     timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
       -k "x_through_shared_memory or mma_order" 2>&1 | tail -5
-    XL16="4,1,2,1,1,0,0,4,1,0,0,0,1;4,1,2,1,1,0,0,2,1,0,0,0,1;4,2,2,1,1,0,0,2,1,0,0,0,1;4,2,2,1,1,0,0,1,0,0,0,0,1;4,2,2,2,1,0,0,1,0,0,0,0,1;4,2,2,1,1,0,0,4,1,0,1,0,1"
-    XL16="$XL16;4,1,2,1,0,0,0,4,1,0,0,0,4;4,1,2,3,0,0,0,4,1,0,0,0,4;4,1,2,1,0,0,0,2,1,0,0,0,4;4,1,2,3,0,0,0,2,1,0,0,0,3"
-    XL16="$XL16;4,2,2,1,0,0,0,2,1,0,0,0,4;4,2,2,3,0,0,0,2,1,0,0,0,4;4,2,2,1,0,0,0,1,0,0,0,0,4;4,2,2,3,0,0,0,1,0,0,0,0,3"
-    XL16="$XL16;4,1,2,3,0,0,0,1,0,0,0,0,4;4,2,2,1,0,0,0,4,1,0,1,0,3;2,2,2,1,0,0,0,1,0,0,0,0,3;4,1,2,1,0,0,0,8,1,0,1,0,3"
-    XL16="$XL16;4,1,2,2,0,0,0,4,1,0,0,0,4;4,1,2,2,0,0,0,2,1,0,0,0,4;4,1,2,2,0,0,0,1,0,0,0,0,4;4,2,2,2,0,0,0,2,1,0,0,0,4"
-    XL8="4,1,1,1,0,0,0,1,0,0,0,0,1;4,2,1,1,0,0,0,1,0,0,0,0,1;8,2,1,1,0,0,0,1,0,0,0,0,1;4,1,1,1,0,0,0,1,0,0,0,0,3"
-    XL8="$XL8;4,1,1,3,0,0,0,1,0,0,0,0,3;4,2,1,3,0,0,0,1,0,0,0,0,3;4,1,1,1,0,0,0,2,1,0,0,0,3;4,1,1,3,0,0,0,4,1,0,0,0,4"
-    XL8="$XL8;4,1,1,2,0,0,0,1,0,0,0,0,3"
     timeout 220 python3 bench/device/mo_probe.py --out "$OUT/xl16.json" --dtype "${DTS:-bf16,fp16}" --m 16 --mo "$XL16" 2>&1 | grep -v Warn
     timeout 150 python3 bench/device/mo_probe.py --out "$OUT/xl8.json" --dtype "${DTS:-bf16}" --m 8 --mo "$XL8" 2>&1 | grep -v Warn
+    ;;
+  xltable)
+    # after xl: the XL configurations that beat every other one by 3% in some row of the probes in $XLJSON (files
+    # of the tree, e.g. the xl stage's xl16.json and xl8.json copied under bench/results) join the dispatcher's
+    # candidates (--mmsp-extra) for its table at M = 8 and 16 with MO on; then cuSPARSELt's split-K probe
+    W=""; XLONLY=$(echo "$XL16;$XL8" | tr ';' '\n' | grep -v ',1$' | tr '\n' ';')  # MO >= 2 (the MO = 1 ones are the base)
+    for f in ${XLJSON:-}; do
+      w=$(python3 bench/device/pick_extra.py "$f" "$XLONLY" 2>> "$OUT/pick.txt"); W="$W${W:+;}$w"
+    done
+    W=$(echo "$W" | tr ';' '\n' | grep -v '^$' | sort -u | tr '\n' ';' | sed 's/;$//')
+    cat "$OUT/pick.txt" 2> /dev/null; echo "XL winners: $W"
+    LLMSPARSE_MMSP_MO=1 timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 8,16 \
+      --dtype bf16,fp16 --paths gemvg,gemv,mmg,cslt,mmsp ${W:+--mmsp-extra "$W"} --out "$OUT/k" 2>&1 | tail -26
+    timeout 240 python3 bench/device/cslt_splitk_probe.py --out "$OUT/cslt_splitk.json" 2>&1 | grep -v Warn | tail -30
     ;;
   early)
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \

@@ -628,6 +628,16 @@ def test_pick_extra_keeps_only_configurations_that_win_a_row(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "4,1,1,0,1,0,2;4,2,2,0,1,0,0,1,0,3"
     assert mod.main([str(tmp_path / "missing.json"), "4,1,1,1"]) == 2
     assert "cannot read probe" in capsys.readouterr().err
+    # mo_probe.py's rows: microseconds, its own configurations as "mo:CFG", the other MO ones part of the base
+    mo = [{"dtype": "bf16", "shape": "4096x4096", "m": 16,
+           "us": {"dense": 16.6, "mmsp:4,2,2,1,1": 14.0, "mo:4,1,2,1,1,0,0,4,1,0,0,0,1": 11.5,
+                  "mo:4,1,2,1,0,0,0,4,1,0,0,0,4": 10.9, "mo:4,2,2,1,0,0,0,1,0,0,0,0,3": 10.0},
+           "err": {"mmsp:4,2,2,1,1": 1e-4, "mo:4,1,2,1,1,0,0,4,1,0,0,0,1": 1e-4, "mo:4,1,2,1,0,0,0,4,1,0,0,0,4": 1e-4,
+                   "mo:4,2,2,1,0,0,0,1,0,0,0,0,3": float("inf")}}]
+    xl = ["4,1,2,1,0,0,0,4,1,0,0,0,4", "4,2,2,1,0,0,0,1,0,0,0,0,3"]
+    winners, lines = mod.pick(mo, xl, 1.03)
+    assert winners == ["4,1,2,1,0,0,0,4,1,0,0,0,4"] and "4096x4096 M=16" in lines[0] and "1.055x" in lines[0]
+    assert mod.pick(mo, xl, 1.06)[0] == []
 
 
 def _bench_script(rel: str):
