@@ -1015,6 +1015,51 @@ def mma_order(values: torch.Tensor, meta: torch.Tensor, order: int = 1) -> tuple
     return v_mo.contiguous(), m_mo.contiguous()
 
 
+def row_major_order(values_mo: torch.Tensor, meta_mo: torch.Tensor, order: int, out_features: int,
+                    in_features: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of :func:`mma_order`: the row-major packed ``(values [N, K/2] dtype, meta [N, K/8] uint8)``
+    of :mod:`llmsparse.formats.nm` back from an MMA-order copy of order ``order`` (bit for bit; the padding rows
+    past N are dropped)."""
+    if order not in (1, 2):
+        raise ValueError(f"row_major_order: order must be 1 or 2, got {order}")
+    n, k = int(out_features), int(in_features)
+    ss, tiles = k // 128, -(-n // 16)
+    if k % 128 or tuple(values_mo.shape) != (tiles, ss * 512) or tuple(meta_mo.shape) != (tiles, ss * 64):
+        raise ValueError(f"row_major_order: an MMA-order copy of a {n}x{k} weight is [{tiles}, {ss * 512}] and "
+                         f"[{tiles}, {ss * 64}] int32; got {tuple(values_mo.shape)}, {tuple(meta_mo.shape)}")
+    dev = values_mo.device
+    ar = lambda v: torch.arange(v, device=dev)  # noqa: E731
+    r, q, s, lane, j = (ar(v) for v in (tiles, ss, 4, 32, 4))
+    g, t = lane // 4, lane % 4
+    row = (16 * r[:, None, None, None, None] + g[None, None, None, :, None] + 8 * (j & 1)[None, None, None, None, :])
+    grp = t[None, None, None, :, None] + 4 * (j >> 1)[None, None, None, None, :]
+    sm = s[None, None, :, None, None]
+    col = 32 * q[None, :, None, None, None] + (4 * grp + sm if order == 1 else 8 * sm + grp)
+    shape = (tiles, ss, 4, 32, 4)
+    vp = torch.zeros(tiles * 16, k // 4, dtype=torch.int32, device=dev)
+    vp[row.expand(shape), col.expand(shape)] = values_mo.reshape(shape)
+    # the metadata words [tile, super-step, g, t2, s] as unsigned 32 bits: the low 16 of rows g, the high 16 of g + 8
+    words = meta_mo.reshape(tiles, ss, 8, 2, 4).to(torch.int64) & 0xFFFFFFFF
+    half = torch.stack([words & 0xFFFF, words >> 16], dim=1)  # [tile, half, super-step, g, t2, s]
+    # the 64-bit metadata words of row (tile, half, g), super-step, word t2 as two 32-bit halves (lo, hi)
+    if order == 1:  # field (t2, s) = nibbles s, s + 4, s + 8, s + 12 of word t2 (s, s + 4 in lo; s + 8, s + 12 in hi)
+        def part(i_lo):
+            acc = torch.zeros_like(half[..., 0])
+            for si in range(4):
+                for i in range(2):
+                    nib = (half[..., si] >> (4 * (i + i_lo))) & 0xF
+                    acc |= nib << (4 * (si + 4 * i))
+            return acc
+        lo, hi = part(0), part(2)  # [tile, half, super-step, g, t2]
+    else:  # field (t2, s) = the 16 bits at 32 (s % 2) + 16 t2 of word s // 2
+        lo = torch.stack([half[..., 0, 2 * w2] | (half[..., 1, 2 * w2] << 16) for w2 in range(2)], dim=-1)
+        hi = torch.stack([half[..., 0, 2 * w2 + 1] | (half[..., 1, 2 * w2 + 1] << 16) for w2 in range(2)], dim=-1)
+    byte = torch.stack([(lo >> (8 * b)) & 0xFF for b in range(4)] + [(hi >> (8 * b)) & 0xFF for b in range(4)],
+                       dim=-1)  # [tile, half, super-step, g, word, 8 bytes]
+    meta = byte.permute(0, 1, 3, 2, 4, 5).reshape(tiles * 16, k // 8).to(torch.uint8)
+    return vp[:n].contiguous().view(dtype), meta[:n].contiguous()
+
+
 _COUNTERS: dict = {}
 _RETIRED: list = []
 

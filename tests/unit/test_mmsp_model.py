@@ -201,3 +201,23 @@ def test_mma_order_copy_hands_each_lane_its_mma_operands(N, K, order):
     ref = (x.double() @ w.half().double().t()).numpy()
     np.testing.assert_allclose(y[:, :N], ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y[:, N:], 0, atol=0)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("N,K,dtype", [(16, 128, torch.float16), (37, 384, torch.bfloat16), (80, 256, torch.float16)])
+def test_row_major_order_undoes_mma_order_bit_for_bit(N, K, dtype, order):
+    """gluon_mmsp.row_major_order (what a layer holding only an MMA-order copy gives back for its state and
+    the other paths): the packed values and every metadata bit as pack_nm wrote them, padding rows dropped;
+    a copy of the wrong shape is refused."""
+    from llmsparse.kernels.gluon_mmsp import mma_order, row_major_order
+
+    w = random_24(N, K, torch.float32, "cpu", generator=torch.Generator().manual_seed(N + order)).to(dtype)
+    vals, meta = pack_nm(w, 2, 4)
+    v_mo, m_mo = mma_order(vals, meta, order)
+    v2, m2 = row_major_order(v_mo, m_mo, order, N, K, dtype)
+    assert v2.dtype == dtype and m2.dtype == torch.uint8
+    assert torch.equal(v2.view(torch.int16), vals.view(torch.int16)) and torch.equal(m2, meta)
+    other = row_major_order(v_mo, m_mo, 3 - order, N, K, dtype)  # the other order reads other bits
+    assert not (torch.equal(other[0].view(torch.int16), vals.view(torch.int16)) and torch.equal(other[1], meta))
+    with pytest.raises(ValueError, match="MMA-order copy"):
+        row_major_order(v_mo[:, :-1], m_mo, order, N, K, dtype)
