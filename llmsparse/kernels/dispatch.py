@@ -118,6 +118,13 @@ def view_key(key: tuple) -> tuple:
     return tuple(key) + ("view",)
 
 
+def mo_key(key: tuple, order: int) -> tuple:
+    """The key of a shape's table for layers that hold only ``gluon_mmsp.mma_order``'s copy of order ``order``
+    (``SparseLinear.mo_storage``): its candidates are the MO configurations of that order, cuSPARSELt and dense
+    (:func:`candidates` with ``mo_only``)."""
+    return tuple(key) + ("mo", int(order))
+
+
 def is_mo(c: Choice) -> bool:
     """Whether ``c`` is an mmsp configuration that reads an MMA-order copy of the weights."""
     return mo_order(c) != 0
@@ -345,14 +352,24 @@ def check_paths(paths) -> tuple:
 
 
 def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
-               in_features: int | None = None, views: bool = False) -> list[Choice]:
+               in_features: int | None = None, views: bool = False, mo_only: int = 0) -> list[Choice]:
     """The configurations measured for M; ``views`` adds cuSPARSELt's ``[N, M]`` result returned as a
-    transposed view (``cslt:a,2``, for :func:`view_key` tables only)."""
+    transposed view (``cslt:a,2``, for :func:`view_key` tables only). ``mo_only`` (1 or 2): only what a layer
+    holding nothing but ``mma_order``'s copy of that order can run: the MO configurations of that order
+    (``gluon_mmsp.MMSP_MO_CONFIGS``, at every M <= 16, whether or not ``MO_TUNING`` is on) and cuSPARSELt."""
     from . import gluon_sp24
     from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, MMB_CONFIGS, excluded
 
     out: list[Choice] = []
     gluon_k = in_features is None or in_features % 32 == 0  # the Gluon kernels' integer views need it
+    if mo_only:
+        from . import gluon_mmsp
+
+        if ("mmsp" in paths and gluon_k and gluon_mmsp.MMSP_AVAILABLE and m <= gluon_mmsp.MMSP_MAX_M
+                and (in_features is None or in_features % gluon_mmsp.MMSP_K == 0)):
+            out += [Choice("mmsp", c) for c in gluon_mmsp.MMSP_MO_CONFIGS[8 if m <= 8 else 16]
+                    if gluon_mmsp.mo_order(c) == mo_only]
+        paths = tuple(p for p in paths if p == "cslt")
     if "gemvg" in paths and m <= gluon_sp24.MAX_M and gluon_sp24.AVAILABLE and gluon_k:
         out += [Choice("gemvg", c) for c in gluon_sp24.configs_for(m)]
     if "mmg" in paths and gluon_sp24.MM_MIN_M <= m <= gluon_sp24.MM_MAX_M and gluon_sp24.MMA_AVAILABLE and gluon_k:
@@ -486,8 +503,9 @@ def err_limit(dtype) -> float:
 def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUCKETS, *, device=None,
          min_speedup: float = DEFAULT_MIN_SPEEDUP, paths=DEFAULT_PATHS, force: bool = False,
          log: Callable[[str], None] | None = None, bench: ShapeBench | None = None,
-         confirm: int = 2, views: bool = False) -> dict[int, Choice]:
+         confirm: int = 2, views: bool = False, mo_only: int = 0) -> dict[int, Choice]:
     """Measure the candidates for the given buckets of one layer shape; fill and return its table.
+    ``mo_only`` (1 or 2): the table (:func:`mo_key`) of layers that hold only ``mma_order``'s copy of that order.
 
     The fastest sparse candidate is kept only if it beats dense by ``min_speedup`` both in the
     first measurement and in the median of ``1 + confirm`` interleaved measurements of the two.
@@ -501,9 +519,12 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
     device = device or torch.device("cuda", torch.cuda.current_device())
     paths = tuple(paths)
     key = make_key(out_features, in_features, dtype, has_bias, device)
+    if mo_only:
+        key = mo_key(key, mo_only)
     table = table_for(key)
     use_cslt = "cslt" in paths and cslt_available()
-    sb = bench or ShapeBench(out_features, in_features, dtype, device, has_bias=has_bias, with_cslt=use_cslt)
+    sb = bench or ShapeBench(out_features, in_features, dtype, device, has_bias=has_bias, with_cslt=use_cslt,
+                             mo_orders=(mo_only,) if mo_only else ())
     if not sb.have_cslt:
         paths = tuple(p for p in paths if p != "cslt")
     vtable = table_for(view_key(key)) if views and "cslt" in paths else None
@@ -525,7 +546,7 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
         host_limit = max(HOST_LIMIT_MS, HOST_LIMIT_X * host_ms(fn, args))
         best = best_view = None
         for c in candidates(b, paths=paths, cslt_algs=algs, dtype=dtype, in_features=in_features,
-                            views=vtable is not None):
+                            views=vtable is not None, mo_only=mo_only):
             name = choice_name(c)
             try:
                 err = sb.check(b, c)

@@ -889,7 +889,13 @@ MMSP_MO_CONFIGS = {
 # Opt-in (``LLMSPARSE_MMSP_MO=1`` at import, or this attribute): the dispatcher's table with it on (thirteenth
 # session, H100) picked an MO configuration in all 12 M = 16 rows. Not the default because of memory: the copy is a
 # second set of packed weights (0.5625x the dense size) in every layer that picks an MO configuration.
-MO_TUNING = 1 if os.environ.get("LLMSPARSE_MMSP_MO", "0").strip() == "1" else 0
+_MO_ENV = os.environ.get("LLMSPARSE_MMSP_MO", "0").strip().lower()
+MO_TUNING = 1 if _MO_ENV == "1" else 0
+# MO storage (fifteenth session; ``LLMSPARSE_MMSP_MO=compact`` at import, or this attribute, or per layer
+# ``SparseLinear.mo_storage``): layers are tuned over what the copy of this order can run (the MO configurations of
+# MMSP_MO_CONFIGS at every M <= 16, cuSPARSELt, dense; dispatch.mo_key) and hold that copy instead of the row-major
+# packed weights, so MO costs no memory. 0: off.
+MO_STORAGE = 1 if _MO_ENV == "compact" else 0
 
 
 def kernel_options(cfg: tuple) -> dict:

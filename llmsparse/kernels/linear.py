@@ -8,6 +8,11 @@ State (what ``state_dict`` holds): ``values[out, in/2]``, ``meta[out, in/8]`` (u
 * on CUDA: cuSPARSELt's compressed weight when the dispatcher picked cuSPARSELt for some M, and the
   dense-with-zeros weight when it picked dense for some M (``keep_dense``).
 
+A layer with ``mo_storage`` (``LLMSPARSE_MMSP_MO=compact``) on CUDA is tuned over what an MMA-order copy of its
+weights (``gluon_mmsp.mma_order``) can run, and then holds that copy *instead of* ``values``/``meta`` (which
+shrink to empty tensors; ``state_dict``, ``dense_weight`` and moves rebuild them, bit for bit, with
+``gluon_mmsp.row_major_order``): the faster MO kernels at no memory cost.
+
 On CUDA, ``forward`` looks up the path measured fastest for the bucket of the token count M
 (:mod:`.dispatch`), tuning that bucket first if it has never been measured (outside CUDA-graph
 capture). Call :func:`prepare` (``sparsify`` does) before capturing graphs or compiling.
@@ -61,6 +66,11 @@ class SparseLinear(nn.Module):
         self.register_buffer("_mo_values", None, persistent=False)
         self.register_buffer("_mo_meta", None, persistent=False)
         self._mo_order = 0  # which mma_order copy _mo_values/_mo_meta hold (1, or 2 for MO >= 2 configurations)
+        # MO storage: None follows gluon_mmsp.MO_STORAGE, 0 never, 1/2 hold only the copy of that order where the
+        # layer's choices all run on it (values/meta then empty; _stored_order says so, _stored_dtype their dtype)
+        self.mo_storage: int | None = None
+        self._stored_order = 0
+        self._stored_dtype: torch.dtype | None = None
         self.min_speedup = dispatch.DEFAULT_MIN_SPEEDUP
         self.keep_dense: bool | str = "auto"
         self.lazy_tune = True  # measure an unseen M bucket at first use (else use the nearest measured one)
@@ -115,7 +125,77 @@ class SparseLinear(nn.Module):
     # ----------------------------------------------------------------- derived forms
     def dense_weight(self) -> torch.Tensor:
         """The dense-with-zeros weight (rebuilt from the packed form; not cached)."""
-        return unpack_nm(self.values, self.meta, 2, 4, self.in_features)
+        return unpack_nm(*self.packed(), 2, 4, self.in_features)
+
+    def packed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The row-major packed ``(values, meta)`` (:mod:`llmsparse.formats.nm`): the buffers, or, for a layer that
+        holds only an MMA-order copy (``mo_storage``), rebuilt from it (a new pair of tensors)."""
+        if not self._stored_order:
+            return self.values, self.meta
+        from .gluon_mmsp import row_major_order
+
+        v, m = row_major_order(self._mo_values, self._mo_meta, self._stored_order, self.out_features,
+                               self.in_features, self._stored_dtype)
+        return v.to(self.values.dtype), m
+
+    def _storage_order(self) -> int:
+        """The MMA-order copy this layer would hold instead of its packed buffers (0: none)."""
+        from . import gluon_mmsp
+
+        order = gluon_mmsp.MO_STORAGE if self.mo_storage is None else int(self.mo_storage)
+        if order not in (0, 1, 2):
+            raise ValueError(f"SparseLinear.mo_storage must be None, 0, 1 or 2, got {self.mo_storage!r}")
+        return order if self.in_features % gluon_mmsp.MMSP_K == 0 else 0
+
+    def _compact(self, order: int) -> None:
+        """Hold only mma_order's copy of ``order`` (built from the packed buffers if need be)."""
+        if self._stored_order == order:
+            return
+        self._expand()
+        self._get_mo(order)
+        self._stored_dtype = self.values.dtype
+        self.values = self.values.new_empty(0)
+        self.meta = self.meta.new_empty(0)
+        self._stored_order = order
+
+    def _expand(self) -> None:
+        """Rebuild the packed buffers of a layer that holds only an MMA-order copy (the copy is kept)."""
+        if self._stored_order:
+            self.values, self.meta = self.packed()
+            self._stored_order, self._stored_dtype = 0, None
+
+    def _drop_derived(self) -> None:
+        self._dense = self._cslt = self._mo_values = self._mo_meta = None
+        self._mo_order = 0
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._stored_order:  # the state is always the row-major packed pair
+            destination[prefix + "values"], destination[prefix + "meta"] = self.packed()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._expand()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # new weights: the derived forms of the old ones must go (rebuilt for the measured choices, if any)
+        self._drop_derived()
+        if self._table or self._table_view:
+            self._materialize()
+
+    def _apply(self, fn, recurse=True):
+        """``.to()``, ``.cuda()``, ``.half()``...: a layer holding only an MMA-order copy moves its packed buffers
+        (an int32 copy would not follow a dtype change) and holds only the copy again where its choices still
+        apply (same device and dtype)."""
+        if not self._stored_order:
+            return super()._apply(fn, recurse)
+        was = (self.values.device, self.values.dtype)
+        self._expand()
+        out = super()._apply(fn, recurse)
+        if (self.values.device, self.values.dtype) == was and (self._table or self._table_view):
+            self._materialize()
+        else:
+            self._drop_derived()
+            self._table = self._table_view = None
+        return out
 
     @property
     def weight(self) -> torch.Tensor:  # for code that reads .weight (dtype, device, shape)
@@ -141,7 +221,7 @@ class SparseLinear(nn.Module):
         if not self._mo_built(order):
             from .gluon_mmsp import mma_order
 
-            self._mo_values, self._mo_meta = mma_order(self.values, self.meta, order)
+            self._mo_values, self._mo_meta = mma_order(*self.packed(), order)
             self._mo_order = order
         return self._mo_values, self._mo_meta
 
@@ -151,8 +231,10 @@ class SparseLinear(nn.Module):
         return (self._mo_values, self._mo_meta) if order and self._mo_built(order) else None
 
     def _key(self) -> tuple:
-        return dispatch.make_key(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
-                                 self.values.device)
+        key = dispatch.make_key(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
+                                self.values.device)
+        order = self._storage_order()
+        return dispatch.mo_key(key, order) if order else key
 
     # ----------------------------------------------------------------- dispatch
     def prepare(self, buckets: Iterable[int] = dispatch.BUCKETS, *, min_speedup: float | None = None,
@@ -175,7 +257,7 @@ class SparseLinear(nn.Module):
         paths = self.allowed_paths or dispatch.DEFAULT_PATHS
         table = dispatch.tune(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
                               tuple(buckets), device=self.values.device, min_speedup=self.min_speedup, log=log,
-                              paths=paths, views=self.for_compile)
+                              paths=paths, views=self.for_compile, mo_only=self._storage_order())
         self._table = table
         vtable = dispatch.table_for(dispatch.view_key(self._key())) if "cslt" in paths and self.for_compile else None
         self._table_view = vtable if vtable and all(b in vtable for b in buckets) else None
@@ -197,13 +279,22 @@ class SparseLinear(nn.Module):
             self._get_cslt()
         else:
             self._cslt = None
+        # MO storage: only where every choice runs on the copy, on cuSPARSELt's form or (kept) dense
+        order = self._storage_order()
+        compact = bool(order and chosen) and all(
+            c.path == "cslt" or dispatch.mo_order(c) == order or (c.path == "dense" and self.keep_dense is not False)
+            for c in chosen)
         orders = [o for o in map(dispatch.mo_order, chosen) if o]
-        if orders:  # one copy: the order most choices read (the others run their row-major twins, _plan)
+        if compact:
+            self._compact(order)
+        elif orders:  # one copy: the order most choices read (the others run their row-major twins, _plan)
+            self._expand()
             self._get_mo(max(set(orders), key=orders.count))
         else:
+            self._expand()
             self._mo_values = self._mo_meta = None
             self._mo_order = 0
-        runs = (self._table_view or {}).values() if self._table_view else chosen
+        runs = chosen if compact or not self._table_view else self._table_view.values()
         if any(c.path == "dense" for c in runs) and self.keep_dense is not False:
             self._get_dense()
         else:
@@ -376,7 +467,7 @@ def kernel_cache(cache="auto"):
 def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
              buckets: Iterable[int] | None = None, keep_dense: bool | str = "auto", tune: bool = True,
              skip: Iterable[str] = ("lm_head",), lazy_tune: bool = True, log=None, cache="auto",
-             paths: Iterable[str] | None = None, for_compile: bool = False) -> dict:
+             paths: Iterable[str] | None = None, for_compile: bool = False, mo_storage: int | None = None) -> dict:
     """Swap every ``nn.Linear`` whose weight is 2:4 (and whose width is a multiple of 8) for a
     :class:`SparseLinear`. Others (and names containing an entry of ``skip``) stay as they are.
 
@@ -400,7 +491,10 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     compile and run eagerly takes a packed-form path where its eager choice was dense).
     With ``LLMSPARSE_MMSP_MO=1`` (``gluon_mmsp.MO_TUNING``) the dispatcher also measures ``mmsp`` on a copy of
     the packed weights in MMA operand order (faster at M = 2-16 on an H100, docs/kernels.md); layers that pick
-    it hold that copy too (another 0.5625x of the dense weight).
+    it hold that copy too (another 0.5625x of the dense weight). ``mo_storage`` (1; default
+    ``gluon_mmsp.MO_STORAGE``, set by ``LLMSPARSE_MMSP_MO=compact``): layers are tuned over what that copy can run
+    (MO ``mmsp``, cuSPARSELt, dense) and hold the copy instead of the row-major packed weights, so MO costs no
+    memory (:class:`SparseLinear`).
 
     Returns ``{"swapped": [names], "skipped": {name: reason}, "paths": {shape: {bucket: path}},
     "compiled_paths": {shape: {bucket: path}}}``; the last lists the shapes whose choices differ under
@@ -437,6 +531,7 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
             new.lazy_tune = lazy_tune
             new.allowed_paths = allowed
             new.for_compile = for_compile
+            new.mo_storage = mo_storage
             on_gpu = new.values.device.type == "cuda" and new.values.dtype in _GPU_DTYPES
             if on_gpu and tune:
                 table = new.prepare(buckets, log=log)

@@ -896,6 +896,67 @@ def test_mma_order_choices_are_opt_in_and_run_on_the_copy(monkeypatch):
     assert lin._mo_values is None and lin._mo_meta is None
 
 
+def test_a_layer_with_mo_storage_holds_only_the_mma_order_copy(monkeypatch):
+    """SparseLinear.mo_storage (LLMSPARSE_MMSP_MO=compact): its table is the shape's MO table (dispatch.mo_key,
+    whose candidates are the MO configurations of that order, at M = 1 too, and cuSPARSELt); where every choice runs
+    on the copy, cuSPARSELt's form or the kept dense weight, it holds the copy instead of values/meta, yet its
+    state_dict, dense_weight, CPU forward, loads and dtype moves give the row-major weights bit for bit; one
+    choice the copy cannot run (or dense without keep_dense) and it holds the packed buffers again."""
+    from llmsparse.kernels import gluon_mmsp, linear
+
+    monkeypatch.setattr(dispatch, "device_name", lambda device=None: "test-gpu")
+    o8, o16 = gluon_mmsp.MMSP_MO_CONFIGS[8][0], gluon_mmsp.MMSP_MO_CONFIGS[16][0]
+    w, b = _w24(48, 256).half(), torch.randn(48).half()
+    lin = SparseLinear.from_dense(w, b)
+    v0, m0 = lin.values.clone(), lin.meta.clone()
+    full = linear.memory_bytes(lin)
+    assert lin._key() == dispatch.make_key(48, 256, torch.float16, True, lin.values.device)
+    lin.mo_storage = 1
+    assert lin._key() == dispatch.mo_key(dispatch.make_key(48, 256, torch.float16, True, lin.values.device), 1)
+    lin._table = {1: dispatch.Choice("mmsp", o8), 16: dispatch.Choice("mmsp", o16), 4096: dispatch.Choice("dense")}
+    lin._materialize()
+    assert lin._stored_order == 1 and lin.values.numel() == 0 and lin.meta.numel() == 0
+    assert torch.equal(lin._mo_values, gluon_mmsp.mma_order(v0, m0, 1)[0]) and lin._dense is not None
+    # the copy replaces the packed pair: the layer holds no more than before besides the kept dense weight
+    assert linear.memory_bytes(lin) - lin._dense.numel() * 2 <= full + 16 * 4 * 2
+    sd = lin.state_dict()
+    assert torch.equal(sd["values"].view(torch.int16), v0.view(torch.int16)) and torch.equal(sd["meta"], m0)
+    assert torch.equal(lin.dense_weight(), w)
+    x = torch.randn(3, 256).half()
+    assert torch.equal(lin(x), F.linear(x, w, b))
+    assert lin._plan(1) == dispatch.Choice("mmsp", o8) and lin._mo(dispatch.Choice("mmsp", o16))[0] is lin._mo_values
+    other = SparseLinear.from_dense(w, b)
+    other.load_state_dict(sd)
+    assert torch.equal(other.values.view(torch.int16), v0.view(torch.int16)) and torch.equal(other.meta, m0)
+    lin.to("cpu")  # same device and dtype: still only the copy
+    assert lin._stored_order == 1 and lin.values.numel() == 0 and lin._table is not None
+    # new weights loaded into it: packed buffers again, no stale derived form
+    w2 = _w24(48, 256, seed=5).half()
+    lin.load_state_dict(SparseLinear.from_dense(w2, b).state_dict())
+    assert lin._stored_order == 1 and torch.equal(lin.dense_weight(), w2) and torch.equal(lin._dense, w2)
+    lin.float()  # another dtype: the packed buffers follow it, the choices (of the fp16 table) are dropped
+    assert lin._stored_order == 0 and lin.values.dtype == torch.float32 and lin._table is None
+    assert torch.equal(lin.dense_weight(), w2.float())
+    lin = SparseLinear.from_dense(w, b)
+    lin.mo_storage = 1
+    for table, keep in (({1: dispatch.Choice("gemvg", (1, 4, 8, 1, 4)), 16: dispatch.Choice("mmsp", o16)}, "auto"),
+                        ({16: dispatch.Choice("mmsp", o16), 4096: dispatch.Choice("dense")}, False)):
+        lin._table, lin.keep_dense = table, keep
+        lin._materialize()
+        assert lin._stored_order == 0 and torch.equal(lin.values.view(torch.int16), v0.view(torch.int16))
+        assert torch.equal(lin.meta, m0) and lin._mo_order == 1  # the copy for the MO choice, beside the buffers
+    with pytest.raises(ValueError, match="mo_storage"):
+        lin.mo_storage = 3
+        lin._key()
+    if gluon_mmsp.MMSP_AVAILABLE:  # the MO table's candidates: the copy's configurations (at M = 1 too), cuSPARSELt
+        for m, key in ((1, 8), (8, 8), (16, 16)):
+            got = dispatch.candidates(m, paths=dispatch.DEFAULT_PATHS, cslt_algs=(0,), in_features=256, mo_only=1)
+            assert [c.cfg for c in got if c.path == "mmsp"] == gluon_mmsp.MMSP_MO_CONFIGS[key]
+            assert {c.path for c in got} == ({"mmsp", "cslt"} if m >= 16 else {"mmsp"})
+        assert dispatch.candidates(16, in_features=256, mo_only=2) == [
+            c for c in dispatch.candidates(16, in_features=256, mo_only=1) if c.path == "cslt"]
+
+
 def test_e2e_memory_counts_every_form_a_swapped_layer_holds():
     """``llmsparse bench MODEL`` reports the bytes of the swapped layers: the packed weights, metadata and bias,
     plus every derived form they hold (here an MMA-order copy and a kept dense weight), against the dense
