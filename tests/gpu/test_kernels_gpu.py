@@ -636,3 +636,41 @@ def test_sparse_linear_runs_an_mma_order_choice_on_its_copy(dtype, monkeypatch):
     assert torch.equal(lin(x), want)
     fn = torch.compile(lin._compiled_forward, fullgraph=True)
     assert torch.equal(fn(x), want)
+
+
+@pytest.mark.parametrize("dtype", DT)
+def test_sparse_linear_with_mo_storage_holds_only_the_copy(dtype):
+    """SparseLinear.mo_storage = 1 (LLMSPARSE_MMSP_MO=compact), tuned for real at M = 1, 16, 256 on a 7B-wide
+    shape: the MO table's choices only (MO mmsp, cuSPARSELt, dense); the layer holds the MMA-order copy instead of
+    values/meta where every choice runs on it; eager (odd M too), CUDA-graph and torch.compile outputs against
+    dense-with-zeros; state_dict bit for bit the packed weights; a move to the CPU gives the fallback."""
+    from llmsparse.kernels import dispatch, gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    w = random_24(1024, 4096, dtype, "cuda")
+    b = torch.randn(1024, device="cuda", dtype=dtype)
+    lin = SparseLinear.from_dense(w, b)
+    v0, m0 = lin.values.clone(), lin.meta.clone()
+    lin.mo_storage = 1
+    table = lin.prepare((1, 16, 256))
+    assert all(c.path in ("dense", "cslt") or dispatch.mo_order(c) == 1 for c in table.values()), table
+    if any(dispatch.mo_order(c) == 1 for c in table.values()):
+        assert lin._stored_order == 1 and lin.values.numel() == 0 and lin.meta.numel() == 0
+    for m in (1, 3, 16, 13, 256):
+        x = torch.randn(m, 4096, device="cuda", dtype=dtype)
+        assert rel(lin(x), F.linear(x, w, b)) < TOL[dtype], (m, lin._plan(m))
+    sd = lin.state_dict()
+    assert torch.equal(sd["values"].view(torch.int16), v0.view(torch.int16)) and torch.equal(sd["meta"], m0)
+    x = torch.randn(16, 4096, device="cuda", dtype=dtype)
+    g, y = capture(lin, x)
+    x.copy_(torch.randn_like(x))
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, lin(x))
+    fn = torch.compile(lin, fullgraph=True)
+    assert rel(fn(x), F.linear(x, w, b)) < TOL[dtype]
+    lin.cpu()
+    assert lin._stored_order == 0 and torch.equal(lin.meta, m0.cpu())
+    xc = x.cpu()
+    assert torch.equal(lin(xc), F.linear(xc, w.cpu(), b.cpu()))
