@@ -18,6 +18,7 @@ Examples:
   llmsparse bench --shapes llama2-7b,llama2-70b --m 1,16,4096 --dtype fp16
 
   llmsparse bench --shapes llama2-70b --m 1,16 --mma-order          # MO copies too (faster, more memory)
+  llmsparse bench --shapes llama2-7b --m 1,16 --mo-storage          # layers hold only the MO copy
 
   llmsparse bench --shapes 11008x4096 --json gemm.json --plot gemm.png --overwrite
 
@@ -67,6 +68,10 @@ def bench(
                                              "copy of the weights in MMA operand order (faster at M = 2-16, more "
                                              "memory: each layer that picks it holds the copy). Default: "
                                              "LLMSPARSE_MMSP_MO=1 turns it on."),
+    mo_storage: Optional[bool] = typer.Option(None, "--mo-storage/--no-mo-storage", help="Layers hold only the copy "
+                                              "of the weights in MMA operand order and are tuned over what it runs "
+                                              "(MO mmsp, cuSPARSELt, dense): MO without the memory. Default: "
+                                              "LLMSPARSE_MMSP_MO=compact turns it on."),
     json_path: str = typer.Option("bench-results.json", "--json", help="Where to write all numbers (JSON)."),
     plot: Optional[str] = typer.Option("bench-speedup.png", "--plot", help="PNG of speedup vs M ('' for none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--plot files."),
@@ -122,6 +127,10 @@ def bench(
         from ..kernels import gluon_mmsp
 
         gluon_mmsp.MO_TUNING = int(mma_order)
+    if mo_storage is not None:
+        from ..kernels import gluon_mmsp
+
+        gluon_mmsp.MO_STORAGE = int(mo_storage)
     log = lambda s: console.print(s, highlight=False)  # noqa: E731
     result = {"env": B.env_info(), "command": "llmsparse " + " ".join(sys.argv[1:]), "gemm": [], "e2e": None}
     console.print(f"[bold]{result['env'].get('gpu')}[/] torch {torch.__version__} triton {result['env'].get('triton')} "

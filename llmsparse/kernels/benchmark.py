@@ -56,6 +56,9 @@ def env_info() -> dict:
     # set by environment variables at import), so a results file says how it was produced
     sig = dispatch.cache_signature()
     info["kernel_settings"] = {k: sig[k] for k in ("kernels", "pdl", "meta", "early", "mo")}
+    from . import gluon_mmsp
+
+    info["kernel_settings"]["mo_storage"] = int(gluon_mmsp.MO_STORAGE)  # layers holding only the MO copy
     if torch.cuda.is_available():
         info["torch_cuda"] = torch.version.cuda
         info["sms"] = torch.cuda.get_device_properties(0).multi_processor_count
@@ -82,6 +85,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
     """For every dtype, shape and M: dense cuBLAS, ours (dispatcher's pick), best of each of our paths,
     and PyTorch's stock ``to_sparse_semi_structured`` + ``F.linear``; times in ms (graph replays,
     median), relative errors vs dense-with-zeros ``F.linear`` (same dtype) and vs fp32."""
+    from . import gluon_mmsp
     from .dispatch import ShapeBench, bucket_of
 
     rows = []
@@ -89,13 +93,17 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
     for dtype in dtypes:
         for (n, k) in shapes:
             t0 = time.time()
-            sb = ShapeBench(n, k, dtype, dev, with_cslt=True, with_stock=stock)
+            # with gluon_mmsp.MO_STORAGE: the table of layers that hold only the MMA-order copy (dispatch.mo_key)
+            mo_only = gluon_mmsp.MO_STORAGE if k % gluon_mmsp.MMSP_K == 0 else 0
+            sb = ShapeBench(n, k, dtype, dev, with_cslt=True, with_stock=stock, mo_orders=(mo_only,) if mo_only else ())
             buckets = sorted({bucket_of(m) for m in ms})
             n_rec = len(dispatch.RECORDS)
             table = dispatch.tune(n, k, dtype, False, buckets, device=dev, min_speedup=min_speedup, bench=sb,
-                                  force=True, log=log, paths=paths or dispatch.DEFAULT_PATHS, views=True)
+                                  force=True, log=log, paths=paths or dispatch.DEFAULT_PATHS, views=True,
+                                  mo_only=mo_only)
             recs = {r.m: r for r in dispatch.RECORDS[n_rec:]}
-            vt = dispatch.table_for(dispatch.view_key(dispatch.make_key(n, k, dtype, False, dev)))
+            key = dispatch.make_key(n, k, dtype, False, dev)
+            vt = dispatch.table_for(dispatch.view_key(dispatch.mo_key(key, mo_only) if mo_only else key))
             for m in ms:
                 c = table[bucket_of(m)]
                 s = sb.sets[0]

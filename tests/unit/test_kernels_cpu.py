@@ -579,7 +579,8 @@ def test_bench_cli_gemm_table_shows_the_compiled_choice(tmp_path, monkeypatch, c
     assert [r.get("view_speedup") for r in saved["gemm"]] == [None, 1.437]
 
 
-@pytest.mark.parametrize("flag,env,want", [([], 0, 0), ([], 1, 1), (["--mma-order"], 0, 1), (["--no-mma-order"], 1, 0)])
+@pytest.mark.parametrize("flag,env,want", [([], 0, 0), ([], 1, 1), (["--mma-order"], 0, 1), (["--no-mma-order"], 1, 0),
+                                           (["--mo-storage"], 0, "s1"), (["--no-mo-storage"], 1, "s0")])
 def test_bench_cli_mma_order_flag_sets_the_mo_candidates(tmp_path, monkeypatch, flag, env, want):
     """``llmsparse bench --mma-order / --no-mma-order`` turns the MO candidates on or off for the measurement
     (gluon_mmsp.MO_TUNING, which the results' kernel settings record); without the flag the import-time
@@ -594,16 +595,19 @@ def test_bench_cli_mma_order_flag_sets_the_mo_candidates(tmp_path, monkeypatch, 
 
     import llmsparse.kernels as K
 
-    monkeypatch.setattr(gluon_mmsp, "MO_TUNING", env)  # restored after the test
+    storage = isinstance(want, str)  # --mo-storage: gluon_mmsp.MO_STORAGE instead
+    attr, key = ("MO_STORAGE", "mo_storage") if storage else ("MO_TUNING", "mo")
+    want = int(want[1]) if storage else want
+    monkeypatch.setattr(gluon_mmsp, attr, env)  # restored after the test
     seen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(K, "capability", lambda: {"gpu": "fake-gpu"})
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(multi_processor_count=1))
-    monkeypatch.setattr(B, "gemm_bench", lambda *a, **k: seen.append(gluon_mmsp.MO_TUNING) or [])
+    monkeypatch.setattr(B, "gemm_bench", lambda *a, **k: seen.append(getattr(gluon_mmsp, attr)) or [])
     out = tmp_path / "r.json"
     rc = main(["bench", "--shapes", "4096x4096", "--m", "16", "--dtype", "fp16", "--json", str(out), "--plot", ""] + flag)
     assert rc in (0, None) and seen == [want]
-    assert json.loads(out.read_text())["env"]["kernel_settings"]["mo"] == want
+    assert json.loads(out.read_text())["env"]["kernel_settings"][key] == want
 
 
 def test_pick_extra_keeps_only_configurations_that_win_a_row(tmp_path, capsys):
