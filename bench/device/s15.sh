@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Fifteenth session's GPU calls (docs/kernels.md), from the repository root with OUT set:
+#   bash bench/device/s15.sh first   GPU tests of XL, MO and MO storage; the XL probe at M = 16 (bf16, six shapes,
+#                                    beside the dispatcher's MO configurations); the dispatcher's table with MO storage
+#                                    (LLMSPARSE_MMSP_MO=compact) on the Llama-2-7B shapes at M = 1, 16 (bf16)
+#   bash bench/device/s15.sh e2e     the bf16 end-to-end run with MO storage (CUDA graphs), then fp16 XL probe
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+eval "$(sed -n '/^XL16=/,/^XL8="\$XL8;4,1,1,2/p' bench/device/mmsp_session.sh)"
+case $1 in
+  first)
+    timeout 140 python3 -m pytest -q -p no:cacheprovider tests/gpu -n 8 \
+      -k "x_through_shared_memory or mma_order or mo_storage" 2>&1 | tail -8
+    timeout 170 python3 bench/device/mo_probe.py --out "$OUT/xl16.json" --dtype bf16 --m 16 --mo "$XL16" 2>&1 | grep -v Warn
+    LLMSPARSE_MMSP_MO=compact timeout 100 python3 bench/bench_kernels.py --shapes llama2-7b --m 1,16 --dtype bf16 \
+      --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/kc" 2>&1 | tail -8
+    ;;
+  e2e)
+    LLMSPARSE_MMSP_MO=compact LLMSPARSE_KERNEL_CACHE=off timeout 200 python3 bench/bench_e2e.py --dtype bf16 \
+      --out "$OUT/e2e_compact" > "$OUT/e2e_compact.log" 2>&1; tail -12 "$OUT/e2e_compact.log"
+    timeout 170 python3 bench/device/mo_probe.py --out "$OUT/xl16_fp16.json" --dtype fp16 --m 16 --mo "$XL16" 2>&1 | grep -v Warn
+    ;;
+esac
