@@ -10,10 +10,10 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 eval "$(sed -n '/^XL16=/,/^XL8="\$XL8;4,1,1,2/p' bench/device/mmsp_session.sh)"
 case $1 in
   first)
-    timeout 140 python3 -m pytest -q -p no:cacheprovider tests/gpu -n 8 \
+    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu -n 8 \
       -k "x_through_shared_memory or mma_order or mo_storage" 2>&1 | tail -8
-    timeout 170 python3 bench/device/mo_probe.py --out "$OUT/xl16.json" --dtype bf16 --m 16 --mo "$XL16" 2>&1 | grep -v Warn
-    LLMSPARSE_MMSP_MO=compact timeout 100 python3 bench/bench_kernels.py --shapes llama2-7b --m 1,16 --dtype bf16 \
+    timeout 150 python3 bench/device/mo_probe.py --out "$OUT/xl16.json" --dtype bf16 --m 16 --mo "$XL16" 2>&1 | grep -v Warn
+    LLMSPARSE_MMSP_MO=compact timeout 70 python3 bench/bench_kernels.py --shapes llama2-7b --m 1,16 --dtype bf16 \
       --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/kc" 2>&1 | tail -8
     ;;
   e2e)
