@@ -970,6 +970,20 @@ def _nib4_t(w: torch.Tensor, s: int) -> torch.Tensor:
     return (c | (c >> 12)) & 0xFFFF
 
 
+def _mo_source(tiles: int, ss: int, order: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where :func:`mma_order`'s values word ``[tile, super-step, s, lane, j]`` comes from: (row, int32 column) of the
+    row-major values (broadcastable index tensors)."""
+    ar = lambda v: torch.arange(v, device=dev)  # noqa: E731
+    r, q, s, lane, j = (ar(v) for v in (tiles, ss, 4, 32, 4))
+    g, t = lane // 4, lane % 4
+    row = (16 * r[:, None, None, None, None] + g[None, None, None, :, None] + 8 * (j & 1)[None, None, None, None, :])
+    # A register j of lane 4g + t: the MMA's group t + 4 (j >> 1) of rows g (j even) / g + 8 (j odd)
+    grp = t[None, None, None, :, None] + 4 * (j >> 1)[None, None, None, None, :]
+    sm = s[None, None, :, None, None]
+    col = 32 * q[None, :, None, None, None] + (4 * grp + sm if order == 1 else 8 * sm + grp)
+    return row, col
+
+
 def mma_order(values: torch.Tensor, meta: torch.Tensor, order: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """A copy of packed 2:4 weights (``values[N, K/2]``, ``meta[N, K/8]`` uint8, :mod:`llmsparse.formats.nm`)
     in the order the MO configurations read them: per 16-row tile and super-step (128 inputs), the A
@@ -996,14 +1010,7 @@ def mma_order(values: torch.Tensor, meta: torch.Tensor, order: int = 1) -> tuple
     if tiles * 16 != n:
         vp = torch.cat([vp, vp.new_zeros(tiles * 16 - n, vp.shape[1])])
         m64 = torch.cat([m64, m64.new_full((tiles * 16 - n, m64.shape[1]), 0x4444444444444444)])
-    ar = lambda v: torch.arange(v, device=dev)  # noqa: E731
-    r, q, s, lane, j = (ar(v) for v in (tiles, ss, 4, 32, 4))
-    g, t = lane // 4, lane % 4
-    row = (16 * r[:, None, None, None, None] + g[None, None, None, :, None] + 8 * (j & 1)[None, None, None, None, :])
-    # A register j of lane 4g + t: the MMA's group t + 4 (j >> 1) of rows g (j even) / g + 8 (j odd)
-    grp = t[None, None, None, :, None] + 4 * (j >> 1)[None, None, None, None, :]
-    sm = s[None, None, :, None, None]
-    col = 32 * q[None, :, None, None, None] + (4 * grp + sm if order == 1 else 8 * sm + grp)
+    row, col = _mo_source(tiles, ss, order, dev)
     v_mo = vp[row, col].reshape(tiles, ss * 512)
     # metadata word of (tile, super-step, g, t2, s): the 4 nibbles of MMA s's groups 4 t2 .. 4 t2 + 3 of row g
     # (low half) and of row g + 8 (high half)
@@ -1034,13 +1041,7 @@ def row_major_order(values_mo: torch.Tensor, meta_mo: torch.Tensor, order: int, 
         raise ValueError(f"row_major_order: an MMA-order copy of a {n}x{k} weight is [{tiles}, {ss * 512}] and "
                          f"[{tiles}, {ss * 64}] int32; got {tuple(values_mo.shape)}, {tuple(meta_mo.shape)}")
     dev = values_mo.device
-    ar = lambda v: torch.arange(v, device=dev)  # noqa: E731
-    r, q, s, lane, j = (ar(v) for v in (tiles, ss, 4, 32, 4))
-    g, t = lane // 4, lane % 4
-    row = (16 * r[:, None, None, None, None] + g[None, None, None, :, None] + 8 * (j & 1)[None, None, None, None, :])
-    grp = t[None, None, None, :, None] + 4 * (j >> 1)[None, None, None, None, :]
-    sm = s[None, None, :, None, None]
-    col = 32 * q[None, :, None, None, None] + (4 * grp + sm if order == 1 else 8 * sm + grp)
+    row, col = _mo_source(tiles, ss, order, dev)
     shape = (tiles, ss, 4, 32, 4)
     vp = torch.zeros(tiles * 16, k // 4, dtype=torch.int32, device=dev)
     vp[row.expand(shape), col.expand(shape)] = values_mo.reshape(shape)
