@@ -769,8 +769,10 @@ def test_results_record_the_kernel_settings(monkeypatch):
 
     for mo in (0, 1):
         monkeypatch.setattr(gluon_mmsp, "MO_TUNING", mo)
+        monkeypatch.setattr(gluon_mmsp, "MO_STORAGE", 1 - mo)
         ks = B.env_info()["kernel_settings"]
-        assert ks["mo"] == mo and set(ks) == {"kernels", "pdl", "meta", "early", "mo"}
+        assert ks["mo"] == mo and ks["mo_storage"] == 1 - mo
+        assert set(ks) == {"kernels", "pdl", "meta", "early", "mo", "mo_storage"}
 
 
 def test_register_cap_is_a_launch_option_kept_by_the_row_major_twin():
