@@ -902,6 +902,17 @@ def test_mma_order_choices_are_opt_in_and_run_on_the_copy(monkeypatch):
     assert lin._mo_values is None and lin._mo_meta is None
 
 
+def test_loading_new_weights_drops_the_derived_forms_of_the_old_ones():
+    """SparseLinear.load_state_dict: the CPU fallback's cached dense weight (like the GPU's dense, cuSPARSELt and
+    MO forms) was built from the old weights; after a load the layer computes with the new ones."""
+    w1, w2, b = _w24(32, 64), _w24(32, 64, seed=3), torch.randn(32)
+    lin = SparseLinear.from_dense(w1, b)
+    x = torch.randn(4, 64)
+    assert torch.equal(lin(x), F.linear(x, w1, b)) and lin._dense is not None
+    lin.load_state_dict(SparseLinear.from_dense(w2, b).state_dict())
+    assert torch.equal(lin(x), F.linear(x, w2, b))
+
+
 def test_a_layer_with_mo_storage_holds_only_the_mma_order_copy(monkeypatch):
     """SparseLinear.mo_storage (LLMSPARSE_MMSP_MO=compact): its table is the shape's MO table (dispatch.mo_key,
     whose candidates are the MO configurations of that order, at M = 1 too, and cuSPARSELt); where every choice runs
