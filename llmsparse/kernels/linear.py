@@ -120,7 +120,8 @@ class SparseLinear(nn.Module):
         return mod
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, 2:4"
+        held = f", held as the MMA-order copy {self._stored_order}" if self._stored_order else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, 2:4{held}"
 
     # ----------------------------------------------------------------- derived forms
     def dense_weight(self) -> torch.Tensor:

@@ -934,6 +934,7 @@ def test_a_layer_with_mo_storage_holds_only_the_mma_order_copy(monkeypatch):
     lin._materialize()
     assert lin._stored_order == 1 and lin.values.numel() == 0 and lin.meta.numel() == 0
     assert torch.equal(lin._mo_values, gluon_mmsp.mma_order(v0, m0, 1)[0]) and lin._dense is not None
+    assert "MMA-order copy 1" in repr(lin)
     # the copy replaces the packed pair: the layer holds no more than before besides the kept dense weight
     assert linear.memory_bytes(lin) - lin._dense.numel() * 2 <= full + 16 * 4 * 2
     sd = lin.state_dict()
