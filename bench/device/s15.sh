@@ -11,7 +11,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 eval "$(sed -n '/^XL16=/,/^XL8="\$XL8;4,1,1,2/p' bench/device/mmsp_session.sh)"
 case $1 in
   first)
-    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu -n 8 \
+    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
       -k "x_through_shared_memory or mma_order or mo_storage" > "$OUT/pytest.txt" 2>&1; tail -8 "$OUT/pytest.txt"
     if grep -q "FAILED.*x_through_shared_memory\|crashed" "$OUT/pytest.txt"; then
       # an XL configuration failed or faulted: the probe would die at its first fault; MO storage end to end instead
@@ -25,7 +25,7 @@ case $1 in
       --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/kc" 2>&1 | tail -8
     ;;
   short)  # what ~200 s of device time allows: the GPU tests, then the XL probe on two shapes (bf16)
-    timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu -n 8 \
+    timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
       -k "x_through_shared_memory or mma_order or mo_storage" 2>&1 | tail -8
     timeout 80 python3 bench/device/mo_probe.py --out "$OUT/xl16.json" --dtype bf16 --m 16 --mo "$XL16" \
       --shapes 4096x4096,8192x28672 2>&1 | grep -v Warn
