@@ -10,7 +10,7 @@ State (what ``state_dict`` holds): ``values[out, in/2]``, ``meta[out, in/8]`` (u
 
 A layer with ``mo_storage`` (``LLMSPARSE_MMSP_MO=compact``) on CUDA is tuned over what an MMA-order copy of its
 weights (``gluon_mmsp.mma_order``) can run, and then holds that copy *instead of* ``values``/``meta`` (which
-shrink to empty tensors; ``state_dict``, ``dense_weight`` and moves rebuild them, bit for bit, with
+shrink to empty tensors; ``state_dict``, ``dense_weight`` and dtype casts rebuild them, bit for bit, with
 ``gluon_mmsp.row_major_order``): the faster MO kernels at no memory cost.
 
 On CUDA, ``forward`` looks up the path measured fastest for the bucket of the token count M
@@ -183,17 +183,14 @@ class SparseLinear(nn.Module):
             self._materialize()
 
     def _apply(self, fn, recurse=True):
-        """``.to()``, ``.cuda()``, ``.half()``...: a layer holding only an MMA-order copy moves its packed buffers
-        (an int32 copy would not follow a dtype change) and holds only the copy again where its choices still
-        apply (same device and dtype)."""
-        if not self._stored_order:
-            return super()._apply(fn, recurse)
-        was = (self.values.device, self.values.dtype)
-        self._expand()
+        """``.to()``, ``.cuda()``, ``.half()``...: a device move takes every form along (a layer holding only an
+        MMA-order copy stays so). A dtype cast invalidates the derived forms (cuSPARSELt's compressed bytes and the
+        int32 MMA-order copies do not survive an elementwise cast) and the choices measured for the old dtype: the
+        layer holds the cast packed pair again (rebuilt from the copy, read as its old dtype) and is tuned anew."""
+        dtype = self.values.dtype
         out = super()._apply(fn, recurse)
-        if (self.values.device, self.values.dtype) == was and (self._table or self._table_view):
-            self._materialize()
-        else:
+        if self.values.dtype != dtype:
+            self._expand()
             self._drop_derived()
             self._table = self._table_view = None
         return out

@@ -643,7 +643,8 @@ def test_sparse_linear_with_mo_storage_holds_only_the_copy(dtype):
     """SparseLinear.mo_storage = 1 (LLMSPARSE_MMSP_MO=compact), tuned for real at M = 1, 16, 256 on a 7B-wide
     shape: the MO table's choices only (MO mmsp, cuSPARSELt, dense); the layer holds the MMA-order copy instead of
     values/meta where every choice runs on it; eager (odd M too), CUDA-graph and torch.compile outputs against
-    dense-with-zeros; state_dict bit for bit the packed weights; a move to the CPU gives the fallback."""
+    dense-with-zeros; state_dict bit for bit the packed weights; moved to the CPU it keeps the copy, and its
+    packed pair and fallback are still exact."""
     from llmsparse.kernels import dispatch, gluon_mmsp
 
     if not gluon_mmsp.MMSP_AVAILABLE:
@@ -670,7 +671,10 @@ def test_sparse_linear_with_mo_storage_holds_only_the_copy(dtype):
     assert torch.equal(y, lin(x))
     fn = torch.compile(lin, fullgraph=True)
     assert rel(fn(x), F.linear(x, w, b)) < TOL[dtype]
+    stored = lin._stored_order
     lin.cpu()
-    assert lin._stored_order == 0 and torch.equal(lin.meta, m0.cpu())
+    assert lin._stored_order == stored and (lin._mo_values is not None or not stored)
+    vc, mc = lin.packed()
+    assert torch.equal(vc.view(torch.int16), v0.cpu().view(torch.int16)) and torch.equal(mc, m0.cpu())
     xc = x.cpu()
     assert torch.equal(lin(xc), F.linear(xc, w.cpu(), b.cpu()))

@@ -963,6 +963,9 @@ def test_a_layer_with_mo_storage_holds_only_the_mma_order_copy(monkeypatch):
         lin._materialize()
         assert lin._stored_order == 0 and torch.equal(lin.values.view(torch.int16), v0.view(torch.int16))
         assert torch.equal(lin.meta, m0) and lin._mo_order == 1  # the copy for the MO choice, beside the buffers
+    lin.float()  # a cast: the int32 copy would not follow it; it goes with the fp16 choices
+    assert lin._mo_values is None and lin._mo_order == 0 and lin._table is None
+    assert torch.equal(lin.dense_weight(), w.float())
     with pytest.raises(ValueError, match="mo_storage"):
         lin.mo_storage = 3
         lin._key()
