@@ -123,13 +123,11 @@ def bench(
         if i % 8:
             raise UserError(f"shape {o}x{i}: the input width must be a multiple of 8 for 2:4 kernels")
 
-    if mma_order is not None:
-        from ..kernels import gluon_mmsp
+    from ..kernels import gluon_mmsp
 
+    if mma_order is not None:
         gluon_mmsp.MO_TUNING = int(mma_order)
     if mo_storage is not None:
-        from ..kernels import gluon_mmsp
-
         gluon_mmsp.MO_STORAGE = int(mo_storage)
     log = lambda s: console.print(s, highlight=False)  # noqa: E731
     result = {"env": B.env_info(), "command": "llmsparse " + " ".join(sys.argv[1:]), "gemm": [], "e2e": None}

@@ -285,13 +285,13 @@ class SparseLinear(nn.Module):
         orders = [o for o in map(dispatch.mo_order, chosen) if o]
         if compact:
             self._compact(order)
-        elif orders:  # one copy: the order most choices read (the others run their row-major twins, _plan)
-            self._expand()
-            self._get_mo(max(set(orders), key=orders.count))
         else:
             self._expand()
-            self._mo_values = self._mo_meta = None
-            self._mo_order = 0
+            if orders:  # one copy: the order most choices read (the others run their row-major twins, _plan)
+                self._get_mo(max(set(orders), key=orders.count))
+            else:
+                self._mo_values = self._mo_meta = None
+                self._mo_order = 0
         runs = chosen if compact or not self._table_view else self._table_view.values()
         if any(c.path == "dense" for c in runs) and self.keep_dense is not False:
             self._get_dense()
