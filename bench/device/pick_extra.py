@@ -57,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as e:
         print(f"error: cannot read probe {a.probe}: {e}", file=sys.stderr)
         return 2
-    winners, lines = pick(rows, [c for c in a.cfgs.split(";") if c], a.margin)
+    try:
+        winners, lines = pick(rows, [c for c in a.cfgs.split(";") if c], a.margin)
+    except (KeyError, TypeError, AttributeError) as e:
+        print(f"error: {a.probe}: rows of neither gemv_gluon_probe.py nor mo_probe.py ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return 2
     print("\n".join(lines), file=sys.stderr)
     print(";".join(winners))
     return 0

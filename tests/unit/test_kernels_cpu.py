@@ -642,6 +642,10 @@ def test_pick_extra_keeps_only_configurations_that_win_a_row(tmp_path, capsys):
     winners, lines = mod.pick(mo, xl, 1.03)
     assert winners == ["4,1,2,1,0,0,0,4,1,0,0,0,4"] and "4096x4096 M=16" in lines[0] and "1.055x" in lines[0]
     assert mod.pick(mo, xl, 1.06)[0] == []
+    f.write_text(json.dumps({"rows": [{"dtype": "bf16", "shape": "4096x4096"}]}))  # neither probe's rows
+    assert mod.main([str(f), ";".join(xl)]) == 2
+    err = capsys.readouterr()
+    assert "neither gemv_gluon_probe.py nor mo_probe.py" in err.err and err.out == ""
 
 
 def _bench_script(rel: str):
