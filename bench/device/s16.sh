@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sixteenth session's GPU calls (docs/kernels.md), from the repository root with OUT set:
+#   bash bench/device/s16.sh xl8    the XL (MO >= 2) NT = 1 configurations at M = 1, 4, 8 beside the MO = 1 ones,
+#                                   gemvg and the row-major mmsp ones (bf16, fp16; six shapes): can one copy of
+#                                   order 2 serve M = 1-16? Then the bf16 end-to-end run with MO on, layers compiled
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+eval "$(sed -n '/^XL16=/,/^XL8="\$XL8;4,1,1,2/p' bench/device/mmsp_session.sh)"
+case ${1:-} in
+  xl8)
+    timeout 240 python3 bench/device/mo_probe.py --out "$OUT/xl8.json" --dtype bf16,fp16 --m 1,4,8 --mo "$XL8" 2>&1 \
+      | grep -v Warn
+    LLMSPARSE_MMSP_MO=1 LLMSPARSE_KERNEL_CACHE=off timeout 230 python3 bench/bench_e2e.py --dtype bf16 --compile layers \
+      --out "$OUT/e2e_mo" > "$OUT/e2e_mo.log" 2>&1; tail -6 "$OUT/e2e_mo.log"
+    ;;
+esac
+case ${1:-} in
+  mo8)  # order-1 NT = 1 configurations (XS twins of the row-major M <= 8 ones) at M = 1, 8; then the dispatcher's
+        # table with MO on (the XL NT = 1 winners of xl8 in MMSP_MO_CONFIGS) at M = 2, 4, 8
+    MO1="4,1,1,1,1,0,0,1,0,0,0,0,1;4,1,1,0,1,0,0,1,0,0,0,0,1;8,2,1,1,1,0,0,1,0,0,0,0,1;4,2,1,2,1,0,0,1,0,0,0,0,1"
+    MO1="$MO1;8,1,1,1,0,0,0,1,0,0,0,0,1;4,1,1,2,0,0,0,1,0,0,0,0,1;4,1,1,0,0,0,0,1,0,0,0,0,1;8,1,1,2,0,0,0,1,0,0,0,0,1"
+    MO1="$MO1;4,1,1,1,0,0,0,1,0,0,0,0,1;4,2,1,1,0,0,0,1,0,0,0,0,1;8,2,1,1,0,0,0,1,0,0,0,0,1;4,2,1,1,1,0,0,1,0,0,0,0,1"
+    MO1="$MO1;4,1,1,1,0,0,0,2,1,0,0,0,1;8,1,1,1,1,0,0,1,0,0,0,0,1"
+    timeout 200 python3 bench/device/mo_probe.py --out "$OUT/mo1_nt1.json" --dtype bf16,fp16 --m 1,8 --mo "$MO1" 2>&1 \
+      | grep -v Warn
+    LLMSPARSE_MMSP_MO=1 timeout 200 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 2,4,8 \
+      --dtype bf16,fp16 --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/k" 2>&1 | tail -40
+    ;;
+esac
