@@ -190,9 +190,9 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     tm = int(cfg[11]) if len(cfg) > 11 else 0
     mo = int(cfg[12]) if len(cfg) > 12 else 0
     kernel_options(cfg)  # validates RG (14th element)
-    if mo not in (0, 1, 2, 3, 4) or (mo and (ch or pd or stages or tm)):
-        raise ValueError(f"mmsp MMA-order weights (13th element) must be 0-4, without CH, PD, AS or TM: {cfg}")
-    if mo >= 2 and (pf == 0 or xs or (rw and wk > 4)):
+    if mo not in (0, 1, 2, 3, 4, 5) or (mo and (ch or pd or stages or tm)):
+        raise ValueError(f"mmsp MMA-order weights (13th element) must be 0-5, without CH, PD, AS or TM: {cfg}")
+    if 2 <= mo <= 4 and (pf == 0 or xs or (rw and wk > 4)):
         raise ValueError(f"mmsp MO >= 2 (x through shared memory, MO stages) needs PF = 1-3, no XS, and WK <= 4 "
                          f"with RW: {cfg}")
     if tm < 0 or tm == 1 or (tm and (rw or stages or pd)):
@@ -208,7 +208,7 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
         raise ValueError(f"mmsp shared-memory stages must be 0 or >= 2, without register or L2 prefetch: {cfg}")
     return {"L": mmsp_layout(wk, rt, nt), "WK": wk, "RT": rt, "NT": nt, "PF": pf, "XS": xs, "CH": ch, "PD": pd,
             "RW": rw, "AS": stages, "FX": fx, "TM": tm, "MO": mo, "KSTEP": 1 if rw else wk,
-            "XD": mo if mo >= 2 else 0, **(xl_layouts(wk, nt, rw) if mo >= 2 else {}),
+            "XD": mo if 2 <= mo <= 4 else 0, **(xl_layouts(wk, nt, rw) if 2 <= mo <= 4 else {}),
             "ROWS": 16 * rt * (wk if rw else 1),
             "PL": gl.BlockedLayout([1, max(1, 16 * rt // 32)], [1, 32], [wk, 1], [1, 0]),
             "IS_BF16": is_bf16, "ASM": _mma4_asm("bf16" if is_bf16 else "f16", chain=ch, mo=bool(mo)),
@@ -378,9 +378,12 @@ if MMSP_AVAILABLE:
         s'0 = t0, s'1 = s0 -- a permutation of index bits, one lane bit exchanged with a register bit,
         which the compiler does with warp shuffles. MO (dimension 4 = the register ``a`` of an MMA, 5 = the
         MMA ``b``; the same 16-byte loads): the fragments are words 16 a + 8 (t // 2) + 2 b + t % 2, so
-        a = j, t0 = s'0, b1 = t'0, b0 = s'1 -- again one lane bit exchanged with a register bit."""
+        a = j, t0 = s'0, b1 = t'0, b0 = s'1 -- again one lane bit exchanged with a register bit. MO = 5 (the copy of
+        order 2): words 16 b + 4 a + t, so t = s', a = t' -- two lane bits exchanged with two register bits."""
         x9 = gl.reshape(xb, [WK, 1, NT, 8, 2, 2, 2, 2, 4])  # [.., g, t'1, t'0, s'1, s'0, j]
-        if MO:
+        if MO == 5:  # order 2 (mma_order(order=2)): words 16 b + 4 a + t, so t = s', a = t', b = j
+            b9 = gl.permute(x9, [0, 1, 2, 3, 6, 7, 4, 5, 8])  # [.., g, t1 = s'1, t0 = s'0, a1 = t'1, a0 = t'0, b = j]
+        elif MO:
             b9 = gl.permute(x9, [0, 1, 2, 3, 4, 7, 8, 5, 6])  # [.., g, t1 = t'1, t0 = s'0, a = j, b1 = t'0, b0 = s'1]
         else:
             b9 = gl.permute(x9, [0, 1, 2, 3, 4, 7, 5, 6, 8])  # [.., g, t1 = t'1, t0 = s'0, s1 = t'0, s0 = s'1, j]
@@ -456,10 +459,13 @@ if MMSP_AVAILABLE:
         """Word offsets of the B fragments ([WK, 1, NT, 32, 4, 4]) of super-step kk: token ``8 (pid_m NT + nt) + g``
         (past M: token M - 1); inputs 2t + 8j (+1) of MMA s are the inputs 4 (4 q + s) + 2 (t % 2) of q = 2 j +
         t // 2: word 16 j + 8 (t // 2) + 2 s + t % 2 (MO: the roles of s and j swapped; XS, with or without MO:
-        16-byte loads of words 16 j + 4 t + s, permuted into the fragments by _x_fragments)."""
+        16-byte loads of words 16 j + 4 t + s, permuted into the fragments by _x_fragments; MO = 5, the copy of
+        order 2: word 16 j + 4 s + t)."""
         tok = gl.minimum(pid_m * (8 * NT) + nt * 8 + g, M - 1).to(gl.int64)
         if XS:  # with or without MO: the permutation into the fragments differs (_x_fragments)
             return tok * stride_xw + kk * 64 + 16 * j + 4 * t + s
+        elif MO == 5:  # the copy of order 2: MMA j covers the super-step's inputs 32 j .. 32 j + 31 in order
+            return tok * stride_xw + kk * 64 + 16 * j + 4 * s + t
         elif MO:
             return tok * stride_xw + kk * 64 + 16 * s + 8 * (t // 2) + 2 * j + (t % 2)
         else:
@@ -918,7 +924,7 @@ def row_major_twin(cfg: tuple) -> tuple:
 
 def mo_order(cfg: tuple) -> int:
     """Which :func:`mma_order` copy a configuration reads: 0 (none, the row-major weights), 1 (MO = 1) or 2
-    (MO >= 2: x through shared memory)."""
+    (MO = 2-4: x through a shared-memory ring of MO stages; MO = 5: x from global memory, as MO = 1 reads it)."""
     mo = int(cfg[12]) if len(cfg) > 12 else 0
     return 0 if mo == 0 else (1 if mo == 1 else 2)
 

@@ -613,6 +613,52 @@ def test_gluon_mmsp_x_through_shared_memory(shape, dtype):
         assert torch.equal(y, g.sp24_mmsp_gl(x, v2, m2, bias, n, cfg=cfg))
 
 
+# MO = 5 (sixteenth session): the copy of order 2 with x read from global memory as MO = 1 reads it (32-bit loads,
+# or 16-byte loads and shuffles with XS): what lets one copy of order 2 serve M = 1 as well as the XL ones M = 2-16
+MMSP_O2 = [(4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5), (4, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5),
+           (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5), (4, 1, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 5),
+           (4, 1, 2, 1, 0, 0, 0, 4, 1, 0, 0, 0, 5), (4, 2, 2, 1, 0, 0, 0, 2, 1, 0, 0, 0, 5),
+           (4, 2, 2, 1, 0, 0, 0, 4, 1, 0, 1, 0, 5), (4, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 5),  # PF = 0
+           (8, 2, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5), (4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 5)]  # WK = 8; XS
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", [(48, 128), (264, 384), (37, 640), (4096, 4096), (100, 1152)])
+def test_gluon_mmsp_order_2_with_x_from_global_memory(shape, dtype):
+    """MO = 5 against dense-with-zeros, and bit for bit against its XL twin (MO = 3: the same MMAs on the same
+    operands in the same order, x through shared memory instead) where one exists (PF >= 1, no XS; WK <= 4 here):
+    odd M, bias, rows past N, super-steps past K, split-K with both reductions; then a CUDA-graph replay."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v2, m2 = g.mma_order(*pack_nm(w, 2, 4), 2)
+    for cfg in MMSP_O2:
+        assert g.mo_order(cfg) == 2
+        xl = cfg[:12] + (3,) if cfg[3] and not cfg[4] and cfg[0] <= 4 else None  # XL's tested range
+        for M in (1, 3, 9, 16):
+            if cfg[2] == 1 and M > 8:
+                continue
+            for b in (None, bias):
+                x = torch.randn(M, k, device="cuda", dtype=dtype)
+                got = g.sp24_mmsp_gl(x, v2, m2, b, n, cfg=cfg, out=poisoned(M, n, dtype))
+                assert rel(got, F.linear(x, w, b)) < TOL[dtype], (cfg, M, b is None, rel(got, F.linear(x, w, b)))
+                if xl is not None:
+                    assert torch.equal(got, g.sp24_mmsp_gl(x, v2, m2, b, n, cfg=xl, out=poisoned(M, n, dtype))), cfg
+    cfg = MMSP_O2[0]
+    x = torch.randn(1, k, device="cuda", dtype=dtype)
+    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, v2, m2, bias, n, cfg=cfg), x)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        y.fill_(float("nan"))
+        gr.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, g.sp24_mmsp_gl(x, v2, m2, bias, n, cfg=cfg))
+
+
 @pytest.mark.parametrize("dtype", DT)
 def test_sparse_linear_runs_an_mma_order_choice_on_its_copy(dtype, monkeypatch):
     """With an MO configuration chosen for M = 9-16 (gluon_mmsp.MO_TUNING; the table set by hand here, the

@@ -116,24 +116,29 @@ def test_mma4_asm_names_each_mma_its_own_registers():
         assert p.endswith(f"${64 + s}, 0x0"), p
 
 
-@pytest.mark.parametrize("mo", [0, 1])
+@pytest.mark.parametrize("mo", [0, 1, 5])
 def test_x_shuffle_permutation_gives_the_fragment_words(mo):
     """``_x_fragments``: x loaded as X'(lane 4g + t', register s', register j) = word 16 j + 4 t' + s',
     reshaped to bits [g, t'1, t'0, s'1, s'0, j], permuted by [g, t'1, s'0, t'0, s'1, j] and reshaped back, is
     the fragment word 16 j + 8 (t // 2) + 2 s + t % 2 of lane 4g + t, registers (s, j); with MO (registers
     (a, b): a = the MMA's register, b = the MMA) permuted by [g, t'1, s'0, j, t'0, s'1] it is word
-    16 a + 8 (t // 2) + 2 b + t % 2 (numpy's reshape/transpose have the same row-major semantics as Gluon's)."""
+    16 a + 8 (t // 2) + 2 b + t % 2; with MO = 5 (mma_order's copy of order 2: MMA b takes inputs 32 b .. 32 b + 31 in
+    order) permuted by [g, s'1, s'0, t'1, t'0, j] it is word 16 b + 4 a + t (numpy's reshape/transpose have the
+    same row-major semantics as Gluon's)."""
     xp = np.zeros((32, 4, 4), dtype=np.int64)
     for lane in range(32):
         for s in range(4):
             for j in range(4):
                 xp[lane, s, j] = 1000 * (lane // 4) + 16 * j + 4 * (lane % 4) + s
-    perm = (0, 1, 4, 5, 2, 3) if mo else (0, 1, 4, 2, 3, 5)
+    perm = {0: (0, 1, 4, 2, 3, 5), 1: (0, 1, 4, 5, 2, 3), 5: (0, 3, 4, 1, 2, 5)}[mo]
     b = xp.reshape(8, 2, 2, 2, 2, 4).transpose(*perm).reshape(32, 4, 4)
     for lane in range(32):
         g, t = lane // 4, lane % 4
         for r4 in range(4):
             for r5 in range(4):
+                if mo == 5:
+                    assert b[lane, r4, r5] == 1000 * g + 16 * r5 + 4 * r4 + t
+                    continue
                 hi, lo = (r4, r5) if mo else (r5, r4)
                 assert b[lane, r4, r5] == 1000 * g + 16 * hi + 8 * (t // 2) + 2 * lo + t % 2
 
