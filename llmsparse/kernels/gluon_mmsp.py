@@ -193,7 +193,7 @@ def kernel_consts(cfg: tuple, is_bf16: bool) -> dict:
     if mo not in (0, 1, 2, 3, 4, 5) or (mo and (ch or pd or stages or tm)):
         raise ValueError(f"mmsp MMA-order weights (13th element) must be 0-5, without CH, PD, AS or TM: {cfg}")
     if 2 <= mo <= 4 and (pf == 0 or xs or (rw and wk > 4)):
-        raise ValueError(f"mmsp MO >= 2 (x through shared memory, MO stages) needs PF = 1-3, no XS, and WK <= 4 "
+        raise ValueError(f"mmsp MO = 2-4 (x through shared memory, MO stages) needs PF = 1-3, no XS, and WK <= 4 "
                          f"with RW: {cfg}")
     if tm < 0 or tm == 1 or (tm and (rw or stages or pd)):
         raise ValueError(f"mmsp TMA stages (12th element) must be 0 or >= 2, without RW, AS or PD: {cfg}")

@@ -802,7 +802,7 @@ def test_register_cap_is_a_launch_option_kept_by_the_row_major_twin():
 
 
 def test_x_through_shared_memory_configurations_are_checked_and_read_the_order_2_copy():
-    """MO >= 2 (XL: x through a shared-memory ring of MO stages): valid only with PF = 1-3, without XS, CH, PD, AS or
+    """MO = 2-4 (XL: x through a shared-memory ring of MO stages): valid only with PF = 1-3, without XS, CH, PD, AS or
     TM, and with WK <= 4 when the warps share x (RW); a one-line ValueError otherwise. mo_order says which copy a
     configuration reads, and ShapeBench.run hands each MO choice its own copy (order 1: ``mo``, order 2: ``mo2``)."""
     from llmsparse.kernels import gluon_mmsp as g
@@ -815,9 +815,13 @@ def test_x_through_shared_memory_configurations_are_checked_and_read_the_order_2
         kc = g.kernel_consts(xl, True)
         assert kc["XD"] == 3 and kc["MO"] == 3 and "XLC" in kc and "XLR" in kc
         assert g.kernel_consts(xl[:12] + (1,), True)["XD"] == 0
-        for bad in (xl[:3] + (0,) + xl[4:], xl[:4] + (1,) + xl[5:], xl[:12] + (5,), (8,) + xl[1:],
-                    xl[:6] + (2,) + xl[7:]):
-            with pytest.raises(ValueError, match="MMA-order|MO >= 2"):
+        # MO = 5: the order-2 copy with x from global memory (no ring), also with PF = 0 or XS
+        for o2 in (xl[:12] + (5,), xl[:3] + (0,) + xl[4:12] + (5,), xl[:4] + (1,) + xl[5:12] + (5,)):
+            kc = g.kernel_consts(o2, True)
+            assert kc["XD"] == 0 and kc["MO"] == 5 and "XLC" not in kc and g.mo_order(o2) == 2
+        for bad in (xl[:3] + (0,) + xl[4:], xl[:4] + (1,) + xl[5:], xl[:12] + (6,), (8,) + xl[1:],
+                    xl[:6] + (2,) + xl[7:], xl[:6] + (2,) + xl[7:12] + (5,)):
+            with pytest.raises(ValueError, match="MMA-order|MO = 2-4"):
                 g.kernel_consts(bad, False)
 
     class Bench(dispatch.ShapeBench):
