@@ -128,7 +128,7 @@ def bench(
     if mma_order is not None:
         gluon_mmsp.MO_TUNING = int(mma_order)
     if mo_storage is not None:
-        gluon_mmsp.MO_STORAGE = int(mo_storage)
+        gluon_mmsp.MO_STORAGE = gluon_mmsp.MO_STORAGE_ORDER if mo_storage else 0
     log = lambda s: console.print(s, highlight=False)  # noqa: E731
     result = {"env": B.env_info(), "command": "llmsparse " + " ".join(sys.argv[1:]), "gemm": [], "e2e": None}
     console.print(f"[bold]{result['env'].get('gpu')}[/] torch {torch.__version__} triton {result['env'].get('triton')} "

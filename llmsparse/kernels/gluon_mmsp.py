@@ -888,7 +888,8 @@ MMSP_K = 128  # in_features must be a multiple (one super-step)
 MMSP_MO_CONFIGS = {
     8: [(4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1),
         (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 1, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3),
-        (4, 1, 1, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 2, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3)],
+        (4, 1, 1, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 2, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3),
+        (4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5), (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5)],
     16: [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 1), (4, 1, 2, 1, 1, 0, 0, 2, 1, 0, 0, 0, 1),
          (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1, 0, 1), (4, 2, 2, 1, 1, 0, 0, 2, 1, 0, 0, 0, 1),
          (4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1), (4, 2, 2, 2, 1, 0, 0, 1, 0, 0, 0, 0, 1),
@@ -903,8 +904,10 @@ MO_TUNING = 1 if _MO_ENV == "1" else 0
 # MO storage (fifteenth session; ``LLMSPARSE_MMSP_MO=compact`` at import, or this attribute, or per layer
 # ``SparseLinear.mo_storage``): layers are tuned over what the copy of this order can run (the MO configurations of
 # MMSP_MO_CONFIGS at every M <= 16, cuSPARSELt, dense; dispatch.mo_key) and hold that copy instead of the row-major
-# packed weights, so MO costs no memory. 0: off.
-MO_STORAGE = 1 if _MO_ENV == "compact" else 0
+# packed weights, so MO costs no memory. 0: off; 1 or 2: the copy's order (``compact1`` / ``compact2``; ``compact``:
+# MO_STORAGE_ORDER, the order whose configurations measured fastest over M = 1-16).
+MO_STORAGE_ORDER = 1
+MO_STORAGE = {"compact": MO_STORAGE_ORDER, "compact1": 1, "compact2": 2}.get(_MO_ENV, 0)
 
 
 def kernel_options(cfg: tuple) -> dict:

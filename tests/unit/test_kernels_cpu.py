@@ -1,6 +1,7 @@
 """CPU side of llmsparse.kernels: the dense-with-zeros fallback, the swap, the dispatcher's pure parts."""
 from __future__ import annotations
 
+import os
 import pytest
 import torch
 import torch.nn as nn
@@ -1031,3 +1032,22 @@ def test_a_layer_prepared_for_compile_keeps_dense_only_where_compiled_choices_us
     lin._table = {4096: dispatch.Choice("dense")}
     lin._materialize()
     assert lin._dense is not None and lin._plan(4096).path == "dense"
+
+
+def test_mo_env_selects_tuning_or_storage_and_its_order():
+    """LLMSPARSE_MMSP_MO at import: 1 turns MO tuning on; compact, compact1, compact2 turn MO storage on with
+    MO_STORAGE_ORDER, order 1 or order 2; anything else leaves both off."""
+    import subprocess
+    import sys
+
+    code = ("from llmsparse.kernels import gluon_mmsp as g; "
+            "print(g.MO_TUNING, g.MO_STORAGE, g.MO_STORAGE_ORDER)")
+    got = {}
+    for val in ("0", "1", "compact", "compact1", "compact2", "bogus"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "LLMSPARSE_MMSP_MO": val}).stdout.split()
+        got[val] = tuple(map(int, out))
+    order = got["0"][2]
+    assert order in (1, 2)
+    assert got == {"0": (0, 0, order), "1": (1, 0, order), "compact": (0, order, order), "compact1": (0, 1, order),
+                   "compact2": (0, 2, order), "bogus": (0, 0, order)}
