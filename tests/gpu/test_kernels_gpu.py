@@ -42,6 +42,19 @@ def poisoned(m, n, dtype):
     return torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
 
 
+def assert_graph_replays(run, ref, m, k, dtype):
+    """Capture ``run(x)`` in a CUDA graph; two replays on fresh inputs (the output NaN-poisoned before each) give
+    ``ref(x)`` bit for bit."""
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    gr, y = capture(run, x)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        y.fill_(float("nan"))
+        gr.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, ref(x))
+
+
 @pytest.mark.parametrize("dtype", DT + [torch.float32])
 def test_pack_roundtrip_gpu_matches_cpu(dtype):
     w = random_24(96, 264, dtype, "cuda")
@@ -499,14 +512,8 @@ def _check_bit_equal(g, cfgs, cut, w, bias, packed, variant, repeats, graph=True
     if not graph:
         return
     cfg = cfgs[0]
-    x = torch.randn(16, k, device="cuda", dtype=dtype)
-    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, *variant, bias, n, cfg=cfg), x)
-    for _ in range(2):
-        x.copy_(torch.randn_like(x))
-        y.fill_(float("nan"))
-        gr.replay()
-        torch.cuda.synchronize()
-        assert torch.equal(y, g.sp24_mmsp_gl(x, *packed, bias, n, cfg=cfg[:cut]))
+    assert_graph_replays(lambda h: g.sp24_mmsp_gl(h, *variant, bias, n, cfg=cfg),
+                         lambda h: g.sp24_mmsp_gl(h, *packed, bias, n, cfg=cfg[:cut]), 16, k, dtype)
 
 
 # TM (12th element, twelfth session): the packed weights streamed through a TM-stage shared-memory ring by bulk
@@ -602,15 +609,8 @@ def test_gluon_mmsp_x_through_shared_memory(shape, dtype):
                 got = g.sp24_mmsp_gl(x, v2, m2, b, n, cfg=cfg, out=poisoned(M, n, dtype))
                 assert rel(got, ref) < TOL[dtype], (cfg, M, b is None, rel(got, ref))
                 assert rel(got, twin) < TOL[dtype], (cfg, M, b is None)
-    cfg = MMSP_XL[0]
-    x = torch.randn(16, k, device="cuda", dtype=dtype)
-    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, v2, m2, bias, n, cfg=cfg), x)
-    for _ in range(2):
-        x.copy_(torch.randn_like(x))
-        y.fill_(float("nan"))
-        gr.replay()
-        torch.cuda.synchronize()
-        assert torch.equal(y, g.sp24_mmsp_gl(x, v2, m2, bias, n, cfg=cfg))
+    run = lambda h: g.sp24_mmsp_gl(h, v2, m2, bias, n, cfg=MMSP_XL[0])  # noqa: E731
+    assert_graph_replays(run, run, 16, k, dtype)
 
 
 # MO = 5 (sixteenth session): the copy of order 2 with x read from global memory as MO = 1 reads it (32-bit loads,
@@ -648,15 +648,8 @@ def test_gluon_mmsp_order_2_with_x_from_global_memory(shape, dtype):
                 assert rel(got, F.linear(x, w, b)) < TOL[dtype], (cfg, M, b is None, rel(got, F.linear(x, w, b)))
                 if xl is not None:
                     assert torch.equal(got, g.sp24_mmsp_gl(x, v2, m2, b, n, cfg=xl, out=poisoned(M, n, dtype))), cfg
-    cfg = MMSP_O2[0]
-    x = torch.randn(1, k, device="cuda", dtype=dtype)
-    gr, y = capture(lambda h: g.sp24_mmsp_gl(h, v2, m2, bias, n, cfg=cfg), x)
-    for _ in range(2):
-        x.copy_(torch.randn_like(x))
-        y.fill_(float("nan"))
-        gr.replay()
-        torch.cuda.synchronize()
-        assert torch.equal(y, g.sp24_mmsp_gl(x, v2, m2, bias, n, cfg=cfg))
+    run = lambda h: g.sp24_mmsp_gl(h, v2, m2, bias, n, cfg=MMSP_O2[0])  # noqa: E731
+    assert_graph_replays(run, run, 1, k, dtype)
 
 
 @pytest.mark.parametrize("dtype", DT)
