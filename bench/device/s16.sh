@@ -31,7 +31,7 @@ esac
 case ${1:-} in
   o2)  # MO = 5 (the copy of order 2, x from global memory): GPU tests, then the probe at M = 1, 8, 16 (bf16) beside
        # the MO = 1 and XL configurations of MMSP_MO_CONFIGS, gemvg and the row-major ones
-    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
+    timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
       -k "order_2" > "$OUT/pytest_o2.txt" 2>&1; tail -4 "$OUT/pytest_o2.txt"
     grep -q "crashed\|Fatal\|illegal" "$OUT/pytest_o2.txt" && exit 1
     O2="4,1,1,1,0,0,0,1,0,0,0,0,5;4,2,1,1,0,0,0,1,0,0,0,0,5;8,2,1,1,0,0,0,1,0,0,0,0,5;4,1,1,0,0,0,0,1,0,0,0,0,5"
@@ -39,9 +39,10 @@ case ${1:-} in
     O2="$O2;4,1,2,1,0,0,0,4,1,0,0,0,5;4,2,2,1,0,0,0,2,1,0,0,0,5;4,2,2,1,0,0,0,4,1,0,1,0,5;4,1,2,1,0,0,0,2,1,0,0,0,5"
     O2="$O2;4,2,2,1,0,0,0,1,0,0,0,0,5;4,1,2,3,0,0,0,4,1,0,0,0,5;8,2,2,1,0,0,0,1,0,0,0,0,5"
     MOL=$(python3 -c "from llmsparse.kernels import gluon_mmsp as g; print(';'.join(','.join(map(str,c)) for k in (8,16) for c in g.MMSP_MO_CONFIGS[k]))")
-    timeout 200 python3 bench/device/mo_probe.py --out "$OUT/o2.json" --dtype bf16 --m 1,16 --mo "$O2;$MOL" 2>&1 \
+    timeout 110 python3 bench/device/mo_probe.py --out "$OUT/o2.json" --dtype bf16 --m 1,16 --mo "$O2;$MOL" 2>&1 \
       | grep -v Warn
-    # the table of layers holding only the copy of order 2 (MO = 5 at M = 1, XL above)
+    ;;
+  c2)  # the table of layers holding only the copy of order 2 (MO = 5 at M = 1, XL above)
     LLMSPARSE_MMSP_MO=compact2 timeout 120 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,16 \
       --dtype bf16 --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/kc2" 2>&1 | tail -20
     ;;
