@@ -29,7 +29,7 @@ case ${1:-} in
     ;;
 esac
 case ${1:-} in
-  o2)  # MO = 5 (the copy of order 2, x from global memory): GPU tests, then the probe at M = 1, 8, 16 (bf16) beside
+  o2)  # MO = 5 (the copy of order 2, x from global memory): GPU tests, then the probe at M = 1, 16 (bf16) beside
        # the MO = 1 and XL configurations of MMSP_MO_CONFIGS, gemvg and the row-major ones
     timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
       -k "order_2" > "$OUT/pytest_o2.txt" 2>&1; tail -4 "$OUT/pytest_o2.txt"
