@@ -42,6 +42,16 @@ case ${1:-} in
     timeout 110 python3 bench/device/mo_probe.py --out "$OUT/o2.json" --dtype bf16 --m 1,16 --mo "$O2;$MOL" 2>&1 \
       | grep -v Warn
     ;;
+  o2s)  # what ~200 s of device time allows: the GPU tests of MO = 5, then the probe on two shapes at M = 1, 16
+    timeout 80 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
+      -k "order_2" > "$OUT/pytest_o2.txt" 2>&1; tail -4 "$OUT/pytest_o2.txt"
+    grep -q "crashed\|Fatal\|illegal" "$OUT/pytest_o2.txt" && exit 1
+    O2="4,1,1,1,0,0,0,1,0,0,0,0,5;8,2,1,1,0,0,0,1,0,0,0,0,5;4,1,1,0,0,0,0,1,0,0,0,0,5;8,1,1,1,0,0,0,1,0,0,0,0,5"
+    O2="$O2;4,1,2,1,0,0,0,4,1,0,0,0,5;4,2,2,1,0,0,0,2,1,0,0,0,5;4,1,2,3,0,0,0,4,1,0,0,0,5"
+    O2="$O2;4,1,1,1,0,0,0,1,0,0,0,0,1;8,2,1,1,0,0,0,1,0,0,0,0,1;4,1,2,3,0,0,0,4,1,0,0,0,4;4,2,2,3,0,0,0,2,1,0,0,0,4"
+    timeout 75 python3 bench/device/mo_probe.py --out "$OUT/o2.json" --dtype bf16 --m 1,16 --mo "$O2" \
+      --shapes 4096x4096,8192x28672 2>&1 | grep -v Warn
+    ;;
   c2)  # the table of layers holding only the copy of order 2 (MO = 5 at M = 1, XL above)
     LLMSPARSE_MMSP_MO=compact2 timeout 120 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,16 \
       --dtype bf16 --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/kc2" 2>&1 | tail -20
