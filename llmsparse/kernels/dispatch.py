@@ -69,6 +69,15 @@ class Choice:
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
     err: float = math.nan  # relative error vs dense-with-zeros F.linear in the check
+    # an MO choice's stand-in for a layer that does not hold its MMA-order copy (SparseLinear holds one copy,
+    # of one order): the fastest measured candidate that reads the row-major packed pair, or "dense" if none
+    # beat dense by min_speedup in that measurement (tune sets it; empty: the row-major twin)
+    alt_path: str = ""
+    alt_cfg: tuple = ()
+
+    @property
+    def alt(self) -> "Choice | None":
+        return Choice(self.alt_path, self.alt_cfg) if self.alt_path else None
 
     @property
     def speedup(self) -> float:
@@ -140,7 +149,8 @@ def mo_order(c: Choice) -> int:
 
 
 def row_major_twin(c: Choice) -> Choice:
-    """An MO choice's twin that reads the row-major packed weights (same tiling and register cap)."""
+    """An MO choice's twin that reads the row-major packed weights (same tiling and register cap): what a layer
+    without the copy runs where the table names no measured stand-in (``Choice.alt``)."""
     from . import gluon_mmsp
 
     return Choice("mmsp", gluon_mmsp.row_major_twin(c.cfg))
@@ -245,7 +255,8 @@ def load_cache(path: str) -> int:
     for e in _read_cache(path):
         try:
             key = tuple(e["key"])
-            choices = {int(b): Choice(**dict(c, cfg=tuple(c["cfg"]))) for b, c in e["choices"].items()}
+            choices = {int(b): Choice(**dict(c, cfg=tuple(c["cfg"]), alt_cfg=tuple(c.get("alt_cfg", ()))))
+                       for b, c in e["choices"].items()}
         except (KeyError, TypeError, ValueError):
             continue  # a malformed entry: measure that shape again
         t = table_for(key)
@@ -544,7 +555,7 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
         dense_ms = time_call(fn, args)
         rec.timings["dense"] = dense_ms
         host_limit = max(HOST_LIMIT_MS, HOST_LIMIT_X * host_ms(fn, args))
-        best = best_view = None
+        best = best_view = best_rm = None
         for c in candidates(b, paths=paths, cslt_algs=algs, dtype=dtype, in_features=in_features,
                             views=vtable is not None, mo_only=mo_only):
             name = choice_name(c)
@@ -576,9 +587,14 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
             rec.timings[name] = c.ms
             if not is_view(c) and (best is None or c.ms < best.ms):
                 best = c
+            if c.path != "cslt" and not is_mo(c) and (best_rm is None or c.ms < best_rm.ms):
+                best_rm = c
             if best_view is None or c.ms < best_view.ms:
                 best_view = c
         table[b] = _keep_if_confirmed(sb, b, best, dense_ms, min_speedup, confirm, rec)
+        if is_mo(table[b]) and not mo_only:
+            ok = best_rm is not None and dense_ms / best_rm.ms >= min_speedup
+            table[b].alt_path, table[b].alt_cfg = (best_rm.path, best_rm.cfg) if ok else ("dense", ())
         if vtable is not None:
             if best_view is None or not is_view(best_view):
                 vtable[b] = table[b]  # nothing faster than the normal table's candidates

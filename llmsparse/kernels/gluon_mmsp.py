@@ -884,12 +884,15 @@ MMSP_K = 128  # in_features must be a multiple (one super-step)
 # (thirteenth session, bench/results/mmsp_mo_xs_probe_h100_s13.json: 2-10% faster than the row-major configurations
 # above, except bf16 4096x11008: equal); M = 2-8: the NT = 1 ones that were fastest per row at M = 1 and 8
 # (bench/results/mmsp_mo_m1_8_probe_h100_s13.json: up to 17% faster than the row-major ones at M = 8, within 3% of
-# gemvg at M = 1, where the row-major kernels are kept).
+# gemvg at M = 1, where the row-major kernels are kept). Sixteenth session: the XL ones (MO = 3, 4: x through a
+# shared-memory ring, the order-2 copy) that were fastest in probes -- at M = 16 on an H100 on all six Llama-2 shapes
+# in both dtypes, 1.57-1.77x over dense (bench/results/mmsp_xl_probe_{bf16,fp16}_m16_h100_s16.json); at M = 8 on an
+# H200 on every row, 1.53-1.86x (bench/results/mmsp_xl_nt1_probe_m1_4_8_h200_s16.json; at M = 1 they lose to MO = 1).
+# MO = 5 (order 2 with x from global memory, for M = 1) joins once it has run on a GPU (bench/device/s16.sh o2).
 MMSP_MO_CONFIGS = {
     8: [(4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1),
         (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 1, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3),
-        (4, 1, 1, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 2, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3),
-        (4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5), (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5)],
+        (4, 1, 1, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 2, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3)],
     16: [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 1), (4, 1, 2, 1, 1, 0, 0, 2, 1, 0, 0, 0, 1),
          (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1, 0, 1), (4, 2, 2, 1, 1, 0, 0, 2, 1, 0, 0, 0, 1),
          (4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1), (4, 2, 2, 2, 1, 0, 0, 1, 0, 0, 0, 0, 1),

@@ -287,12 +287,15 @@ class SparseLinear(nn.Module):
             self._compact(order)
         else:
             self._expand()
-            if orders:  # one copy: the order most choices read (the others run their row-major twins, _plan)
-                self._get_mo(max(set(orders), key=orders.count))
+            if orders:  # one copy: the order most choices read (the others run their stand-ins, _plan)
+                self._get_mo(max(sorted(set(orders)), key=orders.count))
             else:
                 self._mo_values = self._mo_meta = None
                 self._mo_order = 0
-        runs = chosen if compact or not self._table_view else self._table_view.values()
+        runs = chosen if compact or not self._table_view else list(self._table_view.values())
+        # an MO choice of the order not held runs its stand-in (_plan): that is what may need the dense weight
+        runs = [(c.alt or dispatch.row_major_twin(c)) if (o := dispatch.mo_order(c)) and not self._mo_built(o)
+                else c for c in runs]
         if any(c.path == "dense" for c in runs) and self.keep_dense is not False:
             self._get_dense()
         else:
@@ -327,11 +330,12 @@ class SparseLinear(nn.Module):
         c = table.get(dispatch.bucket_of(m))
         if c is None:
             c = dispatch.nearest(table, dispatch.bucket_of(m))
+        if (order := dispatch.mo_order(c)) and not self._mo_built(order):
+            # no copy of that order: the measured stand-in, else the same configuration on the row-major weights
+            c = c.alt or dispatch.row_major_twin(c)
         if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
                 or (c.path == "cslt" and self._cslt is None)):
             c = _best_sparse_fallback(m, self._cslt is not None)
-        elif (order := dispatch.mo_order(c)) and not self._mo_built(order):
-            c = dispatch.row_major_twin(c)  # the same configuration on the row-major weights
         return c
 
     def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor:

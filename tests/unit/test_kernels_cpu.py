@@ -1051,3 +1051,62 @@ def test_mo_env_selects_tuning_or_storage_and_its_order():
     assert order in (1, 2)
     assert got == {"0": (0, 0, order), "1": (1, 0, order), "compact": (0, order, order), "compact1": (0, 1, order),
                    "compact2": (0, 2, order), "bogus": (0, 0, order)}
+
+
+def test_an_mo_choice_carries_a_measured_stand_in_for_layers_without_its_copy(monkeypatch):
+    """With MO tuning, a bucket won by an MO configuration also records the fastest measured candidate that reads
+    the row-major pair (Choice.alt; "dense" when none beat dense by min_speedup), saved and loaded with the cache.
+    A layer holds one copy; where its table picks an MO configuration of the other order it runs that stand-in
+    (before: the configuration's row-major twin, never measured), and keeps the dense weight if the stand-in is
+    dense."""
+    pytest.importorskip("triton")
+    from llmsparse.kernels import gluon_mmsp, timing
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    monkeypatch.setattr(gluon_mmsp, "MO_TUNING", 1)
+    o1 = next(c for c in gluon_mmsp.MMSP_MO_CONFIGS[16] if gluon_mmsp.mo_order(c) == 1)
+    o2 = next(c for c in gluon_mmsp.MMSP_MO_CONFIGS[16] if gluon_mmsp.mo_order(c) == 2)
+    rm = gluon_mmsp.MMSP_CONFIGS[16][1]
+    name = lambda c: dispatch.choice_name(dispatch.Choice("mmsp", c))  # noqa: E731
+
+    def tune_with(times):
+        monkeypatch.setattr(timing, "time_call", lambda fn, args_list, **_: times.get(args_list[0][0], 9.0))
+        monkeypatch.setattr(timing, "host_ms", lambda fn, args_list, **_: 0.05)
+        monkeypatch.setattr(dispatch, "device_name", lambda device=None: "fake-gpu")
+        dispatch.clear()
+        return dispatch.tune(64, 128, torch.float16, False, (16,), device="cpu", bench=_FakeBench(),
+                             paths=("mmsp",), force=True)[16]
+
+    c = tune_with({"dense:": 1.0, name(o2): 0.5, name(rm): 0.7})
+    assert c.cfg == o2 and c.alt == dispatch.Choice("mmsp", rm)
+    c = tune_with({"dense:": 1.0, name(o2): 0.5, name(rm): 0.99})  # no row-major win over dense
+    assert c.cfg == o2 and c.alt == dispatch.Choice("dense")
+    c = tune_with({"dense:": 1.0, name(rm): 0.5, name(o2): 0.7})  # not an MO choice: no stand-in
+    assert c.cfg == rm and c.alt is None
+    # the cache keeps the stand-in
+    c = tune_with({"dense:": 1.0, name(o2): 0.5, name(rm): 0.7})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "choices.json")
+        dispatch.save_cache(path)
+        dispatch.clear()
+        assert dispatch.load_cache(path) == 1
+    key = dispatch.make_key(64, 128, torch.float16, False, "cpu")
+    assert dispatch.table_for(key)[16].alt == dispatch.Choice("mmsp", rm)
+
+    # a layer whose table picks order 1 at M = 2 and 8, order 2 at M = 16 (row-major stand-in) and M = 4 (dense)
+    w = _w24(32, 128).half()
+    lin = SparseLinear.from_dense(w)
+    o1_8 = next(c for c in gluon_mmsp.MMSP_MO_CONFIGS[8] if gluon_mmsp.mo_order(c) == 1)
+    o2_8 = next(c for c in gluon_mmsp.MMSP_MO_CONFIGS[8] if gluon_mmsp.mo_order(c) == 2)
+    lin._table = {2: dispatch.Choice("mmsp", o1_8), 8: dispatch.Choice("mmsp", o1),
+                  16: dispatch.Choice("mmsp", o2, alt_path="mmsp", alt_cfg=rm),
+                  4: dispatch.Choice("mmsp", o2_8, alt_path="dense")}
+    lin._materialize()
+    assert lin._mo_order == 1  # two choices read order 1, two order 2: the tie goes to order 1
+    assert lin._plan(2) == dispatch.Choice("mmsp", o1_8) and lin._plan(16) == dispatch.Choice("mmsp", rm)
+    assert lin._plan(4) == dispatch.Choice("dense") and lin._dense is not None  # kept for the stand-in
+    lin._table[16] = dispatch.Choice("mmsp", o2)  # no stand-in recorded (an older cache): the row-major twin
+    assert lin._plan(16) == dispatch.Choice("mmsp", o2[:12])
