@@ -409,6 +409,28 @@ def test_mmsp_mma_order_loads_straight_into_the_mma_operands(cfg):
     assert mo["loop"] < plain["loop"] and (cfg[3] != 1 or mo["loop"] <= 0.6 * plain["loop"]), (mo, plain)
 
 
+@pytest.mark.parametrize("cfg", [(4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5), (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5),
+                                 (4, 1, 2, 1, 0, 0, 0, 4, 1, 0, 0, 0, 5)])
+def test_mmsp_order_2_copy_with_x_from_global_memory_loads_like_mo_1(cfg):
+    """MO = 5 (sixteenth session: the order-2 copy, x from global memory): the loads of the MO = 1 configuration of
+    the same tiling -- one 16-byte load per (row tile, MMA) of values and one of metadata words per row tile, one
+    32-bit load per x fragment register -- no shuffles, no shared memory, the same MMAs, a main loop at most 10%
+    longer, no spills (only the x addresses differ)."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts and inline asm")
+    rt, nt = cfg[1], cfg[2]
+    o2 = offline.gluon_mmsp_stats("bfloat16", cfg, keep_lines=True)
+    o1 = offline.gluon_mmsp_stats("bfloat16", cfg[:12] + (1,))
+    loads = [ln for ln in o2["lines"] if "LDG" in ln]
+    assert sum("LDG.E.128" in ln for ln in loads) == 4 * rt + rt
+    assert sum(bool(re.search(r"LDG\.E\s", ln)) for ln in loads) == 16 * nt
+    assert not any("SHFL" in ln or "LDS" in ln or "STS" in ln for ln in o2["lines"])
+    assert o2["stack"] == 0 and o2["loop_shared"] == 0 and o2["loop_mma"] == o1["loop_mma"] == 4 * rt * nt
+    assert o2["loop"] <= 1.1 * o1["loop"], (o2, o1)
+
+
 @pytest.mark.parametrize("cfg", [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 1), (4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1)])
 def test_mmsp_mma_order_with_x_shuffles_loads_x_in_16_bytes(cfg):
     """MO with XS (thirteenth session): x read by 16-byte loads (4 per token tile and super-step) and
