@@ -3,6 +3,11 @@
 #   bash bench/device/s16.sh xl8    the XL (MO >= 2) NT = 1 configurations at M = 1, 4, 8 beside the MO = 1 ones,
 #                                   gemvg and the row-major mmsp ones (bf16, fp16; six shapes): can one copy of
 #                                   order 2 serve M = 1-16? Then the bf16 end-to-end run with MO on, layers compiled
+#   bash bench/device/s16.sh mo8    order-1 NT = 1 variants at M = 1, 8; the table with MO on at M = 2, 4, 8 (not run)
+#   bash bench/device/s16.sh o2     MO = 5 (order-2 copy, x from global memory): GPU test, probe at M = 1, 16 (not run)
+#   bash bench/device/s16.sh o2s    the same on two shapes (about 3 minutes)
+#   bash bench/device/s16.sh mid    the table at M = 32-256 without and with MO storage (bf16)
+#   bash bench/device/s16.sh c2     the table with MO storage of order 2 (compact2) at M = 1, 16 (bf16)
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -51,6 +56,12 @@ case ${1:-} in
     O2="$O2;4,1,1,1,0,0,0,1,0,0,0,0,1;8,2,1,1,0,0,0,1,0,0,0,0,1;4,1,2,3,0,0,0,4,1,0,0,0,4;4,2,2,3,0,0,0,2,1,0,0,0,4"
     timeout 75 python3 bench/device/mo_probe.py --out "$OUT/o2.json" --dtype bf16 --m 1,16 --mo "$O2" \
       --shapes 4096x4096,8192x28672 2>&1 | grep -v Warn
+    ;;
+  mid)  # before MO storage can be the default: the table at M = 32-256 without and with it (its layers have no mmg)
+    for mode in 0 compact; do
+      LLMSPARSE_MMSP_MO=$mode timeout 140 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 32,64,128,256 \
+        --dtype bf16 --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/mid_$mode" 2>&1 | tail -26
+    done
     ;;
   c2)  # the table of layers holding only the copy of order 2 (MO = 5 at M = 1, XL above)
     LLMSPARSE_MMSP_MO=compact2 timeout 120 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,16 \
