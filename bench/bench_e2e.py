@@ -2,7 +2,7 @@
 
     python bench/bench_e2e.py --shape llama2-7b --prompt-len 4096 --gen 128 --out out/e2e
 
-Prefill of --prompt-len tokens and greedy decode of --gen tokens at batch 1 (static KV cache), each
+Prefill of --prompt-len tokens and greedy decode of --gen tokens for --batch sequences (static KV cache), each
 forward captured in a CUDA graph on both sides; with --compile layers, each decoder layer is also
 torch.compile-d on both sides. Writes OUT/e2e.json. Needs a CUDA GPU.
 """
@@ -27,11 +27,15 @@ def main() -> int:
     ap.add_argument("--prompt-len", type=int, default=4096)
     ap.add_argument("--decode-prompt", type=int, default=32)
     ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=1, help="sequences decoded together (M = batch per linear)")
     ap.add_argument("--no-graphs", action="store_true")
     ap.add_argument("--compile", default="none", choices=COMPILE_MODES,
                     help="torch.compile both sides: each decoder layer ('layers') or the whole forward")
     ap.add_argument("--out", default="out/e2e")
     a = ap.parse_args()
+    if min(a.batch, a.gen, a.prompt_len, a.decode_prompt) < 1:
+        print("--batch, --gen, --prompt-len and --decode-prompt must be >= 1", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -43,7 +47,7 @@ def main() -> int:
     n = B.prune_24_(model)
     print(f"built {a.shape} ({a.layers or 'all'} layers), pruned {n} linears 2:4 in {time.time() - t0:.1f} s", flush=True)
     res = B.e2e_bench(model, prompt_len=a.prompt_len, gen=a.gen, decode_prompt=a.decode_prompt,
-                      graphs=not a.no_graphs, compile=a.compile, log=lambda s: print(s, flush=True))
+                      graphs=not a.no_graphs, compile=a.compile, log=lambda s: print(s, flush=True), batch=a.batch)
     from llmsparse.kernels import dispatch
 
     res.update(model=f"random {a.shape}", layers=a.layers, dtype=a.dtype, env=B.env_info(),
@@ -54,7 +58,7 @@ def main() -> int:
     print(f"\n{res['env'].get('gpu')} torch {torch.__version__}; graphs={res['graphs']}; compile={a.compile}")
     print(f"prefill {a.prompt_len}: dense {res['dense_prefill_ms']:.2f} ms, 2:4 {res['sparse_prefill_ms']:.2f} ms, "
           f"{res['prefill_speedup']:.2f}x")
-    print(f"decode {a.gen} tok: dense {res['dense_decode_tok_s']:.1f} tok/s, 2:4 {res['sparse_decode_tok_s']:.1f} tok/s, "
+    print(f"decode {a.gen} tok x batch {a.batch}: dense {res['dense_decode_tok_s']:.1f} tok/s, 2:4 {res['sparse_decode_tok_s']:.1f} tok/s, "
           f"{res['decode_speedup']:.2f}x; logits rel err {res['logits_rel_err']:.2e}; "
           f"greedy match {res['greedy_tokens_match']:.0%}")
     print(f"decoder linears: 2:4 {res['sparse_linear_bytes'] / 1e9:.2f} GB (packed and derived forms) vs dense "

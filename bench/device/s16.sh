@@ -8,6 +8,7 @@
 #   bash bench/device/s16.sh o2s    the same on two shapes (about 3 minutes)
 #   bash bench/device/s16.sh mid    the table at M = 32-256 without and with MO storage (bf16)
 #   bash bench/device/s16.sh c2     the table with MO storage of order 2 (compact2) at M = 1, 16 (bf16)
+#   bash bench/device/s16.sh b16    end to end, decode at batch 16 (bf16, compiled layers), without and with MO
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -61,6 +62,13 @@ case ${1:-} in
     for mode in 0 compact; do
       LLMSPARSE_MMSP_MO=$mode timeout 140 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 32,64,128,256 \
         --dtype bf16 --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/mid_$mode" 2>&1 | tail -26
+    done
+    ;;
+  b16)  # decode at batch 16 (M = 16 in every decoder linear), bf16, layers compiled: without MO, then with MO on
+    for mode in 0 1; do
+      LLMSPARSE_MMSP_MO=$mode LLMSPARSE_KERNEL_CACHE=off timeout 280 python3 bench/bench_e2e.py --dtype bf16 \
+        --compile layers --batch 16 --out "$OUT/e2e_b16_mo$mode" > "$OUT/e2e_b16_mo$mode.log" 2>&1
+      tail -5 "$OUT/e2e_b16_mo$mode.log"
     done
     ;;
   c2)  # the table of layers holding only the copy of order 2 (MO = 5 at M = 1, XL above)

@@ -53,7 +53,9 @@ def bench(
     m: str = typer.Option("1,16,128,1024,4096,16384", "--m", help="Token counts M for the GEMM table."),
     dtype: str = typer.Option("fp16,bf16", "--dtype", help="fp16 and/or bf16 (the model runs in the first)."),
     prompt_len: int = typer.Option(4096, "--prompt-len", help="Prefill length for the end-to-end prefill timing."),
-    gen_tokens: int = typer.Option(128, "--gen-tokens", help="Tokens generated (batch 1) for decode tokens/s."),
+    gen_tokens: int = typer.Option(128, "--gen-tokens", help="Tokens generated per sequence for decode tokens/s."),
+    batch: int = typer.Option(1, "--batch", help="Sequences decoded together (M = batch rows per linear); tokens/s "
+                              "count all of them. The prefill timing stays one sequence."),
     decode_prompt: int = typer.Option(32, "--decode-prompt", help="Prompt length before decoding."),
     layers: Optional[int] = typer.Option(None, "--layers", help="random:* models only: number of decoder layers."),
     graphs: bool = typer.Option(True, "--graphs/--no-graphs", help="Capture CUDA graphs (same for dense and 2:4)."),
@@ -82,6 +84,8 @@ def bench(
     from ..errors import UserError
 
     ms = _ints(m, "m")
+    if batch < 1 or gen_tokens < 1 or decode_prompt < 1 or prompt_len < 1:
+        raise UserError("--batch, --gen-tokens, --decode-prompt and --prompt-len must be >= 1")
     from ..kernels.benchmark import COMPILE_MODES
 
     if compile not in COMPILE_MODES:
@@ -175,11 +179,11 @@ def bench(
         else:
             raise UserError(f"{len(not24)} linear layers (e.g. {not24[0]}) are not 2:4; prune first or drop --no-prune")
         res = B.e2e_bench(mdl, prompt_len=prompt_len, gen=gen_tokens, decode_prompt=decode_prompt, graphs=graphs,
-                          compile=compile, min_speedup=min_speedup, log=log, paths=path_list)
+                          compile=compile, min_speedup=min_speedup, log=log, paths=path_list, batch=batch)
         res["model"] = model
         result["e2e"] = res
         treat = ("CUDA graphs" if res["graphs"] else "eager") + ("" if compile == "none" else f" + torch.compile ({compile})")
-        t = Table(title=f"end to end, {model}, batch 1, {treat}")
+        t = Table(title=f"end to end, {model}, decode batch {batch}, {treat}")
         for c in ("", "dense", "2:4", "speedup"):
             t.add_column(c, justify="right")
         t.add_row(f"prefill {prompt_len} tok (ms)", f"{res['dense_prefill_ms']:.2f}", f"{res['sparse_prefill_ms']:.2f}",

@@ -262,30 +262,36 @@ def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000
 
 
 def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, runs: int = 3, vocab: int = 32000,
-           seed: int = 0):
-    """Greedy generation of ``gen`` tokens after a ``prompt_len`` prompt, batch 1, static KV cache.
-    Each token is one model forward (captured once into a CUDA graph when ``graphs``). Returns
-    (median tokens/s over ``runs`` generations, generated ids, whether graphs were used)."""
+           seed: int = 0, batch: int = 1):
+    """Greedy generation of ``gen`` tokens after a ``prompt_len`` prompt for each of ``batch`` sequences (random
+    prompts), static KV cache, on the model's device. Each step is one model forward over the batch (captured once
+    into a CUDA graph when ``graphs``, on CUDA). Returns (median tokens/s over ``runs`` generations, counting
+    ``batch`` tokens per step; the generated ids ``[batch, gen]``; whether graphs were used). On the CPU: eager,
+    wall-clock timed (a correctness path for tests, not a benchmark)."""
     from transformers import StaticCache
 
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    prompt = torch.randint(1, vocab, (1, prompt_len), device="cuda", generator=g)
+    if batch < 1 or gen < 1 or prompt_len < 1:
+        raise ValueError(f"decode needs batch, gen and prompt_len >= 1, got {batch}, {gen}, {prompt_len}")
+    dev = next(model.parameters()).device
+    cuda = dev.type == "cuda"
+    g = torch.Generator(device=dev).manual_seed(seed)
+    prompt = torch.randint(1, vocab, (batch, prompt_len), device=dev, generator=g)
     cache = StaticCache(config=model.config, max_cache_len=prompt_len + gen + 8)
-    ids = torch.zeros((1, 1), dtype=torch.long, device="cuda")
-    pos = torch.zeros((1,), dtype=torch.long, device="cuda")
-    toks = torch.zeros((1, gen + 8), dtype=torch.long, device="cuda")
+    ids = torch.zeros((batch, 1), dtype=torch.long, device=dev)
+    pos = torch.zeros((1,), dtype=torch.long, device=dev)
+    toks = torch.zeros((batch, gen + 8), dtype=torch.long, device=dev)
 
     def reset():
         cache.reset()  # in place (static addresses kept); transformers 5 tracks the write position inside
         with torch.no_grad(), _untimed():
-            out = model(input_ids=prompt, past_key_values=cache, cache_position=torch.arange(prompt_len, device="cuda"),
+            out = model(input_ids=prompt, past_key_values=cache, cache_position=torch.arange(prompt_len, device=dev),
                         use_cache=True, logits_to_keep=1)
         ids.copy_(out.logits[:, -1:].argmax(-1))
         pos.fill_(prompt_len)
 
     def step():
-        out = model(input_ids=ids, past_key_values=cache, cache_position=pos, position_ids=pos.view(1, 1),
-                    use_cache=True)
+        out = model(input_ids=ids, past_key_values=cache, cache_position=pos,
+                    position_ids=pos.view(1, 1).expand(batch, 1), use_cache=True)
         ids.copy_(out.logits[:, -1:].argmax(-1))
         toks.index_copy_(1, pos - prompt_len, ids)
         pos.add_(1)
@@ -294,14 +300,15 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
     graph = None
     with torch.no_grad():
         reset()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(2):
-                step()
-        torch.cuda.current_stream().wait_stream(s)
-        torch.cuda.synchronize()
-        if graphs:
+        if cuda:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(2):
+                    step()
+            torch.cuda.current_stream().wait_stream(s)
+            torch.cuda.synchronize()
+        if graphs and cuda:
             try:
                 reset()
                 graph = torch.cuda.CUDAGraph()
@@ -314,36 +321,44 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
         rates = []
         for _ in range(runs):
             reset()
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+            if cuda:
+                torch.cuda.synchronize()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+            else:
+                t0 = time.perf_counter()
             for _ in range(gen):
                 if graph is not None:
                     graph.replay()
                 else:
                     step()
-            end.record()
-            torch.cuda.synchronize()
-            rates.append(gen / (start.elapsed_time(end) / 1e3))
-    out = toks[0, :gen].clone()
+            if cuda:
+                end.record()
+                torch.cuda.synchronize()
+                secs = start.elapsed_time(end) / 1e3
+            else:
+                secs = time.perf_counter() - t0
+            rates.append(batch * gen / secs)
+    out = toks[:, :gen].clone()
     del graph, cache
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
     return statistics.median(rates), out, used_graph
 
 
 def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: int = 32, graphs: bool = True,
               compile: str = "none", min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
-              log: Callable[[str], None] | None = None, paths=None) -> dict:
-    """Dense (dense-with-zeros) vs ``sparsify``-ed model: prefill of ``prompt_len`` tokens, decode of
-    ``gen`` tokens at batch 1; the same treatment on both sides (CUDA graphs; with ``compile``, also
-    torch.compile, see :func:`compile_model`). The model must already be 2:4 in its decoder linears;
-    it is sparsified in place."""
+              log: Callable[[str], None] | None = None, paths=None, batch: int = 1) -> dict:
+    """Dense (dense-with-zeros) vs ``sparsify``-ed model: prefill of ``prompt_len`` tokens (one sequence), decode
+    of ``gen`` tokens for ``batch`` sequences (M = ``batch`` rows per linear; tokens/s count all of them); the same
+    treatment on both sides (CUDA graphs; with ``compile``, also torch.compile, see :func:`compile_model`). The
+    model must already be 2:4 in its decoder linears; it is sparsified in place."""
     from .dispatch import bucket_of
     from .linear import sparsify
 
     log = log or (lambda s: None)
     vocab = model.config.vocab_size
-    res: dict = {"prompt_len": prompt_len, "gen_tokens": gen, "decode_prompt": decode_prompt, "batch": 1,
+    res: dict = {"prompt_len": prompt_len, "gen_tokens": gen, "decode_prompt": decode_prompt, "batch": batch,
                  "compile": compile}
     chk = torch.randint(1, vocab, (1, 64), device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     with torch.no_grad():
@@ -353,11 +368,11 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["prefill_timing"] = pinfo  # whether each prefill timing is of graph replays (and why not)
     res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense"])
     log(f"dense prefill {prompt_len}: {res['dense_prefill_ms']:.2f} ms ({_how(pinfo['dense'])})")
-    res["dense_decode_tok_s"], dense_toks, g1 = decode(model, decode_prompt, gen, graphs, vocab=vocab)
+    res["dense_decode_tok_s"], dense_toks, g1 = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"dense decode: {res['dense_decode_tok_s']:.1f} tok/s (graphs={g1})")
     t0 = time.time()
     # the timed sizes are measured; the untimed eager passes (prompt, logits check) use the nearest
-    buckets = sorted({1, bucket_of(prompt_len)})
+    buckets = sorted({bucket_of(batch), bucket_of(prompt_len)})
     rep = sparsify(model, min_speedup=min_speedup, buckets=buckets, lazy_tune=False, log=log, paths=paths,
                    for_compile=compile != "none")
     res["sparsify_s"] = time.time() - t0
@@ -375,7 +390,7 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["logits_rel_err"] = float((sp_logits - ref_logits).norm() / ref_logits.norm())
     res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["sparse"])
     log(f"2:4 prefill {prompt_len}: {res['sparse_prefill_ms']:.2f} ms ({_how(pinfo['sparse'])})")
-    res["sparse_decode_tok_s"], sp_toks, g2 = decode(model, decode_prompt, gen, graphs, vocab=vocab)
+    res["sparse_decode_tok_s"], sp_toks, g2 = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"2:4 decode: {res['sparse_decode_tok_s']:.1f} tok/s (graphs={g2})")
     res["graphs"] = bool(g1 and g2 and pinfo["dense"].get("graph") and pinfo["sparse"].get("graph")) if graphs else False
     res["sparse_linear_bytes"], res["dense_linear_bytes"] = _sparse_bytes(model)
@@ -385,7 +400,7 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     densify(model)
     torch.cuda.empty_cache()
     d2_prefill = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense_again"])
-    d2_decode, _, _ = decode(model, decode_prompt, gen, graphs, vocab=vocab)
+    d2_decode, _, _ = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"dense again: prefill {d2_prefill:.2f} ms, decode {d2_decode:.1f} tok/s")
     res["dense_prefill_ms_runs"] = [res["dense_prefill_ms"], d2_prefill]
     res["dense_decode_tok_s_runs"] = [res["dense_decode_tok_s"], d2_decode]

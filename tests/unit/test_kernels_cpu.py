@@ -178,7 +178,8 @@ def test_bench_cli_without_cuda_is_user_error(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args,msg", [(["--paths", "gemvg,warp9"], "unknown kernel path"),
-                                      (["--compile", "all"], "--compile must be")])
+                                      (["--compile", "all"], "--compile must be"),
+                                      (["--batch", "0"], "--batch, --gen-tokens")])
 def test_bench_cli_bad_options_are_one_line_errors(tmp_path, capsys, args, msg):
     from llmsparse.cli.main import main
 
@@ -1110,3 +1111,34 @@ def test_an_mo_choice_carries_a_measured_stand_in_for_layers_without_its_copy(mo
     assert lin._plan(4) == dispatch.Choice("dense") and lin._dense is not None  # kept for the stand-in
     lin._table[16] = dispatch.Choice("mmsp", o2)  # no stand-in recorded (an older cache): the row-major twin
     assert lin._plan(16) == dispatch.Choice("mmsp", o2[:12])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_e2e_decode_loop_generates_what_hf_generate_does(batch):
+    """benchmark.decode (the e2e decode loop: static KV cache, one forward per step over the batch, position ids
+    expanded over the batch) on the CPU, through a sparsified tiny Llama: its tokens are HF ``generate``'s greedy
+    continuation of the same prompts (after the first token, which the prompt pass picks), row by row, and its
+    rate counts batch x gen tokens. Bad sizes are refused."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmsparse.kernels import benchmark
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=97, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.Linear) and "lm_head" not in name:
+                mod.weight.mul_(nm_mask(mod.weight.abs(), 2, 4))
+    assert sparsify(model)["swapped"]  # the CPU fallback: dense-with-zeros
+    rate, toks, graphs = benchmark.decode(model, prompt_len=5, gen=6, graphs=True, runs=2, vocab=97, seed=3,
+                                          batch=batch)
+    assert toks.shape == (batch, 6) and not graphs and rate > 0
+    prompt = torch.randint(1, 97, (batch, 5), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=7, do_sample=False,
+                             pad_token_id=0)
+    assert torch.equal(toks, ref[:, 6:])
+    with pytest.raises(ValueError, match="batch"):
+        benchmark.decode(model, prompt_len=5, gen=6, batch=0)
