@@ -13,6 +13,11 @@ set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 eval "$(sed -n '/^XL16=/,/^XL8="\$XL8;4,1,1,2/p' bench/device/mmsp_session.sh)"
+o2_tests() {  # the GPU tests of MO = 5 within $1 seconds; a crash ends the call (the context is gone)
+  timeout "$1" python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
+    -k "order_2" > "$OUT/pytest_o2.txt" 2>&1; tail -4 "$OUT/pytest_o2.txt"
+  grep -q "crashed\|Fatal\|illegal" "$OUT/pytest_o2.txt" && exit 1
+}
 case ${1:-} in
   xl8)
     timeout 240 python3 bench/device/mo_probe.py --out "$OUT/xl8.json" --dtype bf16,fp16 --m 1,4,8 --mo "$XL8" 2>&1 \
@@ -20,8 +25,6 @@ case ${1:-} in
     LLMSPARSE_MMSP_MO=1 LLMSPARSE_KERNEL_CACHE=off timeout 230 python3 bench/bench_e2e.py --dtype bf16 --compile layers \
       --out "$OUT/e2e_mo" > "$OUT/e2e_mo.log" 2>&1; tail -6 "$OUT/e2e_mo.log"
     ;;
-esac
-case ${1:-} in
   mo8)  # order-1 NT = 1 configurations (XS twins of the row-major M <= 8 ones) at M = 1, 8; then the dispatcher's
         # table with MO on (the XL NT = 1 winners of xl8 in MMSP_MO_CONFIGS) at M = 2, 4, 8
     MO1="4,1,1,1,1,0,0,1,0,0,0,0,1;4,1,1,0,1,0,0,1,0,0,0,0,1;8,2,1,1,1,0,0,1,0,0,0,0,1;4,2,1,2,1,0,0,1,0,0,0,0,1"
@@ -33,13 +36,9 @@ case ${1:-} in
     LLMSPARSE_MMSP_MO=1 timeout 200 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 2,4,8 \
       --dtype bf16,fp16 --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/k" 2>&1 | tail -40
     ;;
-esac
-case ${1:-} in
   o2)  # MO = 5 (the copy of order 2, x from global memory): GPU tests, then the probe at M = 1, 16 (bf16) beside
        # the MO = 1 and XL configurations of MMSP_MO_CONFIGS, gemvg and the row-major ones
-    timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
-      -k "order_2" > "$OUT/pytest_o2.txt" 2>&1; tail -4 "$OUT/pytest_o2.txt"
-    grep -q "crashed\|Fatal\|illegal" "$OUT/pytest_o2.txt" && exit 1
+    o2_tests 100
     O2="4,1,1,1,0,0,0,1,0,0,0,0,5;4,2,1,1,0,0,0,1,0,0,0,0,5;8,2,1,1,0,0,0,1,0,0,0,0,5;4,1,1,0,0,0,0,1,0,0,0,0,5"
     O2="$O2;4,1,1,3,0,0,0,1,0,0,0,0,5;8,1,1,1,0,0,0,1,0,0,0,0,5;4,1,1,1,0,0,0,2,1,0,0,0,5"
     O2="$O2;4,1,2,1,0,0,0,4,1,0,0,0,5;4,2,2,1,0,0,0,2,1,0,0,0,5;4,2,2,1,0,0,0,4,1,0,1,0,5;4,1,2,1,0,0,0,2,1,0,0,0,5"
@@ -49,9 +48,7 @@ case ${1:-} in
       | grep -v Warn
     ;;
   o2s)  # what ~200 s of device time allows: the GPU tests of MO = 5, then the probe on two shapes at M = 1, 16
-    timeout 80 python3 -m pytest -q -p no:cacheprovider tests/gpu $(python3 -c "import xdist" 2>/dev/null && echo -n "-n 8") \
-      -k "order_2" > "$OUT/pytest_o2.txt" 2>&1; tail -4 "$OUT/pytest_o2.txt"
-    grep -q "crashed\|Fatal\|illegal" "$OUT/pytest_o2.txt" && exit 1
+    o2_tests 80
     O2="4,1,1,1,0,0,0,1,0,0,0,0,5;8,2,1,1,0,0,0,1,0,0,0,0,5;4,1,1,0,0,0,0,1,0,0,0,0,5;8,1,1,1,0,0,0,1,0,0,0,0,5"
     O2="$O2;4,1,2,1,0,0,0,4,1,0,0,0,5;4,2,2,1,0,0,0,2,1,0,0,0,5;4,1,2,3,0,0,0,4,1,0,0,0,5"
     O2="$O2;4,1,1,1,0,0,0,1,0,0,0,0,1;8,2,1,1,0,0,0,1,0,0,0,0,1;4,1,2,3,0,0,0,4,1,0,0,0,4;4,2,2,3,0,0,0,2,1,0,0,0,4"
