@@ -913,6 +913,13 @@ MO_STORAGE_ORDER = 1
 MO_STORAGE = {"compact": MO_STORAGE_ORDER, "compact1": 1, "compact2": 2}.get(_MO_ENV, 0)
 
 
+def storage_order(in_features: int, order: int | None = None) -> int:
+    """The MMA-order copy a layer of this width holds instead of its packed weights (``order``, default
+    MO_STORAGE; 0 where the width is not a multiple of MMSP_K, which the MO kernels need)."""
+    order = MO_STORAGE if order is None else order
+    return order if in_features % MMSP_K == 0 else 0
+
+
 def kernel_options(cfg: tuple) -> dict:
     """Launch options of a configuration: RG (14th element), a cap on registers per thread (``maxnreg``; 0: none).
     A cap of 168 lets three 4-warp programs share an SM (65536 registers) where the compiler takes 169-255;

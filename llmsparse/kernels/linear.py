@@ -146,7 +146,7 @@ class SparseLinear(nn.Module):
         order = gluon_mmsp.MO_STORAGE if self.mo_storage is None else int(self.mo_storage)
         if order not in (0, 1, 2):
             raise ValueError(f"SparseLinear.mo_storage must be None, 0, 1 or 2, got {self.mo_storage!r}")
-        return order if self.in_features % gluon_mmsp.MMSP_K == 0 else 0
+        return gluon_mmsp.storage_order(self.in_features, order)
 
     def _compact(self, order: int) -> None:
         """Hold only mma_order's copy of ``order`` (built from the packed buffers if need be)."""
@@ -228,6 +228,13 @@ class SparseLinear(nn.Module):
         order = dispatch.mo_order(c)
         return (self._mo_values, self._mo_meta) if order and self._mo_built(order) else None
 
+    def _held(self, c: dispatch.Choice) -> dispatch.Choice:
+        """What the layer runs for choice ``c``: ``c``, or for an MO choice whose copy it does not hold (it holds one,
+        of one order) the measured stand-in (``Choice.alt``), else the same configuration on the row-major weights."""
+        if (order := dispatch.mo_order(c)) and not self._mo_built(order):
+            return c.alt or dispatch.row_major_twin(c)
+        return c
+
     def _key(self) -> tuple:
         key = dispatch.make_key(self.out_features, self.in_features, self.values.dtype, self.bias is not None,
                                 self.values.device)
@@ -292,10 +299,8 @@ class SparseLinear(nn.Module):
             else:
                 self._mo_values = self._mo_meta = None
                 self._mo_order = 0
-        runs = chosen if compact or not self._table_view else list(self._table_view.values())
-        # an MO choice of the order not held runs its stand-in (_plan): that is what may need the dense weight
-        runs = [(c.alt or dispatch.row_major_twin(c)) if (o := dispatch.mo_order(c)) and not self._mo_built(o)
-                else c for c in runs]
+        runs = chosen if compact or not self._table_view else self._table_view.values()
+        runs = [self._held(c) for c in runs]  # a stand-in may be what needs the dense weight
         if any(c.path == "dense" for c in runs) and self.keep_dense is not False:
             self._get_dense()
         else:
@@ -330,9 +335,7 @@ class SparseLinear(nn.Module):
         c = table.get(dispatch.bucket_of(m))
         if c is None:
             c = dispatch.nearest(table, dispatch.bucket_of(m))
-        if (order := dispatch.mo_order(c)) and not self._mo_built(order):
-            # no copy of that order: the measured stand-in, else the same configuration on the row-major weights
-            c = c.alt or dispatch.row_major_twin(c)
+        c = self._held(c)
         if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
                 or (c.path == "cslt" and self._cslt is None)):
             c = _best_sparse_fallback(m, self._cslt is not None)
@@ -493,8 +496,8 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     compile and run eagerly takes a packed-form path where its eager choice was dense).
     With ``LLMSPARSE_MMSP_MO=1`` (``gluon_mmsp.MO_TUNING``) the dispatcher also measures ``mmsp`` on a copy of
     the packed weights in MMA operand order (faster at M = 2-16 on an H100, docs/kernels.md); layers that pick
-    it hold that copy too (another 0.5625x of the dense weight). ``mo_storage`` (1; default
-    ``gluon_mmsp.MO_STORAGE``, set by ``LLMSPARSE_MMSP_MO=compact``): layers are tuned over what that copy can run
+    it hold that copy too (another 0.5625x of the dense weight). ``mo_storage`` (1 or 2, the copy's order; default
+    ``gluon_mmsp.MO_STORAGE``, set by ``LLMSPARSE_MMSP_MO=compact[1|2]``): layers are tuned over what that copy can run
     (MO ``mmsp``, cuSPARSELt, dense) and hold the copy instead of the row-major packed weights, so MO costs no
     memory (:class:`SparseLinear`).
 
