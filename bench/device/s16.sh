@@ -9,6 +9,8 @@
 #   bash bench/device/s16.sh mid    the table at M = 32-256 without and with MO storage (bf16)
 #   bash bench/device/s16.sh c2     the table with MO storage of order 2 (compact2) at M = 1, 16 (bf16)
 #   bash bench/device/s16.sh b16    end to end, decode at batch 16 (bf16, compiled layers), without and with MO
+#   bash bench/device/s16.sh xr     XL variants (SK = 8, RT = 2 with SK = 4, WK = 2, PF 1-2, FX, no RW) at M = 16 on
+#                                   the three shapes still under 1.6x, beside the three XL configurations of MMSP_MO_CONFIGS
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -67,6 +69,14 @@ case ${1:-} in
         --compile layers --batch 16 --out "$OUT/e2e_b16_mo$mode" > "$OUT/e2e_b16_mo$mode.log" 2>&1
       tail -5 "$OUT/e2e_b16_mo$mode.log"
     done
+    ;;
+  xr)  # the M = 16 rows still under 1.6x (4096x4096, 11008x4096, 8192x8192): XL variants beside the current winners
+    XR="4,1,2,3,0,0,0,8,1,0,0,0,4;4,1,2,3,0,0,0,8,1,0,0,0,3;4,2,2,3,0,0,0,4,1,0,0,0,4;4,2,2,3,0,0,0,8,1,0,0,0,4"
+    XR="$XR;2,1,2,3,0,0,0,4,1,0,0,0,4;2,2,2,3,0,0,0,4,1,0,0,0,4;4,1,2,2,0,0,0,4,1,0,0,0,4;4,1,2,1,0,0,0,4,1,0,0,0,4"
+    XR="$XR;4,1,2,3,0,0,0,4,1,0,1,0,4;4,2,2,3,0,0,0,2,1,0,1,0,4;4,1,2,3,0,0,0,4,0,0,0,0,4;4,1,2,3,0,0,0,4,1,0,0,0,2"
+    XR="$XR;4,1,2,3,0,0,0,4,1,0,0,0,4;4,1,2,3,0,0,0,2,1,0,0,0,3;4,2,2,3,0,0,0,2,1,0,0,0,4"
+    timeout ${XRT:-200} python3 bench/device/mo_probe.py --out "$OUT/xr.json" --dtype bf16,fp16 --m 16 --mo "$XR" \
+      --shapes 4096x4096,11008x4096,8192x8192 2>&1 | grep -v Warn
     ;;
   c2)  # the table of layers holding only the copy of order 2 (MO = 5 at M = 1, XL above)
     LLMSPARSE_MMSP_MO=compact2 timeout 120 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,16 \
