@@ -12,6 +12,7 @@ Two kernels:
   M = 1..4.
 * ``_sp24_mm``: the dense tile ``W[BLOCK_N, BLOCK_K]`` is rebuilt in registers and fed to
   ``tl.dot`` (tensor cores) against ``x^T[BLOCK_K, BLOCK_M]``; ``y^T = W x^T``. For M = 1..256.
+  With ``X_A`` the other way round: ``y = x W^T``, x as the A operand.
 
 Both accumulate in fp32 and write ``y[M, N]`` in the input dtype (fp16 or bf16). Requirements:
 ``in_features % 8 == 0``, ``x`` contiguous in its last dimension.
@@ -109,8 +110,10 @@ def _sp24_mm(
     x_ptr, v_ptr, meta_ptr, y_ptr, b_ptr,
     M, N, K, stride_xm, stride_ym,
     HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, X_A: tl.constexpr = False,
 ):
+    """``y^T = W x^T`` with the rebuilt W tile as the A operand of ``tl.dot`` ("mm"), or with ``X_A``
+    ``y = x W^T``, x as A and the rebuilt W^T as B ("mmb")."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     KV = K // 2
@@ -124,69 +127,45 @@ def _sp24_mm(
     rk = tl.arange(0, BLOCK_K)
     v_ptrs = v_ptr + rn[:, None].to(tl.int64) * KV + rv[None, :]
     b_ptrs = meta_ptr + rn[:, None].to(tl.int64) * KB + rb[None, :]
-    x_ptrs = x_ptr + rm[None, :].to(tl.int64) * stride_xm + rk[:, None]  # x^T tile [BLOCK_K, BLOCK_M]
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    if X_A:
+        x_ptrs = x_ptr + rm[:, None].to(tl.int64) * stride_xm + rk[None, :]  # x tile [BLOCK_M, BLOCK_K]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    else:
+        x_ptrs = x_ptr + rm[None, :].to(tl.int64) * stride_xm + rk[:, None]  # x^T tile [BLOCK_K, BLOCK_M]
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         if EVEN_K:
             v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
             mb = tl.load(b_ptrs, mask=n_ok[:, None], other=0)
-            xt = tl.load(x_ptrs, mask=m_ok[None, :], other=0.0)
+            if X_A:
+                xt = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
+            else:
+                xt = tl.load(x_ptrs, mask=m_ok[None, :], other=0.0)
         else:
             v = tl.load(v_ptrs, mask=n_ok[:, None] & (rv[None, :] < KV - k0 // 2), other=0.0)
             mb = tl.load(b_ptrs, mask=n_ok[:, None] & (rb[None, :] < KB - k0 // 8), other=0)
-            xt = tl.load(x_ptrs, mask=m_ok[None, :] & (rk[:, None] < K - k0), other=0.0)
+            if X_A:
+                xt = tl.load(x_ptrs, mask=m_ok[:, None] & (rk[None, :] < K - k0), other=0.0)
+            else:
+                xt = tl.load(x_ptrs, mask=m_ok[None, :] & (rk[:, None] < K - k0), other=0.0)
         w = _dense_tile(v, mb, BLOCK_N, BLOCK_K)
-        acc = tl.dot(w, xt, acc)
-        v_ptrs += BLOCK_K // 2
-        b_ptrs += BLOCK_K // 8
-        x_ptrs += BLOCK_K
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[:, None]
-    y_ptrs = y_ptr + rm[None, :].to(tl.int64) * stride_ym + rn[:, None]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=n_ok[:, None] & m_ok[None, :])
-
-
-@triton.jit
-def _sp24_mm_wb(
-    x_ptr, v_ptr, meta_ptr, y_ptr, b_ptr,
-    M, N, K, stride_xm, stride_ym,
-    HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):
-    """Same as ``_sp24_mm`` but ``y = x W^T`` with x as the A operand and the rebuilt W^T as B."""
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    KV = K // 2
-    KB = K // 8
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    n_ok = rn < N
-    m_ok = rm < M
-    rv = tl.arange(0, BLOCK_K // 2)
-    rb = tl.arange(0, BLOCK_K // 8)
-    rk = tl.arange(0, BLOCK_K)
-    v_ptrs = v_ptr + rn[:, None].to(tl.int64) * KV + rv[None, :]
-    b_ptrs = meta_ptr + rn[:, None].to(tl.int64) * KB + rb[None, :]
-    x_ptrs = x_ptr + rm[:, None].to(tl.int64) * stride_xm + rk[None, :]  # x tile [BLOCK_M, BLOCK_K]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        if EVEN_K:
-            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
-            mb = tl.load(b_ptrs, mask=n_ok[:, None], other=0)
-            xa = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
+        if X_A:
+            acc = tl.dot(xt, tl.trans(w), acc)
         else:
-            v = tl.load(v_ptrs, mask=n_ok[:, None] & (rv[None, :] < KV - k0 // 2), other=0.0)
-            mb = tl.load(b_ptrs, mask=n_ok[:, None] & (rb[None, :] < KB - k0 // 8), other=0)
-            xa = tl.load(x_ptrs, mask=m_ok[:, None] & (rk[None, :] < K - k0), other=0.0)
-        w = _dense_tile(v, mb, BLOCK_N, BLOCK_K)
-        acc = tl.dot(xa, tl.trans(w), acc)
+            acc = tl.dot(w, xt, acc)
         v_ptrs += BLOCK_K // 2
         b_ptrs += BLOCK_K // 8
         x_ptrs += BLOCK_K
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    y_ptrs = y_ptr + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    if X_A:
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        y_ptrs = y_ptr + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    else:
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[:, None]
+        y_ptrs = y_ptr + rm[None, :].to(tl.int64) * stride_ym + rn[:, None]
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=n_ok[:, None] & m_ok[None, :])
 
 
 # Configurations the dispatcher measures: (BLOCK_N, BLOCK_K, num_warps, num_stages).
@@ -253,8 +232,9 @@ def sp24_gemv(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: t
 
 def sp24_mm(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
             out_features: int, block_m: int = 16, cfg=MM_CONFIGS[16][0],
-            out: torch.Tensor | None = None) -> torch.Tensor:
-    """``x[M, K] @ W^T`` on the tensor cores after rebuilding dense tiles of ``W`` in registers."""
+            out: torch.Tensor | None = None, x_a: bool = False) -> torch.Tensor:
+    """``x[M, K] @ W^T`` on the tensor cores after rebuilding dense tiles of ``W`` in registers (``x_a``: x as
+    the A operand of ``tl.dot``, see :func:`sp24_mm_wb`)."""
     M, K = x.shape
     N = out_features
     bn, bk, warps, stages = cfg
@@ -264,7 +244,7 @@ def sp24_mm(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: tor
         x, values, meta, y, bias if bias is not None else y,
         M, N, K, x.stride(0), y.stride(0),
         HAS_BIAS=bias is not None, EVEN_K=(K % bk == 0),
-        BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
+        BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk, X_A=x_a, num_warps=warps, num_stages=stages,
     )
     return y
 
@@ -273,15 +253,4 @@ def sp24_mm_wb(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: 
                out_features: int, block_m: int = 16, cfg=MMB_CONFIGS[16][0],
                out: torch.Tensor | None = None) -> torch.Tensor:
     """Like :func:`sp24_mm`, with x as the A operand of ``tl.dot``."""
-    M, K = x.shape
-    N = out_features
-    bn, bk, warps, stages = cfg
-    y = torch.empty((M, N), device=x.device, dtype=x.dtype) if out is None else out
-    grid = (triton.cdiv(N, bn), triton.cdiv(M, block_m))
-    _sp24_mm_wb[grid](
-        x, values, meta, y, bias if bias is not None else y,
-        M, N, K, x.stride(0), y.stride(0),
-        HAS_BIAS=bias is not None, EVEN_K=(K % bk == 0),
-        BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
-    )
-    return y
+    return sp24_mm(x, values, meta, bias, out_features, block_m, cfg, out, x_a=True)

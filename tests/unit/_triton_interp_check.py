@@ -34,6 +34,7 @@ CASES = [  # (kind, out, in, M, cfg, bias)
     ("gemv", 64, 256, 1, (4, 256, 4, 2), False),
     ("mm", 40, 200, 19, (16, 32, 64, 4, 3), True),
     ("mmb", 64, 256, 5, (16, 32, 128, 4, 3), False),
+    ("mmb", 40, 200, 19, (16, 32, 64, 4, 3), True),  # uneven K, masked rows and bias on the X_A branch
 ]
 bad = 0
 for kind, n, k, m, cfg, has_bias in CASES:
