@@ -888,16 +888,23 @@ MMSP_K = 128  # in_features must be a multiple (one super-step)
 # shared-memory ring, the order-2 copy) that were fastest in probes -- at M = 16 on an H100 on all six Llama-2 shapes
 # in both dtypes, 1.57-1.77x over dense (bench/results/mmsp_xl_probe_{bf16,fp16}_m16_h100_s16.json); at M = 8 on an
 # H200 on every row, 1.53-1.86x (bench/results/mmsp_xl_nt1_probe_m1_4_8_h200_s16.json; at M = 1 they lose to MO = 1).
-# MO = 5 (order 2 with x from global memory, for M = 1) joins once it has run on a GPU (bench/device/s16.sh o2).
+# Seventeenth session (H100): MO = 5 (order 2 with x from global memory) passed its GPU test; at M = 1 its best
+# two (below) were within -4% .. +4% of the best MO = 1 one on the six shapes, equal on the 70B ones
+# (bench/results/mmsp_o2_probe_m1_16_h100_s17.json), so the copy of order 2 can serve M = 1 too; and two more XL
+# ones at M = 16, RT = 2 / WK = 2 with SK = 4, the fastest on bf16 and fp16 4096x4096 and 8192x8192 in probes and
+# picked in 12 of 36 rows of three dispatcher tables (bench/results/mmsp_xl_rt2_probe_m16_h100_s17.json,
+# gemm_m16_mo_xl_h100_s17_{a,b,c}.json).
 MMSP_MO_CONFIGS = {
     8: [(4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1),
         (8, 2, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1), (4, 1, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3),
-        (4, 1, 1, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 2, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3)],
+        (4, 1, 1, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 2, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 3),
+        (4, 1, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 5), (8, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5)],
     16: [(4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 1), (4, 1, 2, 1, 1, 0, 0, 2, 1, 0, 0, 0, 1),
          (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1, 0, 1), (4, 2, 2, 1, 1, 0, 0, 2, 1, 0, 0, 0, 1),
          (4, 2, 2, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1), (4, 2, 2, 2, 1, 0, 0, 1, 0, 0, 0, 0, 1),
          (4, 1, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 1, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 3),
-         (4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4)],
+         (4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 2, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4),
+         (2, 2, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)],
 }
 # Opt-in (``LLMSPARSE_MMSP_MO=1`` at import, or this attribute): the dispatcher's table with it on (thirteenth
 # session, H100) picked an MO configuration in all 12 M = 16 rows. Not the default because of memory: the copy is a

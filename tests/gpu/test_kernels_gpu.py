@@ -677,9 +677,10 @@ def test_sparse_linear_runs_an_mma_order_choice_on_its_copy(dtype, monkeypatch):
     assert torch.equal(fn(x), want)
 
 
+@pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize("dtype", DT)
-def test_sparse_linear_with_mo_storage_holds_only_the_copy(dtype):
-    """SparseLinear.mo_storage = 1 (LLMSPARSE_MMSP_MO=compact), tuned for real at M = 1, 16, 256 on a 7B-wide
+def test_sparse_linear_with_mo_storage_holds_only_the_copy(dtype, order):
+    """SparseLinear.mo_storage = 1 or 2 (LLMSPARSE_MMSP_MO=compact1 / compact2), tuned for real at M = 1, 16, 256 on a 7B-wide
     shape: the MO table's choices only (MO mmsp, cuSPARSELt, dense); the layer holds the MMA-order copy instead of
     values/meta where every choice runs on it; eager (odd M too), CUDA-graph and torch.compile outputs against
     dense-with-zeros; state_dict bit for bit the packed weights; moved to the CPU it keeps the copy, and its
@@ -692,11 +693,11 @@ def test_sparse_linear_with_mo_storage_holds_only_the_copy(dtype):
     b = torch.randn(1024, device="cuda", dtype=dtype)
     lin = SparseLinear.from_dense(w, b)
     v0, m0 = lin.values.clone(), lin.meta.clone()
-    lin.mo_storage = 1
+    lin.mo_storage = order
     table = lin.prepare((1, 16, 256))
-    assert all(c.path in ("dense", "cslt") or dispatch.mo_order(c) == 1 for c in table.values()), table
-    if any(dispatch.mo_order(c) == 1 for c in table.values()):
-        assert lin._stored_order == 1 and lin.values.numel() == 0 and lin.meta.numel() == 0
+    assert all(c.path in ("dense", "cslt") or dispatch.mo_order(c) == order for c in table.values()), table
+    if any(dispatch.mo_order(c) == order for c in table.values()):
+        assert lin._stored_order == order and lin.values.numel() == 0 and lin.meta.numel() == 0
     for m in (1, 3, 16, 13, 256):
         x = torch.randn(m, 4096, device="cuda", dtype=dtype)
         assert rel(lin(x), F.linear(x, w, b)) < TOL[dtype], (m, lin._plan(m))
