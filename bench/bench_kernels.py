@@ -66,8 +66,9 @@ def main() -> int:
         return 2
     from llmsparse.kernels import gluon_mmsp
 
-    for c in extra:  # NT = 1 covers 8 tokens (the M <= 8 bucket), NT = 2 covers 16
-        bucket = gluon_mmsp.MMSP_CONFIGS[8 if c[2] == 1 else 16]
+    for c in extra:  # NT = 1 covers 8 tokens (the M <= 8 bucket), NT = 2 covers 16; MO ones go where MO tuning
+        # (LLMSPARSE_MMSP_MO=1) and MO storage (compact*) take them from
+        bucket = (gluon_mmsp.MMSP_MO_CONFIGS if gluon_mmsp.is_mo(c) else gluon_mmsp.MMSP_CONFIGS)[8 if c[2] == 1 else 16]
         if c not in bucket:
             bucket.append(c)
     from llmsparse.kernels import benchmark as B
