@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Seventeenth session's plan for the next GPU calls (docs/kernels.md, "What next (after the seventeenth session)"),
+# from the repository root with OUT set:
+#   bash bench/device/s17.sh first   the GPU test of MO storage (orders 1 and 2), then the tables with MO storage of
+#                                    order 1 and 2 at M = 1, 16 (bf16, fp16), then end to end with compact2 (bf16,
+#                                    eager): can one copy of order 2 be the default? (about 5 minutes warm)
+#   bash bench/device/s17.sh b16     batch-16 decode without MO (bf16, compiled layers): the baseline of the 1.40x
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+case ${1:-} in
+  first)
+    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu -k "mo_storage" > "$OUT/pytest_mo_storage.txt" 2>&1
+    tail -3 "$OUT/pytest_mo_storage.txt"
+    for mode in compact1 compact2; do
+      LLMSPARSE_MMSP_MO=$mode LLMSPARSE_KERNEL_CACHE=off timeout 100 python3 bench/bench_kernels.py \
+        --shapes llama2-7b,llama2-70b --m 1,16 --dtype bf16,fp16 --paths gemvg,gemv,mmg,cslt,mmsp --no-stock \
+        --out "$OUT/k_$mode" 2>&1 | grep "^|"
+    done
+    LLMSPARSE_MMSP_MO=compact2 LLMSPARSE_KERNEL_CACHE=off timeout 200 python3 bench/bench_e2e.py --dtype bf16 \
+      --out "$OUT/e2e_compact2" > "$OUT/e2e_compact2.log" 2>&1; tail -5 "$OUT/e2e_compact2.log"
+    ;;
+  b16)
+    LLMSPARSE_MMSP_MO=0 LLMSPARSE_KERNEL_CACHE=off timeout 280 python3 bench/bench_e2e.py --dtype bf16 \
+      --compile layers --batch 16 --out "$OUT/e2e_b16_mo0" > "$OUT/e2e_b16_mo0.log" 2>&1; tail -5 "$OUT/e2e_b16_mo0.log"
+    ;;
+  *) echo "usage: bash bench/device/s17.sh first|b16" >&2; exit 2 ;;
+esac
