@@ -53,24 +53,16 @@ def main() -> int:
         paths = dispatch.check_paths(a.paths.split(",")) if a.paths else None
     except ValueError as e:
         ap.error(f"--paths: {e}")  # one line, exit 2, before anything is written
+    from llmsparse.kernels import gluon_mmsp
     from llmsparse.kernels.gluon_mmsp import CONFIG_SYNTAX, parse_configs
 
     try:
-        extra = parse_configs(a.mmsp_extra)
-        if any(c[2] not in (1, 2) for c in extra):
-            raise ValueError
+        gluon_mmsp.add_candidates(parse_configs(a.mmsp_extra))
     except ValueError:
         ap.error(f"--mmsp-extra: expected '{CONFIG_SYNTAX};...' with NT 1 or 2, got {a.mmsp_extra!r}")
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
-    from llmsparse.kernels import gluon_mmsp
-
-    for c in extra:  # NT = 1 covers 8 tokens (the M <= 8 bucket), NT = 2 covers 16; MO ones go where MO tuning
-        # (LLMSPARSE_MMSP_MO=1) and MO storage (compact*) take them from
-        bucket = (gluon_mmsp.MMSP_MO_CONFIGS if gluon_mmsp.is_mo(c) else gluon_mmsp.MMSP_CONFIGS)[8 if c[2] == 1 else 16]
-        if c not in bucket:
-            bucket.append(c)
     from llmsparse.kernels import benchmark as B
 
     os.makedirs(a.out, exist_ok=True)

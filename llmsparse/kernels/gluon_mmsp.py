@@ -927,6 +927,21 @@ def storage_order(in_features: int, order: int | None = None) -> int:
     return order if in_features % MMSP_K == 0 else 0
 
 
+def add_candidates(cfgs) -> None:
+    """Add mmsp configurations to the dispatcher's candidates for this process (``bench_kernels.py
+    --mmsp-extra``): NT = 1 to the M <= 8 bucket, NT = 2 to M = 9-16; MO ones to MMSP_MO_CONFIGS, where MO tuning
+    and MO storage read them, the others to MMSP_CONFIGS. Each is checked first (:func:`kernel_consts`, where
+    this Triton has Gluon's linear layouts); ValueError for one that is not valid."""
+    for c in map(tuple, cfgs):
+        if MMSP_AVAILABLE:
+            kernel_consts(c, True)
+        if len(c) < 4 or c[2] not in (1, 2):
+            raise ValueError(f"mmsp candidates cover 8 or 16 tokens (NT 1 or 2): {c}")
+        bucket = (MMSP_MO_CONFIGS if is_mo(c) else MMSP_CONFIGS)[8 if c[2] == 1 else 16]
+        if c not in bucket:
+            bucket.append(c)
+
+
 def kernel_options(cfg: tuple) -> dict:
     """Launch options of a configuration: RG (14th element), a cap on registers per thread (``maxnreg``; 0: none).
     A cap of 168 lets three 4-warp programs share an SM (65536 registers) where the compiler takes 169-255;

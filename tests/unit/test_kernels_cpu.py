@@ -662,6 +662,27 @@ def _bench_script(rel: str):
     return mod
 
 
+def test_extra_mmsp_candidates_go_where_their_tuning_reads_them(monkeypatch):
+    """gluon_mmsp.add_candidates (bench_kernels.py --mmsp-extra): a row-major configuration joins MMSP_CONFIGS, an
+    MO one MMSP_MO_CONFIGS (which MO tuning and MO storage read; before, MO extras landed in the row-major list, so
+    an MO-storage table never timed them), each in the bucket of its NT, once; an invalid one raises."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    monkeypatch.setattr(g, "MMSP_CONFIGS", {k: list(v) for k, v in g.MMSP_CONFIGS.items()})
+    monkeypatch.setattr(g, "MMSP_MO_CONFIGS", {k: list(v) for k, v in g.MMSP_MO_CONFIGS.items()})
+    n8, n16 = len(g.MMSP_CONFIGS[8]), len(g.MMSP_MO_CONFIGS[16])
+    rm, mo = (8, 2, 1, 2, 1), (2, 4, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)
+    g.add_candidates([rm, mo, mo])
+    assert g.MMSP_CONFIGS[8][-1] == rm and len(g.MMSP_CONFIGS[8]) == n8 + 1
+    assert g.MMSP_MO_CONFIGS[16][-1] == mo and len(g.MMSP_MO_CONFIGS[16]) == n16 + 1
+    assert mo not in g.MMSP_CONFIGS[16]
+    monkeypatch.setattr(g, "MO_TUNING", 1)
+    assert mo in g.mmsp_configs_for(16) and rm in g.mmsp_configs_for(8)
+    for bad in [(4, 2, 4, 1, 1), (4, 1, 2, 0, 0, 0, 0, 4, 1, 0, 0, 0, 3)]:  # NT = 4; XL without register prefetch
+        with pytest.raises(ValueError):
+            g.add_candidates([bad])
+
+
 def test_mmsp_configuration_lists_parse_or_fail_in_one_line(monkeypatch, capsys):
     """The device scripts' ``--mmsp-extra``/``--mmsp-cfgs`` syntax (gluon_mmsp.parse_configs): 4 to 14
     integers per entry; bench_kernels.py rejects anything else, or an NT it has no bucket for, with a
