@@ -5,6 +5,8 @@
 #                                    order 1 and 2 at M = 1, 16 (bf16, fp16), then end to end with compact2 (bf16,
 #                                    eager): can one copy of order 2 be the default? (about 5 minutes warm)
 #   bash bench/device/s17.sh b16     batch-16 decode without MO (bf16, compiled layers): the baseline of the 1.40x
+#   bash bench/device/s17.sh sk      XL at M = 16 with split counts that are not powers of two (SK = 3, 5, 6) on
+#                                    8192x8192 and 4096x4096, where the program count against 132 SMs may leave a tail
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -24,5 +26,12 @@ case ${1:-} in
     LLMSPARSE_MMSP_MO=0 LLMSPARSE_KERNEL_CACHE=off timeout 280 python3 bench/bench_e2e.py --dtype bf16 \
       --compile layers --batch 16 --out "$OUT/e2e_b16_mo0" > "$OUT/e2e_b16_mo0.log" 2>&1; tail -5 "$OUT/e2e_b16_mo0.log"
     ;;
-  *) echo "usage: bash bench/device/s17.sh first|b16" >&2; exit 2 ;;
+  sk)
+    SKC="4,2,2,3,0,0,0,3,1,0,0,0,4;4,2,2,3,0,0,0,5,1,0,0,0,4;4,2,2,3,0,0,0,6,1,0,0,0,4;4,1,2,3,0,0,0,3,1,0,0,0,4"
+    SKC="$SKC;4,1,2,3,0,0,0,5,1,0,0,0,4;4,1,2,3,0,0,0,6,1,0,0,0,4;2,2,2,3,0,0,0,3,1,0,0,0,4;2,2,2,3,0,0,0,6,1,0,0,0,4"
+    SKC="$SKC;4,2,2,3,0,0,0,2,1,0,0,0,4;4,2,2,3,0,0,0,4,1,0,0,0,4;2,2,2,3,0,0,0,4,1,0,0,0,4"
+    timeout 150 python3 bench/device/mo_probe.py --out "$OUT/sk.json" --dtype fp16,bf16 --m 16 --mo "$SKC" \
+      --shapes 8192x8192,4096x4096 2>&1 | grep -v Warn
+    ;;
+  *) echo "usage: bash bench/device/s17.sh first|b16|sk" >&2; exit 2 ;;
 esac
