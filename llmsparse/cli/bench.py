@@ -19,6 +19,7 @@ Examples:
 
   llmsparse bench --shapes llama2-70b --m 1,16 --mma-order          # MO copies too (faster, more memory)
   llmsparse bench --shapes llama2-7b --m 1,16 --mo-storage          # layers hold only the MO copy
+  llmsparse bench --shapes llama2-7b --m 1,16 --mo-storage-order 2  # the XL kernels' copy
 
   llmsparse bench --shapes 11008x4096 --json gemm.json --plot gemm.png --overwrite
 
@@ -74,6 +75,10 @@ def bench(
                                               "of the weights in MMA operand order and are tuned over what it runs "
                                               "(MO mmsp, cuSPARSELt, dense): MO without the memory. Default: "
                                               "LLMSPARSE_MMSP_MO=compact turns it on."),
+    mo_storage_order: Optional[int] = typer.Option(None, "--mo-storage-order", help="Which copy MO storage holds: 1 "
+                                                   "(the M = 1 kernels' order) or 2 (the M = 2-16 XL kernels' order); "
+                                                   "implies --mo-storage. Default: 1 (LLMSPARSE_MMSP_MO=compact2 "
+                                                   "for 2)."),
     json_path: str = typer.Option("bench-results.json", "--json", help="Where to write all numbers (JSON)."),
     plot: Optional[str] = typer.Option("bench-speedup.png", "--plot", help="PNG of speedup vs M ('' for none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--plot files."),
@@ -98,6 +103,8 @@ def bench(
             path_list = check_paths([p.strip() for p in paths.split(",") if p.strip()])
         except ValueError as e:
             raise UserError(f"--paths: {e}")
+    if mo_storage_order is not None and (mo_storage_order not in (1, 2) or mo_storage is False):
+        raise UserError("--mo-storage-order must be 1 or 2, and goes with --mo-storage (not --no-mo-storage)")
     for p in [json_path] + ([plot] if plot else []):
         if os.path.exists(p) and not overwrite:
             raise UserError(f"{p} exists; pass --overwrite or choose another --json/--plot path")
@@ -131,7 +138,9 @@ def bench(
 
     if mma_order is not None:
         gluon_mmsp.MO_TUNING = int(mma_order)
-    if mo_storage is not None:
+    if mo_storage_order is not None:
+        gluon_mmsp.MO_STORAGE = mo_storage_order
+    elif mo_storage is not None:
         gluon_mmsp.MO_STORAGE = gluon_mmsp.MO_STORAGE_ORDER if mo_storage else 0
     log = lambda s: console.print(s, highlight=False)  # noqa: E731
     result = {"env": B.env_info(), "command": "llmsparse " + " ".join(sys.argv[1:]), "gemm": [], "e2e": None}

@@ -582,7 +582,10 @@ def test_bench_cli_gemm_table_shows_the_compiled_choice(tmp_path, monkeypatch, c
 
 
 @pytest.mark.parametrize("flag,env,want", [([], 0, 0), ([], 1, 1), (["--mma-order"], 0, 1), (["--no-mma-order"], 1, 0),
-                                           (["--mo-storage"], 0, "s1"), (["--no-mo-storage"], 1, "s0")])
+                                           (["--mo-storage"], 0, "s1"), (["--no-mo-storage"], 1, "s0"),
+                                           (["--mo-storage-order", "2"], 0, "s2"),
+                                           (["--mo-storage", "--mo-storage-order", "2"], 1, "s2"),
+                                           (["--mo-storage-order", "1"], 2, "s1")])
 def test_bench_cli_mma_order_flag_sets_the_mo_candidates(tmp_path, monkeypatch, flag, env, want):
     """``llmsparse bench --mma-order / --no-mma-order`` turns the MO candidates on or off for the measurement
     (gluon_mmsp.MO_TUNING, which the results' kernel settings record); without the flag the import-time
@@ -610,6 +613,18 @@ def test_bench_cli_mma_order_flag_sets_the_mo_candidates(tmp_path, monkeypatch, 
     rc = main(["bench", "--shapes", "4096x4096", "--m", "16", "--dtype", "fp16", "--json", str(out), "--plot", ""] + flag)
     assert rc in (0, None) and seen == [want]
     assert json.loads(out.read_text())["env"]["kernel_settings"][key] == want
+
+
+@pytest.mark.parametrize("flag", [["--mo-storage-order", "3"], ["--mo-storage-order", "0"],
+                                  ["--no-mo-storage", "--mo-storage-order", "2"]])
+def test_bench_cli_rejects_a_bad_mo_storage_order(tmp_path, capsys, flag):
+    """A storage order other than 1 or 2, or one given with --no-mo-storage: one line, exit 2, nothing written."""
+    from llmsparse.cli.main import main
+
+    out = tmp_path / "r.json"
+    rc = main(["bench", "--shapes", "4096x4096", "--m", "16", "--json", str(out), "--plot", ""] + flag)
+    err = capsys.readouterr().err
+    assert rc == 2 and "--mo-storage-order" in err and "Traceback" not in err and not out.exists()
 
 
 def test_pick_extra_keeps_only_configurations_that_win_a_row(tmp_path, capsys):
