@@ -58,8 +58,8 @@ def main() -> int:
 
     try:
         gluon_mmsp.add_candidates(parse_configs(a.mmsp_extra))
-    except ValueError:
-        ap.error(f"--mmsp-extra: expected '{CONFIG_SYNTAX};...' with NT 1 or 2, got {a.mmsp_extra!r}")
+    except ValueError as e:  # the syntax, or a configuration kernel_consts refuses: say which and why
+        ap.error(f"--mmsp-extra: expected '{CONFIG_SYNTAX};...' with NT 1 or 2, got {a.mmsp_extra!r} ({e})")
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
