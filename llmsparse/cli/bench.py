@@ -17,9 +17,9 @@ Examples:
 
   llmsparse bench --shapes llama2-7b,llama2-70b --m 1,16,4096 --dtype fp16
 
-  llmsparse bench --shapes llama2-70b --m 1,16 --mma-order          # MO copies too (faster, more memory)
-  llmsparse bench --shapes llama2-7b --m 1,16 --mo-storage          # layers hold only the MO copy
-  llmsparse bench --shapes llama2-7b --m 1,16 --mo-storage-order 2  # the XL kernels' copy
+  llmsparse bench --shapes llama2-7b --m 1,16 --no-mo-storage       # layers keep the row-major packed pair
+  llmsparse bench --shapes llama2-7b --m 1,16 --mo-storage-order 1  # the M = 1 kernels' copy (default: 2)
+  llmsparse bench --shapes llama2-70b --m 1,16 --no-mo-storage --mma-order  # a second copy beside the pair
 
   llmsparse bench --shapes 11008x4096 --json gemm.json --plot gemm.png --overwrite
 
@@ -73,12 +73,13 @@ def bench(
                                              "LLMSPARSE_MMSP_MO=1 turns it on."),
     mo_storage: Optional[bool] = typer.Option(None, "--mo-storage/--no-mo-storage", help="Layers hold only the copy "
                                               "of the weights in MMA operand order and are tuned over what it runs "
-                                              "(MO mmsp, cuSPARSELt, dense): MO without the memory. Default: "
-                                              "LLMSPARSE_MMSP_MO=compact turns it on."),
+                                              "(MO mmsp, cuSPARSELt, dense): MO without the memory. Default: on "
+                                              "(on Hopper GPUs, with mmsp among --paths); LLMSPARSE_MMSP_MO=0 "
+                                              "turns it off."),
     mo_storage_order: Optional[int] = typer.Option(None, "--mo-storage-order", help="Which copy MO storage holds: 1 "
                                                    "(the M = 1 kernels' order) or 2 (the M = 2-16 XL kernels' order); "
-                                                   "implies --mo-storage. Default: 1 (LLMSPARSE_MMSP_MO=compact2 "
-                                                   "for 2)."),
+                                                   "implies --mo-storage. Default: 2 (LLMSPARSE_MMSP_MO=compact1 "
+                                                   "for 1)."),
     json_path: str = typer.Option("bench-results.json", "--json", help="Where to write all numbers (JSON)."),
     plot: Optional[str] = typer.Option("bench-speedup.png", "--plot", help="PNG of speedup vs M ('' for none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--plot files."),

@@ -94,7 +94,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
         for (n, k) in shapes:
             t0 = time.time()
             # with gluon_mmsp.MO_STORAGE: the table of layers that hold only the MMA-order copy (dispatch.mo_key)
-            mo_only = gluon_mmsp.storage_order(k)
+            mo_only = gluon_mmsp.storage_order(k, device=dev, paths=paths or dispatch.DEFAULT_PATHS)
             sb = ShapeBench(n, k, dtype, dev, with_cslt=True, with_stock=stock, mo_orders=(mo_only,) if mo_only else ())
             buckets = sorted({bucket_of(m) for m in ms})
             n_rec = len(dispatch.RECORDS)

@@ -906,24 +906,52 @@ MMSP_MO_CONFIGS = {
          (4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 2, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4),
          (2, 2, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)],
 }
-# Opt-in (``LLMSPARSE_MMSP_MO=1`` at import, or this attribute): the dispatcher's table with it on (thirteenth
-# session, H100) picked an MO configuration in all 12 M = 16 rows. Not the default because of memory: the copy is a
-# second set of packed weights (0.5625x the dense size) in every layer that picks an MO configuration.
-_MO_ENV = os.environ.get("LLMSPARSE_MMSP_MO", "0").strip().lower()
-MO_TUNING = 1 if _MO_ENV == "1" else 0
-# MO storage (fifteenth session; ``LLMSPARSE_MMSP_MO=compact`` at import, or this attribute, or per layer
-# ``SparseLinear.mo_storage``): layers are tuned over what the copy of this order can run (the MO configurations of
-# MMSP_MO_CONFIGS at every M <= 16, cuSPARSELt, dense; dispatch.mo_key) and hold that copy instead of the row-major
-# packed weights, so MO costs no memory. 0: off; 1 or 2: the copy's order (``compact1`` / ``compact2``; ``compact``:
-# MO_STORAGE_ORDER, the order whose configurations measured fastest over M = 1-16).
-MO_STORAGE_ORDER = 1
-MO_STORAGE = {"compact": MO_STORAGE_ORDER, "compact1": 1, "compact2": 2}.get(_MO_ENV, 0)
+# ``LLMSPARSE_MMSP_MO`` at import (or these attributes; per layer ``SparseLinear.mo_storage``):
+#   unset, ``compact``: MO storage of MO_STORAGE_ORDER (the default since the eighteenth session);
+#   ``compact1`` / ``compact2``: MO storage of that order; ``0`` or ``off``: neither; ``1``: MO tuning (below).
+# MO tuning (MO_TUNING): the dispatcher also measures the MO configurations on a *second* copy of the weights beside
+# the packed pair (0.5625x the dense size more in every layer that picks one); thirteenth session.
+# MO storage (MO_STORAGE; fifteenth session): layers are tuned over what the copy of this order can run (the MO
+# configurations of MMSP_MO_CONFIGS at every M <= 16, cuSPARSELt, dense; dispatch.mo_key) and hold that copy
+# *instead of* the row-major packed weights, so MO costs no memory. Taken from here (not set per layer) it applies
+# only where it was measured to pay (mo_storage_applies: Hopper, Gluon's mmsp kernels, "mmsp" among the paths).
+# Order 2 is the default since the eighteenth session (H100, bench/results/*_s18.*): against order 1 it was as fast
+# at M = 1 (1.66-1.85x either way) and faster at M = 2-16 (M = 16: 1.55-1.76x against 1.36-1.66x, 10 of 12 rows at
+# 1.6x or more in two of three tables), and against MO storage off it decoded a Llama-2-7B-shaped model as fast
+# at batch 1 (bf16 compiled 1.60x vs 1.57x) and faster at batch 16 (1.40x vs 1.26x), with the same memory.
+MO_STORAGE_ORDER = 2
+_MO_MODES = {"": (0, MO_STORAGE_ORDER), "compact": (0, MO_STORAGE_ORDER), "compact1": (0, 1), "compact2": (0, 2),
+             "0": (0, 0), "off": (0, 0), "1": (1, 0)}
+_MO_ENV = os.environ.get("LLMSPARSE_MMSP_MO", "").strip().lower()
+if _MO_ENV not in _MO_MODES:
+    import warnings
+
+    warnings.warn(f"LLMSPARSE_MMSP_MO={_MO_ENV!r} is not one of {', '.join(m for m in _MO_MODES if m)}: "
+                  "the default (compact) is used", stacklevel=1)
+MO_TUNING, MO_STORAGE = _MO_MODES.get(_MO_ENV, _MO_MODES[""])
 
 
-def storage_order(in_features: int, order: int | None = None) -> int:
-    """The MMA-order copy a layer of this width holds instead of its packed weights (``order``, default
-    MO_STORAGE; 0 where the width is not a multiple of MMSP_K, which the MO kernels need)."""
-    order = MO_STORAGE if order is None else order
+def mo_storage_applies(device, paths) -> bool:
+    """Whether MO_STORAGE (the process-wide setting) applies to a layer on ``device`` measured over ``paths``: on
+    CUDA devices of compute capability 9.x (where the MO kernels were measured), with Gluon's mmsp kernels and
+    ``"mmsp"`` among the paths (without them the copy could run nothing but cuSPARSELt)."""
+    device = torch.device(device)
+    if not (MMSP_AVAILABLE and "mmsp" in paths and device.type == "cuda" and torch.cuda.is_available()):
+        return False
+    return torch.cuda.get_device_capability(device)[0] == 9
+
+
+def storage_order(in_features: int, order: int | None = None, *, device=None, paths=None) -> int:
+    """The MMA-order copy a layer of this width holds instead of its packed weights: ``order``, or by default
+    MO_STORAGE where :func:`mo_storage_applies` to ``device`` and ``paths`` (``dispatch.DEFAULT_PATHS`` if None;
+    not checked without a device); 0 where the width is not a multiple of MMSP_K, which the MO kernels need."""
+    if order is None:
+        if device is not None:
+            from .dispatch import DEFAULT_PATHS
+
+            if not mo_storage_applies(device, DEFAULT_PATHS if paths is None else paths):
+                return 0
+        order = MO_STORAGE
     return order if in_features % MMSP_K == 0 else 0
 
 

@@ -8,7 +8,8 @@ State (what ``state_dict`` holds): ``values[out, in/2]``, ``meta[out, in/8]`` (u
 * on CUDA: cuSPARSELt's compressed weight when the dispatcher picked cuSPARSELt for some M, and the
   dense-with-zeros weight when it picked dense for some M (``keep_dense``).
 
-A layer with ``mo_storage`` (``LLMSPARSE_MMSP_MO=compact``) on CUDA is tuned over what an MMA-order copy of its
+A layer with MO storage (the default on Hopper GPUs since the eighteenth session; ``mo_storage``,
+``LLMSPARSE_MMSP_MO``) on CUDA is tuned over what an MMA-order copy of its
 weights (``gluon_mmsp.mma_order``) can run, and then holds that copy *instead of* ``values``/``meta`` (which
 shrink to empty tensors; ``state_dict``, ``dense_weight`` and dtype casts rebuild them, bit for bit, with
 ``gluon_mmsp.row_major_order``): the faster MO kernels at no memory cost.
@@ -143,7 +144,9 @@ class SparseLinear(nn.Module):
         """The MMA-order copy this layer would hold instead of its packed buffers (0: none)."""
         from . import gluon_mmsp
 
-        order = gluon_mmsp.MO_STORAGE if self.mo_storage is None else int(self.mo_storage)
+        if self.mo_storage is None:  # the process-wide setting, where it applies (Hopper, mmsp among the paths)
+            return gluon_mmsp.storage_order(self.in_features, device=self.values.device, paths=self.allowed_paths)
+        order = int(self.mo_storage)
         if order not in (0, 1, 2):
             raise ValueError(f"SparseLinear.mo_storage must be None, 0, 1 or 2, got {self.mo_storage!r}")
         return gluon_mmsp.storage_order(self.in_features, order)
@@ -299,7 +302,14 @@ class SparseLinear(nn.Module):
             else:
                 self._mo_values = self._mo_meta = None
                 self._mo_order = 0
-        runs = chosen if compact or not self._table_view else self._table_view.values()
+        # what runs: the view table's choices where there is one (compiled calls); eager calls of such a layer
+        # where the eager table picked dense take a fallback instead (_plan). A layer holding only the copy falls
+        # back on cuSPARSELt's form for M > 16 (on the copy for M <= 16), so without that form it keeps the dense
+        # weight for those choices (before the eighteenth session it kept it whenever the eager table picked dense:
+        # the whole dense weight beside the copy and cuSPARSELt's form in every fp16 layer prepared for compile)
+        runs = list(self._table_view.values()) if self._table_view else chosen
+        if compact and self._table_view and self._cslt is None:
+            runs += [c for c in (self._table or {}).values() if c.path == "dense"]
         runs = [self._held(c) for c in runs]  # a stand-in may be what needs the dense weight
         if any(c.path == "dense" for c in runs) and self.keep_dense is not False:
             self._get_dense()
@@ -319,7 +329,7 @@ class SparseLinear(nn.Module):
         if b not in self._table and not capturing and (self.lazy_tune or not self._table):
             self.prepare((b,))
         if not self._table:  # inside a capture with nothing measured: a path that needs no derived form
-            return _best_sparse_fallback(m, self._cslt is not None)
+            return _best_sparse_fallback(m, self._cslt is not None, self._stored_order)
         return self._plan(m)
 
     def _plan(self, m: int, view: bool = False) -> dispatch.Choice:
@@ -338,7 +348,7 @@ class SparseLinear(nn.Module):
         c = self._held(c)
         if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
                 or (c.path == "cslt" and self._cslt is None)):
-            c = _best_sparse_fallback(m, self._cslt is not None)
+            c = _best_sparse_fallback(m, self._cslt is not None, self._stored_order)
         return c
 
     def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor:
@@ -427,11 +437,20 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
-def _best_sparse_fallback(m: int, have_cslt: bool) -> dispatch.Choice:
+def _best_sparse_fallback(m: int, have_cslt: bool, stored_order: int = 0) -> dispatch.Choice:
     """A sparse path that needs no form the layer lacks: for keep_dense=False where dense won, and for
-    a choice whose derived form was not built (inside a capture, under torch.compile)."""
+    a choice whose derived form was not built (inside a capture, under torch.compile). ``stored_order``: the
+    layer holds only the MMA-order copy of that order (no packed pair): an MO configuration of that order for
+    M <= 16 (the range they are tested on), cuSPARSELt's form above if held, else the MO configuration anyway."""
     from .triton_sp24 import MM_CONFIGS
 
+    if stored_order:
+        from .gluon_mmsp import MMSP_MO_CONFIGS, mo_order
+
+        if m > 16 and have_cslt:
+            return dispatch.Choice("cslt", (0, 1))
+        cfgs = MMSP_MO_CONFIGS[8 if m <= 8 else 16]
+        return dispatch.Choice("mmsp", next(c for c in cfgs if mo_order(c) == stored_order))
     if m > 256 and have_cslt:
         return dispatch.Choice("cslt", (0, 1))
     bm = 16 if m <= 16 else 64
@@ -496,8 +515,9 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     compile and run eagerly takes a packed-form path where its eager choice was dense).
     With ``LLMSPARSE_MMSP_MO=1`` (``gluon_mmsp.MO_TUNING``) the dispatcher also measures ``mmsp`` on a copy of
     the packed weights in MMA operand order (faster at M = 2-16 on an H100, docs/kernels.md); layers that pick
-    it hold that copy too (another 0.5625x of the dense weight). ``mo_storage`` (1 or 2, the copy's order; default
-    ``gluon_mmsp.MO_STORAGE``, set by ``LLMSPARSE_MMSP_MO=compact[1|2]``): layers are tuned over what that copy can run
+    it hold that copy too (another 0.5625x of the dense weight). ``mo_storage`` (0 off, 1 or 2 the copy's order;
+    default ``gluon_mmsp.MO_STORAGE``, order 2 unless ``LLMSPARSE_MMSP_MO`` says otherwise, applied where
+    ``gluon_mmsp.mo_storage_applies``: Hopper, mmsp among the paths): layers are tuned over what that copy can run
     (MO ``mmsp``, cuSPARSELt, dense) and hold the copy instead of the row-major packed weights, so MO costs no
     memory (:class:`SparseLinear`).
 

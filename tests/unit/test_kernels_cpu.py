@@ -582,7 +582,7 @@ def test_bench_cli_gemm_table_shows_the_compiled_choice(tmp_path, monkeypatch, c
 
 
 @pytest.mark.parametrize("flag,env,want", [([], 0, 0), ([], 1, 1), (["--mma-order"], 0, 1), (["--no-mma-order"], 1, 0),
-                                           (["--mo-storage"], 0, "s1"), (["--no-mo-storage"], 1, "s0"),
+                                           (["--mo-storage"], 0, "s2"), (["--no-mo-storage"], 1, "s0"),
                                            (["--mo-storage-order", "2"], 0, "s2"),
                                            (["--mo-storage", "--mo-storage-order", "2"], 1, "s2"),
                                            (["--mo-storage-order", "1"], 2, "s1")])
@@ -1071,23 +1071,100 @@ def test_a_layer_prepared_for_compile_keeps_dense_only_where_compiled_choices_us
     assert lin._dense is not None and lin._plan(4096).path == "dense"
 
 
+def test_a_layer_holding_only_the_copy_prepared_for_compile_drops_the_dense_weight(monkeypatch):
+    """MO storage with a view table (for_compile): where only the eager table picks dense (fp16 M = 4096: eager
+    cuSPARSELt loses, its transposed view wins), the layer no longer keeps the whole dense weight beside the copy and
+    cuSPARSELt's form (a Llama-2-7B-shaped fp16 model held 27.5 GB of decoder linears instead of 14.6 GB, H100,
+    eighteenth session): an eager call there falls back on cuSPARSELt's form, and at M <= 16 on an MO configuration
+    of the copy's order -- never on a path that reads the (empty) packed pair. Without cuSPARSELt's form the eager
+    table's dense choices still keep the dense weight."""
+    from llmsparse.kernels import cslt, gluon_mmsp, linear
+
+    monkeypatch.setattr(cslt, "compress", lambda w: w.clone())  # CPU stand-in for cuSPARSELt's form
+    w = _w24(48, 256).half()
+    for order in (1, 2):
+        lin = SparseLinear.from_dense(w)
+        lin.mo_storage, lin.for_compile = order, True
+        mo1 = dispatch.Choice("mmsp", next(c for c in gluon_mmsp.MMSP_MO_CONFIGS[8] if gluon_mmsp.mo_order(c) == order))
+        lin._table = {1: mo1, 4096: dispatch.Choice("dense")}
+        lin._table_view = {1: mo1, 4096: dispatch.Choice("cslt", (0, 2))}
+        lin._materialize()
+        assert lin._stored_order == order and lin.values.numel() == 0 and lin._cslt is not None
+        assert lin._dense is None
+        assert lin._plan(4096, view=True) == dispatch.Choice("cslt", (0, 2)) and lin._plan(4096).path == "cslt"
+        assert lin._plan(300).path == "cslt" and lin._plan(1) == mo1
+        lin._table = {1: dispatch.Choice("dense"), 16: dispatch.Choice("dense")}
+        for m in (1, 3, 8, 13, 16):  # an eager call the table sends to dense: the copy's kernels, not the pair's
+            c = lin._plan(m)
+            assert c.path == "mmsp" and gluon_mmsp.mo_order(c.cfg) == order and lin._mo(c) is not None, (m, c)
+            assert c.cfg in gluon_mmsp.MMSP_MO_CONFIGS[8 if m <= 8 else 16]
+        assert linear._best_sparse_fallback(64, False, order).path == "mmsp"
+        assert linear._best_sparse_fallback(64, True, 0).path == "mm"  # a layer with its packed pair: as before
+        lin._table = {1: mo1, 16: dispatch.Choice("dense")}
+        lin._table_view = {1: mo1, 16: mo1}  # no cuSPARSELt form to fall back on above M = 16: dense kept
+        lin._materialize()
+        assert lin._stored_order == order and lin._cslt is None and lin._dense is not None
+        assert torch.equal(lin._dense, w)
+
+
+def test_default_mo_storage_applies_only_on_hopper_with_the_mmsp_kernels(monkeypatch):
+    """The process-wide MO storage (on by default) reaches a layer only on a CUDA device of compute capability 9.x
+    with Gluon's mmsp kernels and "mmsp" among its paths (elsewhere the copy could run only cuSPARSELt, and would
+    replace the gemv kernels that win at M = 1); a layer's own mo_storage is taken as given; widths that are not a
+    multiple of 128 never hold the copy."""
+    from llmsparse.kernels import gluon_mmsp
+
+    monkeypatch.setattr(gluon_mmsp, "MO_STORAGE", 2)
+    monkeypatch.setattr(gluon_mmsp, "MMSP_AVAILABLE", True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cap = [(9, 0)]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cap[0])
+    paths = dispatch.DEFAULT_PATHS
+    assert gluon_mmsp.mo_storage_applies("cuda", paths) and gluon_mmsp.storage_order(4096, device="cuda") == 2
+    assert gluon_mmsp.storage_order(4096 + 32, device="cuda") == 0
+    assert not gluon_mmsp.mo_storage_applies("cpu", paths) and gluon_mmsp.storage_order(4096, device="cpu") == 0
+    assert gluon_mmsp.storage_order(4096, device="cuda", paths=("gemvg", "cslt")) == 0
+    assert gluon_mmsp.storage_order(4096) == 2  # no device: the setting as it is (the offline tools)
+    assert gluon_mmsp.storage_order(4096, 1, device="cpu") == 1  # an explicit order: as given
+    cap[0] = (8, 0)
+    assert not gluon_mmsp.mo_storage_applies("cuda", paths) and gluon_mmsp.storage_order(4096, device="cuda") == 0
+    cap[0] = (10, 0)
+    assert gluon_mmsp.storage_order(4096, device="cuda") == 0
+    cap[0] = (9, 0)
+    monkeypatch.setattr(gluon_mmsp, "MMSP_AVAILABLE", False)
+    assert gluon_mmsp.storage_order(4096, device="cuda") == 0
+    monkeypatch.setattr(gluon_mmsp, "MMSP_AVAILABLE", True)
+    monkeypatch.setattr(dispatch, "device_name", lambda device=None: "test-gpu")
+    lin = SparseLinear.from_dense(_w24(16, 256).half())  # on the CPU: the default does not apply ...
+    assert lin._storage_order() == 0 and lin._key() == dispatch.make_key(16, 256, torch.float16, False, lin.values.device)
+    lin.mo_storage = 1  # ... a layer's own setting does
+    assert lin._storage_order() == 1
+    lin.mo_storage, lin.values = None, lin.values.to("meta")  # a CUDA-like device type is what the default checks
+    monkeypatch.setattr(gluon_mmsp, "mo_storage_applies", lambda device, paths: "mmsp" in paths)
+    assert lin._storage_order() == 2
+    lin.allowed_paths = ("gemvg", "cslt")
+    assert lin._storage_order() == 0
+
+
 def test_mo_env_selects_tuning_or_storage_and_its_order():
-    """LLMSPARSE_MMSP_MO at import: 1 turns MO tuning on; compact, compact1, compact2 turn MO storage on with
-    MO_STORAGE_ORDER, order 1 or order 2; anything else leaves both off."""
+    """LLMSPARSE_MMSP_MO at import: unset or compact: MO storage of MO_STORAGE_ORDER (2, the default since the
+    eighteenth session); compact1 / compact2: that order; 0 or off: neither; 1: MO tuning (a second copy) without
+    storage; anything else: a warning naming the accepted values, and the default."""
     import subprocess
     import sys
 
-    code = ("from llmsparse.kernels import gluon_mmsp as g; "
+    code = ("import warnings; warnings.simplefilter('always'); from llmsparse.kernels import gluon_mmsp as g; "
             "print(g.MO_TUNING, g.MO_STORAGE, g.MO_STORAGE_ORDER)")
-    got = {}
-    for val in ("0", "1", "compact", "compact1", "compact2", "bogus"):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             env={**os.environ, "LLMSPARSE_MMSP_MO": val}).stdout.split()
-        got[val] = tuple(map(int, out))
-    order = got["0"][2]
-    assert order in (1, 2)
-    assert got == {"0": (0, 0, order), "1": (1, 0, order), "compact": (0, order, order), "compact1": (0, 1, order),
-                   "compact2": (0, 2, order), "bogus": (0, 0, order)}
+    got, errs = {}, {}
+    env = {k: v for k, v in os.environ.items() if k != "LLMSPARSE_MMSP_MO"}
+    for val in (None, "0", "off", "1", "compact", "compact1", "compact2", " Compact2 ", "bogus"):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=env if val is None else {**env, "LLMSPARSE_MMSP_MO": val})
+        got[val], errs[val] = tuple(map(int, r.stdout.split())), r.stderr
+    assert got == {None: (0, 2, 2), "0": (0, 0, 2), "off": (0, 0, 2), "1": (1, 0, 2), "compact": (0, 2, 2),
+                   "compact1": (0, 1, 2), "compact2": (0, 2, 2), " Compact2 ": (0, 2, 2), "bogus": (0, 2, 2)}
+    assert "LLMSPARSE_MMSP_MO='bogus'" in errs["bogus"] and "compact1" in errs["bogus"]
+    assert not any("LLMSPARSE_MMSP_MO" in e for v, e in errs.items() if v != "bogus")
 
 
 def test_an_mo_choice_carries_a_measured_stand_in_for_layers_without_its_copy(monkeypatch):
