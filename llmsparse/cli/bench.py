@@ -19,7 +19,7 @@ Examples:
 
   llmsparse bench --shapes llama2-7b --m 1,16 --no-mo-storage       # layers keep the row-major packed pair
   llmsparse bench --shapes llama2-7b --m 1,16 --mo-storage-order 1  # the M = 1 kernels' copy (default: 2)
-  llmsparse bench --shapes llama2-70b --m 1,16 --no-mo-storage --mma-order  # a second copy beside the pair
+  llmsparse bench --shapes llama2-70b --m 1,16 --mma-order          # a second copy beside the pair
 
   llmsparse bench --shapes 11008x4096 --json gemm.json --plot gemm.png --overwrite
 
@@ -69,8 +69,8 @@ def bench(
                                         "(default gemvg,mmsp,gemv,mmg,cslt; mm and mmb may be added)."),
     mma_order: Optional[bool] = typer.Option(None, "--mma-order/--no-mma-order", help="Also measure mmsp on a second "
                                              "copy of the weights in MMA operand order (faster at M = 2-16, more "
-                                             "memory: each layer that picks it holds the copy). Default: "
-                                             "LLMSPARSE_MMSP_MO=1 turns it on."),
+                                             "memory: each layer that picks it holds the copy; turns MO storage off). "
+                                             "Default: LLMSPARSE_MMSP_MO=1 turns it on."),
     mo_storage: Optional[bool] = typer.Option(None, "--mo-storage/--no-mo-storage", help="Layers hold only the copy "
                                               "of the weights in MMA operand order and are tuned over what it runs "
                                               "(MO mmsp, cuSPARSELt, dense): MO without the memory. Default: on "
@@ -106,6 +106,9 @@ def bench(
             raise UserError(f"--paths: {e}")
     if mo_storage_order is not None and (mo_storage_order not in (1, 2) or mo_storage is False):
         raise UserError("--mo-storage-order must be 1 or 2, and goes with --mo-storage (not --no-mo-storage)")
+    if mma_order and (mo_storage or mo_storage_order is not None):
+        raise UserError("--mma-order (a second copy beside the packed pair) and --mo-storage (the copy instead of "
+                        "it) exclude each other")
     for p in [json_path] + ([plot] if plot else []):
         if os.path.exists(p) and not overwrite:
             raise UserError(f"{p} exists; pass --overwrite or choose another --json/--plot path")
@@ -139,6 +142,8 @@ def bench(
 
     if mma_order is not None:
         gluon_mmsp.MO_TUNING = int(mma_order)
+        if mma_order and mo_storage is None:  # the second-copy mode: layers keep the packed pair (MO storage off)
+            gluon_mmsp.MO_STORAGE = 0
     if mo_storage_order is not None:
         gluon_mmsp.MO_STORAGE = mo_storage_order
     elif mo_storage is not None:

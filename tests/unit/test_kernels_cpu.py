@@ -585,7 +585,7 @@ def test_bench_cli_gemm_table_shows_the_compiled_choice(tmp_path, monkeypatch, c
                                            (["--mo-storage"], 0, "s2"), (["--no-mo-storage"], 1, "s0"),
                                            (["--mo-storage-order", "2"], 0, "s2"),
                                            (["--mo-storage", "--mo-storage-order", "2"], 1, "s2"),
-                                           (["--mo-storage-order", "1"], 2, "s1")])
+                                           (["--mo-storage-order", "1"], 2, "s1"), (["--mma-order"], 2, "s0")])
 def test_bench_cli_mma_order_flag_sets_the_mo_candidates(tmp_path, monkeypatch, flag, env, want):
     """``llmsparse bench --mma-order / --no-mma-order`` turns the MO candidates on or off for the measurement
     (gluon_mmsp.MO_TUNING, which the results' kernel settings record); without the flag the import-time
@@ -616,15 +616,18 @@ def test_bench_cli_mma_order_flag_sets_the_mo_candidates(tmp_path, monkeypatch, 
 
 
 @pytest.mark.parametrize("flag", [["--mo-storage-order", "3"], ["--mo-storage-order", "0"],
-                                  ["--no-mo-storage", "--mo-storage-order", "2"]])
+                                  ["--no-mo-storage", "--mo-storage-order", "2"], ["--mma-order", "--mo-storage"],
+                                  ["--mma-order", "--mo-storage-order", "1"]])
 def test_bench_cli_rejects_a_bad_mo_storage_order(tmp_path, capsys, flag):
-    """A storage order other than 1 or 2, or one given with --no-mo-storage: one line, exit 2, nothing written."""
+    """A storage order other than 1 or 2, or one given with --no-mo-storage, or MO storage with --mma-order (the
+    second-copy mode): one line, exit 2, nothing written."""
     from llmsparse.cli.main import main
 
     out = tmp_path / "r.json"
     rc = main(["bench", "--shapes", "4096x4096", "--m", "16", "--json", str(out), "--plot", ""] + flag)
     err = capsys.readouterr().err
-    assert rc == 2 and "--mo-storage-order" in err and "Traceback" not in err and not out.exists()
+    assert rc == 2 and "--mo-storage" in err and "Traceback" not in err and not out.exists()
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_pick_extra_keeps_only_configurations_that_win_a_row(tmp_path, capsys):
