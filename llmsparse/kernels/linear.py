@@ -449,8 +449,9 @@ def _best_sparse_fallback(m: int, have_cslt: bool, stored_order: int = 0) -> dis
 
         if m > 16 and have_cslt:
             return dispatch.Choice("cslt", (0, 1))
-        cfgs = MMSP_MO_CONFIGS[8 if m <= 8 else 16]
-        return dispatch.Choice("mmsp", next(c for c in cfgs if mo_order(c) == stored_order))
+        for cfg in MMSP_MO_CONFIGS[8 if m <= 8 else 16]:  # a plain loop: Dynamo traces it (_plan under compile)
+            if mo_order(cfg) == stored_order:
+                return dispatch.Choice("mmsp", cfg)
     if m > 256 and have_cslt:
         return dispatch.Choice("cslt", (0, 1))
     bm = 16 if m <= 16 else 64

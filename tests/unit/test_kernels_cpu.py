@@ -1108,6 +1108,19 @@ def test_a_layer_holding_only_the_copy_prepared_for_compile_drops_the_dense_weig
         lin._materialize()
         assert lin._stored_order == order and lin._cslt is None and lin._dense is not None
         assert torch.equal(lin._dense, w)
+        # the fallback as _compiled_forward reads it (dense chosen, dense weight not to be used): Dynamo traces it
+        lin.keep_dense, lin._table_view = False, {1: mo1, 16: dispatch.Choice("dense")}
+
+        def mo_of_plan(x):
+            c = lin._plan(x.shape[0], view=True)
+            return x * (c.cfg[12] if c.path == "mmsp" else -1)
+
+        fn = torch.compile(mo_of_plan, backend="eager", fullgraph=True, dynamic=True)
+        for m in (9, 13, 40):
+            got = fn(torch.ones(m, 2))[0, 0].item()
+            c = lin._plan(m, view=True)
+            assert c.cfg in gluon_mmsp.MMSP_MO_CONFIGS[16] and got == c.cfg[12]
+            assert gluon_mmsp.mo_order(c.cfg) == order
 
 
 def test_default_mo_storage_applies_only_on_hopper_with_the_mmsp_kernels(monkeypatch):
