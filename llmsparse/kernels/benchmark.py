@@ -55,7 +55,7 @@ def env_info() -> dict:
     # the settings that change timings or choices (PDL mode, mmsp's metadata build, early weights, MO candidates;
     # set by environment variables at import), so a results file says how it was produced
     sig = dispatch.cache_signature()
-    info["kernel_settings"] = {k: sig[k] for k in ("kernels", "pdl", "meta", "early", "mo")}
+    info["kernel_settings"] = {k: sig[k] for k in ("kernels", "pdl", "meta", "early", "mo", "wide")}
     from . import gluon_mmsp
 
     info["kernel_settings"]["mo_storage"] = int(gluon_mmsp.MO_STORAGE)  # layers holding only the MO copy

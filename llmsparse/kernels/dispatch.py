@@ -191,14 +191,16 @@ def cache_signature() -> dict:
     """What a saved choice depends on besides the GPU (which is part of every key): the torch and Triton
     versions, the kernel code itself (a hash of this package's kernel sources), the programmatic
     dependent launch mode of the small-M kernels (``gluon_sp24.PDL``), ``mmsp``'s metadata build
-    (``gluon_mmsp.META``), its early weight loads (``gluon_mmsp.EARLY``) and whether MO configurations are
-    timed (``gluon_mmsp.MO_TUNING``), all of which change timings or choices. A file written under another
+    (``gluon_mmsp.META``), its early weight loads (``gluon_mmsp.EARLY``), whether MO configurations are
+    timed (``gluon_mmsp.MO_TUNING``) and whether the wider ones are (``gluon_mmsp.MO_WIDE``), all of which change
+    timings or choices. A file written under another
     signature is ignored, never half-used."""
     from . import gluon_mmsp, gluon_sp24
 
     torch_v, triton_v, kernels = _signature()  # hashed once per process
     return {"torch": torch_v, "triton": triton_v, "kernels": kernels, "pdl": int(gluon_sp24.PDL),
-            "meta": int(gluon_mmsp.META), "early": int(gluon_mmsp.EARLY), "mo": int(gluon_mmsp.MO_TUNING)}
+            "meta": int(gluon_mmsp.META), "early": int(gluon_mmsp.EARLY), "mo": int(gluon_mmsp.MO_TUNING),
+            "wide": int(gluon_mmsp.MO_WIDE)}
 
 
 def default_cache_path() -> str | None:
@@ -367,7 +369,8 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
     """The configurations measured for M; ``views`` adds cuSPARSELt's ``[N, M]`` result returned as a
     transposed view (``cslt:a,2``, for :func:`view_key` tables only). ``mo_only`` (1 or 2): only what a layer
     holding nothing but ``mma_order``'s copy of that order can run: the MO configurations of that order
-    (``gluon_mmsp.MMSP_MO_CONFIGS``, at every M <= 16, whether or not ``MO_TUNING`` is on) and cuSPARSELt."""
+    (``gluon_mmsp.mo_configs_for``: at every M <= 16, whether or not ``MO_TUNING`` is on; up to 64 with
+    ``MO_WIDE``) and cuSPARSELt."""
     from . import gluon_sp24
     from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, MMB_CONFIGS, excluded
 
@@ -376,10 +379,9 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
     if mo_only:
         from . import gluon_mmsp
 
-        if ("mmsp" in paths and gluon_k and gluon_mmsp.MMSP_AVAILABLE and m <= gluon_mmsp.MMSP_MAX_M
+        if ("mmsp" in paths and gluon_k and gluon_mmsp.MMSP_AVAILABLE
                 and (in_features is None or in_features % gluon_mmsp.MMSP_K == 0)):
-            out += [Choice("mmsp", c) for c in gluon_mmsp.MMSP_MO_CONFIGS[8 if m <= 8 else 16]
-                    if gluon_mmsp.mo_order(c) == mo_only]
+            out += [Choice("mmsp", c) for c in gluon_mmsp.mo_configs_for(m) if gluon_mmsp.mo_order(c) == mo_only]
         paths = tuple(p for p in paths if p == "cslt")
     if "gemvg" in paths and m <= gluon_sp24.MAX_M and gluon_sp24.AVAILABLE and gluon_k:
         out += [Choice("gemvg", c) for c in gluon_sp24.configs_for(m)]

@@ -906,6 +906,34 @@ MMSP_MO_CONFIGS = {
          (4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 2, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4),
          (2, 2, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)],
 }
+# Wider MO configurations (eighteenth session; written and compiled offline for sm_90, **not yet run on a GPU**):
+# NT = 4 (32 tokens per program) and NT = 8 (64) for M = 17-64, where the dispatcher picks dense or cuSPARSELt
+# today though the dense GEMM is still bound by the weights' bytes (batched decode of 17-64 sequences). Registers
+# (offline, both dtypes): NT = 4 158-254, NT = 8 XL 236-242, no spills; NT = 8 with x in registers (MO = 1, 5)
+# spills 2.2 KB, so order 1 covers M = 33-64 with two NT = 4 tiles. Candidates only with MO_WIDE
+# (``LLMSPARSE_MMSP_WIDE=1`` at import) until the GPU tests and a table have run (bench/device/s18.sh wide).
+MMSP_MO_WIDE_CONFIGS = {
+    32: [(4, 1, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 1, 4, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4),
+         (4, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (2, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4),
+         (4, 1, 4, 1, 0, 0, 0, 4, 1, 0, 0, 0, 3), (4, 1, 4, 1, 0, 0, 0, 4, 1, 0, 0, 0, 1),
+         (4, 1, 4, 1, 0, 0, 0, 2, 1, 0, 0, 0, 1), (4, 1, 4, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5)],
+    64: [(4, 1, 8, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 1, 8, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4),
+         (4, 1, 8, 1, 0, 0, 0, 4, 1, 0, 0, 0, 3), (2, 1, 8, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4),
+         (4, 1, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 1, 4, 1, 0, 0, 0, 4, 1, 0, 0, 0, 1)],
+}
+MO_WIDE = 1 if os.environ.get("LLMSPARSE_MMSP_WIDE", "0").strip() == "1" else 0
+
+
+def mo_configs_for(m: int) -> list[tuple]:
+    """The MO configurations (both orders) the dispatcher measures at M: MMSP_MO_CONFIGS up to 16 tokens, with
+    MO_WIDE the wider ones of MMSP_MO_WIDE_CONFIGS up to 64; none above."""
+    if m <= MMSP_MAX_M:
+        return list(MMSP_MO_CONFIGS[8 if m <= 8 else 16])
+    if MO_WIDE and m <= 64:
+        return list(MMSP_MO_WIDE_CONFIGS[32 if m <= 32 else 64])
+    return []
+
+
 # ``LLMSPARSE_MMSP_MO`` at import (or these attributes; per layer ``SparseLinear.mo_storage``):
 #   unset, ``compact``: MO storage of MO_STORAGE_ORDER (the default since the eighteenth session);
 #   ``compact1`` / ``compact2``: MO storage of that order; ``0`` or ``off``: neither; ``1``: MO tuning (below).
@@ -958,14 +986,19 @@ def storage_order(in_features: int, order: int | None = None, *, device=None, pa
 def add_candidates(cfgs) -> None:
     """Add mmsp configurations to the dispatcher's candidates for this process (``bench_kernels.py
     --mmsp-extra``): NT = 1 to the M <= 8 bucket, NT = 2 to M = 9-16; MO ones to MMSP_MO_CONFIGS, where MO tuning
-    and MO storage read them, the others to MMSP_CONFIGS. Each is checked first (:func:`kernel_consts`, where
+    and MO storage read them (MO ones with NT = 4 or 8 to MMSP_MO_WIDE_CONFIGS, M = 17-32 or 33-64), the others to
+    MMSP_CONFIGS. Each is checked first (:func:`kernel_consts`, where
     this Triton has Gluon's linear layouts); ValueError for one that is not valid."""
     for c in map(tuple, cfgs):
         if MMSP_AVAILABLE:
             kernel_consts(c, True)
-        if len(c) < 4 or c[2] not in (1, 2):
-            raise ValueError(f"mmsp candidates cover 8 or 16 tokens (NT 1 or 2): {c}")
-        bucket = (MMSP_MO_CONFIGS if is_mo(c) else MMSP_CONFIGS)[8 if c[2] == 1 else 16]
+        if len(c) < 4 or c[2] not in ((1, 2, 4, 8) if is_mo(c) else (1, 2)):
+            raise ValueError(f"mmsp candidates cover 8 or 16 tokens (NT 1 or 2; MO ones also 32 or 64, NT 4 or 8, "
+                             f"measured with MO_WIDE): {c}")
+        if c[2] > 2:
+            bucket = MMSP_MO_WIDE_CONFIGS[8 * c[2]]
+        else:
+            bucket = (MMSP_MO_CONFIGS if is_mo(c) else MMSP_CONFIGS)[8 if c[2] == 1 else 16]
         if c not in bucket:
             bucket.append(c)
 

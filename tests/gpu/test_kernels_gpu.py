@@ -718,3 +718,58 @@ def test_sparse_linear_with_mo_storage_holds_only_the_copy(dtype, order):
     assert torch.equal(vc.view(torch.int16), v0.cpu().view(torch.int16)) and torch.equal(mc, m0.cpu())
     xc = x.cpu()
     assert torch.equal(lin(xc), F.linear(xc, w.cpu(), b.cpu()))
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", [(48, 128), (264, 384), (4096, 4096), (100, 1152)])
+def test_gluon_mmsp_wide_mo_configurations(shape, dtype):
+    """The MO configurations for M = 17-64 (gluon_mmsp.MMSP_MO_WIDE_CONFIGS: NT = 4 and 8, both copy orders)
+    against dense-with-zeros on poisoned outputs: M below, at and past the token tile (1, 17, 32, 33, 64, 100:
+    rows of x past M, several token tiles), bias, rows past N, split-K; then a CUDA-graph replay."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    copies = {o: g.mma_order(*pack_nm(w, 2, 4), o) for o in (1, 2)}
+    cfgs = list(dict.fromkeys(c for key in (32, 64) for c in g.MMSP_MO_WIDE_CONFIGS[key]))
+    for cfg in cfgs:
+        v, m = copies[g.mo_order(cfg)]
+        for M in (1, 17, 32, 33, 64, 100):
+            for b in (None, bias):
+                x = torch.randn(M, k, device="cuda", dtype=dtype)
+                got = g.sp24_mmsp_gl(x, v, m, b, n, cfg=cfg, out=poisoned(M, n, dtype))
+                assert rel(got, F.linear(x, w, b)) < TOL[dtype], (cfg, M, b is None, rel(got, F.linear(x, w, b)))
+    v, m = copies[2]
+    run = lambda h: g.sp24_mmsp_gl(h, v, m, bias, n, cfg=g.MMSP_MO_WIDE_CONFIGS[64][0])  # noqa: E731
+    assert_graph_replays(run, run, 40, k, dtype)
+
+
+@pytest.mark.parametrize("dtype", DT)
+def test_sparse_linear_with_wide_mo_candidates(dtype, monkeypatch):
+    """MO storage of order 2 with MO_WIDE: tuned for real at M = 32 and 64 on a 7B-wide shape, the layer's choices
+    there are the wide MO configurations, cuSPARSELt or dense; eager outputs at M = 20, 32, 50, 64 against
+    dense-with-zeros, and a CUDA-graph replay at 64."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    monkeypatch.setattr(gluon_mmsp, "MO_WIDE", 1)
+    w = random_24(1024, 4096, dtype, "cuda")
+    b = torch.randn(1024, device="cuda", dtype=dtype)
+    lin = SparseLinear.from_dense(w, b)
+    lin.mo_storage = 2
+    table = lin.prepare((32, 64))
+    wide = set(gluon_mmsp.MMSP_MO_WIDE_CONFIGS[32] + gluon_mmsp.MMSP_MO_WIDE_CONFIGS[64])
+    assert all(c.path in ("dense", "cslt") or c.cfg in wide for c in table.values()), table
+    for m in (20, 32, 50, 64):
+        x = torch.randn(m, 4096, device="cuda", dtype=dtype)
+        assert rel(lin(x), F.linear(x, w, b)) < TOL[dtype], (m, lin._plan(m))
+    x = torch.randn(64, 4096, device="cuda", dtype=dtype)
+    g, y = capture(lin, x)
+    x.copy_(torch.randn_like(x))
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, lin(x))

@@ -487,3 +487,27 @@ def test_mmsp_x_through_shared_memory_uses_ldmatrix(cfg):
     assert not any(re.search(r"\b(SHFL|SEL)\b|LDG\.E\s", ln) for ln in lines)
     assert xl["stack"] == 0
     assert rt > 1 or nt == 1 or xl["loop"] < 0.7 * xs["loop"], (xl, xs)
+
+
+def test_mmsp_wide_mo_configurations_compile_without_spills():
+    """The MO configurations for M = 17-64 (gluon_mmsp.MMSP_MO_WIDE_CONFIGS, eighteenth session, candidates only with
+    MO_WIDE until measured on a GPU): every one compiles for sm_90 with no spills; the XL ones (x through shared
+    memory) take one ldmatrix.x4 per MMA and token tile and iteration (4 NT: 16 at NT = 4, 32 at NT = 8; twice
+    that with PF = 3's two iterations per loop body) and load x only by cp.async; the NT = 8 ones are all XL (with x in registers NT = 8 spills), and both copy orders are covered
+    in each bucket."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts and inline asm")
+    for bucket, cfgs in g.MMSP_MO_WIDE_CONFIGS.items():
+        assert {g.mo_order(c) for c in cfgs} == {1, 2}, bucket
+        for cfg in cfgs:
+            nt = cfg[2]
+            assert g.is_mo(cfg) and nt in ((4,) if bucket == 32 else (4, 8)), cfg
+            assert nt < 8 or 2 <= cfg[12] <= 4, cfg
+            st = offline.gluon_mmsp_stats("bfloat16", cfg, keep_lines=True)
+            assert st["stack"] == 0, (cfg, st["stack"])
+            if 2 <= cfg[12] <= 4:
+                unroll = 2 if cfg[3] == 3 else 1  # PF = 3: the loop body holds two iterations
+                assert sum("LDSM.16.M88.4" in ln for ln in st["lines"]) == 4 * nt * unroll, cfg
+                assert not any(re.search(r"LDG\.E\s", ln) for ln in st["lines"]), cfg

@@ -817,7 +817,7 @@ def test_results_record_the_kernel_settings(monkeypatch):
         monkeypatch.setattr(gluon_mmsp, "MO_STORAGE", 1 - mo)
         ks = B.env_info()["kernel_settings"]
         assert ks["mo"] == mo and ks["mo_storage"] == 1 - mo
-        assert set(ks) == {"kernels", "pdl", "meta", "early", "mo", "mo_storage"}
+        assert set(ks) == {"kernels", "pdl", "meta", "early", "mo", "wide", "mo_storage"}
 
 
 def test_register_cap_is_a_launch_option_kept_by_the_row_major_twin():
@@ -1160,6 +1160,38 @@ def test_default_mo_storage_applies_only_on_hopper_with_the_mmsp_kernels(monkeyp
     assert lin._storage_order() == 2
     lin.allowed_paths = ("gemvg", "cslt")
     assert lin._storage_order() == 0
+
+
+def test_wide_mo_configurations_are_candidates_only_with_mo_wide(monkeypatch):
+    """gluon_mmsp.mo_configs_for: MMSP_MO_CONFIGS up to M = 16; M = 17-32 and 33-64 get MMSP_MO_WIDE_CONFIGS only
+    with MO_WIDE (LLMSPARSE_MMSP_WIDE=1, off until they have run on a GPU), nothing above 64; a layer holding the
+    copy of one order is tuned over that order's wide configurations there (and cuSPARSELt); --mmsp-extra places an
+    NT = 4 / 8 MO configuration in the 32 / 64 bucket and refuses a row-major one that wide."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    monkeypatch.setattr(g, "MO_WIDE", 0)
+    assert g.mo_configs_for(1) == g.MMSP_MO_CONFIGS[8] and g.mo_configs_for(16) == g.MMSP_MO_CONFIGS[16]
+    assert g.mo_configs_for(17) == [] and g.mo_configs_for(64) == []
+    monkeypatch.setattr(g, "MO_WIDE", 1)
+    assert g.mo_configs_for(16) == g.MMSP_MO_CONFIGS[16]
+    for m, key in ((17, 32), (32, 32), (33, 64), (64, 64)):
+        assert g.mo_configs_for(m) == g.MMSP_MO_WIDE_CONFIGS[key]
+    assert g.mo_configs_for(65) == [] and g.mo_configs_for(4096) == []
+    if g.MMSP_AVAILABLE:
+        for order in (1, 2):
+            got = dispatch.candidates(32, paths=dispatch.DEFAULT_PATHS, cslt_algs=(0,), in_features=256,
+                                      mo_only=order)
+            want = [c for c in g.MMSP_MO_WIDE_CONFIGS[32] if g.mo_order(c) == order]
+            assert want and [c.cfg for c in got if c.path == "mmsp"] == want
+            assert {c.path for c in got} == {"mmsp", "cslt"}
+        assert not [c for c in dispatch.candidates(32, in_features=256) if c.path == "mmsp"]  # row-major: <= 16
+        assert not [c for c in dispatch.candidates(96, in_features=256, mo_only=2) if c.path == "mmsp"]
+    monkeypatch.setattr(g, "MMSP_MO_WIDE_CONFIGS", {32: [], 64: []})
+    g.add_candidates([(4, 1, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 1, 8, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)])
+    assert g.MMSP_MO_WIDE_CONFIGS == {32: [(4, 1, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)],
+                                      64: [(4, 1, 8, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)]}
+    with pytest.raises(ValueError, match="NT 1 or 2"):
+        g.add_candidates([(4, 1, 4, 1, 1)])
 
 
 def test_mo_env_selects_tuning_or_storage_and_its_order():
