@@ -944,8 +944,8 @@ def mo_configs_for(m: int) -> list[tuple]:
 # *instead of* the row-major packed weights, so MO costs no memory. Taken from here (not set per layer) it applies
 # only where it was measured to pay (mo_storage_applies: Hopper, Gluon's mmsp kernels, "mmsp" among the paths).
 # Order 2 is the default since the eighteenth session (H100, bench/results/*_s18.*): against order 1 it was as fast
-# at M = 1 (1.66-1.85x either way) and faster at M = 2-16 (M = 16: 1.55-1.76x against 1.36-1.66x, 10 of 12 rows at
-# 1.6x or more in two of three tables), and against MO storage off it decoded a Llama-2-7B-shaped model as fast
+# at M = 1 (1.66-1.85x either way) and faster at M = 2-16 (M = 16: 1.55-1.76x against 1.36-1.66x; 7, 10 and 9 of 12
+# rows at 1.6x or more in three tables), and against MO storage off it decoded a Llama-2-7B-shaped model as fast
 # at batch 1 (bf16 compiled 1.60x vs 1.57x) and faster at batch 16 (1.40x vs 1.26x), with the same memory.
 MO_STORAGE_ORDER = 2
 _MO_MODES = {"": (0, MO_STORAGE_ORDER), "compact": (0, MO_STORAGE_ORDER), "compact1": (0, 1), "compact2": (0, 2),
