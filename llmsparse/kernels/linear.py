@@ -287,11 +287,15 @@ class SparseLinear(nn.Module):
             self._get_cslt()
         else:
             self._cslt = None
-        # MO storage: only where every choice runs on the copy, on cuSPARSELt's form or (kept) dense
+        # MO storage: only where every choice runs on the copy, on cuSPARSELt's form or on dense -- kept, or with
+        # keep_dense=False replaced by _best_sparse_fallback, which runs on the copy up to M = 16 and on
+        # cuSPARSELt's form above (so a dense choice above 16 needs that form)
         order = self._storage_order()
+        buckets = list((self._table or {}).items()) + list((self._table_view or {}).items())
         compact = bool(order and chosen) and all(
-            c.path == "cslt" or dispatch.mo_order(c) == order or (c.path == "dense" and self.keep_dense is not False)
-            for c in chosen)
+            c.path == "cslt" or dispatch.mo_order(c) == order
+            or (c.path == "dense" and (self.keep_dense is not False or b <= 16 or self._cslt is not None))
+            for b, c in buckets)
         orders = [o for o in map(dispatch.mo_order, chosen) if o]
         if compact:
             self._compact(order)

@@ -723,8 +723,8 @@ def test_sparse_linear_with_mo_storage_holds_only_the_copy(dtype, order):
 @pytest.mark.parametrize("dtype", DT)
 @pytest.mark.parametrize("shape", [(48, 128), (264, 384), (4096, 4096), (100, 1152)])
 def test_gluon_mmsp_wide_mo_configurations(shape, dtype):
-    """The MO configurations for M = 17-64 (gluon_mmsp.MMSP_MO_WIDE_CONFIGS: NT = 4 and 8, both copy orders)
-    against dense-with-zeros on poisoned outputs: M below, at and past the token tile (1, 17, 32, 33, 64, 100:
+    """The MO configurations for M = 17-64 (gluon_mmsp.MMSP_MO_WIDE_CONFIGS: NT = 4 and 8, both copy orders), and
+    an M = 16 one of each order, against dense-with-zeros on poisoned outputs: M below, at and past the token tile (1, 17, 32, 33, 64, 100:
     rows of x past M, several token tiles), bias, rows past N, split-K; then a CUDA-graph replay."""
     from llmsparse.kernels import gluon_mmsp as g
 
@@ -735,6 +735,8 @@ def test_gluon_mmsp_wide_mo_configurations(shape, dtype):
     bias = torch.randn(n, device="cuda", dtype=dtype)
     copies = {o: g.mma_order(*pack_nm(w, 2, 4), o) for o in (1, 2)}
     cfgs = list(dict.fromkeys(c for key in (32, 64) for c in g.MMSP_MO_WIDE_CONFIGS[key]))
+    # and the M = 16 ones of both orders past their token tile (what a copy-only layer's fallback runs above M = 16)
+    cfgs += [next(c for c in g.MMSP_MO_CONFIGS[16] if g.mo_order(c) == o) for o in (1, 2)]
     for cfg in cfgs:
         v, m = copies[g.mo_order(cfg)]
         for M in (1, 17, 32, 33, 64, 100):

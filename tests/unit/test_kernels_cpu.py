@@ -1108,6 +1108,21 @@ def test_a_layer_holding_only_the_copy_prepared_for_compile_drops_the_dense_weig
         lin._materialize()
         assert lin._stored_order == order and lin._cslt is None and lin._dense is not None
         assert torch.equal(lin._dense, w)
+        # keep_dense=False: dense choices run the fallback, so the layer still holds only the copy (and cuSPARSELt's
+        # form) where the fallback needs nothing else -- up to M = 16, or above with cuSPARSELt's form
+        lin2 = SparseLinear.from_dense(w)
+        lin2.mo_storage, lin2.keep_dense = order, False
+        for table, compact in (({1: dispatch.Choice("dense"), 16: mo1}, True),
+                               ({16: mo1, 256: dispatch.Choice("dense"), 4096: dispatch.Choice("cslt", (0, 1))}, True),
+                               ({16: mo1, 256: dispatch.Choice("dense")}, False)):
+            lin2._table = table
+            lin2._materialize()
+            assert (lin2._stored_order == order) == compact and lin2._dense is None, table
+            assert lin2.values.numel() == (0 if compact else lin2.out_features * lin2.in_features // 2)
+            if compact:
+                assert all(lin2._plan(m).path in ("mmsp", "cslt") and lin2._held(lin2._plan(m)) == lin2._plan(m)
+                           for m in (1, 16, 200, 4096))
+                assert lin2._plan(200).path == ("cslt" if 4096 in table else "mmsp")
         # the fallback as _compiled_forward reads it (dense chosen, dense weight not to be used): Dynamo traces it
         lin.keep_dense, lin._table_view = False, {1: mo1, 16: dispatch.Choice("dense")}
 
