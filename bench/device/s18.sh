@@ -9,6 +9,8 @@
 #                                   their GPU tests, then a probe at M = 32, 64 (both dtypes, six shapes) against
 #                                   dense and the M = 16 XL configuration, then the dispatcher's table with MO
 #                                   storage at M = 32, 64 with LLMSPARSE_MMSP_WIDE=1 and without (~6 minutes)
+#   bash bench/device/s18.sh next   wide, then fix, in one call (about 9 minutes warm; the tables' PNGs dropped so
+#                                   that the files fit the eight that come back)
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -35,5 +37,10 @@ x_through or order_2 or mma_order_choice or mo_storage or compiled" > "$OUT/pyte
         --out "$OUT/k_wide$w" 2>&1 | grep "^|" | awk -F'|' '{print $2,$3,$4,$5,$6,$7,$8}'
     done
     ;;
-  *) echo "usage: bash bench/device/s18.sh fix|rest|wide" >&2; exit 2 ;;
+  next)
+    bash "$0" wide
+    rm -f "$OUT"/k_wide*/gemm.png
+    bash "$0" fix
+    ;;
+  *) echo "usage: bash bench/device/s18.sh fix|rest|wide|next" >&2; exit 2 ;;
 esac
