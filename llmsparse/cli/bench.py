@@ -152,6 +152,14 @@ def bench(
     result = {"env": B.env_info(), "command": "llmsparse " + " ".join(sys.argv[1:]), "gemm": [], "e2e": None}
     console.print(f"[bold]{result['env'].get('gpu')}[/] torch {torch.__version__} triton {result['env'].get('triton')} "
                   f"cuSPARSELt {result['env'].get('cusparselt')}")
+    if gluon_mmsp.MO_STORAGE:  # the results record what the layers hold here, not just the setting
+        from ..kernels.dispatch import DEFAULT_PATHS
+
+        if not gluon_mmsp.mo_storage_applies("cuda", path_list or DEFAULT_PATHS):
+            result["env"].setdefault("kernel_settings", {})["mo_storage"] = 0
+            if mo_storage or mo_storage_order is not None:
+                console.print("[yellow]MO storage does not apply here (it needs a GPU of compute capability 9.x, "
+                              "Gluon's mmsp kernels and mmsp among --paths): layers keep the row-major pair[/]")
 
     if shape_list:
         rows = B.gemm_bench(shape_list, ms, dtypes, stock=stock, min_speedup=min_speedup, log=log, paths=path_list)

@@ -966,7 +966,10 @@ def mo_storage_applies(device, paths) -> bool:
     device = torch.device(device)
     if not (MMSP_AVAILABLE and "mmsp" in paths and device.type == "cuda" and torch.cuda.is_available()):
         return False
-    return torch.cuda.get_device_capability(device)[0] == 9
+    try:
+        return torch.cuda.get_device_capability(device)[0] == 9
+    except (RuntimeError, AssertionError):  # a CUDA that cannot be queried: no MO storage
+        return False
 
 
 def storage_order(in_features: int, order: int | None = None, *, device=None, paths=None) -> int:

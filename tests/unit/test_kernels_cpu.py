@@ -609,10 +609,41 @@ def test_bench_cli_mma_order_flag_sets_the_mo_candidates(tmp_path, monkeypatch, 
     monkeypatch.setattr(K, "capability", lambda: {"gpu": "fake-gpu"})
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(multi_processor_count=1))
     monkeypatch.setattr(B, "gemm_bench", lambda *a, **k: seen.append(getattr(gluon_mmsp, attr)) or [])
+    monkeypatch.setattr(gluon_mmsp, "mo_storage_applies", lambda device, paths: True)  # a Hopper GPU
     out = tmp_path / "r.json"
     rc = main(["bench", "--shapes", "4096x4096", "--m", "16", "--dtype", "fp16", "--json", str(out), "--plot", ""] + flag)
     assert rc in (0, None) and seen == [want]
     assert json.loads(out.read_text())["env"]["kernel_settings"][key] == want
+
+
+def test_bench_cli_says_when_mo_storage_does_not_apply(tmp_path, monkeypatch, capsys):
+    """On a GPU where MO storage does not apply (not compute capability 9.x, or mmsp left out of --paths) the results
+    record mo_storage 0 (what the layers hold), and an explicit --mo-storage gets a one-line note instead of
+    silently doing nothing."""
+    import json
+    import types
+
+    import llmsparse.kernels as K
+    from llmsparse.cli.main import main
+    from llmsparse.kernels import benchmark as B
+    from llmsparse.kernels import gluon_mmsp
+
+    monkeypatch.setattr(gluon_mmsp, "MO_STORAGE", 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(K, "capability", lambda: {"gpu": "fake-gpu"})
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(multi_processor_count=1))
+    monkeypatch.setattr(B, "gemm_bench", lambda *a, **k: [])
+    seen = []
+    monkeypatch.setattr(gluon_mmsp, "mo_storage_applies", lambda device, paths: seen.append(paths) or "mmsp" in paths)
+    for i, (flag, applies, note) in enumerate(((["--mo-storage"], False, True), ([], False, False),
+                                               ([], True, False))):
+        paths = ["--paths", "gemvg,mmsp,cslt"] if applies else ["--paths", "gemvg,cslt"]
+        out = tmp_path / f"r{i}.json"
+        rc = main(["bench", "--shapes", "4096x4096", "--m", "16", "--json", str(out), "--plot", ""] + paths + flag)
+        err = capsys.readouterr().err
+        assert rc in (0, None) and ("MO storage does not apply" in err) == note, (flag, applies, err)
+        assert json.loads(out.read_text())["env"]["kernel_settings"]["mo_storage"] == (2 if applies else 0)
+    assert seen and all("cslt" in p for p in seen)
 
 
 @pytest.mark.parametrize("flag", [["--mo-storage-order", "3"], ["--mo-storage-order", "0"],
