@@ -9,8 +9,9 @@
 #                                   their GPU tests, then a probe at M = 32, 64 (both dtypes, six shapes) against
 #                                   dense and the M = 16 XL configuration, then the dispatcher's table with MO
 #                                   storage at M = 32, 64 with LLMSPARSE_MMSP_WIDE=1 and without (~6 minutes)
-#   bash bench/device/s18.sh next   wide, then fix, in one call (about 9 minutes warm; the tables' PNGs dropped so
-#                                   that the files fit the eight that come back)
+#   bash bench/device/s18.sh next   in one call (at most about 9.5 minutes): the wide GPU tests in bf16, the two
+#                                   tables if they pass (no probe), then fix; the tables' PNGs are dropped so that
+#                                   the files fit the eight that come back
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -37,9 +38,17 @@ x_through or order_2 or mma_order_choice or mo_storage or compiled" > "$OUT/pyte
         --out "$OUT/k_wide$w" 2>&1 | grep "^|" | awk -F'|' '{print $2,$3,$4,$5,$6,$7,$8}'
     done
     ;;
-  next)
-    bash "$0" wide
-    rm -f "$OUT"/k_wide*/gemm.png
+  next)  # within one call's 600 s: the wide GPU tests (bf16 only), the two tables, then fix (no probe)
+    timeout 170 python3 -m pytest -q -x -p no:cacheprovider tests/gpu -k "wide_mo and dtype1" > "$OUT/pytest_wide.txt" 2>&1
+    tail -3 "$OUT/pytest_wide.txt"
+    if grep -q " passed" "$OUT/pytest_wide.txt" && ! grep -q "failed" "$OUT/pytest_wide.txt"; then
+      for w in 0 1; do
+        LLMSPARSE_MMSP_WIDE=$w LLMSPARSE_KERNEL_CACHE=off timeout 90 python3 bench/bench_kernels.py \
+          --shapes llama2-7b,llama2-70b --m 32,64 --dtype bf16,fp16 --paths gemvg,gemv,mmg,cslt,mmsp --no-stock \
+          --out "$OUT/k_wide$w" 2>&1 | grep "^|" | awk -F'|' '{print $2,$3,$4,$5,$6,$7,$8}'
+        rm -f "$OUT/k_wide$w/gemm.png"
+      done
+    fi
     bash "$0" fix
     ;;
   *) echo "usage: bash bench/device/s18.sh fix|rest|wide|next" >&2; exit 2 ;;
