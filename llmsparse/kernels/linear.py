@@ -281,7 +281,8 @@ class SparseLinear(nn.Module):
         as the dense layer) is kept only where the table the layer runs picks dense: with a view table (a layer
         prepared for torch.compile) that is the view table, so such a layer run eagerly where its eager table
         picked dense takes a packed-form path instead (:meth:`_plan`)."""
-        chosen = list((self._table or {}).values()) + list((self._table_view or {}).values())
+        buckets = list((self._table or {}).items()) + list((self._table_view or {}).items())
+        chosen = [c for _, c in buckets]
         paths = {c.path for c in chosen}
         if "cslt" in paths:
             self._get_cslt()
@@ -290,11 +291,12 @@ class SparseLinear(nn.Module):
         # MO storage: only where every choice runs on the copy, on cuSPARSELt's form or on dense -- kept, or with
         # keep_dense=False replaced by _best_sparse_fallback, which runs on the copy up to M = 16 and on
         # cuSPARSELt's form above (so a dense choice above 16 needs that form)
+        from .gluon_mmsp import MMSP_MAX_M
+
         order = self._storage_order()
-        buckets = list((self._table or {}).items()) + list((self._table_view or {}).items())
         compact = bool(order and chosen) and all(
             c.path == "cslt" or dispatch.mo_order(c) == order
-            or (c.path == "dense" and (self.keep_dense is not False or b <= 16 or self._cslt is not None))
+            or (c.path == "dense" and (self.keep_dense is not False or b <= MMSP_MAX_M or self._cslt is not None))
             for b, c in buckets)
         orders = [o for o in map(dispatch.mo_order, chosen) if o]
         if compact:
@@ -449,11 +451,11 @@ def _best_sparse_fallback(m: int, have_cslt: bool, stored_order: int = 0) -> dis
     from .triton_sp24 import MM_CONFIGS
 
     if stored_order:
-        from .gluon_mmsp import MMSP_MO_CONFIGS, mo_order
+        from .gluon_mmsp import MMSP_MAX_M, mo_configs_for, mo_order
 
-        if m > 16 and have_cslt:
+        if m > MMSP_MAX_M and have_cslt:
             return dispatch.Choice("cslt", (0, 1))
-        for cfg in MMSP_MO_CONFIGS[8 if m <= 8 else 16]:  # a plain loop: Dynamo traces it (_plan under compile)
+        for cfg in mo_configs_for(min(m, MMSP_MAX_M)):  # a plain loop: Dynamo traces it (_plan under compile)
             if mo_order(cfg) == stored_order:
                 return dispatch.Choice("mmsp", cfg)
     if m > 256 and have_cslt:

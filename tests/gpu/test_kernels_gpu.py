@@ -703,12 +703,8 @@ def test_sparse_linear_with_mo_storage_holds_only_the_copy(dtype, order):
         assert rel(lin(x), F.linear(x, w, b)) < TOL[dtype], (m, lin._plan(m))
     sd = lin.state_dict()
     assert torch.equal(sd["values"].view(torch.int16), v0.view(torch.int16)) and torch.equal(sd["meta"], m0)
+    assert_graph_replays(lin, lin, 16, 4096, dtype)
     x = torch.randn(16, 4096, device="cuda", dtype=dtype)
-    g, y = capture(lin, x)
-    x.copy_(torch.randn_like(x))
-    g.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(y, lin(x))
     fn = torch.compile(lin, fullgraph=True)
     assert rel(fn(x), F.linear(x, w, b)) < TOL[dtype]
     stored = lin._stored_order
@@ -769,9 +765,4 @@ def test_sparse_linear_with_wide_mo_candidates(dtype, monkeypatch):
     for m in (20, 32, 50, 64):
         x = torch.randn(m, 4096, device="cuda", dtype=dtype)
         assert rel(lin(x), F.linear(x, w, b)) < TOL[dtype], (m, lin._plan(m))
-    x = torch.randn(64, 4096, device="cuda", dtype=dtype)
-    g, y = capture(lin, x)
-    x.copy_(torch.randn_like(x))
-    g.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(y, lin(x))
+    assert_graph_replays(lin, lin, 64, 4096, dtype)
