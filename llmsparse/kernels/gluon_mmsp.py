@@ -906,12 +906,14 @@ MMSP_MO_CONFIGS = {
          (4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 2, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4),
          (2, 2, 2, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)],
 }
-# Wider MO configurations (eighteenth session; written and compiled offline for sm_90, **not yet run on a GPU**):
-# NT = 4 (32 tokens per program) and NT = 8 (64) for M = 17-64, where the dispatcher picks dense or cuSPARSELt
-# today though the dense GEMM is still bound by the weights' bytes (batched decode of 17-64 sequences). Registers
+# Wider MO configurations (eighteenth session): NT = 4 (32 tokens per program) and NT = 8 (64) for M = 17-64
+# (batched decode of 17-64 sequences), where the dense GEMM is still bound by the weights' bytes. Registers
 # (offline, both dtypes): NT = 4 158-254, NT = 8 XL 236-242, no spills; NT = 8 with x in registers (MO = 1, 5)
-# spills 2.2 KB, so order 1 covers M = 33-64 with two NT = 4 tiles. Candidates only with MO_WIDE
-# (``LLMSPARSE_MMSP_WIDE=1`` at import) until the GPU tests and a table have run (bench/device/s18.sh wide).
+# spills 2.2 KB, so order 1 covers M = 33-64 with two NT = 4 tiles. Candidates by default since the nineteenth
+# session (MO_WIDE; ``LLMSPARSE_MMSP_WIDE=0`` at import turns them off): on the H100 they passed their GPU tests in
+# both dtypes and lifted the dispatcher's M = 32 table from dense / cuSPARSELt (1.00-1.50x) to 1.33-1.72x and M = 64
+# to 1.00-1.53x (bench/results/gemm_m32_64_wide{0,1}_h100_s19.*), batch-32 decode of a Llama-2-7B-shaped model
+# from 0.99x to 1.25x.
 MMSP_MO_WIDE_CONFIGS = {
     32: [(4, 1, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 1, 4, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4),
          (4, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (2, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4),
@@ -921,7 +923,7 @@ MMSP_MO_WIDE_CONFIGS = {
          (4, 1, 8, 1, 0, 0, 0, 4, 1, 0, 0, 0, 3), (2, 1, 8, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4),
          (4, 1, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 1, 4, 1, 0, 0, 0, 4, 1, 0, 0, 0, 1)],
 }
-MO_WIDE = 1 if os.environ.get("LLMSPARSE_MMSP_WIDE", "0").strip() == "1" else 0
+MO_WIDE = 0 if os.environ.get("LLMSPARSE_MMSP_WIDE", "1").strip().lower() in ("0", "off") else 1
 
 
 def mo_configs_for(m: int) -> list[tuple]:

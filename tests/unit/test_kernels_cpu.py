@@ -1210,7 +1210,7 @@ def test_default_mo_storage_applies_only_on_hopper_with_the_mmsp_kernels(monkeyp
 
 def test_wide_mo_configurations_are_candidates_only_with_mo_wide(monkeypatch):
     """gluon_mmsp.mo_configs_for: MMSP_MO_CONFIGS up to M = 16; M = 17-32 and 33-64 get MMSP_MO_WIDE_CONFIGS only
-    with MO_WIDE (LLMSPARSE_MMSP_WIDE=1, off until they have run on a GPU), nothing above 64; a layer holding the
+    with MO_WIDE (on by default since the nineteenth session; LLMSPARSE_MMSP_WIDE=0 turns it off), nothing above 64; a layer holding the
     copy of one order is tuned over that order's wide configurations there (and cuSPARSELt); --mmsp-extra places an
     NT = 4 / 8 MO configuration in the 32 / 64 bucket and refuses a row-major one that wide."""
     from llmsparse.kernels import gluon_mmsp as g
@@ -1259,6 +1259,23 @@ def test_mo_env_selects_tuning_or_storage_and_its_order():
                    "compact1": (0, 1, 2), "compact2": (0, 2, 2), " Compact2 ": (0, 2, 2), "bogus": (0, 2, 2)}
     assert "LLMSPARSE_MMSP_MO='bogus'" in errs["bogus"] and "compact1" in errs["bogus"]
     assert not any("LLMSPARSE_MMSP_MO" in e for v, e in errs.items() if v != "bogus")
+
+
+def test_wide_env_turns_the_wide_mo_candidates_off_only_when_asked():
+    """LLMSPARSE_MMSP_WIDE at import: unset (the default since the nineteenth session), 1 or anything else: MO_WIDE
+    on; 0 or off (any case, spaces trimmed): off. mo_configs_for(32) follows it."""
+    import subprocess
+    import sys
+
+    code = ("from llmsparse.kernels import gluon_mmsp as g; "
+            "print(g.MO_WIDE, int(g.mo_configs_for(32) == g.MMSP_MO_WIDE_CONFIGS[32] != []))")
+    env = {k: v for k, v in os.environ.items() if k != "LLMSPARSE_MMSP_WIDE"}
+    got = {}
+    for val in (None, "1", "0", "off", " OFF ", ""):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=env if val is None else {**env, "LLMSPARSE_MMSP_WIDE": val})
+        got[val] = tuple(map(int, r.stdout.split()))
+    assert got == {None: (1, 1), "1": (1, 1), "0": (0, 0), "off": (0, 0), " OFF ": (0, 0), "": (1, 1)}
 
 
 def test_an_mo_choice_carries_a_measured_stand_in_for_layers_without_its_copy(monkeypatch):
