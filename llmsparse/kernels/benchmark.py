@@ -394,6 +394,8 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     log(f"2:4 decode: {res['sparse_decode_tok_s']:.1f} tok/s (graphs={g2})")
     res["graphs"] = bool(g1 and g2 and pinfo["dense"].get("graph") and pinfo["sparse"].get("graph")) if graphs else False
     res["sparse_linear_bytes"], res["dense_linear_bytes"] = _sparse_bytes(model)
+    # logged now, so that a run cut short (a time limit) still tells the memory
+    log(f"decoder linears: 2:4 {res['sparse_linear_bytes'] / 1e9:.2f} GB vs dense {res['dense_linear_bytes'] / 1e9:.2f} GB")
     # dense again (same weights, swapped back), so that clock drift over the run does not favour a side
     from .linear import densify
 

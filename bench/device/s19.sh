@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Nineteenth session's plan for the next GPU calls (docs/kernels.md, "What next (after the nineteenth session)"),
+# from the repository root with OUT set; each part fits one call (600 s):
+#   bash bench/device/s19.sh fix     fp16 end to end, compiled layers, default settings (MO storage of order 2, wide
+#                                    MO configurations), batch 1 then batch 32: the _materialize fix should hold the
+#                                    decoder linears at 14.57 GB (the memory is now logged before the second dense
+#                                    pass, so a cut run still tells it) (~6 minutes)
+#   bash bench/device/s19.sh rest1   GPU tests cut in the eighteenth/nineteenth sessions, kernel level (TMA stages,
+#                                    MO/XL against the row-major kernels, x through shared memory, order 2), with
+#                                    --durations so that later calls can be planned
+#   bash bench/device/s19.sh rest2   GPU tests of layers: MO choices, MO storage, compiled layers, e2e_bench
+#   bash bench/device/s19.sh tables  the dispatcher's table at M = 16, 32, 64 with the defaults, both dtypes, twice
+#                                    (run-to-run spread of the wide rows) (~4 minutes)
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+pyt() { timeout "$1" python3 -m pytest -q -p no:cacheprovider --durations=15 tests/gpu -k "$2" > "$OUT/$3" 2>&1; tail -22 "$OUT/$3"; }
+case ${1:-} in
+  fix)
+    for b in 1 32; do
+      LLMSPARSE_KERNEL_CACHE=off timeout 280 python3 bench/bench_e2e.py --dtype fp16 --compile layers --batch $b \
+        --out "$OUT/e2e_fp16_b$b" > "$OUT/e2e_fp16_b$b.log" 2>&1
+      grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_fp16_b$b.log"
+    done
+    ;;
+  rest1) pyt 560 "tma_stages or mma_order_equals or x_through or order_2" pytest_rest1.txt ;;
+  rest2) pyt 560 "mma_order_choice or mo_storage or compiled or e2e_bench or wide_mo_candidates" pytest_rest2.txt ;;
+  tables)
+    for r in a b; do
+      LLMSPARSE_KERNEL_CACHE=off timeout 130 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b \
+        --m 16,32,64 --dtype bf16,fp16 --paths gemvg,gemv,mmg,cslt,mmsp --no-stock --out "$OUT/k_$r" 2>&1 \
+        | grep "^|" | awk -F'|' '{print $2,$3,$4,$5,$6,$7,$8}'
+      rm -f "$OUT/k_$r/gemm.png"
+    done
+    ;;
+  *) echo "usage: bash bench/device/s19.sh fix|rest1|rest2|tables" >&2; exit 2 ;;
+esac
