@@ -222,7 +222,7 @@ def markdown(rep: dict) -> str:
                 lines.append(row + " |")
         lines.append("")
     if rep.get("lm_eval_own_comparison"):
-        lines += [f"| task | metric | ours | lm-eval's own config | difference |", "| --- | --- | ---: | ---: | ---: |"]
+        lines += ["| task | metric | ours | lm-eval's own config | difference |", "| --- | --- | ---: | ---: | ---: |"]
         for r in rep["lm_eval_own_comparison"]:
             d = "—" if r["diff"] is None else f"{r['diff']:+.4f} {r['diff_unit']}"
             lines.append(f"| {r['task']} | {r['metric']} | {r['ours']:.6f} | {r['lm_eval_own']:.6f} | {d} |")

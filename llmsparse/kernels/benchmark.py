@@ -340,7 +340,7 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
                 secs = time.perf_counter() - t0
             rates.append(batch * gen / secs)
     out = toks[:, :gen].clone()
-    del graph, cache
+    graph = cache = None  # frees the graph and the KV cache (the closures above are not called again)
     if cuda:
         torch.cuda.empty_cache()
     return statistics.median(rates), out, used_graph

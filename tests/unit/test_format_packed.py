@@ -165,8 +165,6 @@ def test_truncated_file(packed_dir):
 
 def test_corrupted_bytes_fail_the_checksum(packed_dir):
     f = packed_dir / packed.SINGLE_FILE
-    with safe_open(str(f), "pt") as h:
-        pass
     raw = bytearray(f.read_bytes())
     n = int.from_bytes(raw[:8], "little")
     hdr = json.loads(raw[8: 8 + n])
