@@ -31,6 +31,9 @@ def main() -> int:
     ap.add_argument("--no-graphs", action="store_true")
     ap.add_argument("--compile", default="none", choices=COMPILE_MODES,
                     help="torch.compile both sides: each decoder layer ('layers') or the whole forward")
+    ap.add_argument("--prefill-attention", default="causal", choices=("causal", "mask"),
+                    help="prefill attention: SDPA's causal flag without a mask (flash/cuDNN kernels; default) or an "
+                         "explicit boolean causal mask (as measured up to the nineteenth session)")
     ap.add_argument("--out", default="out/e2e")
     a = ap.parse_args()
     if min(a.batch, a.gen, a.prompt_len, a.decode_prompt) < 1:
@@ -47,7 +50,8 @@ def main() -> int:
     n = B.prune_24_(model)
     print(f"built {a.shape} ({a.layers or 'all'} layers), pruned {n} linears 2:4 in {time.time() - t0:.1f} s", flush=True)
     res = B.e2e_bench(model, prompt_len=a.prompt_len, gen=a.gen, decode_prompt=a.decode_prompt,
-                      graphs=not a.no_graphs, compile=a.compile, log=lambda s: print(s, flush=True), batch=a.batch)
+                      graphs=not a.no_graphs, compile=a.compile, log=lambda s: print(s, flush=True), batch=a.batch,
+                      prefill_attention=a.prefill_attention)
     from llmsparse.kernels import dispatch
 
     res.update(model=f"random {a.shape}", layers=a.layers, dtype=a.dtype, env=B.env_info(),
@@ -55,7 +59,8 @@ def main() -> int:
                tuning=dispatch.records_json())  # every candidate timed per shape and M (speedups per layer)
     with open(os.path.join(a.out, "e2e.json"), "w") as f:
         json.dump(res, f, indent=1, default=str)
-    print(f"\n{res['env'].get('gpu')} torch {torch.__version__}; graphs={res['graphs']}; compile={a.compile}")
+    print(f"\n{res['env'].get('gpu')} torch {torch.__version__}; graphs={res['graphs']}; compile={a.compile}; "
+          f"prefill attention {a.prefill_attention}")
     print(f"prefill {a.prompt_len}: dense {res['dense_prefill_ms']:.2f} ms, 2:4 {res['sparse_prefill_ms']:.2f} ms, "
           f"{res['prefill_speedup']:.2f}x")
     print(f"decode {a.gen} tok x batch {a.batch}: dense {res['dense_decode_tok_s']:.1f} tok/s, 2:4 {res['sparse_decode_tok_s']:.1f} tok/s, "

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Nineteenth session's plan for the next GPU calls (docs/kernels.md, "What next (after the nineteenth session)"),
 # from the repository root with OUT set; each part fits one call (600 s):
-#   bash bench/device/s19.sh fix     fp16 end to end, compiled layers, default settings (MO storage of order 2, wide
-#                                    MO configurations), batch 1 then batch 32: the _materialize fix should hold the
-#                                    decoder linears at 14.57 GB (the memory is now logged before the second dense
-#                                    pass, so a cut run still tells it) (~6 minutes)
+#   bash bench/device/s19.sh fix     fp16 end to end, compiled layers, batch 1, default settings (MO storage of order 2,
+#                                    wide MO configurations), the prefill with an explicit mask (as before) and then
+#                                    with SDPA's causal flag (the new default): the _materialize fix should hold the
+#                                    decoder linears at 14.57 GB (now logged before the second dense pass, so a cut
+#                                    run still tells it) (~8 minutes)
+#   bash bench/device/s19.sh e2e     bf16 batch 1 and fp16 batch 32, compiled layers, causal prefill (~8 minutes)
 #   bash bench/device/s19.sh rest1   GPU tests cut in the eighteenth/nineteenth sessions, kernel level (TMA stages,
 #                                    MO/XL against the row-major kernels, x through shared memory, order 2), with
 #                                    --durations so that later calls can be planned
@@ -17,10 +19,18 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 pyt() { timeout "$1" python3 -m pytest -q -p no:cacheprovider --durations=15 tests/gpu -k "$2" > "$OUT/$3" 2>&1; tail -22 "$OUT/$3"; }
 case ${1:-} in
   fix)
-    for b in 1 32; do
-      LLMSPARSE_KERNEL_CACHE=off timeout 280 python3 bench/bench_e2e.py --dtype fp16 --compile layers --batch $b \
-        --out "$OUT/e2e_fp16_b$b" > "$OUT/e2e_fp16_b$b.log" 2>&1
-      grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_fp16_b$b.log"
+    for att in mask causal; do
+      LLMSPARSE_KERNEL_CACHE=off timeout 270 python3 bench/bench_e2e.py --dtype fp16 --compile layers \
+        --prefill-attention $att --out "$OUT/e2e_fp16_b1_$att" > "$OUT/e2e_fp16_b1_$att.log" 2>&1
+      grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_fp16_b1_$att.log"
+    done
+    ;;
+  e2e)
+    for run in "bf16 1" "fp16 32"; do
+      set -- $run
+      LLMSPARSE_KERNEL_CACHE=off timeout 270 python3 bench/bench_e2e.py --dtype $1 --compile layers --batch $2 \
+        --out "$OUT/e2e_$1_b$2" > "$OUT/e2e_$1_b$2.log" 2>&1
+      grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_$1_b$2.log"
     done
     ;;
   rest1) pyt 560 "tma_stages or mma_order_equals or x_through or order_2" pytest_rest1.txt ;;
@@ -33,5 +43,5 @@ case ${1:-} in
       rm -f "$OUT/k_$r/gemm.png"
     done
     ;;
-  *) echo "usage: bash bench/device/s19.sh fix|rest1|rest2|tables" >&2; exit 2 ;;
+  *) echo "usage: bash bench/device/s19.sh fix|e2e|rest1|rest2|tables" >&2; exit 2 ;;
 esac

@@ -62,6 +62,9 @@ def bench(
     graphs: bool = typer.Option(True, "--graphs/--no-graphs", help="Capture CUDA graphs (same for dense and 2:4)."),
     compile: str = typer.Option("none", "--compile", help="End to end: also torch.compile both sides, each decoder "
                                 "layer ('layers') or the whole forward ('model'); 'none' (default)."),
+    prefill_attention: str = typer.Option("causal", "--prefill-attention", help="End to end: the prefill's attention, "
+                                          "'causal' (SDPA's causal flag, no mask: its flash/cuDNN kernels, as serving "
+                                          "stacks run a prefill) or 'mask' (an explicit boolean causal mask)."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune 2:4 by magnitude when the model is not 2:4."),
     stock: bool = typer.Option(True, "--stock/--no-stock", help="Also time PyTorch's stock 2:4 path."),
     min_speedup: float = typer.Option(1.05, "--min-speedup", help="A sparse path must beat dense by this factor (the dispatcher's default)."),
@@ -92,10 +95,12 @@ def bench(
     ms = _ints(m, "m")
     if batch < 1 or gen_tokens < 1 or decode_prompt < 1 or prompt_len < 1:
         raise UserError("--batch, --gen-tokens, --decode-prompt and --prompt-len must be >= 1")
-    from ..kernels.benchmark import COMPILE_MODES
+    from ..kernels.benchmark import COMPILE_MODES, PREFILL_ATTENTION
 
     if compile not in COMPILE_MODES:
         raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
+    if prefill_attention not in PREFILL_ATTENTION:
+        raise UserError(f"--prefill-attention must be one of {', '.join(PREFILL_ATTENTION)}, got {prefill_attention!r}")
     path_list = None
     if paths is not None:
         from ..kernels.dispatch import check_paths
@@ -202,10 +207,12 @@ def bench(
         else:
             raise UserError(f"{len(not24)} linear layers (e.g. {not24[0]}) are not 2:4; prune first or drop --no-prune")
         res = B.e2e_bench(mdl, prompt_len=prompt_len, gen=gen_tokens, decode_prompt=decode_prompt, graphs=graphs,
-                          compile=compile, min_speedup=min_speedup, log=log, paths=path_list, batch=batch)
+                          compile=compile, min_speedup=min_speedup, log=log, paths=path_list, batch=batch,
+                          prefill_attention=prefill_attention)
         res["model"] = model
         result["e2e"] = res
         treat = ("CUDA graphs" if res["graphs"] else "eager") + ("" if compile == "none" else f" + torch.compile ({compile})")
+        treat += f"; prefill attention {prefill_attention}"
         t = Table(title=f"end to end, {model}, decode batch {batch}, {treat}")
         for c in ("", "dense", "2:4", "speedup"):
             t.add_column(c, justify="right")

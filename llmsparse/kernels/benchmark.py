@@ -247,8 +247,58 @@ def _untimed():
         return contextlib.nullcontext()
 
 
-def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000, info: dict | None = None) -> float:
+CAUSAL_PREFILL_ATTN = "llmsparse_causal_prefill"
+PREFILL_ATTENTION = ("causal", "mask")
+
+
+def _causal_prefill_attention(module, query, key, value, attention_mask, **kwargs):
+    """Attention of a prefill without cache and without padding: PyTorch's SDPA with ``is_causal=True`` and no
+    materialized mask, so SDPA may pick its flash or cuDNN kernels (an explicit mask rules them out). transformers'
+    own ``sdpa`` path does the same in eager calls but builds a full mask while a CUDA graph is being captured; this
+    one does the same thing in both. Refuses anything but square (query and key of one length) attention."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[-2] != key.shape[-2]:
+        raise ValueError("causal-prefill attention needs a prefill without cache: query and key of one length, got "
+                         f"{query.shape[-2]} and {key.shape[-2]}")
+    return sdpa_attention_forward(module, query, key, value, None, is_causal=True, **kwargs)
+
+
+@contextlib.contextmanager
+def causal_prefill(model):
+    """Within: ``model`` (a transformers model; every config among its modules) runs
+    :func:`_causal_prefill_attention`: transformers builds no mask for an attention implementation it has no mask
+    function for, and this one asserts the square shape in which no mask is needed. For prefill timings only."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(CAUSAL_PREFILL_ATTN, _causal_prefill_attention)
+    configs = {id(c): c for c in [model.config] + [getattr(m, "config", None) for m in model.modules()]
+               if c is not None and hasattr(c, "_attn_implementation")}
+    old = {k: c._attn_implementation for k, c in configs.items()}
+    try:
+        for c in configs.values():
+            c._attn_implementation = CAUSAL_PREFILL_ATTN
+        yield
+    finally:
+        for k, c in configs.items():
+            c._attn_implementation = old[k]
+
+
+def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000, info: dict | None = None,
+                 attention: str = "causal") -> float:
+    """Milliseconds of one forward over ``prompt_len`` tokens (one sequence, no cache; only the last position's
+    logits). ``attention``: ``"causal"`` (SDPA's causal flag, no mask: :func:`causal_prefill`, what serving stacks
+    run for a prefill) or ``"mask"`` (an explicit boolean causal mask, as measured up to the nineteenth session:
+    SDPA cannot use its flash kernels with one)."""
+    if attention not in PREFILL_ATTENTION:
+        raise ValueError(f"prefill attention must be one of {PREFILL_ATTENTION}, got {attention!r}")
     ids = torch.randint(1, vocab, (1, prompt_len), device="cuda")
+    if attention == "causal":
+        def fwd(ids=ids):
+            return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
+
+        with torch.no_grad(), causal_prefill(model):
+            return time_call(fwd, [()], target_ms=1.0, replays=7, use_graph=graphs, warmup=2, info=info)
     # an explicit causal mask, the same on both sides: transformers otherwise builds no mask in the eager
     # warm-up calls but a materialized one while a CUDA graph is being captured, and a compiled layer
     # would recompile (which cannot happen during capture) on that difference
@@ -348,25 +398,29 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
 
 def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: int = 32, graphs: bool = True,
               compile: str = "none", min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
-              log: Callable[[str], None] | None = None, paths=None, batch: int = 1) -> dict:
+              log: Callable[[str], None] | None = None, paths=None, batch: int = 1,
+              prefill_attention: str = "causal") -> dict:
     """Dense (dense-with-zeros) vs ``sparsify``-ed model: prefill of ``prompt_len`` tokens (one sequence), decode
     of ``gen`` tokens for ``batch`` sequences (M = ``batch`` rows per linear; tokens/s count all of them); the same
-    treatment on both sides (CUDA graphs; with ``compile``, also torch.compile, see :func:`compile_model`). The
-    model must already be 2:4 in its decoder linears; it is sparsified in place."""
+    treatment on both sides (CUDA graphs; with ``compile``, also torch.compile, see :func:`compile_model`; the
+    prefill's attention: ``prefill_attention``, see :func:`time_prefill`). The model must already be 2:4 in its
+    decoder linears; it is sparsified in place."""
+    if prefill_attention not in PREFILL_ATTENTION:
+        raise ValueError(f"prefill attention must be one of {PREFILL_ATTENTION}, got {prefill_attention!r}")
     from .dispatch import bucket_of
     from .linear import sparsify
 
     log = log or (lambda s: None)
     vocab = model.config.vocab_size
     res: dict = {"prompt_len": prompt_len, "gen_tokens": gen, "decode_prompt": decode_prompt, "batch": batch,
-                 "compile": compile}
+                 "compile": compile, "prefill_attention": prefill_attention}
     chk = torch.randint(1, vocab, (1, 64), device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     with torch.no_grad():
         ref_logits = model(input_ids=chk, use_cache=False).logits.float()
     compile_model(model, compile)  # compiled at the first call of each timed shape, in the warm-up calls
     pinfo: dict = {"dense": {}, "sparse": {}, "dense_again": {}}
     res["prefill_timing"] = pinfo  # whether each prefill timing is of graph replays (and why not)
-    res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense"])
+    res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense"], attention=prefill_attention)
     log(f"dense prefill {prompt_len}: {res['dense_prefill_ms']:.2f} ms ({_how(pinfo['dense'])})")
     res["dense_decode_tok_s"], dense_toks, g1 = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"dense decode: {res['dense_decode_tok_s']:.1f} tok/s (graphs={g1})")
@@ -388,7 +442,7 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
             # the compiled 2:4 model against the eager one (same kernels; Inductor fuses the rest)
             res["compiled_vs_eager_rel_err"] = float((sp_logits - sp_eager).norm() / sp_eager.norm())
     res["logits_rel_err"] = float((sp_logits - ref_logits).norm() / ref_logits.norm())
-    res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["sparse"])
+    res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["sparse"], attention=prefill_attention)
     log(f"2:4 prefill {prompt_len}: {res['sparse_prefill_ms']:.2f} ms ({_how(pinfo['sparse'])})")
     res["sparse_decode_tok_s"], sp_toks, g2 = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"2:4 decode: {res['sparse_decode_tok_s']:.1f} tok/s (graphs={g2})")
@@ -401,7 +455,7 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
 
     densify(model)
     torch.cuda.empty_cache()
-    d2_prefill = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense_again"])
+    d2_prefill = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense_again"], attention=prefill_attention)
     d2_decode, _, _ = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"dense again: prefill {d2_prefill:.2f} ms, decode {d2_decode:.1f} tok/s")
     res["dense_prefill_ms_runs"] = [res["dense_prefill_ms"], d2_prefill]

@@ -768,29 +768,39 @@ def test_sparse_linear_with_wide_mo_candidates(dtype, monkeypatch):
     assert_graph_replays(lin, lin, 64, 4096, dtype)
 
 
-def test_e2e_bench_on_a_tiny_llama_reports_both_sides():
-    """kernels.benchmark.e2e_bench end to end on a tiny 2:4 Llama (eager, CUDA graphs, batch 2): both sides timed
-    (dense twice, before and after), the sparsified model's logits against the dense-with-zeros model's, the
-    swapped layers' bytes, and the memory logged before the second dense pass (so that a run cut short tells it)."""
+@pytest.mark.parametrize("compile,attention", [("none", "causal"), ("none", "mask"), ("layers", "causal")])
+def test_e2e_bench_on_a_tiny_llama_reports_both_sides(compile, attention):
+    """kernels.benchmark.e2e_bench end to end on a tiny 2:4 Llama (CUDA graphs, batch 2; eager or compiled layers;
+    the prefill with SDPA's causal flag or an explicit mask): both sides timed from graph replays (dense twice,
+    before and after), the sparsified model's logits against the dense-with-zeros model's, the swapped layers'
+    bytes, and the memory logged before the second dense pass (so that a run cut short tells it)."""
+    import torch._dynamo
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from llmsparse.kernels.benchmark import e2e_bench, prune_24_
 
     torch.manual_seed(0)
+    torch._dynamo.reset()
     cfg = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=1000)
+                      num_key_value_heads=2, vocab_size=1000, attn_implementation="sdpa")
     model = LlamaForCausalLM(cfg).to("cuda", torch.float16).eval()
     prune_24_(model)
+    dense_bytes = 2 * sum(p.numel() for layer in model.model.layers for n, p in layer.named_parameters()
+                          if "proj.weight" in n)
     lines: list[str] = []
-    res = e2e_bench(model, prompt_len=64, gen=8, decode_prompt=8, batch=2, log=lines.append)
-    assert res["swapped"] == 14 and res["batch"] == 2
-    assert res["logits_rel_err"] < 5e-3
+    res = e2e_bench(model, prompt_len=64, gen=8, decode_prompt=8, batch=2, log=lines.append, compile=compile,
+                    prefill_attention=attention)
+    torch._dynamo.reset()
+    assert res["swapped"] == 14 and res["batch"] == 2 and res["prefill_attention"] == attention
+    assert res["logits_rel_err"] < (5e-3 if compile == "none" else 2e-2)
+    assert all(res["prefill_timing"][k].get("graph") for k in ("dense", "sparse", "dense_again")), res["prefill_timing"]
+    assert res["graphs"]
     assert len(res["dense_prefill_ms_runs"]) == 2 and len(res["dense_decode_tok_s_runs"]) == 2
     for k in ("dense_prefill_ms", "sparse_prefill_ms", "dense_decode_tok_s", "sparse_decode_tok_s"):
         assert math.isfinite(res[k]) and res[k] > 0, k
     assert res["decode_speedup"] == pytest.approx(res["sparse_decode_tok_s"] / res["dense_decode_tok_s"])
-    assert 0 < res["sparse_linear_bytes"] and res["dense_linear_bytes"] == 2 * sum(
-        p.numel() for layer in model.model.layers for n, p in layer.named_parameters() if "proj.weight" in n)
+    assert 0 < res["sparse_linear_bytes"] and res["dense_linear_bytes"] == dense_bytes
+    assert model.config._attn_implementation == "sdpa"
     mem = [i for i, s in enumerate(lines) if s.startswith("decoder linears:")]
     again = [i for i, s in enumerate(lines) if s.startswith("dense again")]
     assert mem and again and mem[0] < again[0]

@@ -179,7 +179,8 @@ def test_bench_cli_without_cuda_is_user_error(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("args,msg", [(["--paths", "gemvg,warp9"], "unknown kernel path"),
                                       (["--compile", "all"], "--compile must be"),
-                                      (["--batch", "0"], "--batch, --gen-tokens")])
+                                      (["--batch", "0"], "--batch, --gen-tokens"),
+                                      (["--prefill-attention", "flash"], "--prefill-attention must be")])
 def test_bench_cli_bad_options_are_one_line_errors(tmp_path, capsys, args, msg):
     from llmsparse.cli.main import main
 
@@ -188,6 +189,58 @@ def test_bench_cli_bad_options_are_one_line_errors(tmp_path, capsys, args, msg):
     err = capsys.readouterr().err
     assert msg in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r.json").exists()
+
+
+def test_causal_prefill_attention_equals_the_masked_model_and_refuses_a_cache():
+    """benchmark.causal_prefill: a tiny Llama (GQA) gives the same logits as with transformers' sdpa and an explicit
+    boolean causal mask (the prefill the bench timed up to the nineteenth session), builds no mask (SDPA's causal
+    flag), refuses a forward where query and key differ in length (a decode step with a cache), and leaves the
+    model's attention implementation as it was, also after an error; compiled layers give the same logits."""
+    import torch._dynamo
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmsparse.kernels import benchmark as B
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=100, attn_implementation="sdpa")
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 100, (2, 11))
+    mask = torch.ones(11, 11, dtype=torch.bool).tril()[None, None]
+    seen = []
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask, use_cache=False).logits
+        unmasked = model(ids, attention_mask=torch.ones(11, 11, dtype=torch.bool)[None, None], use_cache=False).logits
+        orig = B._causal_prefill_attention
+        B._causal_prefill_attention = lambda *a, **k: (seen.append(a[4]), orig(*a, **k))[1]
+        try:
+            with B.causal_prefill(model):
+                assert model.config._attn_implementation == B.CAUSAL_PREFILL_ATTN
+                out = model(ids, use_cache=False).logits
+        finally:
+            B._causal_prefill_attention = orig
+        assert model.config._attn_implementation == "sdpa"
+        assert seen == [None, None]  # one call per layer, no mask
+        assert (out - ref).abs().max() < 1e-5 and (unmasked - ref).abs().max() > 1e-2  # the mask matters
+        past = model(ids, use_cache=True).past_key_values
+        with pytest.raises(ValueError, match="query and key of one length"):
+            with B.causal_prefill(model):
+                model(ids[:, :1], past_key_values=past, use_cache=True)
+        assert model.config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="prefill attention"):
+        B.time_prefill(model, 8, attention="flash")
+    # Dynamo traces it without a graph break (the bench compiles decoder layers; aot_eager: no C++ compiler needed)
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.compile(backend="aot_eager", fullgraph=True, dynamic=False)
+            with B.causal_prefill(model):
+                comp = model(ids, use_cache=False).logits
+            comp_masked = model(ids, attention_mask=mask, use_cache=False).logits
+    finally:
+        torch._dynamo.reset()
+    assert (comp - ref).abs().max() < 1e-5 and (comp_masked - ref).abs().max() < 1e-5
 
 
 def test_densify_restores_linear():
