@@ -928,6 +928,12 @@ MMSP_MO_WIDE_CONFIGS = {
          (4, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (2, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)],
 }
 MO_WIDE = 0 if os.environ.get("LLMSPARSE_MMSP_WIDE", "1").strip().lower() in ("0", "off") else 1
+MO_WIDE_MAX_M = 64
+
+
+def mo_max_m() -> int:
+    """The largest M the MO configurations cover now: 64 with MO_WIDE, else MMSP_MAX_M (16)."""
+    return MO_WIDE_MAX_M if MO_WIDE else MMSP_MAX_M
 
 
 def mo_configs_for(m: int) -> list[tuple]:
@@ -935,7 +941,7 @@ def mo_configs_for(m: int) -> list[tuple]:
     MO_WIDE the wider ones of MMSP_MO_WIDE_CONFIGS up to 64; none above."""
     if m <= MMSP_MAX_M:
         return list(MMSP_MO_CONFIGS[8 if m <= 8 else 16])
-    if MO_WIDE and m <= 64:
+    if MO_WIDE and m <= MO_WIDE_MAX_M:
         return list(MMSP_MO_WIDE_CONFIGS[32 if m <= 32 else 64])
     return []
 

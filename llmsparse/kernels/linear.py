@@ -289,14 +289,15 @@ class SparseLinear(nn.Module):
         else:
             self._cslt = None
         # MO storage: only where every choice runs on the copy, on cuSPARSELt's form or on dense -- kept, or with
-        # keep_dense=False replaced by _best_sparse_fallback, which runs on the copy up to M = 16 and on
-        # cuSPARSELt's form above (so a dense choice above 16 needs that form)
-        from .gluon_mmsp import MMSP_MAX_M
+        # keep_dense=False replaced by _best_sparse_fallback, which runs on the copy up to mo_max_m() (16, or 64
+        # with the wide configurations) and on cuSPARSELt's form above (so a dense choice above needs that form)
+        from .gluon_mmsp import mo_max_m
 
         order = self._storage_order()
+        cap = mo_max_m()
         compact = bool(order and chosen) and all(
             c.path == "cslt" or dispatch.mo_order(c) == order
-            or (c.path == "dense" and (self.keep_dense is not False or b <= MMSP_MAX_M or self._cslt is not None))
+            or (c.path == "dense" and (self.keep_dense is not False or b <= cap or self._cslt is not None))
             for b, c in buckets)
         orders = [o for o in map(dispatch.mo_order, chosen) if o]
         if compact:
@@ -446,16 +447,18 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
 def _best_sparse_fallback(m: int, have_cslt: bool, stored_order: int = 0) -> dispatch.Choice:
     """A sparse path that needs no form the layer lacks: for keep_dense=False where dense won, and for
     a choice whose derived form was not built (inside a capture, under torch.compile). ``stored_order``: the
-    layer holds only the MMA-order copy of that order (no packed pair): an MO configuration of that order for
-    M <= 16 (the range they are tested on), cuSPARSELt's form above if held, else the MO configuration anyway."""
+    layer holds only the MMA-order copy of that order (no packed pair): an MO configuration of that order up to
+    ``gluon_mmsp.mo_max_m()`` (16, or 64 with the wide configurations: the range they are tested on),
+    cuSPARSELt's form above if held, else the MO configuration anyway."""
     from .triton_sp24 import MM_CONFIGS
 
     if stored_order:
-        from .gluon_mmsp import MMSP_MAX_M, mo_configs_for, mo_order
+        from .gluon_mmsp import mo_configs_for, mo_max_m, mo_order
 
-        if m > MMSP_MAX_M and have_cslt:
+        cap = mo_max_m()
+        if m > cap and have_cslt:
             return dispatch.Choice("cslt", (0, 1))
-        for cfg in mo_configs_for(min(m, MMSP_MAX_M)):  # a plain loop: Dynamo traces it (_plan under compile)
+        for cfg in mo_configs_for(min(m, cap)):  # a plain loop: Dynamo traces it (_plan under compile)
             if mo_order(cfg) == stored_order:
                 return dispatch.Choice("mmsp", cfg)
     if m > 256 and have_cslt:

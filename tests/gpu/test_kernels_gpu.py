@@ -766,6 +766,20 @@ def test_sparse_linear_with_wide_mo_candidates(dtype, monkeypatch):
         x = torch.randn(m, 4096, device="cuda", dtype=dtype)
         assert rel(lin(x), F.linear(x, w, b)) < TOL[dtype], (m, lin._plan(m))
     assert_graph_replays(lin, lin, 64, 4096, dtype)
+    # keep_dense=False where dense won at M = 17-64 and no cuSPARSELt form is held: the wide fallback on the copy
+    from llmsparse.kernels import dispatch
+
+    lin2 = SparseLinear.from_dense(w, b)
+    lin2.mo_storage, lin2.keep_dense, lin2.lazy_tune = 2, False, False
+    mo16 = next(c for c in gluon_mmsp.MMSP_MO_CONFIGS[16] if gluon_mmsp.mo_order(c) == 2)
+    lin2._table = {16: dispatch.Choice("mmsp", mo16), 32: dispatch.Choice("dense"), 64: dispatch.Choice("dense")}
+    lin2._materialize()
+    assert lin2._stored_order == 2 and lin2._dense is None and lin2._cslt is None
+    for m in (17, 40, 64):
+        c = lin2._plan(m)
+        assert c.path == "mmsp" and c.cfg in wide, (m, c)
+        x = torch.randn(m, 4096, device="cuda", dtype=dtype)
+        assert rel(lin2(x), F.linear(x, w, b)) < TOL[dtype], (m, c)
 
 
 @pytest.mark.parametrize("compile,attention", [("none", "causal"), ("none", "mask"), ("layers", "causal")])

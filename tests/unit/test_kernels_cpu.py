@@ -1187,6 +1187,22 @@ def test_a_layer_holding_only_the_copy_prepared_for_compile_drops_the_dense_weig
             assert c.cfg in gluon_mmsp.MMSP_MO_CONFIGS[8 if m <= 8 else 16]
         assert linear._best_sparse_fallback(64, False, order).path == "mmsp"
         assert linear._best_sparse_fallback(64, True, 0).path == "mm"  # a layer with its packed pair: as before
+        # M = 17-64: the wide MO configurations where they are candidates (MO_WIDE), cuSPARSELt's form otherwise
+        for wide in (1, 0):
+            monkeypatch.setattr(gluon_mmsp, "MO_WIDE", wide)
+            for m, bucket in ((17, 32), (40, 64), (64, 64)):
+                c = linear._best_sparse_fallback(m, True, order)
+                assert (c.path == "mmsp" and c.cfg in gluon_mmsp.MMSP_MO_WIDE_CONFIGS[bucket]
+                        and gluon_mmsp.mo_order(c.cfg) == order) if wide else c.path == "cslt", (wide, m, c)
+            assert linear._best_sparse_fallback(65, True, order).path == "cslt"
+            lin3 = SparseLinear.from_dense(w)
+            lin3.mo_storage, lin3.keep_dense = order, False
+            lin3._table = {16: mo1, 64: dispatch.Choice("dense")}  # no cuSPARSELt form: compact only with MO_WIDE
+            lin3._materialize()
+            assert (lin3._stored_order == order) == bool(wide) and lin3._dense is None
+            if wide:
+                assert lin3._plan(64).path == "mmsp" and lin3._held(lin3._plan(64)) == lin3._plan(64)
+        monkeypatch.setattr(gluon_mmsp, "MO_WIDE", 1)
         lin._table = {1: mo1, 16: dispatch.Choice("dense")}
         lin._table_view = {1: mo1, 16: mo1}  # no cuSPARSELt form to fall back on above M = 16: dense kept
         lin._materialize()
@@ -1218,7 +1234,8 @@ def test_a_layer_holding_only_the_copy_prepared_for_compile_drops_the_dense_weig
         for m in (9, 13, 40):
             got = fn(torch.ones(m, 2))[0, 0].item()
             c = lin._plan(m, view=True)
-            assert c.cfg in gluon_mmsp.MMSP_MO_CONFIGS[16] and got == c.cfg[12]
+            assert c.cfg in (gluon_mmsp.MMSP_MO_CONFIGS[16] if m <= 16 else gluon_mmsp.MMSP_MO_WIDE_CONFIGS[64])
+            assert got == c.cfg[12]
             assert gluon_mmsp.mo_order(c.cfg) == order
 
 
