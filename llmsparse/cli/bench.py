@@ -193,6 +193,10 @@ def bench(
                 mdl = AutoModelForCausalLM.from_pretrained(model, dtype=dtypes[0], trust_remote_code=False).cuda().eval()
             except OSError as e:
                 raise UserError(f"cannot load model {model!r}: {str(e).splitlines()[0]}")
+        window = getattr(mdl.config, "sliding_window", None)
+        if prefill_attention == "causal" and isinstance(window, int) and window < prompt_len:
+            raise UserError(f"{model!r} attends over a sliding window of {window} tokens, shorter than --prompt-len "
+                            f"{prompt_len}: use --prefill-attention mask")
         if compile == "layers" and B.decoder_layers(mdl) is None:
             raise UserError(f"--compile layers needs the decoder layers at model.model.layers, which {model!r} "
                             "does not have; use --compile model")

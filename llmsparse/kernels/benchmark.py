@@ -255,12 +255,17 @@ def _causal_prefill_attention(module, query, key, value, attention_mask, **kwarg
     """Attention of a prefill without cache and without padding: PyTorch's SDPA with ``is_causal=True`` and no
     materialized mask, so SDPA may pick its flash or cuDNN kernels (an explicit mask rules them out). transformers'
     own ``sdpa`` path does the same in eager calls but builds a full mask while a CUDA graph is being captured; this
-    one does the same thing in both. Refuses anything but square (query and key of one length) attention."""
+    one does the same thing in both. Refuses anything but square (query and key of one length) attention, and a
+    sliding window shorter than the keys."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if query.shape[-2] != key.shape[-2]:
         raise ValueError("causal-prefill attention needs a prefill without cache: query and key of one length, got "
                          f"{query.shape[-2]} and {key.shape[-2]}")
+    window = kwargs.get("sliding_window")
+    if window is not None and window < key.shape[-2]:
+        raise ValueError(f"causal-prefill attention has no sliding window ({window} < {key.shape[-2]} tokens): "
+                         "use the explicit mask (--prefill-attention mask)")
     return sdpa_attention_forward(module, query, key, value, None, is_causal=True, **kwargs)
 
 

@@ -229,6 +229,18 @@ def test_causal_prefill_attention_equals_the_masked_model_and_refuses_a_cache():
         assert model.config._attn_implementation == "sdpa"
     with pytest.raises(ValueError, match="prefill attention"):
         B.time_prefill(model, 8, attention="flash")
+    from transformers import MistralConfig, MistralForCausalLM
+
+    for window, ok in ((4, False), (11, True), (None, True)):  # a sliding window shorter than the prompt: refused
+        mis = MistralForCausalLM(MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                               num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
+                                               sliding_window=window, attn_implementation="sdpa")).eval()
+        with torch.no_grad(), B.causal_prefill(mis):
+            if ok:
+                mis(ids, use_cache=False)
+            else:
+                with pytest.raises(ValueError, match="sliding window"):
+                    mis(ids, use_cache=False)
     # Dynamo traces it without a graph break (the bench compiles decoder layers; aot_eager: no C++ compiler needed)
     torch._dynamo.reset()
     try:
