@@ -123,6 +123,8 @@ def bench(
     if not torch.cuda.is_available():
         raise UserError("llmsparse bench needs a CUDA GPU and none is visible here; run it on a machine with one "
                         "(on CPU, SparseLinear falls back to dense-with-zeros and there is nothing to time)")
+    if model is not None and not model.startswith("random:") and prefill_attention == "causal":
+        _check_no_short_window(model, prompt_len)
     from rich.table import Table
 
     from ..kernels import benchmark as B
@@ -193,10 +195,6 @@ def bench(
                 mdl = AutoModelForCausalLM.from_pretrained(model, dtype=dtypes[0], trust_remote_code=False).cuda().eval()
             except OSError as e:
                 raise UserError(f"cannot load model {model!r}: {str(e).splitlines()[0]}")
-        window = getattr(mdl.config, "sliding_window", None)
-        if prefill_attention == "causal" and isinstance(window, int) and window < prompt_len:
-            raise UserError(f"{model!r} attends over a sliding window of {window} tokens, shorter than --prompt-len "
-                            f"{prompt_len}: use --prefill-attention mask")
         if compile == "layers" and B.decoder_layers(mdl) is None:
             raise UserError(f"--compile layers needs the decoder layers at model.model.layers, which {model!r} "
                             "does not have; use --compile model")
@@ -239,3 +237,23 @@ def bench(
         B.plot_speedups(result["gemm"], tmp)
         os.replace(tmp, plot)
         console.print(f"wrote {plot}")
+
+
+def _check_no_short_window(model: str, prompt_len: int) -> None:
+    """The causal prefill (SDPA's causal flag) has no sliding window: refuse, before any GPU work, a model whose
+    config asks for one shorter than the prompt (a config that cannot be read is left to the model load)."""
+    from ..errors import UserError
+
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(model, trust_remote_code=False)
+    except Exception:  # noqa: BLE001 - reported by the model load itself
+        return
+    cfg = getattr(cfg, "text_config", None) or cfg
+    window = getattr(cfg, "sliding_window", None)
+    if getattr(cfg, "use_sliding_window", True) is False:
+        window = None
+    if isinstance(window, int) and window < prompt_len:
+        raise UserError(f"{model!r} attends over a sliding window of {window} tokens, shorter than --prompt-len "
+                        f"{prompt_len}: use --prefill-attention mask")

@@ -255,6 +255,31 @@ def test_causal_prefill_attention_equals_the_masked_model_and_refuses_a_cache():
     assert (comp - ref).abs().max() < 1e-5 and (comp_masked - ref).abs().max() < 1e-5
 
 
+def test_bench_cli_refuses_a_short_sliding_window_for_the_causal_prefill(tmp_path):
+    """llmsparse bench MODEL with the causal prefill: a model whose config attends over a sliding window shorter than
+    --prompt-len is refused (one-line UserError) before any GPU work; no window, a window turned off
+    (use_sliding_window=False) or one as long as the prompt pass; an unreadable config is left to the model load."""
+    from transformers import MistralConfig, Qwen2Config
+
+    from llmsparse.cli.bench import _check_no_short_window
+    from llmsparse.errors import UserError
+
+    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=100)
+    cases = {"mis4": (MistralConfig(**small, sliding_window=4), False),
+             "mis64": (MistralConfig(**small, sliding_window=64), True),
+             "misnone": (MistralConfig(**small, sliding_window=None), True),
+             "qwen_off": (Qwen2Config(**small, sliding_window=4, use_sliding_window=False), True)}
+    for name, (cfg, ok) in cases.items():
+        cfg.save_pretrained(tmp_path / name)
+        if ok:
+            _check_no_short_window(str(tmp_path / name), 64)
+        else:
+            with pytest.raises(UserError, match="sliding window of 4 tokens"):
+                _check_no_short_window(str(tmp_path / name), 64)
+    _check_no_short_window(str(tmp_path / "absent"), 64)
+
+
 def test_densify_restores_linear():
     from llmsparse.kernels import densify
 
