@@ -248,6 +248,7 @@ def _untimed():
 
 
 CAUSAL_PREFILL_ATTN = "llmsparse_causal_prefill"
+_CAUSAL_REGISTERED = False
 PREFILL_ATTENTION = ("causal", "mask")
 
 
@@ -269,6 +270,10 @@ def _causal_prefill_attention(module, query, key, value, attention_mask, **kwarg
     return sdpa_attention_forward(module, query, key, value, None, is_causal=True, **kwargs)
 
 
+def _registered_attention(*args, **kwargs):
+    return _causal_prefill_attention(*args, **kwargs)  # looked up at each call (tests wrap it)
+
+
 @contextlib.contextmanager
 def causal_prefill(model):
     """Within: ``model`` (a transformers model; every config among its modules) runs
@@ -276,7 +281,10 @@ def causal_prefill(model):
     function for, and this one asserts the square shape in which no mask is needed. For prefill timings only."""
     from transformers import AttentionInterface
 
-    AttentionInterface.register(CAUSAL_PREFILL_ATTN, _causal_prefill_attention)
+    global _CAUSAL_REGISTERED
+    if not _CAUSAL_REGISTERED:  # once: each change of the mapping could make compiled layers recompile
+        AttentionInterface.register(CAUSAL_PREFILL_ATTN, _registered_attention)
+        _CAUSAL_REGISTERED = True
     configs = {id(c): c for c in [model.config] + [getattr(m, "config", None) for m in model.modules()]
                if c is not None and hasattr(c, "_attn_implementation")}
     old = {k: c._attn_implementation for k, c in configs.items()}
