@@ -433,7 +433,8 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     compile_model(model, compile)  # compiled at the first call of each timed shape, in the warm-up calls
     pinfo: dict = {"dense": {}, "sparse": {}, "dense_again": {}}
     res["prefill_timing"] = pinfo  # whether each prefill timing is of graph replays (and why not)
-    res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense"], attention=prefill_attention)
+    res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense"],
+                                           attention=prefill_attention)
     log(f"dense prefill {prompt_len}: {res['dense_prefill_ms']:.2f} ms ({_how(pinfo['dense'])})")
     res["dense_decode_tok_s"], dense_toks, g1 = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"dense decode: {res['dense_decode_tok_s']:.1f} tok/s (graphs={g1})")
@@ -455,7 +456,8 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
             # the compiled 2:4 model against the eager one (same kernels; Inductor fuses the rest)
             res["compiled_vs_eager_rel_err"] = float((sp_logits - sp_eager).norm() / sp_eager.norm())
     res["logits_rel_err"] = float((sp_logits - ref_logits).norm() / ref_logits.norm())
-    res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["sparse"], attention=prefill_attention)
+    res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["sparse"],
+                                            attention=prefill_attention)
     log(f"2:4 prefill {prompt_len}: {res['sparse_prefill_ms']:.2f} ms ({_how(pinfo['sparse'])})")
     res["sparse_decode_tok_s"], sp_toks, g2 = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"2:4 decode: {res['sparse_decode_tok_s']:.1f} tok/s (graphs={g2})")
