@@ -34,6 +34,9 @@ def main() -> int:
     ap.add_argument("--prefill-attention", default="causal", choices=("causal", "mask"),
                     help="prefill attention: SDPA's causal flag without a mask (flash/cuDNN kernels; default) or an "
                          "explicit boolean causal mask (as measured up to the nineteenth session)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also profile one eager prefill per side: GPU time by kernel category (attention, sparse "
+                         "GEMM, dense GEMM, other)")
     ap.add_argument("--out", default="out/e2e")
     a = ap.parse_args()
     if min(a.batch, a.gen, a.prompt_len, a.decode_prompt) < 1:
@@ -51,7 +54,7 @@ def main() -> int:
     print(f"built {a.shape} ({a.layers or 'all'} layers), pruned {n} linears 2:4 in {time.time() - t0:.1f} s", flush=True)
     res = B.e2e_bench(model, prompt_len=a.prompt_len, gen=a.gen, decode_prompt=a.decode_prompt,
                       graphs=not a.no_graphs, compile=a.compile, log=lambda s: print(s, flush=True), batch=a.batch,
-                      prefill_attention=a.prefill_attention)
+                      prefill_attention=a.prefill_attention, breakdown=a.breakdown)
     from llmsparse.kernels import dispatch
 
     res.update(model=f"random {a.shape}", layers=a.layers, dtype=a.dtype, env=B.env_info(),

@@ -21,8 +21,8 @@ case ${1:-} in
   fix)
     for att in mask causal; do
       LLMSPARSE_KERNEL_CACHE=off timeout 270 python3 bench/bench_e2e.py --dtype fp16 --compile layers \
-        --prefill-attention $att --out "$OUT/e2e_fp16_b1_$att" > "$OUT/e2e_fp16_b1_$att.log" 2>&1
-      grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_fp16_b1_$att.log"
+        --prefill-attention $att --breakdown --out "$OUT/e2e_fp16_b1_$att" > "$OUT/e2e_fp16_b1_$att.log" 2>&1
+      grep -E "^decoder linears|^prefill|^decode|dense again|prefill kernels" "$OUT/e2e_fp16_b1_$att.log"
     done
     ;;
   e2e)

@@ -324,6 +324,63 @@ def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000
         return time_call(fwd, [()], target_ms=1.0, replays=7, use_graph=graphs, warmup=2, info=info)
 
 
+# kernel-name patterns of prefill_breakdown's categories, tried in this order (first match wins)
+KERNEL_CATEGORIES = (
+    ("attention", r"flash|fmha|sdpa|attention|attn|_mha"),
+    ("sparse_gemm", r"sparse|cusparselt|sp24|mmsp|spmma"),
+    ("dense_gemm", r"gemm|gemv|nvjet|cutlass|xmma|cublas|sm\d\d_|ampere_"),
+)
+
+
+def kernel_category(name: str) -> str:
+    """The :data:`KERNEL_CATEGORIES` entry a CUDA kernel's name falls under, else ``"other"`` (norms, rotary,
+    activations, residual adds: Inductor's ``triton_*`` kernels and PyTorch's elementwise ones)."""
+    import re
+
+    low = name.lower()
+    for cat, pat in KERNEL_CATEGORIES:
+        if re.search(pat, low):
+            return cat
+    return "other"
+
+
+def prefill_breakdown(model, prompt_len: int, vocab: int = 32000, attention: str = "causal", top: int = 12) -> dict:
+    """Where one prefill's GPU time goes: one eager forward (as :func:`time_prefill` runs it, outside a CUDA graph)
+    under the PyTorch profiler, kernel times summed by :func:`kernel_category` (ms), plus the ``top`` kernels by
+    time with their category, so that a misfiled name can be seen. A diagnostic beside the timings, not one of them
+    (eager: launch gaps are not in it)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if attention not in PREFILL_ATTENTION:
+        raise ValueError(f"prefill attention must be one of {PREFILL_ATTENTION}, got {attention!r}")
+    ids = torch.randint(1, vocab, (1, prompt_len), device="cuda")
+    kw = {} if attention == "causal" else {
+        "attention_mask": torch.ones(prompt_len, prompt_len, dtype=torch.bool, device="cuda").tril()[None, None]}
+    ctx = causal_prefill(model) if attention == "causal" else contextlib.nullcontext()
+    with torch.no_grad(), ctx:
+        model(input_ids=ids, use_cache=False, logits_to_keep=1, **kw)  # warm (compiled layers compile here)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model(input_ids=ids, use_cache=False, logits_to_keep=1, **kw)
+            torch.cuda.synchronize()
+    kernels: dict[str, float] = {}
+    for ev in prof.events():  # the kernels themselves are the CUDA-side events, each with its own interval
+        if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA:
+            kernels[ev.name] = kernels.get(ev.name, 0.0) + ev.time_range.elapsed_us() / 1e3
+    return summarize_kernels(kernels, top)
+
+
+def summarize_kernels(kernels: dict, top: int = 12) -> dict:
+    """{kernel name: ms} -> ms per :func:`kernel_category`, the total, and the ``top`` kernels by time."""
+    by_cat = {cat: 0.0 for cat, _ in KERNEL_CATEGORIES}
+    by_cat["other"] = 0.0
+    for name, ms in kernels.items():
+        by_cat[kernel_category(name)] += ms
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
+    return {"ms": by_cat, "total_ms": sum(by_cat.values()),
+            "top": [{"kernel": n[:160], "ms": ms, "category": kernel_category(n)} for n, ms in ranked]}
+
+
 def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, runs: int = 3, vocab: int = 32000,
            seed: int = 0, batch: int = 1):
     """Greedy generation of ``gen`` tokens after a ``prompt_len`` prompt for each of ``batch`` sequences (random
@@ -412,12 +469,13 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
 def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: int = 32, graphs: bool = True,
               compile: str = "none", min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
               log: Callable[[str], None] | None = None, paths=None, batch: int = 1,
-              prefill_attention: str = "causal") -> dict:
+              prefill_attention: str = "causal", breakdown: bool = False) -> dict:
     """Dense (dense-with-zeros) vs ``sparsify``-ed model: prefill of ``prompt_len`` tokens (one sequence), decode
     of ``gen`` tokens for ``batch`` sequences (M = ``batch`` rows per linear; tokens/s count all of them); the same
     treatment on both sides (CUDA graphs; with ``compile``, also torch.compile, see :func:`compile_model`; the
-    prefill's attention: ``prefill_attention``, see :func:`time_prefill`). The model must already be 2:4 in its
-    decoder linears; it is sparsified in place."""
+    prefill's attention: ``prefill_attention``, see :func:`time_prefill`; ``breakdown``: also where each side's
+    prefill time goes, :func:`prefill_breakdown`). The model must already be 2:4 in its decoder linears; it is
+    sparsified in place."""
     if prefill_attention not in PREFILL_ATTENTION:
         raise ValueError(f"prefill attention must be one of {PREFILL_ATTENTION}, got {prefill_attention!r}")
     from .dispatch import bucket_of
@@ -436,6 +494,9 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense"],
                                            attention=prefill_attention)
     log(f"dense prefill {prompt_len}: {res['dense_prefill_ms']:.2f} ms ({_how(pinfo['dense'])})")
+    if breakdown:
+        res["dense_prefill_breakdown"] = prefill_breakdown(model, prompt_len, vocab, prefill_attention)
+        log(f"dense prefill kernels: {_fmt_breakdown(res['dense_prefill_breakdown'])}")
     res["dense_decode_tok_s"], dense_toks, g1 = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"dense decode: {res['dense_decode_tok_s']:.1f} tok/s (graphs={g1})")
     t0 = time.time()
@@ -459,6 +520,9 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["sparse_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["sparse"],
                                             attention=prefill_attention)
     log(f"2:4 prefill {prompt_len}: {res['sparse_prefill_ms']:.2f} ms ({_how(pinfo['sparse'])})")
+    if breakdown:
+        res["sparse_prefill_breakdown"] = prefill_breakdown(model, prompt_len, vocab, prefill_attention)
+        log(f"2:4 prefill kernels: {_fmt_breakdown(res['sparse_prefill_breakdown'])}")
     res["sparse_decode_tok_s"], sp_toks, g2 = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"2:4 decode: {res['sparse_decode_tok_s']:.1f} tok/s (graphs={g2})")
     res["graphs"] = bool(g1 and g2 and pinfo["dense"].get("graph") and pinfo["sparse"].get("graph")) if graphs else False
@@ -483,6 +547,10 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["prefill_tok_s_sparse"] = prompt_len / (res["sparse_prefill_ms"] / 1e3)
     res["greedy_tokens_match"] = float((sp_toks == dense_toks).float().mean())
     return res
+
+
+def _fmt_breakdown(b: dict) -> str:
+    return ", ".join(f"{k} {v:.2f} ms" for k, v in b["ms"].items()) + f" (total {b['total_ms']:.2f} ms, eager)"
 
 
 def _how(info: dict) -> str:

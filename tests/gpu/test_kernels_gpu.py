@@ -803,8 +803,13 @@ def test_e2e_bench_on_a_tiny_llama_reports_both_sides(compile, attention):
                           if "proj.weight" in n)
     lines: list[str] = []
     res = e2e_bench(model, prompt_len=64, gen=8, decode_prompt=8, batch=2, log=lines.append, compile=compile,
-                    prefill_attention=attention)
+                    prefill_attention=attention, breakdown=compile == "none")
     torch._dynamo.reset()
+    if compile == "none":  # the profiled prefill: attention and the dense side's GEMMs seen and filed
+        d, sp = res["dense_prefill_breakdown"], res["sparse_prefill_breakdown"]
+        assert d["ms"]["attention"] > 0 and sp["ms"]["attention"] > 0, (d["top"], sp["top"])
+        assert d["ms"]["dense_gemm"] > 0 and d["ms"]["sparse_gemm"] == 0, d["top"]
+        assert d["total_ms"] > 0 and sp["total_ms"] > 0 and d["top"] and sp["top"]
     assert res["swapped"] == 14 and res["batch"] == 2 and res["prefill_attention"] == attention
     assert res["logits_rel_err"] < (5e-3 if compile == "none" else 2e-2)
     assert all(res["prefill_timing"][k].get("graph") for k in ("dense", "sparse", "dense_again")), res["prefill_timing"]

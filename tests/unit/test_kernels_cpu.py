@@ -280,6 +280,39 @@ def test_bench_cli_refuses_a_short_sliding_window_for_the_causal_prefill(tmp_pat
     _check_no_short_window(str(tmp_path / "absent"), 64)
 
 
+def test_prefill_breakdown_files_kernels_by_category():
+    """benchmark.kernel_category / summarize_kernels (the e2e bench's --breakdown): kernel names as the H100 runs
+    name them go to attention, sparse GEMM, dense GEMM or other (first match in that order: cuSPARSELt's sm90 sparse
+    kernels are sparse, not dense); per-category sums and the total are the sums of the parts; the top list is
+    sorted and capped."""
+    from llmsparse.kernels import benchmark as B
+
+    names = {
+        "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>, true>(Flash_fwd_params)":
+            "attention",
+        "fmha_cutlassF_f16_aligned_64x128_rf_sm80(PyTorchMemEffAttention::AttentionKernel<...>::Params)": "attention",
+        "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3": "attention",
+        "sm90_xmma_sparse_gemm_f16f16_f32f32_f16_tn_n_tilesize128x128x64_warpgroupsize1x1x1": "sparse_gemm",
+        "_sp24_mmsp_gl": "sparse_gemm", "_sp24_gemv_gl": "sparse_gemm",
+        "nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NTN": "dense_gemm",
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64_warpgroupsize2x1x1_execute_segment_k_off":
+            "dense_gemm",
+        "void gemv2T_kernel_val<int, int, __half, __half, float, 128, 16, 4, 4, false, false>": "dense_gemm",
+        "ampere_fp16_s16816gemm_fp16_64x64_ldg8_f2f_stages_64x5_tn": "dense_gemm",
+        "triton_poi_fused_add_mul_silu_3": "other", "triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0": "other",
+        "void at::native::elementwise_kernel<128, 2, ...>": "other",
+    }
+    for n, cat in names.items():
+        assert B.kernel_category(n) == cat, n
+    times = {n: float(i + 1) for i, n in enumerate(names)}
+    got = B.summarize_kernels(times, top=3)
+    for cat in ("attention", "sparse_gemm", "dense_gemm", "other"):
+        assert got["ms"][cat] == pytest.approx(sum(t for n, t in times.items() if names[n] == cat))
+    assert got["total_ms"] == pytest.approx(sum(times.values()))
+    n = float(len(names))
+    assert [t["ms"] for t in got["top"]] == [n, n - 1, n - 2] and got["top"][0]["category"] == "other"
+
+
 def test_densify_restores_linear():
     from llmsparse.kernels import densify
 
