@@ -297,30 +297,36 @@ def causal_prefill(model):
             c._attn_implementation = old[k]
 
 
+def check_prefill_attention(attention: str) -> None:
+    if attention not in PREFILL_ATTENTION:
+        raise ValueError(f"prefill attention must be one of {PREFILL_ATTENTION}, got {attention!r}")
+
+
+def _prefill_call(model, prompt_len: int, vocab: int, attention: str):
+    """The prefill forward :func:`time_prefill` times and :func:`prefill_breakdown` profiles, and the context it
+    runs in: one random sequence of ``prompt_len`` tokens, no cache, only the last position's logits; ``"causal"``:
+    no mask, within :func:`causal_prefill`; ``"mask"``: an explicit boolean causal mask, the same on both sides
+    (transformers otherwise builds no mask in the eager warm-up calls but a materialized one while a CUDA graph is
+    being captured, and a compiled layer would recompile, which cannot happen during capture, on that difference)."""
+    check_prefill_attention(attention)
+    ids = torch.randint(1, vocab, (1, prompt_len), device="cuda")
+    kw = {} if attention == "causal" else {
+        "attention_mask": torch.ones(prompt_len, prompt_len, dtype=torch.bool, device="cuda").tril()[None, None]}
+
+    def fwd():
+        return model(input_ids=ids, use_cache=False, logits_to_keep=1, **kw).logits
+
+    return fwd, causal_prefill(model) if attention == "causal" else contextlib.nullcontext()
+
+
 def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000, info: dict | None = None,
                  attention: str = "causal") -> float:
     """Milliseconds of one forward over ``prompt_len`` tokens (one sequence, no cache; only the last position's
     logits). ``attention``: ``"causal"`` (SDPA's causal flag, no mask: :func:`causal_prefill`, what serving stacks
     run for a prefill) or ``"mask"`` (an explicit boolean causal mask, as measured up to the nineteenth session:
     SDPA cannot use its flash kernels with one)."""
-    if attention not in PREFILL_ATTENTION:
-        raise ValueError(f"prefill attention must be one of {PREFILL_ATTENTION}, got {attention!r}")
-    ids = torch.randint(1, vocab, (1, prompt_len), device="cuda")
-    if attention == "causal":
-        def fwd(ids=ids):
-            return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
-
-        with torch.no_grad(), causal_prefill(model):
-            return time_call(fwd, [()], target_ms=1.0, replays=7, use_graph=graphs, warmup=2, info=info)
-    # an explicit causal mask, the same on both sides: transformers otherwise builds no mask in the eager
-    # warm-up calls but a materialized one while a CUDA graph is being captured, and a compiled layer
-    # would recompile (which cannot happen during capture) on that difference
-    mask = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device="cuda").tril()[None, None]
-
-    def fwd(ids=ids):
-        return model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1).logits
-
-    with torch.no_grad():
+    fwd, ctx = _prefill_call(model, prompt_len, vocab, attention)
+    with torch.no_grad(), ctx:
         return time_call(fwd, [()], target_ms=1.0, replays=7, use_graph=graphs, warmup=2, info=info)
 
 
@@ -351,17 +357,12 @@ def prefill_breakdown(model, prompt_len: int, vocab: int = 32000, attention: str
     (eager: launch gaps are not in it)."""
     from torch.profiler import ProfilerActivity, profile
 
-    if attention not in PREFILL_ATTENTION:
-        raise ValueError(f"prefill attention must be one of {PREFILL_ATTENTION}, got {attention!r}")
-    ids = torch.randint(1, vocab, (1, prompt_len), device="cuda")
-    kw = {} if attention == "causal" else {
-        "attention_mask": torch.ones(prompt_len, prompt_len, dtype=torch.bool, device="cuda").tril()[None, None]}
-    ctx = causal_prefill(model) if attention == "causal" else contextlib.nullcontext()
+    fwd, ctx = _prefill_call(model, prompt_len, vocab, attention)
     with torch.no_grad(), ctx:
-        model(input_ids=ids, use_cache=False, logits_to_keep=1, **kw)  # warm (compiled layers compile here)
+        fwd()  # warm (compiled layers compile here)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            model(input_ids=ids, use_cache=False, logits_to_keep=1, **kw)
+            fwd()
             torch.cuda.synchronize()
     kernels: dict[str, float] = {}
     for ev in prof.events():  # the kernels themselves are the CUDA-side events, each with its own interval
@@ -476,8 +477,7 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     prefill's attention: ``prefill_attention``, see :func:`time_prefill`; ``breakdown``: also where each side's
     prefill time goes, :func:`prefill_breakdown`). The model must already be 2:4 in its decoder linears; it is
     sparsified in place."""
-    if prefill_attention not in PREFILL_ATTENTION:
-        raise ValueError(f"prefill attention must be one of {PREFILL_ATTENTION}, got {prefill_attention!r}")
+    check_prefill_attention(prefill_attention)  # before any work
     from .dispatch import bucket_of
     from .linear import sparsify
 
