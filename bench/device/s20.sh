@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Twentieth session's GPU calls, from the repository root with OUT set; each part fits one call (600 s):
+#   bash bench/device/s20.sh first   GPU test of e2e_bench (causal and mask prefill), then fp16 end to end, compiled
+#                                    layers, batch 1, causal prefill, with the profiled breakdown and the memory line
+#   bash bench/device/s20.sh second  the same fp16 run with the explicit mask (same machine, for the comparison), then
+#                                    bf16 batch 1 causal
+#   bash bench/device/s20.sh rest1|rest2|tables   as in s19.sh
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+pyt() { timeout "$1" python3 -m pytest -q -p no:cacheprovider --durations=15 tests/gpu -k "$2" > "$OUT/$3" 2>&1; tail -22 "$OUT/$3"; }
+e2e() {  # dtype batch attention timeout [extra args]
+  local name=e2e_$1_b$2_$3
+  LLMSPARSE_KERNEL_CACHE=off timeout $4 python3 bench/bench_e2e.py --dtype $1 --compile layers --batch $2 \
+    --prefill-attention $3 ${5:-} --out "$OUT/$name" > "$OUT/$name.log" 2>&1
+  echo "== $name rc=$?"
+  grep -E "^decoder linears|^prefill|^decode|dense again|kernels|attention|gemm" "$OUT/$name.log" | head -30
+}
+case ${1:-} in
+  first)
+    pyt 150 "e2e_bench" pytest_e2e.txt
+    e2e fp16 1 causal 400 --breakdown
+    ;;
+  second)
+    e2e fp16 1 mask 280
+    e2e bf16 1 causal 280
+    ;;
+  rest1|rest2|tables) bash bench/device/s19.sh "$1" ;;
+  *) echo "usage: bash bench/device/s20.sh first|second|rest1|rest2|tables" >&2; exit 2 ;;
+esac
