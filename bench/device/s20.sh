@@ -4,6 +4,10 @@
 #                                    layers, batch 1, causal prefill, with the profiled breakdown and the memory line
 #   bash bench/device/s20.sh second  the same fp16 run with the explicit mask (same machine, for the comparison), then
 #                                    bf16 batch 1 causal
+#   bash bench/device/s20.sh third   the two GPU tests fixed after "first" (wide MO table filter; e2e_bench where dense
+#                                    keeps the tiny k/v projections), fp16 batch 1 causal again, then the kernel-level
+#                                    GPU tests (s19.sh rest1) for what is left of the call
+#   bash bench/device/s20.sh b32     fp16 batch 32 causal
 #   bash bench/device/s20.sh rest1|rest2|tables   as in s19.sh
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -25,6 +29,12 @@ case ${1:-} in
     e2e fp16 1 mask 280
     e2e bf16 1 causal 280
     ;;
+  third)
+    pyt 200 "wide_mo_candidates or e2e_bench" pytest_fixed.txt
+    e2e fp16 1 causal 260
+    pyt 120 "tma_stages or mma_order_equals or x_through or order_2" pytest_rest1.txt
+    ;;
+  b32) e2e fp16 32 causal 300 ;;
   rest1|rest2|tables) bash bench/device/s19.sh "$1" ;;
-  *) echo "usage: bash bench/device/s20.sh first|second|rest1|rest2|tables" >&2; exit 2 ;;
+  *) echo "usage: bash bench/device/s20.sh first|second|third|b32|rest1|rest2|tables" >&2; exit 2 ;;
 esac

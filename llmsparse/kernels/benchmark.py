@@ -506,9 +506,11 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
                    for_compile=compile != "none")
     res["sparsify_s"] = time.time() - t0
     res["swapped"] = len(rep["swapped"])
+    res["skipped"] = rep["skipped"]  # name -> reason (e.g. dense as fast at every measured M)
     res["paths"] = {k: {str(b): p for b, p in v.items()} for k, v in rep["paths"].items()}
     res["compiled_paths"] = {k: {str(b): p for b, p in v.items()} for k, v in rep["compiled_paths"].items()}
-    log(f"sparsify: {len(rep['swapped'])} layers swapped in {res['sparsify_s']:.1f} s; paths {res['paths']}")
+    log(f"sparsify: {len(rep['swapped'])} layers swapped, {len(rep['skipped'])} left dense in {res['sparsify_s']:.1f} s; "
+        f"paths {res['paths']}")
     with torch.no_grad():
         sp_logits = model(input_ids=chk, use_cache=False).logits.float()
         if compile != "none":

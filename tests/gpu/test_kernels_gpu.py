@@ -761,7 +761,8 @@ def test_sparse_linear_with_wide_mo_candidates(dtype, monkeypatch):
     lin.mo_storage = 2
     table = lin.prepare((32, 64))
     wide = set(gluon_mmsp.MMSP_MO_WIDE_CONFIGS[32] + gluon_mmsp.MMSP_MO_WIDE_CONFIGS[64])
-    assert all(c.path in ("dense", "cslt") or c.cfg in wide for c in table.values()), table
+    # (the table holds every bucket tuned for this shape so far, other tests' included)
+    assert all(table[b].path in ("dense", "cslt") or table[b].cfg in wide for b in (32, 64)), table
     for m in (20, 32, 50, 64):
         x = torch.randn(m, 4096, device="cuda", dtype=dtype)
         assert rel(lin(x), F.linear(x, w, b)) < TOL[dtype], (m, lin._plan(m))
@@ -799,8 +800,8 @@ def test_e2e_bench_on_a_tiny_llama_reports_both_sides(compile, attention):
                       num_key_value_heads=2, vocab_size=1000, attn_implementation="sdpa")
     model = LlamaForCausalLM(cfg).to("cuda", torch.float16).eval()
     prune_24_(model)
-    dense_bytes = 2 * sum(p.numel() for layer in model.model.layers for n, p in layer.named_parameters()
-                          if "proj.weight" in n)
+    weights = {f"model.layers.{i}.{n[:-len('.weight')]}": p.numel() for i, layer in enumerate(model.model.layers)
+               for n, p in layer.named_parameters() if n.endswith("proj.weight")}
     lines: list[str] = []
     res = e2e_bench(model, prompt_len=64, gen=8, decode_prompt=8, batch=2, log=lines.append, compile=compile,
                     prefill_attention=attention, breakdown=compile == "none")
@@ -810,7 +811,13 @@ def test_e2e_bench_on_a_tiny_llama_reports_both_sides(compile, attention):
         assert d["ms"]["attention"] > 0 and sp["ms"]["attention"] > 0, (d["top"], sp["top"])
         assert d["ms"]["dense_gemm"] > 0 and d["ms"]["sparse_gemm"] == 0, d["top"]
         assert d["total_ms"] > 0 and sp["total_ms"] > 0 and d["top"] and sp["top"]
-    assert res["swapped"] == 14 and res["batch"] == 2 and res["prefill_attention"] == attention
+    # a layer where dense is as fast at every measured M stays nn.Linear (here the 128x256 k/v projections may)
+    left = {name: r for name, r in res["skipped"].items() if name in weights}
+    assert set(res["skipped"]) - set(left) == {"lm_head"}, res["skipped"]
+    assert res["swapped"] + len(left) == len(weights) == 14 and res["swapped"] >= 1, res["skipped"]
+    assert all(r == "dense is as fast at every measured M" for r in left.values()), left
+    dense_bytes = 2 * sum(n for name, n in weights.items() if name not in left)
+    assert res["batch"] == 2 and res["prefill_attention"] == attention
     assert res["logits_rel_err"] < (5e-3 if compile == "none" else 2e-2)
     assert all(res["prefill_timing"][k].get("graph") for k in ("dense", "sparse", "dense_again")), res["prefill_timing"]
     assert res["graphs"]
