@@ -31,8 +31,12 @@ case ${1:-} in
     ;;
   third)
     pyt 200 "wide_mo_candidates or e2e_bench" pytest_fixed.txt
-    e2e fp16 1 causal 260
-    pyt 120 "tma_stages or mma_order_equals or x_through or order_2" pytest_rest1.txt
+    if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H100; then
+      e2e fp16 1 causal 230
+      pyt 100 "tma_stages or mma_order_equals or x_through or order_2" pytest_rest1.txt
+    else  # another card: its e2e ratios are not the H100 targets' numbers; the kernel-level tests instead
+      pyt 330 "tma_stages or mma_order_equals or x_through or order_2" pytest_rest1.txt
+    fi
     ;;
   b32) e2e fp16 32 causal 300 ;;
   rest1|rest2|tables) bash bench/device/s19.sh "$1" ;;
