@@ -37,10 +37,13 @@ def main() -> int:
     ap.add_argument("--breakdown", action="store_true",
                     help="also profile one eager prefill per side: GPU time by kernel category (attention, sparse "
                          "GEMM, dense GEMM, other)")
+    ap.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                    help="with graphs, also replay the dense and the 2:4 prefill graphs in turn for ROUNDS rounds "
+                         "(the dense graph and weights held across the swap: about the dense weights' memory more)")
     ap.add_argument("--out", default="out/e2e")
     a = ap.parse_args()
-    if min(a.batch, a.gen, a.prompt_len, a.decode_prompt) < 1:
-        print("--batch, --gen, --prompt-len and --decode-prompt must be >= 1", file=sys.stderr)
+    if min(a.batch, a.gen, a.prompt_len, a.decode_prompt) < 1 or a.interleave < 0:
+        print("--batch, --gen, --prompt-len and --decode-prompt must be >= 1, --interleave >= 0", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
@@ -54,7 +57,8 @@ def main() -> int:
     print(f"built {a.shape} ({a.layers or 'all'} layers), pruned {n} linears 2:4 in {time.time() - t0:.1f} s", flush=True)
     res = B.e2e_bench(model, prompt_len=a.prompt_len, gen=a.gen, decode_prompt=a.decode_prompt,
                       graphs=not a.no_graphs, compile=a.compile, log=lambda s: print(s, flush=True), batch=a.batch,
-                      prefill_attention=a.prefill_attention, breakdown=a.breakdown)
+                      prefill_attention=a.prefill_attention, breakdown=a.breakdown,
+                      interleave=a.interleave)
     from llmsparse.kernels import dispatch
 
     res.update(model=f"random {a.shape}", layers=a.layers, dtype=a.dtype, env=B.env_info(),
@@ -65,7 +69,13 @@ def main() -> int:
     print(f"\n{res['env'].get('gpu')} torch {torch.__version__}; graphs={res['graphs']}; compile={a.compile}; "
           f"prefill attention {a.prefill_attention}")
     print(f"prefill {a.prompt_len}: dense {res['dense_prefill_ms']:.2f} ms, 2:4 {res['sparse_prefill_ms']:.2f} ms, "
-          f"{res['prefill_speedup']:.2f}x")
+          f"{res['prefill_speedup']:.2f}x (dense: mean of the passes before and after)")
+    if res.get("prefill_interleaved"):
+        pi = res["prefill_interleaved"]
+        print(f"prefill {a.prompt_len}, graphs in turn ({pi['rounds']} rounds, medians): dense {pi['dense_ms']:.2f} ms, "
+              f"2:4 {pi['sparse_ms']:.2f} ms, {pi['speedup']:.2f}x")
+    elif res.get("interleave_error"):
+        print(f"interleaved prefill failed: {res['interleave_error']}")
     print(f"decode {a.gen} tok x batch {a.batch}: dense {res['dense_decode_tok_s']:.1f} tok/s, 2:4 {res['sparse_decode_tok_s']:.1f} tok/s, "
           f"{res['decode_speedup']:.2f}x; logits rel err {res['logits_rel_err']:.2e}; "
           f"greedy match {res['greedy_tokens_match']:.0%}")

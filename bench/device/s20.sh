@@ -5,7 +5,8 @@
 #   bash bench/device/s20.sh second  the same fp16 run with the explicit mask (same machine, for the comparison), then
 #                                    bf16 batch 1 causal
 #   bash bench/device/s20.sh third   the two GPU tests fixed after "first" (wide MO table filter; e2e_bench where dense
-#                                    keeps the tiny k/v projections), fp16 batch 1 causal again, then the kernel-level
+#                                    keeps the tiny k/v projections; the e2e_bench test also runs --interleave), fp16
+#                                    batch 1 causal again with --interleave 10, then the kernel-level
 #                                    GPU tests (s19.sh rest1) for what is left of the call
 #   bash bench/device/s20.sh b32     fp16 batch 32 causal
 #   bash bench/device/s20.sh rest1|rest2|tables   as in s19.sh
@@ -18,7 +19,7 @@ e2e() {  # dtype batch attention timeout [extra args]
   LLMSPARSE_KERNEL_CACHE=off timeout $4 python3 bench/bench_e2e.py --dtype $1 --compile layers --batch $2 \
     --prefill-attention $3 ${5:-} --out "$OUT/$name" > "$OUT/$name.log" 2>&1
   echo "== $name rc=$?"
-  grep -E "^decoder linears|^prefill|^decode|dense again|kernels|attention|gemm" "$OUT/$name.log" | head -30
+  grep -E "^decoder linears|^prefill|^decode|dense again|interleav|kernels|attention|gemm" "$OUT/$name.log" | head -30
 }
 case ${1:-} in
   first)
@@ -32,7 +33,7 @@ case ${1:-} in
   third)
     pyt 200 "wide_mo_candidates or e2e_bench" pytest_fixed.txt
     if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H100; then
-      e2e fp16 1 causal 230
+      e2e fp16 1 causal 230 "--interleave 10"
       pyt 200 "tma_stages or mma_order_equals or x_through or order_2" pytest_rest1.txt
     else  # another card: its e2e ratios are not the H100 targets' numbers; the kernel-level tests instead
       pyt 330 "tma_stages or mma_order_equals or x_through or order_2" pytest_rest1.txt

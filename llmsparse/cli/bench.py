@@ -65,6 +65,9 @@ def bench(
     prefill_attention: str = typer.Option("causal", "--prefill-attention", help="End to end: the prefill's attention, "
                                           "'causal' (SDPA's causal flag, no mask: its flash/cuDNN kernels, as serving "
                                           "stacks run a prefill) or 'mask' (an explicit boolean causal mask)."),
+    interleave: int = typer.Option(0, "--interleave", help="End to end, with graphs: also replay the dense and the "
+                                   "2:4 prefill graphs in turn for this many rounds (medians; the dense graph and "
+                                   "weights are held across the swap: about the dense weights' memory more)."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune 2:4 by magnitude when the model is not 2:4."),
     stock: bool = typer.Option(True, "--stock/--no-stock", help="Also time PyTorch's stock 2:4 path."),
     min_speedup: float = typer.Option(1.05, "--min-speedup", help="A sparse path must beat dense by this factor (the dispatcher's default)."),
@@ -95,6 +98,8 @@ def bench(
     ms = _ints(m, "m")
     if batch < 1 or gen_tokens < 1 or decode_prompt < 1 or prompt_len < 1:
         raise UserError("--batch, --gen-tokens, --decode-prompt and --prompt-len must be >= 1")
+    if interleave < 0:
+        raise UserError(f"--interleave must be a number of rounds >= 0, got {interleave}")
     from ..kernels.benchmark import COMPILE_MODES, PREFILL_ATTENTION
 
     if compile not in COMPILE_MODES:
@@ -210,7 +215,7 @@ def bench(
             raise UserError(f"{len(not24)} linear layers (e.g. {not24[0]}) are not 2:4; prune first or drop --no-prune")
         res = B.e2e_bench(mdl, prompt_len=prompt_len, gen=gen_tokens, decode_prompt=decode_prompt, graphs=graphs,
                           compile=compile, min_speedup=min_speedup, log=log, paths=path_list, batch=batch,
-                          prefill_attention=prefill_attention)
+                          prefill_attention=prefill_attention, interleave=interleave)
         res["model"] = model
         result["e2e"] = res
         treat = ("CUDA graphs" if res["graphs"] else "eager") + ("" if compile == "none" else f" + torch.compile ({compile})")
@@ -220,9 +225,15 @@ def bench(
             t.add_column(c, justify="right")
         t.add_row(f"prefill {prompt_len} tok (ms)", f"{res['dense_prefill_ms']:.2f}", f"{res['sparse_prefill_ms']:.2f}",
                   f"{res['prefill_speedup']:.2f}")
+        if res.get("prefill_interleaved"):
+            pi = res["prefill_interleaved"]
+            t.add_row(f"prefill, in turn x{pi['rounds']} (ms)", f"{pi['dense_ms']:.2f}", f"{pi['sparse_ms']:.2f}",
+                      f"{pi['speedup']:.2f}")
         t.add_row(f"decode {gen_tokens} tok (tok/s)", f"{res['dense_decode_tok_s']:.1f}",
                   f"{res['sparse_decode_tok_s']:.1f}", f"{res['decode_speedup']:.2f}")
         console.print(t)
+        if res.get("interleave_error"):
+            console.print(f"interleaved prefill not measured: {res['interleave_error']}")
         console.print(f"logits rel err {res['logits_rel_err']:.2e}; greedy tokens equal {res['greedy_tokens_match']:.0%}")
         console.print(f"swapped linears on the GPU: {res['sparse_linear_bytes'] / 2**30:.2f} GiB (packed weights and the "
                       f"forms the chosen kernels need) against {res['dense_linear_bytes'] / 2**30:.2f} GiB dense")

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import dispatch
-from .timing import time_call
+from .timing import interleaved_ms, time_call
 
 SHAPE_SETS = {
     "llama2-7b": [(4096, 4096), (11008, 4096), (4096, 11008)],
@@ -330,6 +330,43 @@ def time_prefill(model, prompt_len: int, graphs: bool = True, vocab: int = 32000
         return time_call(fwd, [()], target_ms=1.0, replays=7, use_graph=graphs, warmup=2, info=info)
 
 
+class PrefillGraph:
+    """One prefill forward (as :func:`time_prefill` times it) captured in a CUDA graph and kept for later replays,
+    with what the graph reads from outside its memory pool (the input ids and mask, held by the forward; the caller
+    keeps the model's weights alive). :func:`e2e_bench` holds the dense model's one across the swap to 2:4, to
+    replay both sides in turn (``interleave``)."""
+
+    def __init__(self, model, prompt_len: int, vocab: int, attention: str = "causal", warmup: int = 2):
+        self.fwd, ctx = _prefill_call(model, prompt_len, vocab, attention)
+        with torch.no_grad(), ctx:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    self.fwd()
+            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.synchronize()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self.fwd()
+        self.replay()
+        torch.cuda.synchronize()
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+def interleaved_prefill(graphs: dict[str, PrefillGraph], rounds: int, timer=None) -> dict:
+    """Median milliseconds of each captured prefill, replayed in turn round by round
+    (:func:`~llmsparse.kernels.timing.interleaved_ms`), and the dense/2:4 ratio when both are there."""
+    t = interleaved_ms({k: g.replay for k, g in graphs.items()}, rounds=rounds, timer=timer)
+    res = {"rounds": rounds, **{f"{k}_ms": statistics.median(v) for k, v in t.items()},
+           **{f"{k}_ms_runs": v for k, v in t.items()}}
+    if "dense" in t and "sparse" in t:
+        res["speedup"] = res["dense_ms"] / res["sparse_ms"]
+    return res
+
+
 # kernel-name patterns of prefill_breakdown's categories, tried in this order (first match wins)
 KERNEL_CATEGORIES = (
     ("attention", r"flash|fmha|sdpa|attention|attn|_mha"),
@@ -470,13 +507,17 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
 def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: int = 32, graphs: bool = True,
               compile: str = "none", min_speedup: float = dispatch.DEFAULT_MIN_SPEEDUP,
               log: Callable[[str], None] | None = None, paths=None, batch: int = 1,
-              prefill_attention: str = "causal", breakdown: bool = False) -> dict:
+              prefill_attention: str = "causal", breakdown: bool = False, interleave: int = 0) -> dict:
     """Dense (dense-with-zeros) vs ``sparsify``-ed model: prefill of ``prompt_len`` tokens (one sequence), decode
     of ``gen`` tokens for ``batch`` sequences (M = ``batch`` rows per linear; tokens/s count all of them); the same
     treatment on both sides (CUDA graphs; with ``compile``, also torch.compile, see :func:`compile_model`; the
     prefill's attention: ``prefill_attention``, see :func:`time_prefill`; ``breakdown``: also where each side's
-    prefill time goes, :func:`prefill_breakdown`). The model must already be 2:4 in its decoder linears; it is
-    sparsified in place."""
+    prefill time goes, :func:`prefill_breakdown`; ``interleave``: with graphs, also that many rounds of the dense
+    and the 2:4 prefill graphs replayed in turn, the dense graph and weights held across the swap,
+    :func:`interleaved_prefill`). The model must already be 2:4 in its decoder linears; it is sparsified in
+    place."""
+    if interleave < 0:
+        raise ValueError(f"interleave must be a number of rounds >= 0, got {interleave}")
     check_prefill_attention(prefill_attention)  # before any work
     from .dispatch import bucket_of
     from .linear import sparsify
@@ -494,6 +535,10 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["dense_prefill_ms"] = time_prefill(model, prompt_len, graphs, vocab, info=pinfo["dense"],
                                            attention=prefill_attention)
     log(f"dense prefill {prompt_len}: {res['dense_prefill_ms']:.2f} ms ({_how(pinfo['dense'])})")
+    held: dict = {}  # interleave: the dense prefill graph and the dense weights it reads, kept across the swap
+    if interleave and graphs:
+        held["weights"] = list(model.parameters())
+        held["dense"] = _try(res, "interleave_error", lambda: PrefillGraph(model, prompt_len, vocab, prefill_attention))
     if breakdown:
         res["dense_prefill_breakdown"] = prefill_breakdown(model, prompt_len, vocab, prefill_attention)
         log(f"dense prefill kernels: {_fmt_breakdown(res['dense_prefill_breakdown'])}")
@@ -525,6 +570,17 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     if breakdown:
         res["sparse_prefill_breakdown"] = prefill_breakdown(model, prompt_len, vocab, prefill_attention)
         log(f"2:4 prefill kernels: {_fmt_breakdown(res['sparse_prefill_breakdown'])}")
+    if held.get("dense") is not None:
+        held["sparse"] = _try(res, "interleave_error", lambda: PrefillGraph(model, prompt_len, vocab, prefill_attention))
+        if held["sparse"] is not None:
+            res["prefill_interleaved"] = _try(res, "interleave_error", lambda: interleaved_prefill(
+                {"dense": held["dense"], "sparse": held["sparse"]}, interleave))
+        if res.get("prefill_interleaved"):
+            pi = res["prefill_interleaved"]
+            log(f"prefill {prompt_len}, graphs replayed in turn ({interleave} rounds): dense {pi['dense_ms']:.2f} ms, "
+                f"2:4 {pi['sparse_ms']:.2f} ms, {pi['speedup']:.2f}x")
+    held.clear()  # the dense graph and weights go before the 2:4 decode
+    torch.cuda.empty_cache()
     res["sparse_decode_tok_s"], sp_toks, g2 = decode(model, decode_prompt, gen, graphs, vocab=vocab, batch=batch)
     log(f"2:4 decode: {res['sparse_decode_tok_s']:.1f} tok/s (graphs={g2})")
     res["graphs"] = bool(g1 and g2 and pinfo["dense"].get("graph") and pinfo["sparse"].get("graph")) if graphs else False
@@ -549,6 +605,16 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     res["prefill_tok_s_sparse"] = prompt_len / (res["sparse_prefill_ms"] / 1e3)
     res["greedy_tokens_match"] = float((sp_toks == dense_toks).float().mean())
     return res
+
+
+def _try(res: dict, key: str, fn):
+    """``fn()``, or None with the first error recorded under ``res[key]`` (an optional extra measurement must not
+    cost the run)."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 -- recorded, and the run goes on without the extra
+        res.setdefault(key, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+        return None
 
 
 def _fmt_breakdown(b: dict) -> str:

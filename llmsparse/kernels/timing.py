@@ -112,3 +112,31 @@ def time_call(fn: Callable, args_list: Sequence[tuple], *, target_ms: float = 2.
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / calls)
     return statistics.median(times)
+
+
+def event_ms(fn: Callable[[], object]) -> float:
+    """GPU milliseconds of one call of ``fn`` (CUDA events around it, synchronized)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end)
+
+
+def interleaved_ms(calls: dict[str, Callable[[], object]], rounds: int = 9,
+                   timer: Callable[[Callable[[], object]], float] | None = None) -> dict[str, list[float]]:
+    """Each of ``calls`` timed once per round, in turn, the order reversed every other round (A B, B A, A B ...), so
+    that a drift of the GPU's clocks over the measurement (the H100's dense prefill ran 1-5% slower after a few
+    minutes of load) falls on all of them alike and none always follows the other (with two calls and an even number
+    of rounds, a steady drift moves both medians alike). Returns each one's times in
+    milliseconds, in round order; ``timer(fn) -> ms`` defaults to :func:`event_ms` (meant for CUDA-graph replays)."""
+    if rounds < 1 or not calls:
+        raise ValueError(f"need at least one call and one round, got {len(calls)} and {rounds}")
+    timer = timer or event_ms
+    names = list(calls)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names if r % 2 == 0 else reversed(names):
+            out[n].append(float(timer(calls[n])))
+    return out

@@ -788,7 +788,8 @@ def test_e2e_bench_on_a_tiny_llama_reports_both_sides(compile, attention):
     """kernels.benchmark.e2e_bench end to end on a tiny 2:4 Llama (CUDA graphs, batch 2; eager or compiled layers;
     the prefill with SDPA's causal flag or an explicit mask): both sides timed from graph replays (dense twice,
     before and after), the sparsified model's logits against the dense-with-zeros model's, the swapped layers'
-    bytes, and the memory logged before the second dense pass (so that a run cut short tells it)."""
+    bytes, the memory logged before the second dense pass (so that a run cut short tells it), and the prefill graphs of
+    both sides replayed in turn (``interleave``)."""
     import torch._dynamo
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -804,7 +805,7 @@ def test_e2e_bench_on_a_tiny_llama_reports_both_sides(compile, attention):
                for n, p in layer.named_parameters() if n.endswith("proj.weight")}
     lines: list[str] = []
     res = e2e_bench(model, prompt_len=64, gen=8, decode_prompt=8, batch=2, log=lines.append, compile=compile,
-                    prefill_attention=attention, breakdown=compile == "none")
+                    prefill_attention=attention, breakdown=compile == "none", interleave=4)
     torch._dynamo.reset()
     if compile == "none":  # the profiled prefill: attention and the dense side's GEMMs seen and filed
         d, sp = res["dense_prefill_breakdown"], res["sparse_prefill_breakdown"]
@@ -818,6 +819,12 @@ def test_e2e_bench_on_a_tiny_llama_reports_both_sides(compile, attention):
     assert all(r == "dense is as fast at every measured M" for r in left.values()), left
     dense_bytes = 2 * sum(n for name, n in weights.items() if name not in left)
     assert res["batch"] == 2 and res["prefill_attention"] == attention
+    # --interleave: the dense graph (held across the swap) and the 2:4 one replayed in turn
+    assert "interleave_error" not in res, res["interleave_error"]
+    pi = res["prefill_interleaved"]
+    assert pi["rounds"] == 4 and len(pi["dense_ms_runs"]) == len(pi["sparse_ms_runs"]) == 4
+    assert all(math.isfinite(t) and t > 0 for t in pi["dense_ms_runs"] + pi["sparse_ms_runs"])
+    assert pi["speedup"] == pytest.approx(pi["dense_ms"] / pi["sparse_ms"])
     assert res["logits_rel_err"] < (5e-3 if compile == "none" else 2e-2)
     assert all(res["prefill_timing"][k].get("graph") for k in ("dense", "sparse", "dense_again")), res["prefill_timing"]
     assert res["graphs"]

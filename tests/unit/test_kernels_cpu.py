@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import statistics
+
 import pytest
 import torch
 import torch.nn as nn
@@ -180,7 +182,8 @@ def test_bench_cli_without_cuda_is_user_error(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("args,msg", [(["--paths", "gemvg,warp9"], "unknown kernel path"),
                                       (["--compile", "all"], "--compile must be"),
                                       (["--batch", "0"], "--batch, --gen-tokens"),
-                                      (["--prefill-attention", "flash"], "--prefill-attention must be")])
+                                      (["--prefill-attention", "flash"], "--prefill-attention must be"),
+                                      (["--interleave", "-1"], "--interleave must be")])
 def test_bench_cli_bad_options_are_one_line_errors(tmp_path, capsys, args, msg):
     from llmsparse.cli.main import main
 
@@ -311,6 +314,48 @@ def test_prefill_breakdown_files_kernels_by_category():
     assert got["total_ms"] == pytest.approx(sum(times.values()))
     n = float(len(names))
     assert [t["ms"] for t in got["top"]] == [n, n - 1, n - 2] and got["top"][0]["category"] == "other"
+
+
+def test_interleaved_timing_alternates_and_reverses_the_order():
+    """timing.interleaved_ms (the e2e bench's --interleave): every call timed once per round, the order reversed every
+    other round (A B, B A, A B, ...), times returned per call in round order; benchmark.interleaved_prefill takes the
+    medians and dense/2:4; a clock that slows steadily over the rounds costs both sides alike there (equal work gives
+    1.00x), where timing all of one side first would not."""
+    from llmsparse.kernels import benchmark as B
+    from llmsparse.kernels.timing import interleaved_ms
+
+    seen: list[str] = []
+    clock = {"t": 0}
+
+    def timer(fn):  # a GPU whose clock drifts: each call takes 1% longer than the one before, times the call's work
+        name, work = fn()
+        seen.append(name)
+        clock["t"] += 1
+        return work * (1 + 0.01 * clock["t"])
+
+    calls = {"dense": lambda: ("dense", 10.0), "sparse": lambda: ("sparse", 8.0)}
+    t = interleaved_ms(calls, rounds=4, timer=timer)
+    assert seen == ["dense", "sparse", "sparse", "dense", "dense", "sparse", "sparse", "dense"]
+    assert t["dense"] == pytest.approx([10.1, 10.4, 10.5, 10.8]) and t["sparse"] == pytest.approx([8.16, 8.24, 8.48, 8.56])
+    with pytest.raises(ValueError, match="at least one"):
+        interleaved_ms(calls, rounds=0, timer=timer)
+
+    class G:  # stands in for B.PrefillGraph
+        def __init__(self, work):
+            self.work = work
+
+        def replay(self):
+            return "g", self.work
+
+    clock["t"] = 0
+    same = B.interleaved_prefill({"dense": G(5.0), "sparse": G(5.0)}, rounds=6, timer=timer)
+    assert same["speedup"] == pytest.approx(1.0) and same["rounds"] == 6 and len(same["dense_ms_runs"]) == 6
+    clock["t"] = 0
+    r = B.interleaved_prefill({"dense": G(10.0), "sparse": G(8.0)}, rounds=6, timer=timer)
+    assert r["dense_ms"] == pytest.approx(statistics.median(r["dense_ms_runs"]))
+    assert r["speedup"] == pytest.approx(r["dense_ms"] / r["sparse_ms"]) == pytest.approx(1.25)  # even rounds: exact
+    with pytest.raises(ValueError, match="interleave must be"):  # refused before any work (no model, no GPU needed)
+        B.e2e_bench(None, interleave=-1)
 
 
 def test_densify_restores_linear():
