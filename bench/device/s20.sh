@@ -9,6 +9,7 @@
 #                                    batch 1 causal again with --interleave 10, then the kernel-level
 #                                    GPU tests (s19.sh rest1) for what is left of the call
 #   bash bench/device/s20.sh b32     fp16 batch 32 causal
+#   bash bench/device/s20.sh fixed   only the GPU tests of "third" (any card)
 #   bash bench/device/s20.sh rest1|rest2|tables   as in s19.sh
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -40,6 +41,7 @@ case ${1:-} in
     fi
     ;;
   b32) e2e fp16 32 causal 300 ;;
+  fixed) pyt 180 "wide_mo_candidates or e2e_bench" pytest_fixed.txt ;;
   rest1|rest2|tables) bash bench/device/s19.sh "$1" ;;
-  *) echo "usage: bash bench/device/s20.sh first|second|third|b32|rest1|rest2|tables" >&2; exit 2 ;;
+  *) echo "usage: bash bench/device/s20.sh first|second|third|b32|fixed|rest1|rest2|tables" >&2; exit 2 ;;
 esac
