@@ -539,6 +539,8 @@ def e2e_bench(model, *, prompt_len: int = 4096, gen: int = 128, decode_prompt: i
     if interleave and graphs:
         held["weights"] = list(model.parameters())
         held["dense"] = _try(res, "interleave_error", lambda: PrefillGraph(model, prompt_len, vocab, prefill_attention))
+        if held["dense"] is None:
+            held.clear()  # no graph: nothing to hold the weights for
     if breakdown:
         res["dense_prefill_breakdown"] = prefill_breakdown(model, prompt_len, vocab, prefill_attention)
         log(f"dense prefill kernels: {_fmt_breakdown(res['dense_prefill_breakdown'])}")
