@@ -42,7 +42,7 @@ def prune_to_dir(model: str, output: str, *, method: str = "wanda", sparsity: st
     """Load ``model``, prune it, write it to ``output``. Every cheap check runs before loading."""
     from .cli.common import RichProgress, console, write_json
     from .models.load import parse_dtype, pick_device, resolve
-    from .output import atomic_dir, check_output, make_record, save_model_dir
+    from .output import atomic_dir, check_file_output, check_output, make_record, save_model_dir
     from .prune.engine import PruneConfig, prune_model
     from .prune.registry import get_method
 
@@ -60,6 +60,8 @@ def prune_to_dir(model: str, output: str, *, method: str = "wanda", sparsity: st
     parse_dtype(dtype)
     pick_device(device)
     check_output(output, overwrite)
+    if json_out:
+        check_file_output(json_out, "--json file")
     tasks = [t.strip() for t in eval_tasks.split(",") if t.strip()] if eval_tasks else []
     if tasks:
         from .eval import lmeval

@@ -119,7 +119,10 @@ def bench(
     if mma_order and (mo_storage or mo_storage_order is not None):
         raise UserError("--mma-order (a second copy beside the packed pair) and --mo-storage (the copy instead of "
                         "it) exclude each other")
-    for p in [json_path] + ([plot] if plot else []):
+    from ..output import check_file_output
+
+    for p, what in [(json_path, "--json file")] + ([(plot, "--plot file")] if plot else []):
+        check_file_output(p, what)
         if os.path.exists(p) and not overwrite:
             raise UserError(f"{p} exists; pass --overwrite or choose another --json/--plot path")
 
@@ -244,6 +247,7 @@ def bench(
     write_json(json_path, result)
     console.print(f"wrote {json_path}")
     if plot and result["gemm"]:
+        os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
         tmp = f"{plot}.tmp-{os.getpid()}.png"
         B.plot_speedups(result["gemm"], tmp)
         os.replace(tmp, plot)

@@ -33,7 +33,10 @@ class RichProgress:
 
 
 def write_json(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary sibling (never half-written), making missing parent
+    directories."""
     p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     tmp.replace(p)

@@ -56,7 +56,7 @@ def export_model(model: str, output: str, *, fmt: str = "packed", pattern: str |
     from ..errors import UserError
     from ..formats import codecs, packed
     from ..models.load import load_model, parse_dtype, read_llmsparse_record, resolve
-    from ..output import atomic_dir, check_output, make_record, save_model_dir
+    from ..output import atomic_dir, check_file_output, check_output, make_record, save_model_dir
     from .common import RichProgress, console, out_console, write_json
 
     if fmt not in ("packed", "dense"):
@@ -67,6 +67,8 @@ def export_model(model: str, output: str, *, fmt: str = "packed", pattern: str |
     packed.parse_size(max_shard_size)
     parse_dtype(dtype)
     check_output(output, overwrite)
+    if json_out:
+        check_file_output(json_out, "--json file")
     src = resolve(model, gguf_file)
     source_record = read_llmsparse_record(src.path) if src.kind == "dir" else None
     if pattern is None and source_record:

@@ -33,6 +33,10 @@ def register(app: typer.Typer) -> None:
         if pattern is not None:
             from ..spec import SparsitySpec
             SparsitySpec.parse(pattern)
+        if json_out:
+            from ..output import check_file_output
+
+            check_file_output(json_out, "--json file")
         from ..models.load import resolve
         resolve(model, gguf_file)
         info = analyse(model, pattern, gguf_file)

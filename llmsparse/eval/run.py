@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import time
+from pathlib import Path
 
 from ..errors import UserError
 
@@ -32,6 +33,12 @@ def evaluate_models(models: list[str], *, ppl: str | None = None, tasks: str | N
         raise UserError(f"--batch-size {batch_size}: give at least 1")
     parse_dtype(dtype)
     dev = pick_device(device)
+    if json_out:
+        from ..output import check_file_output
+
+        check_file_output(json_out, "--json file")
+    if output and not Path(output).is_dir():  # before the evaluation, not after it
+        raise UserError(f"-o {output} is not a directory")
     for s in ppl_sets:
         if s not in EVAL_SETS:
             eval_text(s)  # raises for an unknown name / missing file
@@ -74,12 +81,7 @@ def evaluate_models(models: list[str], *, ppl: str | None = None, tasks: str | N
     if json_out:
         write_json(json_out, results)
     if output:
-        from pathlib import Path
-
-        p = Path(output)
-        if not p.is_dir():
-            raise UserError(f"-o {output} is not a directory")
-        write_json(str(p / "eval.json"), results)
+        write_json(str(Path(output) / "eval.json"), results)
     return results
 
 

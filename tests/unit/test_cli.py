@@ -53,6 +53,47 @@ def test_bad_input(args, needle, capsys, tmp_path, tiny_model_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["EMPTYDIR", "EXISTING"]  # no temp dirs left
 
 
+def test_output_parents_are_made_and_removed_again_on_failure(tmp_path, capsys, tiny_model_dir):
+    """-o a/b/out where a/b do not exist (the README's `-o out/...` in a fresh clone): the parents are made when the
+    output is written; a run that fails leaves none of them behind; a parent that is a file is a one-line error."""
+    from llmsparse.output import atomic_dir
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_dir(tmp_path / "a" / "b" / "out") as tmp:
+            (tmp / "f").write_text("x")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(tmp_path / "a" / "b" / "out") as tmp:
+        (tmp / "f").write_text("x")
+    assert (tmp_path / "a" / "b" / "out" / "f").read_text() == "x"
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["out"]  # no temp dir left
+    (tmp_path / "afile").write_text("")
+    rc, out, err = run(["prune", str(tiny_model_dir), "-o", str(tmp_path / "afile" / "sub" / "out")], capsys)
+    assert rc == 2 and "is not a directory" in _one_line_error(err)
+    assert (tmp_path / "afile").is_file()
+
+
+def test_json_outputs_fail_early_or_make_their_parents(tmp_path, capsys, tiny_model_dir):
+    """--json under a file, or naming a directory, and eval -o naming a file: one-line errors before any work;
+    --json in directories that do not exist yet: made, the file written (it used to end in a traceback after the
+    whole run)."""
+    (tmp_path / "afile").write_text("")
+    for args, needle in [(["info", "MODEL", "--json", "AFILE/x.json"], "is not a directory"),
+                         (["info", "MODEL", "--json", "TMP"], "it is a directory"),
+                         (["eval", "MODEL", "--json", "AFILE/x.json"], "is not a directory"),
+                         (["eval", "MODEL", "-o", "AFILE"], "is not a directory"),
+                         (["prune", "MODEL", "-o", "TMP/out", "--json", "AFILE/x.json"], "is not a directory"),
+                         (["export", "MODEL", "-o", "TMP/out", "--json", "AFILE/x.json"], "is not a directory")]:
+        sub = {"MODEL": str(tiny_model_dir), "AFILE/x.json": str(tmp_path / "afile" / "x.json"),
+               "AFILE": str(tmp_path / "afile"), "TMP": str(tmp_path), "TMP/out": str(tmp_path / "out")}
+        rc, out, err = run([sub.get(a, a) for a in args], capsys)
+        assert rc == 2 and needle in _one_line_error(err), (args, err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"], args  # nothing written
+    rc, out, err = run(["info", str(tiny_model_dir), "--json", str(tmp_path / "new" / "dir" / "info.json")], capsys)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "new" / "dir" / "info.json").read_text())["decoder_linear_sparsity"] == 0.0
+
+
 def test_width_not_divisible(capsys, tmp_path, tiny_model_dir):
     rc, out, err = run(["prune", str(tiny_model_dir), "-m", "magnitude", "-s", "3:5", "-o", str(tmp_path / "o")], capsys)
     assert rc == 2 and "not divisible by M=5" in _one_line_error(err)
@@ -105,7 +146,7 @@ def test_no_decoder_layers(capsys, tmp_path):
 
 
 def test_prune_end_to_end_and_info(capsys, tmp_path, tiny_model_dir):
-    out = tmp_path / "pruned"
+    out = tmp_path / "runs" / "pruned"  # a parent that does not exist yet
     rc, o, err = run(["prune", str(tiny_model_dir), "-m", "wanda", "-s", "2:4", "--calib", "c4:4x32", "-q",
                       "--device", "cpu", "-o", str(out), "--json", str(tmp_path / "rep.json")], capsys)
     assert rc == 0, err

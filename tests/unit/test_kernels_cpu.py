@@ -183,7 +183,8 @@ def test_bench_cli_without_cuda_is_user_error(tmp_path, monkeypatch, capsys):
                                       (["--compile", "all"], "--compile must be"),
                                       (["--batch", "0"], "--batch, --gen-tokens"),
                                       (["--prefill-attention", "flash"], "--prefill-attention must be"),
-                                      (["--interleave", "-1"], "--interleave must be")])
+                                      (["--interleave", "-1"], "--interleave must be"),
+                                      (["--plot", "/proc/version/x.png"], "is not a directory")])
 def test_bench_cli_bad_options_are_one_line_errors(tmp_path, capsys, args, msg):
     from llmsparse.cli.main import main
 
