@@ -2,8 +2,9 @@
 
 Every output directory is written to a temporary sibling and renamed at the end, so an
 interrupted run leaves nothing half-written; an existing output is refused unless
-``overwrite`` is set; missing parent directories are made (and removed again if the run fails). ``llmsparse.json`` records the recipe, seed, versions, wall time and the
-measured per-layer sparsity.
+``overwrite`` is set; missing parent directories are made (and removed again if the run
+fails). ``llmsparse.json`` records the recipe, seed, versions, wall time and the measured
+per-layer sparsity.
 """
 from __future__ import annotations
 
