@@ -127,7 +127,7 @@ def event_ms(fn: Callable[[], object]) -> float:
 def interleaved_ms(calls: dict[str, Callable[[], object]], rounds: int = 10,
                    timer: Callable[[Callable[[], object]], float] | None = None) -> dict[str, list[float]]:
     """Each of ``calls`` timed once per round, in turn, the order reversed every other round (A B, B A, A B ...), so
-    that a drift of the GPU's speed over the measurement (the H100's dense prefill ran 1-5% slower in a second pass a
+    that a drift of the GPU's speed over the measurement (the H100's dense prefill ran up to 5% slower in a second pass a
     few minutes after the first) falls on all of them alike and none always follows the other (with two calls and an even number
     of rounds, a steady drift moves both medians alike). Returns each one's times in
     milliseconds, in round order; ``timer(fn) -> ms`` defaults to :func:`event_ms` (meant for CUDA-graph replays)."""
