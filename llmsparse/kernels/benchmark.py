@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import dispatch
-from .timing import interleaved_ms, time_call
+from .timing import error_line, interleaved_ms, time_call, warm_up
 
 SHAPE_SETS = {
     "llama2-7b": [(4096, 4096), (11008, 4096), (4096, 11008)],
@@ -339,13 +339,7 @@ class PrefillGraph:
     def __init__(self, model, prompt_len: int, vocab: int, attention: str = "causal", warmup: int = 2):
         self.fwd, ctx = _prefill_call(model, prompt_len, vocab, attention)
         with torch.no_grad(), ctx:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(warmup):
-                    self.fwd()
-            torch.cuda.current_stream().wait_stream(side)
-            torch.cuda.synchronize()
+            warm_up(self.fwd, n=warmup)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.out = self.fwd()
@@ -459,13 +453,7 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
     with torch.no_grad():
         reset()
         if cuda:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(2):
-                    step()
-            torch.cuda.current_stream().wait_stream(s)
-            torch.cuda.synchronize()
+            warm_up(step)
         if graphs and cuda:
             try:
                 reset()
@@ -615,7 +603,7 @@ def _try(res: dict, key: str, fn):
     try:
         return fn()
     except Exception as e:  # noqa: BLE001 -- recorded, and the run goes on without the extra
-        res.setdefault(key, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+        res.setdefault(key, error_line(e))
         return None
 
 

@@ -54,6 +54,24 @@ def host_ms(fn: Callable, args_list: Sequence[tuple], calls: int = 2) -> float:
     return best
 
 
+def warm_up(fn: Callable, args_list: Sequence[tuple] = ((),), n: int = 2) -> None:
+    """``fn(*args)`` ``n`` times for each of ``args_list`` on a side stream (what CUDA-graph capture wants before it:
+    lazy initialisation, compilation and allocations done outside the capture), then joined and synchronized."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(n):
+            for a in args_list:
+                fn(*a)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+
+
+def error_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one line for a results file: its type and the first line of its message."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:limit]
+
+
 def time_call(fn: Callable, args_list: Sequence[tuple], *, target_ms: float = 2.0, replays: int = 7,
               use_graph: bool = True, warmup: int = 2, info: dict | None = None) -> float:
     """Median milliseconds per call of ``fn(*args)``, args cycling over ``args_list``.
@@ -65,14 +83,7 @@ def time_call(fn: Callable, args_list: Sequence[tuple], *, target_ms: float = 2.
     """
     info = {} if info is None else info
     info["graph"] = False
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            for a in args_list:
-                fn(*a)
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
+    warm_up(fn, args_list, warmup)
     one = max(_eager_ms(fn, args_list, iters=1), 1e-3)
     if one * len(args_list) > 10 * target_ms:  # a slow candidate (e.g. a poor cuSPARSELt algorithm):
         args_list, replays = list(args_list)[:1], min(replays, 3)  # bound what measuring it costs
@@ -100,7 +111,7 @@ def time_call(fn: Callable, args_list: Sequence[tuple], *, target_ms: float = 2.
             info["graph"] = True
             return statistics.median(times)
         except Exception as e:  # capture not possible: fall back to eager timing
-            info["graph_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            info["graph_error"] = error_line(e)
             torch.cuda.synchronize()
             times = []
     for _ in range(replays):
