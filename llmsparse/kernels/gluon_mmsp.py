@@ -922,9 +922,10 @@ MMSP_MO_WIDE_CONFIGS = {
     64: [(4, 1, 8, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 1, 8, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4),
          (4, 1, 8, 1, 0, 0, 0, 4, 1, 0, 0, 0, 3), (2, 1, 8, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4),
          (4, 1, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (4, 1, 4, 1, 0, 0, 0, 4, 1, 0, 0, 0, 1),
-         # nineteenth session, not yet timed at M = 64: RT = 2 halves the re-reads of x per weight byte (x from L2 is
-         # about 7x the weights' bytes with NT = 8 and RT = 1); NT = 8 with RT = 2 spills (offline, sm_90), so these
-         # are the M = 32 bucket's RT = 2 configurations over two token tiles (GPU-tested at M = 1-100 there)
+         # nineteenth session: RT = 2 halves the re-reads of x per weight byte (x from L2 is about 7x the weights'
+         # bytes with NT = 8 and RT = 1); NT = 8 with RT = 2 spills (offline, sm_90), so these are the M = 32
+         # bucket's RT = 2 configurations over two token tiles. Timed at M = 64 in the twentieth session (H100): the
+         # first wins 3 of 4 4096x4096 and all 4 4096x11008 rows (bench/results/gemm_m16_32_64_{a,b}_h100_s20.*)
          (4, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (2, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)],
 }
 MO_WIDE = 0 if os.environ.get("LLMSPARSE_MMSP_WIDE", "1").strip().lower() in ("0", "off") else 1
