@@ -267,30 +267,55 @@ if MMSP_AVAILABLE:
                 lane % 4)
 
     @gluon.jit
-    def _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K: gl.constexpr, MO: gl.constexpr = 0):
+    def _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K: gl.constexpr, MO: gl.constexpr = 0,
+                     EV: gl.constexpr = 0):
         """The packed weights of one super-step (``ss0 + kw``) of every warp; past the end (uneven K): zero
         weights, valid indices (0, 1) in the metadata. MO: the MMA-order copy (:func:`mma_order`; 512 words
         of values and 64 metadata words per 16-row tile and super-step; the metadata words are the MMAs',
         returned twice)."""
         if MO:
             if EVEN_K:
-                va = gl.load(v_ptr + (a_off + ss0 * 512))
-                wl = gl.load(m_ptr + (m_lo + ss0 * 64))
+                va = _ldw(v_ptr + (a_off + ss0 * 512), EV)
+                wl = _ldw(m_ptr + (m_lo + ss0 * 64), EV)
             else:
                 ok = (ss0 + kw) < SS
-                va = gl.load(v_ptr + (a_off + ss0 * 512), mask=ok, other=0)
-                wl = gl.load(m_ptr + (m_lo + ss0 * 64), mask=ok, other=0x44444444)
+                va = _ldwm(v_ptr + (a_off + ss0 * 512), ok, 0, EV)
+                wl = _ldwm(m_ptr + (m_lo + ss0 * 64), ok, 0x44444444, EV)
             wh = wl
         elif EVEN_K:
-            va = gl.load(v_ptr + (a_off + ss0 * 32))
-            wl = gl.load(m_ptr + (m_lo + ss0 * 2))
-            wh = gl.load(m_ptr + (m_hi + ss0 * 2))
+            va = _ldw(v_ptr + (a_off + ss0 * 32), EV)
+            wl = _ldw(m_ptr + (m_lo + ss0 * 2), EV)
+            wh = _ldw(m_ptr + (m_hi + ss0 * 2), EV)
         else:
             ok = (ss0 + kw) < SS
-            va = gl.load(v_ptr + (a_off + ss0 * 32), mask=ok, other=0)
-            wl = gl.load(m_ptr + (m_lo + ss0 * 2), mask=ok, other=0x4444444444444444)
-            wh = gl.load(m_ptr + (m_hi + ss0 * 2), mask=ok, other=0x4444444444444444)
+            va = _ldwm(v_ptr + (a_off + ss0 * 32), ok, 0, EV)
+            wl = _ldwm(m_ptr + (m_lo + ss0 * 2), ok, 0x4444444444444444, EV)
+            wh = _ldwm(m_ptr + (m_hi + ss0 * 2), ok, 0x4444444444444444, EV)
         return va, wl, wh
+
+    @gluon.jit
+    def _ldw(ptr, EV: gl.constexpr):
+        """A load of packed weights with the cache policy EV (:data:`EVICT`): 0 the default, 1 ``evict_first``
+        (``ld.global.L1::evict_first``; SASS ``LDG.E.EF``), 2 ``.cg`` (cached in L2, not L1; ``LDG.E.STRONG.GPU``).
+        Each weight is read once per call, so neither should cost a hit."""
+        if EV == 1:
+            v = gl.load(ptr, eviction_policy="evict_first")
+        elif EV == 2:
+            v = gl.load(ptr, cache_modifier=".cg")
+        else:
+            v = gl.load(ptr)
+        return v
+
+    @gluon.jit
+    def _ldwm(ptr, mask, other, EV: gl.constexpr):
+        """:func:`_ldw` with a mask (``other`` where it is false)."""
+        if EV == 1:
+            v = gl.load(ptr, mask=mask, other=other, eviction_policy="evict_first")
+        elif EV == 2:
+            v = gl.load(ptr, mask=mask, other=other, cache_modifier=".cg")
+        else:
+            v = gl.load(ptr, mask=mask, other=other)
+        return v
 
     @gluon.jit
     def _mmsp_load_x(x_ptr, b_off, kw, ss0, SS, EVEN_K: gl.constexpr):
@@ -303,25 +328,25 @@ if MMSP_AVAILABLE:
 
     @gluon.jit
     def _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr,
-                   MO: gl.constexpr = 0):
+                   MO: gl.constexpr = 0, EV: gl.constexpr = 0):
         """The operands of one super-step (``ss0 + kw``) of every warp (:func:`_mmsp_load_w`,
         :func:`_mmsp_load_x`)."""
-        va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K, MO)
+        va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K, MO, EV)
         xb = _mmsp_load_x(x_ptr, b_off, kw, ss0, SS, EVEN_K)
         return va, wl, wh, xb
 
     @gluon.jit
     def _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K: gl.constexpr,
-                    EWA: gl.constexpr, GDC: gl.constexpr, MO: gl.constexpr = 0):
+                    EWA: gl.constexpr, GDC: gl.constexpr, MO: gl.constexpr = 0, EV: gl.constexpr = 0):
         """The operands of the first super-step a program reads. With ``EWA`` (early weights under PDL) its
         packed weights are requested *before* ``griddepcontrol.wait`` -- no kernel before this one writes
         them (:data:`EARLY`) -- and x, the previous kernel's output, after it."""
         if EWA:
-            va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K, MO)
+            va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kw, ss0, SS, EVEN_K, MO, EV)
             gdc_enter(GDC)
             xb = _mmsp_load_x(x_ptr, b_off, kw, ss0, SS, EVEN_K)
         else:
-            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K, MO)
+            va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kw, ss0, SS, EVEN_K, MO, EV)
         return va, wl, wh, xb
 
     @gluon.jit
@@ -542,7 +567,7 @@ if MMSP_AVAILABLE:
         WK: gl.constexpr, RT: gl.constexpr, NT: gl.constexpr, PF: gl.constexpr, XS: gl.constexpr,
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, GDC: gl.constexpr = 0,
-        FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0, TM: gl.constexpr = 0,
+        FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0, TM: gl.constexpr = 0, EV: gl.constexpr = 0,
         MO: gl.constexpr = 0, XD: gl.constexpr = 0, XLC: gl.constexpr = None, XLR: gl.constexpr = None,
     ):
         # EWA: with PDL and EW (EARLY) the register-prefetch paths request the first super-step's weights before
@@ -643,7 +668,7 @@ if MMSP_AVAILABLE:
             for it in range(0, ITERS):
                 if PD > 0:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
-                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + it * KSTEP, SS, EVEN_K, MO)
+                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb + it * KSTEP, SS, EVEN_K, MO, EV)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
         elif XD > 0:
             # XL (MO >= 2): x through an XD-stage shared-memory ring filled by cp.async (16 bytes per thread, each
@@ -660,25 +685,25 @@ if MMSP_AVAILABLE:
             xc_tok = gl.minimum(pid_m * (8 * NT) + _ar4(NT, 1, XLC) * 8 + _ar4(8, 2, XLC), M - 1).to(gl.int64)
             x_off = xc_tok * stride_xw + xc_kw * 64 + _ar4(64, 3, XLC)
             if EWA:  # weights before griddepcontrol.wait, x (the previous kernel's output) after it
-                va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb, SS, EVEN_K, MO)
+                va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb, SS, EVEN_K, MO, EV)
                 gdc_enter(GDC)
             for st in gl.static_range(XD - 1):
                 _xl_issue(xs.index(st), x_ptr, x_off, xc_kw, sb + gl.minimum(st, ITERS - 1) * KSTEP, SS, EVEN_K)
             if not EWA:
-                va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb, SS, EVEN_K, MO)
+                va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb, SS, EVEN_K, MO, EV)
             if PF == 1:
                 for it in range(0, ITERS):
                     s_nx = sb + gl.minimum(it + 1, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
-                    va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, s_nx, SS, EVEN_K, MO)
+                    va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, s_nx, SS, EVEN_K, MO, EV)
                     xb = _xl_step(xs, it, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
                     acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                     va, wl, wh = va1, wl1, wh1
             elif PF == 2:  # the weights two iterations ahead (twice the bytes in flight per warp)
                 va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk,
-                                             sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K, MO)
+                                             sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K, MO, EV)
                 for it in range(0, ITERS):
                     s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP
-                    va2, wl2, wh2 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, s_nx, SS, EVEN_K, MO)
+                    va2, wl2, wh2 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, s_nx, SS, EVEN_K, MO, EV)
                     xb = _xl_step(xs, it, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
                     acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                     va, wl, wh = va1, wl1, wh1
@@ -686,52 +711,52 @@ if MMSP_AVAILABLE:
             else:  # PF = 3: the weights one iteration ahead, unrolled by two (no register copies)
                 if ITERS % 2 == 1:
                     va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk,
-                                                 sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K, MO)
+                                                 sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K, MO, EV)
                     xb = _xl_step(xs, 0, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
                     acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                     va, wl, wh = va1, wl1, wh1
                 for it in range(ITERS % 2, ITERS, 2):
                     va1, wl1, wh1 = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk, sb + (it + 1) * KSTEP, SS,
-                                                 EVEN_K, MO)
+                                                 EVEN_K, MO, EV)
                     xb = _xl_step(xs, it, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
                     acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                     va, wl, wh = _mmsp_load_w(v_ptr, m_ptr, a_off, m_lo, m_hi, kk,
-                                              sb + gl.minimum(it + 2, ITERS - 1) * KSTEP, SS, EVEN_K, MO)
+                                              sb + gl.minimum(it + 2, ITERS - 1) * KSTEP, SS, EVEN_K, MO, EV)
                     xb = _xl_step(xs, it + 1, x_ptr, x_off, xc_kw, sb, ITERS, SS, EVEN_K, XD, KSTEP, XLR, L, KX, NT)
                     acc = _mmsp_mma(va1, wl1, wh1, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
             async_copy.wait_group(0)
         elif PF == 1:  # register prefetch: the loads of iteration it + 1 are issued in iteration it
-            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
+            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO, EV)
             for it in range(0, ITERS):
                 if PD > 0:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
                 s_nx = sb + gl.minimum(it + 1, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
-                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO)
+                va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO, EV)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
         elif PF == 3:  # one iteration ahead, unrolled by two: two register sets, no copy from one to the other
-            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
+            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO, EV)
             if ITERS % 2 == 1:  # an odd count: one iteration before the pairs
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
-                                                sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K, MO)
+                                                sb + gl.minimum(1, ITERS - 1) * KSTEP, SS, EVEN_K, MO, EV)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
             for it in range(ITERS % 2, ITERS, 2):
                 va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
-                                                sb + (it + 1) * KSTEP, SS, EVEN_K, MO)
+                                                sb + (it + 1) * KSTEP, SS, EVEN_K, MO, EV)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP  # past the end: re-read the last iteration
-                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO)
+                va, wl, wh, xb = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO, EV)
                 acc = _mmsp_mma(va1, wl1, wh1, xb1, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
         else:  # two iterations ahead
-            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO)
+            va, wl, wh, xb = _mmsp_first(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, sb, SS, EVEN_K, EWA, GDC, MO, EV)
             va1, wl1, wh1, xb1 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk,
-                                            sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K, MO)
+                                            sb + gl.minimum(ITERS - 1, 1) * KSTEP, SS, EVEN_K, MO, EV)
             for it in range(0, ITERS):
                 if PD > 0:
                     _l2_prefetch(v_ptr, m_ptr, pv, pm, p_kw, sb + (it + PD) * KSTEP, SS)
                 s_nx = sb + gl.minimum(it + 2, ITERS - 1) * KSTEP
-                va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO)
+                va2, wl2, wh2, xb2 = _mmsp_load(x_ptr, v_ptr, m_ptr, a_off, m_lo, m_hi, b_off, kk, s_nx, SS, EVEN_K, MO, EV)
                 acc = _mmsp_mma(va, wl, wh, xb, acc, s4, ASM, CONSTRAINTS, XS, L, WK, NT, CH, META, MO)
                 va, wl, wh, xb = va1, wl1, wh1, xb1
                 va1, wl1, wh1, xb1 = va2, wl2, wh2, xb2
@@ -760,7 +785,7 @@ if MMSP_AVAILABLE:
         CH: gl.constexpr, PD: gl.constexpr, PL: gl.constexpr, RW: gl.constexpr, AS: gl.constexpr, KSTEP: gl.constexpr,
         ROWS: gl.constexpr, ASM: gl.constexpr, CONSTRAINTS: gl.constexpr, TM: gl.constexpr,
         VS: gl.constexpr, MS: gl.constexpr, VL: gl.constexpr, ML: gl.constexpr, EVEN_N: gl.constexpr,
-        GDC: gl.constexpr = 0, FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0,
+        GDC: gl.constexpr = 0, FX: gl.constexpr = 0, META: gl.constexpr = 0, EW: gl.constexpr = 0, EV: gl.constexpr = 0,
         MO: gl.constexpr = 0, XD: gl.constexpr = 0, XLC: gl.constexpr = None, XLR: gl.constexpr = None,
     ):
         """:func:`_sp24_mmsp_gl` (RW = 0, MO = 0) with the packed weights streamed through a ``TM``-stage ring in
@@ -1218,6 +1243,12 @@ META = 0 if os.environ.get("LLMSPARSE_MMSP_META", "1").strip() == "0" else 1
 # weights are written once when they are packed or loaded (followed by other kernels before any forward).
 EARLY = 1 if os.environ.get("LLMSPARSE_MMSP_EARLY", "0").strip() == "1" else 0
 
+# Cache policy of the packed-weight loads (twenty-first session, for A/B timings: ``LLMSPARSE_MMSP_EVICT=0|1|2`` at
+# import, or this attribute; bench/device/evict_probe.py): 0 (default) plain loads, 1 L1 ``evict_first``, 2 ``.cg``
+# (:func:`_ldw`). The outputs are the same bits whatever the policy. (``evict_first`` with ``.cg`` is refused by
+# ptxas; Triton has no ``.cs`` load.)
+EVICT = {"1": 1, "2": 2}.get(os.environ.get("LLMSPARSE_MMSP_EVICT", "0").strip(), 0)
+
 
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:
     """The integer views and 16-byte loads this kernel makes exist for these tensors."""
@@ -1264,7 +1295,7 @@ def sp24_mmsp_gl(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias
     fixup = splits > 1 and kc["FX"]
     pdl = _gsp.pdl_args(x.device)
     common = dict(HAS_BIAS=bias is not None and (splits == 1 or fixup), EVEN_K=even_k, SPLIT=splits > 1,
-                  num_warps=wk, META=META, EW=EARLY, **kc, **pdl, **kernel_options(cfg))
+                  num_warps=wk, META=META, EW=EARLY, EV=EVICT, **kc, **pdl, **kernel_options(cfg))
     counters = tile_counters(x.device, grid[0] * grid[1]) if fixup else y
     if kc["TM"]:
         v_desc, m_desc = tma_descriptors(values, meta, kc["WK"], kc["RT"])

@@ -154,17 +154,20 @@ def gluon_mm_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool =
 
 
 def gluon_mmsp_stats(dtype: str, cfg: tuple, has_bias: bool = True, even_k: bool = True, arch: int = 90,
-                     keep_lines: bool = False, gdc: int = 0, meta: int | None = None, ew: int = 0) -> dict:
+                     keep_lines: bool = False, gdc: int = 0, meta: int | None = None, ew: int = 0,
+                     ev: int | None = None) -> dict:
     """Compile :func:`llmsparse.kernels.gluon_mmsp._sp24_mmsp_gl` offline; registers, spills, main loop size
     (``meta``: the metadata build, :data:`~llmsparse.kernels.gluon_mmsp.META` by default; ``ew``: early weights
-    under PDL, :data:`~llmsparse.kernels.gluon_mmsp.EARLY`)."""
+    under PDL, :data:`~llmsparse.kernels.gluon_mmsp.EARLY`; ``ev``: the weights' cache policy,
+    :data:`~llmsparse.kernels.gluon_mmsp.EVICT` by default)."""
     from . import gluon_mmsp as g
 
     ty = {"float16": "*fp16", "bfloat16": "*bf16"}[dtype]
     split = g.config_splits(cfg) > 1
     kc = g.kernel_consts(cfg, dtype == "bfloat16")
     consts = dict(kc, HAS_BIAS=has_bias and (not split or bool(kc["FX"])), EVEN_K=even_k,
-                  SPLIT=split, GDC=gdc, META=g.META if meta is None else meta, EW=ew)
+                  SPLIT=split, GDC=gdc, META=g.META if meta is None else meta, EW=ew,
+                  EV=g.EVICT if ev is None else ev)
     div16 = ["x_ptr", "v_ptr", "m_ptr", "y_ptr", "b_ptr", "N", "KG", "stride_xw", "stride_ym", "o_ptr", "c_ptr", "stride_om"]
     fn = g._sp24_mmsp_gl
     if kc["TM"]:  # the bulk-tensor-copy kernel: descriptors instead of the weight pointers

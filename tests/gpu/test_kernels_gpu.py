@@ -837,3 +837,34 @@ def test_e2e_bench_on_a_tiny_llama_reports_both_sides(compile, attention):
     mem = [i for i, s in enumerate(lines) if s.startswith("decoder linears:")]
     again = [i for i, s in enumerate(lines) if s.startswith("dense again")]
     assert mem and again and mem[0] < again[0]
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("shape", [(264, 384), (37, 640), (4096, 4096)])
+def test_gluon_mmsp_weight_cache_policy_leaves_outputs_bit_equal(shape, dtype, monkeypatch):
+    """EVICT (the packed weights' cache hint, an A/B option): evict-first and ``.cg`` loads read the same bytes,
+    so every output is bit for bit the plain kernel's: MO copies of both orders (XL, x from registers), the
+    row-major layout, uneven K, split-K with both reductions, odd M, bias."""
+    from llmsparse.kernels import gluon_mmsp as g
+
+    if not g.MMSP_AVAILABLE:
+        pytest.skip("this Triton has no Gluon linear layouts")
+    n, k = shape
+    w = random_24(n, k, dtype, "cuda")
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    v, m = pack_nm(w, 2, 4)
+    forms = {0: (v, m), 1: g.mma_order(v, m, 1), 2: g.mma_order(v, m, 2)}
+    cfgs = [(4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 1, 2, 1, 1, 0, 0, 4, 1, 0, 0, 0, 1),
+            (4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 5), (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1), (4, 2, 2, 1, 1, 0, 0, 2, 1)]
+    for cfg in cfgs:
+        vv, mm = forms[g.mo_order(cfg)]
+        for M in (1, 9, 16):
+            if cfg[2] == 1 and M > 8:
+                continue
+            x = torch.randn(M, k, device="cuda", dtype=dtype)
+            outs = []
+            for ev in (0, 1, 2):
+                monkeypatch.setattr(g, "EVICT", ev)
+                outs.append(g.sp24_mmsp_gl(x, vv, mm, bias, n, cfg=cfg, out=poisoned(M, n, dtype)))
+            assert rel(outs[0], F.linear(x, w, bias)) < TOL[dtype], (cfg, M)
+            assert torch.equal(outs[1], outs[0]) and torch.equal(outs[2], outs[0]), (cfg, M)

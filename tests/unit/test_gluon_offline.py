@@ -511,3 +511,31 @@ def test_mmsp_wide_mo_configurations_compile_without_spills():
                 unroll = 2 if cfg[3] == 3 else 1  # PF = 3: the loop body holds two iterations
                 assert sum("LDSM.16.M88.4" in ln for ln in st["lines"]) == 4 * nt * unroll, cfg
                 assert not any(re.search(r"LDG\.E\s", ln) for ln in st["lines"]), cfg
+
+
+@pytest.mark.parametrize("cfg", [(4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1),
+                                 (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1)])
+def test_mmsp_weight_cache_policy_changes_only_the_weight_loads(cfg):
+    """EVICT (the packed weights' cache policy, an A/B option): 1 marks every 16-byte weight load L1
+    evict-first, 2 makes it an L2-only (``.cg``) load; the x loads, the load count, the registers and the MMAs
+    stay as with plain loads."""
+    from llmsparse.kernels import gluon_mmsp
+
+    if not gluon_mmsp.MMSP_AVAILABLE:
+        pytest.skip("needs Gluon's linear layouts and inline asm")
+    st = {ev: offline.gluon_mmsp_stats("float16", cfg, keep_lines=True, ev=ev) for ev in (0, 1, 2)}
+
+    def ldg(ev):
+        return [re.search(r"(LDG\S*)", ln).group(1) for ln in st[ev]["lines"] if re.search(r"LDG\S*\s", ln)]
+
+    plain = ldg(0)
+    assert not any(".EF" in op or "STRONG" in op for op in plain)
+    ef = sum(op == "LDG.E.EF.128" for op in ldg(1))
+    cg = sum(op == "LDG.E.128.STRONG.GPU" for op in ldg(2))
+    assert ef == cg >= 2 * cfg[1]  # at least the values and metadata of every row tile, once per iteration
+    # nothing else changed: renamed back, the loads are the plain kernel's (x loads, cp.async copies included)
+    assert sorted(op.replace(".EF", "") for op in ldg(1)) == sorted(plain)
+    assert sorted(op.replace(".STRONG.GPU", "") for op in ldg(2)) == sorted(plain)
+    for ev in (1, 2):
+        assert st[ev]["loop_mma"] == st[0]["loop_mma"] and st[ev]["stack"] == 0
+        assert abs(st[ev]["regs"] - st[0]["regs"]) <= 8

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Twenty-first session's GPU calls, from the repository root with OUT set; each part fits one call (600 s):
+#   bash bench/device/s21.sh a     the GPU tests fixed in the twentieth session (wide MO table filter; e2e_bench where
+#                                  dense keeps the tiny k/v projections, with --interleave) and the new cache-policy
+#                                  test, then the cache-policy probe (EVICT 0/1/2) at M = 16 on 8192x8192 and
+#                                  4096x11008, both dtypes (any card; H100 for numbers against the targets)
+#   bash bench/device/s21.sh e2e   fp16 batch 1 causal with --interleave 10 (H100), then fp16 batch 32 causal
+#   bash bench/device/s21.sh rest1 as in s19.sh (kernel-level GPU tests cut earlier)
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+pyt() { timeout "$1" python3 -m pytest -q -p no:cacheprovider --durations=10 tests/gpu -k "$2" > "$OUT/$3" 2>&1; tail -16 "$OUT/$3"; }
+e2e() {  # dtype batch timeout [extra args]
+  local name=e2e_$1_b$2_causal
+  LLMSPARSE_KERNEL_CACHE=off timeout $3 python3 bench/bench_e2e.py --dtype $1 --compile layers --batch $2 \
+    --prefill-attention causal ${4:-} --out "$OUT/$name" > "$OUT/$name.log" 2>&1
+  echo "== $name rc=$?"
+  grep -E "^decoder linears|^prefill|^decode|dense again|interleav" "$OUT/$name.log" | head -20
+}
+case ${1:-} in
+  a)
+    pyt 200 "wide_mo_candidates or e2e_bench or cache_policy" pytest_a.txt
+    LLMSPARSE_KERNEL_CACHE=off timeout 300 python3 bench/device/evict_probe.py --shapes 8192x8192,4096x11008 \
+      --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" 2>&1 | grep -v Advisory | tail -8
+    ;;
+  e2e)
+    e2e fp16 1 280 "--interleave 10"
+    e2e fp16 32 280
+    ;;
+  rest1) bash bench/device/s19.sh rest1 ;;
+  *) echo "usage: bash bench/device/s21.sh a|e2e|rest1" >&2; exit 2 ;;
+esac
