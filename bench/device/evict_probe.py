@@ -2,13 +2,14 @@
 2 ``.cg``), the dispatcher's configurations at each M, in one process.
 
     python bench/device/evict_probe.py --out OUT.json [--m 16] [--dtype fp16,bf16] [--shapes llama2-7b,llama2-70b]
-        [--modes 0,1,2] [--rounds 5]
+        [--modes 0,1,2] [--rounds 5] [--extra "4,2,2,2,0,0,0,2,1,0,0,0,4;..."]
 
 For every (dtype, shape, M) and every mmsp configuration a default layer on Hopper is tuned over at that M (the MO ones of
 ``gluon_mmsp.MO_STORAGE_ORDER``, on that ``mma_order`` copy), each mode is checked against dense-with-zeros and against mode 0
 (the same loads with another cache hint: the outputs must be bit for bit equal), then all modes and dense cuBLAS are
 timed in turn for ``rounds`` rounds (CUDA-graph replays, weights rotated past L2, medians). Prints per row the best
-configuration of each mode and its speedup over dense; writes every timing as JSON. GPU only.
+configuration of each mode and its speedup over dense; writes every timing as JSON. ``--extra``: more configurations
+of the same copy order (``gluon_mmsp.CONFIG_SYNTAX``, ``;``-separated), timed beside them. GPU only.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", default="llama2-7b,llama2-70b")
     ap.add_argument("--modes", default="0,1,2")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--extra", default="")
     a = ap.parse_args(argv)
     from llmsparse.kernels.benchmark import parse_shapes
 
@@ -35,16 +37,24 @@ def main(argv: list[str] | None = None) -> int:
         dts = [{"fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in a.dtype.split(",")]
         shapes = parse_shapes(a.shapes)
         modes = [int(v) for v in a.modes.split(",")]
+        from llmsparse.kernels import gluon_mmsp as g
+
+        extra = [tuple(int(v) for v in c.split(",")) for c in a.extra.split(";") if c.strip()]
+        for c in extra:
+            g.kernel_consts(c, False)
+            assert g.mo_order(c) == g.MO_STORAGE_ORDER
         assert all(1 <= m <= 64 for m in ms) and a.rounds >= 1 and modes and set(modes) <= {0, 1, 2}
     except (ValueError, KeyError, AssertionError):
         print("evict_probe.py: --m values in 1..64, --dtype fp16,bf16, --shapes as llmsparse bench, --modes from "
-              "0,1,2, --rounds >= 1", file=sys.stderr)
+              "0,1,2, --rounds >= 1, --extra configurations of the default copy order", file=sys.stderr)
+        return 2
+    except ImportError:
+        print("evict_probe.py needs Triton with Gluon", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
         print("evict_probe.py needs a CUDA GPU", file=sys.stderr)
         return 2
     from llmsparse.cli.common import write_json
-    from llmsparse.kernels import gluon_mmsp as g
     from llmsparse.kernels.dispatch import Choice, ShapeBench, err_limit
     from llmsparse.kernels.timing import time_call
 
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             s0 = sb.sets[0]
             for m in ms:
                 x = torch.randn(m, k, device="cuda", dtype=dtype)
-                cfgs = [c for c in g.mo_configs_for(m) if g.mo_order(c) == g.MO_STORAGE_ORDER]
+                cfgs = [c for c in g.mo_configs_for(m) if g.mo_order(c) == g.MO_STORAGE_ORDER] + extra
                 res, dense = {}, []
                 for cfg in cfgs:
                     c = Choice("mmsp", cfg)

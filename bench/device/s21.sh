@@ -3,7 +3,8 @@
 #   bash bench/device/s21.sh a     the GPU tests fixed in the twentieth session (wide MO table filter; e2e_bench where
 #                                  dense keeps the tiny k/v projections, with --interleave) and the new cache-policy
 #                                  test, then the cache-policy probe (EVICT 0/1/2) at M = 16 on 8192x8192 and
-#                                  4096x11008, both dtypes (any card; H100 for numbers against the targets)
+#                                  4096x11008, both dtypes, with six more configurations (any card; H100 for numbers
+#                                  against the targets)
 #   bash bench/device/s21.sh e2e   fp16 batch 1 causal with --interleave 10 (H100), then fp16 batch 32 causal
 #   bash bench/device/s21.sh rest1 as in s19.sh (kernel-level GPU tests cut earlier)
 set -u
@@ -19,9 +20,13 @@ e2e() {  # dtype batch timeout [extra args]
 }
 case ${1:-} in
   a)
+    # beside the dispatcher's order-2 configurations: the weights two iterations ahead (PF = 2: more bytes in flight),
+    # split counts 1 and 3, the split-K fixup, a ring of 3
+    EXTRA="4,2,2,2,0,0,0,2,1,0,0,0,4;4,1,2,2,0,0,0,4,1,0,0,0,4;4,2,2,3,0,0,0,1,1,0,0,0,4;4,2,2,3,0,0,0,3,1,0,0,0,4"
+    EXTRA="$EXTRA;4,2,2,3,0,0,0,2,1,0,1,0,4;4,2,2,3,0,0,0,2,1,0,0,0,3"
     pyt 200 "wide_mo_candidates or e2e_bench or cache_policy" pytest_a.txt
     LLMSPARSE_KERNEL_CACHE=off timeout 300 python3 bench/device/evict_probe.py --shapes 8192x8192,4096x11008 \
-      --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" 2>&1 | grep -v Advisory | tail -8
+      --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -8
     ;;
   e2e)
     e2e fp16 1 280 "--interleave 10"
