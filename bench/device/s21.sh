@@ -3,7 +3,8 @@
 #   bash bench/device/s21.sh a     the GPU tests fixed in the twentieth session (wide MO table filter; e2e_bench where
 #                                  dense keeps the tiny k/v projections, with --interleave) and the new cache-policy
 #                                  test, then the cache-policy probe (EVICT 0/1/2) at M = 16 on 8192x8192 and
-#                                  4096x11008, both dtypes, with six more configurations (any card; H100 for numbers
+#                                  4096x11008 (and 8448x8192: 66 x 128 rows, 132 programs of RW = 1 RT = 2 SK = 2, one per
+#                                  SM), both dtypes, with six more configurations (any card; H100 for numbers
 #                                  against the targets)
 #   bash bench/device/s21.sh e2e   fp16 batch 1 causal with --interleave 10 (H100), then fp16 batch 32 causal
 #   bash bench/device/s21.sh rest1 as in s19.sh (kernel-level GPU tests cut earlier)
@@ -25,7 +26,7 @@ case ${1:-} in
     EXTRA="4,2,2,2,0,0,0,2,1,0,0,0,4;4,1,2,2,0,0,0,4,1,0,0,0,4;4,2,2,3,0,0,0,1,1,0,0,0,4;4,2,2,3,0,0,0,3,1,0,0,0,4"
     EXTRA="$EXTRA;4,2,2,3,0,0,0,2,1,0,1,0,4;4,2,2,3,0,0,0,2,1,0,0,0,3"
     pyt 200 "wide_mo_candidates or e2e_bench or cache_policy" pytest_a.txt
-    LLMSPARSE_KERNEL_CACHE=off timeout 300 python3 bench/device/evict_probe.py --shapes 8192x8192,4096x11008 \
+    LLMSPARSE_KERNEL_CACHE=off timeout 300 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192,4096x11008 \
       --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -8
     ;;
   e2e)
