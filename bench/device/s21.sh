@@ -26,8 +26,8 @@ case ${1:-} in
     EXTRA="4,2,2,2,0,0,0,2,1,0,0,0,4;4,1,2,2,0,0,0,4,1,0,0,0,4;4,2,2,3,0,0,0,1,1,0,0,0,4;4,2,2,3,0,0,0,3,1,0,0,0,4"
     EXTRA="$EXTRA;4,2,2,3,0,0,0,2,1,0,1,0,4;4,2,2,3,0,0,0,2,1,0,0,0,3"
     pyt 200 "wide_mo_candidates or e2e_bench or cache_policy" pytest_a.txt
-    LLMSPARSE_KERNEL_CACHE=off timeout 300 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192,4096x11008 \
-      --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -8
+    LLMSPARSE_KERNEL_CACHE=off timeout 340 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192,4096x11008 \
+      --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -10
     ;;
   e2e)
     e2e fp16 1 280 "--interleave 10"
