@@ -4,7 +4,7 @@
 #                                  dense keeps the tiny k/v projections, with --interleave) and the new cache-policy
 #                                  test, then the cache-policy probe (EVICT 0/1/2) at M = 16 on 8192x8192 and
 #                                  4096x11008 (and 8448x8192: 66 x 128 rows, 132 programs of RW = 1 RT = 2 SK = 2, one per
-#                                  SM), both dtypes, with six more configurations (any card; H100 for numbers
+#                                  SM), both dtypes, with nine more configurations (any card; H100 for numbers
 #                                  against the targets)
 #   bash bench/device/s21.sh e2e   fp16 batch 1 causal with --interleave 10 (H100), then fp16 batch 32 causal
 #   bash bench/device/s21.sh rest1 as in s19.sh (kernel-level GPU tests cut earlier)
@@ -22,9 +22,12 @@ e2e() {  # dtype batch timeout [extra args]
 case ${1:-} in
   a)
     # beside the dispatcher's order-2 configurations: the weights two iterations ahead (PF = 2: more bytes in flight),
-    # split counts 1 and 3, the split-K fixup, a ring of 3
+    # split counts 1 and 3, the split-K fixup, a ring of 3 (plain loads only)
     EXTRA="4,2,2,2,0,0,0,2,1,0,0,0,4;4,1,2,2,0,0,0,4,1,0,0,0,4;4,2,2,3,0,0,0,1,1,0,0,0,4;4,2,2,3,0,0,0,3,1,0,0,0,4"
     EXTRA="$EXTRA;4,2,2,3,0,0,0,2,1,0,1,0,4;4,2,2,3,0,0,0,2,1,0,0,0,3"
+    # lighter and more programs (the streaming-read floor used thousands of 4-warp programs): SK = 8 with the
+    # fixup, two warps per program
+    EXTRA="$EXTRA;4,1,2,3,0,0,0,8,1,0,1,0,4;2,1,2,3,0,0,0,4,1,0,0,0,4;2,1,2,3,0,0,0,8,1,0,1,0,4"
     pyt 200 "wide_mo_candidates or e2e_bench or cache_policy" pytest_a.txt
     LLMSPARSE_KERNEL_CACHE=off timeout 340 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192,4096x11008 \
       --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -10
