@@ -275,40 +275,30 @@ if MMSP_AVAILABLE:
         returned twice)."""
         if MO:
             if EVEN_K:
-                va = _ldw(v_ptr + (a_off + ss0 * 512), EV)
-                wl = _ldw(m_ptr + (m_lo + ss0 * 64), EV)
+                va = _ldw(v_ptr + (a_off + ss0 * 512), None, None, EV)
+                wl = _ldw(m_ptr + (m_lo + ss0 * 64), None, None, EV)
             else:
                 ok = (ss0 + kw) < SS
-                va = _ldwm(v_ptr + (a_off + ss0 * 512), ok, 0, EV)
-                wl = _ldwm(m_ptr + (m_lo + ss0 * 64), ok, 0x44444444, EV)
+                va = _ldw(v_ptr + (a_off + ss0 * 512), ok, 0, EV)
+                wl = _ldw(m_ptr + (m_lo + ss0 * 64), ok, 0x44444444, EV)
             wh = wl
         elif EVEN_K:
-            va = _ldw(v_ptr + (a_off + ss0 * 32), EV)
-            wl = _ldw(m_ptr + (m_lo + ss0 * 2), EV)
-            wh = _ldw(m_ptr + (m_hi + ss0 * 2), EV)
+            va = _ldw(v_ptr + (a_off + ss0 * 32), None, None, EV)
+            wl = _ldw(m_ptr + (m_lo + ss0 * 2), None, None, EV)
+            wh = _ldw(m_ptr + (m_hi + ss0 * 2), None, None, EV)
         else:
             ok = (ss0 + kw) < SS
-            va = _ldwm(v_ptr + (a_off + ss0 * 32), ok, 0, EV)
-            wl = _ldwm(m_ptr + (m_lo + ss0 * 2), ok, 0x4444444444444444, EV)
-            wh = _ldwm(m_ptr + (m_hi + ss0 * 2), ok, 0x4444444444444444, EV)
+            va = _ldw(v_ptr + (a_off + ss0 * 32), ok, 0, EV)
+            wl = _ldw(m_ptr + (m_lo + ss0 * 2), ok, 0x4444444444444444, EV)
+            wh = _ldw(m_ptr + (m_hi + ss0 * 2), ok, 0x4444444444444444, EV)
         return va, wl, wh
 
     @gluon.jit
-    def _ldw(ptr, EV: gl.constexpr):
-        """A load of packed weights with the cache policy EV (:data:`EVICT`): 0 the default, 1 ``evict_first``
-        (``ld.global.L1::evict_first``; SASS ``LDG.E.EF``), 2 ``.cg`` (cached in L2, not L1; ``LDG.E.STRONG.GPU``).
-        Each weight is read once per call, so neither should cost a hit."""
-        if EV == 1:
-            v = gl.load(ptr, eviction_policy="evict_first")
-        elif EV == 2:
-            v = gl.load(ptr, cache_modifier=".cg")
-        else:
-            v = gl.load(ptr)
-        return v
-
-    @gluon.jit
-    def _ldwm(ptr, mask, other, EV: gl.constexpr):
-        """:func:`_ldw` with a mask (``other`` where it is false)."""
+    def _ldw(ptr, mask, other, EV: gl.constexpr):
+        """A load of packed weights (``mask``/``other`` as ``gl.load``'s, both None for none) with the cache policy
+        EV (:data:`EVICT`): 0 the default, 1 ``evict_first`` (``ld.global.L1::evict_first``; SASS ``LDG.E.EF``),
+        2 ``.cg`` (cached in L2, not L1; ``LDG.E.STRONG.GPU``). Each weight is read once per call, so neither
+        should cost a hit."""
         if EV == 1:
             v = gl.load(ptr, mask=mask, other=other, eviction_policy="evict_first")
         elif EV == 2:
