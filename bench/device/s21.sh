@@ -6,6 +6,7 @@
 #                                  4096x11008 (and 8448x8192: 66 x 128 rows, 132 programs of RW = 1 RT = 2 SK = 2, one per
 #                                  SM), both dtypes, with nine more configurations (any card; H100 for numbers
 #                                  against the targets)
+#   bash bench/device/s21.sh a2    "a" cut to about 7 minutes (8192x8192 and 8448x8192 only, four extra configurations)
 #   bash bench/device/s21.sh e2e   fp16 batch 1 causal with --interleave 10 (H100), then fp16 batch 32 causal
 #   bash bench/device/s21.sh rest1 as in s19.sh (kernel-level GPU tests cut earlier)
 set -u
@@ -32,10 +33,16 @@ case ${1:-} in
     LLMSPARSE_KERNEL_CACHE=off timeout 340 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192,4096x11008 \
       --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -10
     ;;
+  a2)  # "a" cut to the device time left (about 7 minutes): no 4096x11008
+    pyt 150 "wide_mo_candidates or e2e_bench or cache_policy" pytest_a.txt
+    EXTRA="4,2,2,2,0,0,0,2,1,0,0,0,4;4,2,2,3,0,0,0,3,1,0,0,0,4;4,1,2,3,0,0,0,8,1,0,1,0,4;2,1,2,3,0,0,0,4,1,0,0,0,4"
+    LLMSPARSE_KERNEL_CACHE=off timeout 230 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192 \
+      --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -6
+    ;;
   e2e)
     e2e fp16 1 280 "--interleave 10"
     e2e fp16 32 280
     ;;
   rest1) bash bench/device/s19.sh rest1 ;;
-  *) echo "usage: bash bench/device/s21.sh a|e2e|rest1" >&2; exit 2 ;;
+  *) echo "usage: bash bench/device/s21.sh a|a2|e2e|rest1" >&2; exit 2 ;;
 esac
