@@ -7,6 +7,8 @@
 #                                  SM), both dtypes, with nine more configurations (any card; H100 for numbers
 #                                  against the targets)
 #   bash bench/device/s21.sh a2    "a" cut to about 7 minutes (8192x8192 and 8448x8192 only, four extra configurations)
+#   bash bench/device/s21.sh a3    the least of it (about 4 minutes): the cache-policy test (fp16), the probe in fp16 on
+#                                  8192x8192 and 8448x8192 with one extra configuration
 #   bash bench/device/s21.sh e2e   fp16 batch 1 causal with --interleave 10 (H100), then fp16 batch 32 causal
 #   bash bench/device/s21.sh rest1 as in s19.sh (kernel-level GPU tests cut earlier)
 set -u
@@ -39,10 +41,16 @@ case ${1:-} in
     LLMSPARSE_KERNEL_CACHE=off timeout 230 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192 \
       --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -6
     ;;
+  a3)  # the least of "a" (about 4 minutes): the cache-policy test, the 8192/8448 diagnostic in fp16
+    pyt 60 "cache_policy and dtype0" pytest_a3.txt
+    LLMSPARSE_KERNEL_CACHE=off timeout 170 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192 \
+      --m 16 --dtype fp16 --rounds 5 --out "$OUT/evict_probe.json" --extra "4,1,2,3,0,0,0,8,1,0,1,0,4" 2>&1 \
+      | grep -v Advisory | tail -4
+    ;;
   e2e)
     e2e fp16 1 280 "--interleave 10"
     e2e fp16 32 280
     ;;
   rest1) bash bench/device/s19.sh rest1 ;;
-  *) echo "usage: bash bench/device/s21.sh a|a2|e2e|rest1" >&2; exit 2 ;;
+  *) echo "usage: bash bench/device/s21.sh a|a2|a3|e2e|rest1" >&2; exit 2 ;;
 esac
