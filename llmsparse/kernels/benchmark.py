@@ -52,10 +52,10 @@ def env_info() -> dict:
 
     info = capability()
     info["time"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    # the settings that change timings or choices (PDL mode, mmsp's metadata build, early weights, MO candidates;
-    # set by environment variables at import), so a results file says how it was produced
+    # the settings that change timings or choices (PDL mode, mmsp's metadata build, early weights, the weights' cache
+    # policy, MO candidates; set by environment variables at import), so a results file says how it was produced
     sig = dispatch.cache_signature()
-    info["kernel_settings"] = {k: sig[k] for k in ("kernels", "pdl", "meta", "early", "mo", "wide")}
+    info["kernel_settings"] = {k: sig[k] for k in ("kernels", "pdl", "meta", "early", "evict", "mo", "wide")}
     from . import gluon_mmsp
 
     info["kernel_settings"]["mo_storage"] = int(gluon_mmsp.MO_STORAGE)  # layers holding only the MO copy

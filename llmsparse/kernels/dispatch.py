@@ -191,7 +191,8 @@ def cache_signature() -> dict:
     """What a saved choice depends on besides the GPU (which is part of every key): the torch and Triton
     versions, the kernel code itself (a hash of this package's kernel sources), the programmatic
     dependent launch mode of the small-M kernels (``gluon_sp24.PDL``), ``mmsp``'s metadata build
-    (``gluon_mmsp.META``), its early weight loads (``gluon_mmsp.EARLY``), whether MO configurations are
+    (``gluon_mmsp.META``), its early weight loads (``gluon_mmsp.EARLY``), the weight loads' cache policy
+    (``gluon_mmsp.EVICT``), whether MO configurations are
     timed (``gluon_mmsp.MO_TUNING``) and whether the wider ones are (``gluon_mmsp.MO_WIDE``), all of which change
     timings or choices. A file written under another
     signature is ignored, never half-used."""
@@ -199,8 +200,8 @@ def cache_signature() -> dict:
 
     torch_v, triton_v, kernels = _signature()  # hashed once per process
     return {"torch": torch_v, "triton": triton_v, "kernels": kernels, "pdl": int(gluon_sp24.PDL),
-            "meta": int(gluon_mmsp.META), "early": int(gluon_mmsp.EARLY), "mo": int(gluon_mmsp.MO_TUNING),
-            "wide": int(gluon_mmsp.MO_WIDE)}
+            "meta": int(gluon_mmsp.META), "early": int(gluon_mmsp.EARLY), "evict": int(gluon_mmsp.EVICT),
+            "mo": int(gluon_mmsp.MO_TUNING), "wide": int(gluon_mmsp.MO_WIDE)}
 
 
 def default_cache_path() -> str | None:

@@ -103,6 +103,7 @@ def test_kernel_cache_loads_and_writes_back_only_with_cuda(monkeypatch, tmp_path
     ("gluon_sp24", "PDL", "pdl", 0, 2),  # programmatic dependent launch off / mode 2
     ("gluon_mmsp", "META", "meta", 0, 1),  # mmsp's metadata build: shifts and masks / byte permutes
     ("gluon_mmsp", "EARLY", "early", 0, 1),  # mmsp's weights requested before griddepcontrol.wait
+    ("gluon_mmsp", "EVICT", "evict", 0, 2),  # mmsp's weight loads: plain / .cg
     ("gluon_mmsp", "MO_TUNING", "mo", 0, 1),  # the MMA-order configurations among the candidates
     ("gluon_mmsp", "MO_WIDE", "wide", 0, 1),  # the MO configurations for M = 17-64 among them
 ])

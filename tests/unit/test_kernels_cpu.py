@@ -1017,7 +1017,7 @@ def test_results_record_the_kernel_settings(monkeypatch):
         monkeypatch.setattr(gluon_mmsp, "MO_STORAGE", 1 - mo)
         ks = B.env_info()["kernel_settings"]
         assert ks["mo"] == mo and ks["mo_storage"] == 1 - mo
-        assert set(ks) == {"kernels", "pdl", "meta", "early", "mo", "wide", "mo_storage"}
+        assert set(ks) == {"kernels", "pdl", "meta", "early", "evict", "mo", "wide", "mo_storage"}
 
 
 def test_register_cap_is_a_launch_option_kept_by_the_row_major_twin():
