@@ -1235,8 +1235,9 @@ EARLY = 1 if os.environ.get("LLMSPARSE_MMSP_EARLY", "0").strip() == "1" else 0
 
 # Cache policy of the packed-weight loads (twenty-first session, for A/B timings: ``LLMSPARSE_MMSP_EVICT=0|1|2`` at
 # import, or this attribute; bench/device/evict_probe.py): 0 (default) plain loads, 1 L1 ``evict_first``, 2 ``.cg``
-# (:func:`_ldw`). The outputs are the same bits whatever the policy. (``evict_first`` with ``.cg`` is refused by
-# ptxas; Triton has no ``.cs`` load.)
+# (:func:`_ldw`), on the weight loads into registers (the AS stages' cp.async and the TM bulk copies keep theirs). The
+# outputs are the same bits whatever the policy. (``evict_first`` with ``.cg`` is refused by ptxas; Triton has no
+# ``.cs`` load.)
 EVICT = {"1": 1, "2": 2}.get(os.environ.get("LLMSPARSE_MMSP_EVICT", "0").strip(), 0)
 
 
