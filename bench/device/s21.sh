@@ -22,6 +22,10 @@ e2e() {  # dtype batch timeout [extra args]
   echo "== $name rc=$?"
   grep -E "^decoder linears|^prefill|^decode|dense again|interleav" "$OUT/$name.log" | head -20
 }
+probe() {  # timeout shapes dtypes extra-configurations: the cache-policy probe at M = 16
+  LLMSPARSE_KERNEL_CACHE=off timeout "$1" python3 bench/device/evict_probe.py --shapes "$2" --m 16 --dtype "$3" \
+    --rounds 5 --out "$OUT/evict_probe.json" --extra "$4" 2>&1 | grep -v Advisory | tail -10
+}
 case ${1:-} in
   a)
     # beside the dispatcher's order-2 configurations: the weights two iterations ahead (PF = 2: more bytes in flight),
@@ -32,20 +36,16 @@ case ${1:-} in
     # fixup, two warps per program
     EXTRA="$EXTRA;4,1,2,3,0,0,0,8,1,0,1,0,4;2,1,2,3,0,0,0,4,1,0,0,0,4;2,1,2,3,0,0,0,8,1,0,1,0,4"
     pyt 200 "wide_mo_candidates or e2e_bench or cache_policy" pytest_a.txt
-    LLMSPARSE_KERNEL_CACHE=off timeout 340 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192,4096x11008 \
-      --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -10
+    probe 340 8192x8192,8448x8192,4096x11008 fp16,bf16 "$EXTRA"
     ;;
   a2)  # "a" cut to the device time left (about 7 minutes): no 4096x11008
     pyt 150 "wide_mo_candidates or e2e_bench or cache_policy" pytest_a.txt
     EXTRA="4,2,2,2,0,0,0,2,1,0,0,0,4;4,2,2,3,0,0,0,3,1,0,0,0,4;4,1,2,3,0,0,0,8,1,0,1,0,4;2,1,2,3,0,0,0,4,1,0,0,0,4"
-    LLMSPARSE_KERNEL_CACHE=off timeout 230 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192 \
-      --m 16 --dtype fp16,bf16 --rounds 5 --out "$OUT/evict_probe.json" --extra "$EXTRA" 2>&1 | grep -v Advisory | tail -6
+    probe 230 8192x8192,8448x8192 fp16,bf16 "$EXTRA"
     ;;
   a3)  # the least of "a" (about 4 minutes): the cache-policy test, the 8192/8448 diagnostic in fp16
     pyt 60 "cache_policy and dtype0" pytest_a3.txt
-    LLMSPARSE_KERNEL_CACHE=off timeout 170 python3 bench/device/evict_probe.py --shapes 8192x8192,8448x8192 \
-      --m 16 --dtype fp16 --rounds 5 --out "$OUT/evict_probe.json" --extra "4,1,2,3,0,0,0,8,1,0,1,0,4" 2>&1 \
-      | grep -v Advisory | tail -4
+    probe 170 8192x8192,8448x8192 fp16 "4,1,2,3,0,0,0,8,1,0,1,0,4"
     ;;
   e2e)
     e2e fp16 1 280 "--interleave 10"

@@ -52,10 +52,11 @@ def env_info() -> dict:
 
     info = capability()
     info["time"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    # the settings that change timings or choices (PDL mode, mmsp's metadata build, early weights, the weights' cache
-    # policy, MO candidates; set by environment variables at import), so a results file says how it was produced
+    # the settings that change timings or choices (the kernel cache's signature: kernel sources, PDL mode, mmsp's
+    # switches, MO candidates; set by environment variables at import), so a results file says how it was produced;
+    # the versions are in info already
     sig = dispatch.cache_signature()
-    info["kernel_settings"] = {k: sig[k] for k in ("kernels", "pdl", "meta", "early", "evict", "mo", "wide")}
+    info["kernel_settings"] = {k: v for k, v in sig.items() if k not in ("torch", "triton")}
     from . import gluon_mmsp
 
     info["kernel_settings"]["mo_storage"] = int(gluon_mmsp.MO_STORAGE)  # layers holding only the MO copy
