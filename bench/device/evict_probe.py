@@ -9,8 +9,8 @@ For every (dtype, shape, M) and every mmsp configuration a default layer on Hopp
 (the same loads with another cache hint: the outputs must be bit for bit equal), then all modes and dense cuBLAS are
 timed in turn for ``rounds`` rounds (CUDA-graph replays, weights rotated past L2, medians). Prints per row the best
 configuration of each mode and its speedup over dense; writes every timing as JSON. ``--extra``: more configurations
-of the same copy order (``gluon_mmsp.CONFIG_SYNTAX``, ``;``-separated), timed beside them with plain loads (mode 0)
-only. GPU only.
+of the same copy order (``gluon_mmsp.CONFIG_SYNTAX``, ``;``-separated), timed beside them with the default policy
+(``gluon_mmsp.EVICT`` at start: evict-first since the twenty-second session) only. GPU only.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 x = torch.randn(m, k, device="cuda", dtype=dtype)
                 cfgs = [c for c in g.mo_configs_for(m) if g.mo_order(c) == g.MO_STORAGE_ORDER] + extra
                 res, dense = {}, []
-                cmodes = {cfg: ([0] if cfg in extra else modes) for cfg in cfgs}
+                cmodes = {cfg: ([base] if cfg in extra else modes) for cfg in cfgs}
                 for cfg in cfgs:
                     c = Choice("mmsp", cfg)
                     r = res[str(cfg)] = {"err": {}, "bitwise_equal": {}, "ms": {v: [] for v in cmodes[cfg]}}
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         best[v] = {"cfg": c, "ms": t, "speedup": d / t}
                 row = {"dtype": str(dtype)[6:], "out": n, "in": k, "M": m, "dense_ms": dense, "cands": res,
                        "best": best}
-                ok = [(statistics.median(res[str(c)]["ms"][0]), str(c)) for c in extra if res[str(c)]["ms"].get(0)]
+                ok = [(statistics.median(res[str(c)]["ms"][base]), str(c)) for c in extra if res[str(c)]["ms"].get(base)]
                 if ok:
                     t, c = min(ok)
                     row["best_extra"] = {"cfg": c, "ms": t, "speedup": d / t}
