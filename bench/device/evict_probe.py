@@ -1,8 +1,9 @@
-"""A/B of the packed weights' cache policy in ``mmsp`` (``gluon_mmsp.EVICT``: 0 plain loads, 1 L1 evict-first,
-2 ``.cg``), the dispatcher's configurations at each M, in one process.
+"""A/B of the packed weights' cache policy in ``mmsp`` (``gluon_mmsp.EVICT``: 0 plain loads, 1 L1 evict-first, the
+default since the twenty-second session; 2 ``.cg``; 3 the values L1 no-allocate), the dispatcher's configurations at
+each M, in one process.
 
     python bench/device/evict_probe.py --out OUT.json [--m 16] [--dtype fp16,bf16] [--shapes llama2-7b,llama2-70b]
-        [--modes 0,1,2] [--rounds 5] [--extra "4,2,2,2,0,0,0,2,1,0,0,0,4;..."]
+        [--modes 0,1,2,3] [--rounds 5] [--extra "4,2,2,2,0,0,0,2,1,0,0,0,4;..."]
 
 For every (dtype, shape, M) and every mmsp configuration a default layer on Hopper is tuned over at that M (the MO ones of
 ``gluon_mmsp.MO_STORAGE_ORDER``, on that ``mma_order`` copy), each mode is checked against dense-with-zeros and against mode 0
@@ -44,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         for c in extra:
             g.kernel_consts(c, False)
             assert g.mo_order(c) == g.MO_STORAGE_ORDER
-        assert all(1 <= m <= 64 for m in ms) and a.rounds >= 1 and modes and set(modes) <= {0, 1, 2}
+        assert all(1 <= m <= 64 for m in ms) and a.rounds >= 1 and modes and set(modes) <= {0, 1, 2, 3}
     except (ValueError, KeyError, AssertionError):
         print("evict_probe.py: --m values in 1..64, --dtype fp16,bf16, --shapes as llmsparse bench, --modes from "
-              "0,1,2, --rounds >= 1, --extra configurations of the default copy order", file=sys.stderr)
+              "0,1,2,3, --rounds >= 1, --extra configurations of the default copy order", file=sys.stderr)
         return 2
     except ImportError:
         print("evict_probe.py needs Triton with Gluon", file=sys.stderr)

@@ -8,8 +8,9 @@
 #   bash bench/device/s22.sh tests                              the GPU tests cut in s21.sh a, and mmsp's under EV = 1
 # Next session:
 #   bash bench/device/s22.sh m16small   M = 16 on the 7B shapes (4096x4096 is now the weak row: 1.56-1.58x fp16):
-#                                       the cache-policy modes 0 / 1 and eleven extra configurations (SK = 8, the
-#                                       fixup, rings of 2 and 3, PF = 1), both dtypes (about 2 minutes)
+#                                       the cache-policy modes 0 / 1 / 3 (3: the values L1 no-allocate, new) and
+#                                       eleven extra configurations (SK = 8, the fixup, rings of 2 and 3, PF = 1),
+#                                       both dtypes, after the cache-policy GPU test (about 3-4 minutes)
 #   bash bench/device/s22.sh b32        fp16 batch 32 causal alone (cut at 280 s behind batch 1 this session)
 #   bash bench/device/s22.sh rest1      as in s19.sh (kernel-level GPU tests cut earlier)
 set -u
@@ -40,8 +41,10 @@ case ${1:-} in
     EXTRA="4,2,2,3,0,0,0,8,1,0,0,0,4;4,2,2,3,0,0,0,8,1,0,1,0,4;4,2,2,3,0,0,0,4,1,0,1,0,4;2,2,2,3,0,0,0,8,1,0,0,0,4"
     EXTRA="$EXTRA;4,1,2,3,0,0,0,8,1,0,0,0,4;2,1,2,3,0,0,0,8,1,0,0,0,4;4,2,2,1,0,0,0,4,1,0,0,0,4"
     EXTRA="$EXTRA;4,2,2,3,0,0,0,4,1,0,0,0,3;4,2,2,3,0,0,0,4,1,0,0,0,2;2,2,2,3,0,0,0,4,1,0,0,0,3;2,2,2,3,0,0,0,4,1,0,1,0,4"
+    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu -k cache_policy > "$OUT/pytest_cp.txt" 2>&1
+    tail -1 "$OUT/pytest_cp.txt"
     LLMSPARSE_KERNEL_CACHE=off timeout 400 python3 bench/device/evict_probe.py --shapes llama2-7b --m 16 \
-      --dtype fp16,bf16 --modes 0,1 --rounds 7 --out "$OUT/evict_probe_7b.json" --extra "$EXTRA" 2>&1 \
+      --dtype fp16,bf16 --modes 0,1,3 --rounds 7 --out "$OUT/evict_probe_7b.json" --extra "$EXTRA" 2>&1 \
       | grep -v Advisory | tail -8
     ;;
   b32)

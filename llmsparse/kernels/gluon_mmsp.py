@@ -275,20 +275,20 @@ if MMSP_AVAILABLE:
         returned twice)."""
         if MO:
             if EVEN_K:
-                va = _ldw(v_ptr + (a_off + ss0 * 512), None, None, EV)
+                va = _ldv(v_ptr + (a_off + ss0 * 512), None, EV)
                 wl = _ldw(m_ptr + (m_lo + ss0 * 64), None, None, EV)
             else:
                 ok = (ss0 + kw) < SS
-                va = _ldw(v_ptr + (a_off + ss0 * 512), ok, 0, EV)
+                va = _ldv(v_ptr + (a_off + ss0 * 512), ok, EV)
                 wl = _ldw(m_ptr + (m_lo + ss0 * 64), ok, 0x44444444, EV)
             wh = wl
         elif EVEN_K:
-            va = _ldw(v_ptr + (a_off + ss0 * 32), None, None, EV)
+            va = _ldv(v_ptr + (a_off + ss0 * 32), None, EV)
             wl = _ldw(m_ptr + (m_lo + ss0 * 2), None, None, EV)
             wh = _ldw(m_ptr + (m_hi + ss0 * 2), None, None, EV)
         else:
             ok = (ss0 + kw) < SS
-            va = _ldw(v_ptr + (a_off + ss0 * 32), ok, 0, EV)
+            va = _ldv(v_ptr + (a_off + ss0 * 32), ok, EV)
             wl = _ldw(m_ptr + (m_lo + ss0 * 2), ok, 0x4444444444444444, EV)
             wh = _ldw(m_ptr + (m_hi + ss0 * 2), ok, 0x4444444444444444, EV)
         return va, wl, wh
@@ -297,14 +297,39 @@ if MMSP_AVAILABLE:
     def _ldw(ptr, mask, other, EV: gl.constexpr):
         """A load of packed weights (``mask``/``other`` as ``gl.load``'s, both None for none) with the cache policy
         EV (:data:`EVICT`): 0 plain, 1 (the default) ``evict_first`` (``ld.global.L1::evict_first``; SASS ``LDG.E.EF``),
-        2 ``.cg`` (cached in L2, not L1; ``LDG.E.STRONG.GPU``). Each weight is read once per call, so neither
-        should cost a hit."""
-        if EV == 1:
+        2 ``.cg`` (cached in L2, not L1; ``LDG.E.STRONG.GPU``); 3 as 1 here (:func:`_ldv` takes the values). Each
+        weight is read once per call, so neither should cost a hit."""
+        if EV == 1 or EV == 3:
             v = gl.load(ptr, mask=mask, other=other, eviction_policy="evict_first")
         elif EV == 2:
             v = gl.load(ptr, mask=mask, other=other, cache_modifier=".cg")
         else:
             v = gl.load(ptr, mask=mask, other=other)
+        return v
+
+    @gluon.jit
+    def _ldv(ptr, mask, EV: gl.constexpr):
+        """The packed values' load (int32; ``mask`` None for none, zeros where it is false) with the cache policy EV:
+        as :func:`_ldw`, or with EV = 3 ``ld.global.L1::no_allocate`` (not allocated in L1 at all), which Triton's
+        loads do not offer: inline PTX, one 16-byte load per 4 consecutive registers of a thread (the layouts'
+        lowest register bits are 4 consecutive words of ``values``, as the plain loads' vectorization relies on too;
+        the offline test checks the 16-byte count)."""
+        if EV == 3:
+            a = ptr.to(gl.int64, bitcast=True)
+            if mask is None:
+                v = gl.inline_asm_elementwise(
+                    "ld.global.L1::no_allocate.v4.b32 {$0, $1, $2, $3}, [$4];",
+                    "=r,=r,=r,=r,l,l,l,l", [a], dtype=gl.int32, is_pure=True, pack=4)
+            else:
+                v = gl.inline_asm_elementwise(
+                    "{ .reg .pred p; setp.ne.b32 p, $8, 0; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; "
+                    "mov.b32 $3, 0; @p ld.global.L1::no_allocate.v4.b32 {$0, $1, $2, $3}, [$4]; }",
+                    "=r,=r,=r,=r,l,l,l,l,r,r,r,r", [a, mask.to(gl.int32)], dtype=gl.int32, is_pure=True, pack=4)
+        else:
+            if mask is None:
+                v = _ldw(ptr, None, None, EV)
+            else:
+                v = _ldw(ptr, mask, 0, EV)
         return v
 
     @gluon.jit
@@ -1238,14 +1263,15 @@ EARLY = 1 if os.environ.get("LLMSPARSE_MMSP_EARLY", "0").strip() == "1" else 0
 
 # Cache policy of the packed-weight loads (``LLMSPARSE_MMSP_EVICT=0|1|2`` at import, or this attribute;
 # bench/device/evict_probe.py): 0 plain loads, 1 (default since the twenty-second session) L1 ``evict_first``, 2
-# ``.cg`` (:func:`_ldw`), on the weight loads into registers (the AS stages' cp.async and the TM bulk copies keep
+# ``.cg`` (:func:`_ldw`), 3 the values ``L1::no_allocate`` by inline PTX and the metadata as 1 (:func:`_ldv`; written
+# in the twenty-second session, not yet timed), on the weight loads into registers (the AS stages' cp.async and the TM bulk copies keep
 # theirs). The outputs are the same bits whatever the policy. Measured on an H100 at M = 16 (twenty-second session,
 # bench/results/evict_probe_m16_h100_s22.json: the dispatcher's five order-2 configurations on 8192x8192, 8448x8192
 # and 4096x11008, both dtypes): evict-first was faster than plain loads in 29 of 30 (configuration, row) pairs, the
-# best per row 1.020-1.066x the speed of the best plain one; ``.cg`` 0.984-1.006x. Each weight is read once; keeping
-# it out of L1 presumably leaves L1 to x, which every warp of a program re-reads (not profiled). (``evict_first`` with ``.cg`` is refused by ptxas; Triton
+# best per row 1.020-1.066x the speed of the best plain one; ``.cg`` 0.984-1.006x. Each weight is read once; why the hint pays is
+# not profiled (the XL configurations' x goes to shared memory by cp.async, bypassing L1, so it is not room for x). (``evict_first`` with ``.cg`` is refused by ptxas; Triton
 # has no ``.cs`` load.)
-EVICT = {"0": 0, "2": 2}.get(os.environ.get("LLMSPARSE_MMSP_EVICT", "1").strip(), 1)
+EVICT = {"0": 0, "2": 2, "3": 3}.get(os.environ.get("LLMSPARSE_MMSP_EVICT", "1").strip(), 1)
 
 
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:

@@ -527,14 +527,14 @@ def test_mmsp_wide_mo_configurations_compile_without_spills():
 @pytest.mark.parametrize("cfg", [(4, 2, 2, 3, 0, 0, 0, 2, 1, 0, 0, 0, 4), (4, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1),
                                  (4, 2, 2, 1, 1, 0, 0, 4, 1, 0, 1)])
 def test_mmsp_weight_cache_policy_changes_only_the_weight_loads(cfg):
-    """EVICT (the packed weights' cache policy, an A/B option): 1 marks every 16-byte weight load L1
-    evict-first, 2 makes it an L2-only (``.cg``) load; the x loads, the load count, the registers and the MMAs
-    stay as with plain loads."""
+    """EVICT (the packed weights' cache policy): 1 (the default) marks every 16-byte weight load L1 evict-first, 2
+    makes it an L2-only (``.cg``) load, 3 reads the values L1-no-allocate; the x loads, the load count, the
+    registers and the MMAs stay as with plain loads."""
     from llmsparse.kernels import gluon_mmsp
 
     if not gluon_mmsp.MMSP_AVAILABLE:
         pytest.skip("needs Gluon's linear layouts and inline asm")
-    st = {ev: offline.gluon_mmsp_stats("float16", cfg, keep_lines=True, ev=ev) for ev in (0, 1, 2)}
+    st = {ev: offline.gluon_mmsp_stats("float16", cfg, keep_lines=True, ev=ev) for ev in (0, 1, 2, 3)}
     # the shipped default (a fresh import, no environment override) is evict-first (twenty-second session: 2-7%
     # faster at M = 16 on an H100)
     import os
@@ -557,6 +557,16 @@ def test_mmsp_weight_cache_policy_changes_only_the_weight_loads(cfg):
     # nothing else changed: renamed back, the loads are the plain kernel's (x loads, cp.async copies included)
     assert sorted(op.replace(".EF", "") for op in ldg(1)) == sorted(plain)
     assert sorted(op.replace(".STRONG.GPU", "") for op in ldg(2)) == sorted(plain)
-    for ev in (1, 2):
+    # 3: the values' 16-byte loads by inline PTX, L1 no-allocate (LDG.E.NA.128), as many as before; the metadata's
+    # evict-first as with 1
+    na = [op for op in ldg(3) if ".NA" in op]
+    assert na and set(na) == {"LDG.E.NA.128"} and len(na) >= cfg[1]
+    assert sorted(op.replace(".NA", ".EF") for op in ldg(3)) == sorted(ldg(1))
+    # uneven K: the predicated form (zeros past the end) keeps the same loads
+    un = {ev: offline.gluon_mmsp_stats("float16", cfg, keep_lines=True, ev=ev, even_k=False) for ev in (1, 3)}
+    ops = {ev: sorted(re.search(r"(LDG\S*)", ln).group(1).replace(".NA", ".EF") for ln in un[ev]["lines"]
+                      if re.search(r"LDG\S*\s", ln)) for ev in (1, 3)}
+    assert ops[3] == ops[1] and un[3]["stack"] == 0 and un[3]["loop_mma"] == un[1]["loop_mma"]
+    for ev in (1, 2, 3):
         assert st[ev]["loop_mma"] == st[0]["loop_mma"] and st[ev]["stack"] == 0
         assert abs(st[ev]["regs"] - st[0]["regs"]) <= 8
