@@ -298,7 +298,7 @@ if MMSP_AVAILABLE:
         """A load of packed weights (``mask``/``other`` as ``gl.load``'s, both None for none) with the cache policy
         EV (:data:`EVICT`): 0 plain, 1 (the default) ``evict_first`` (``ld.global.L1::evict_first``; SASS ``LDG.E.EF``),
         2 ``.cg`` (cached in L2, not L1; ``LDG.E.STRONG.GPU``); 3 as 1 here (:func:`_ldv` takes the values). Each
-        weight is read once per call, so neither should cost a hit."""
+        weight is read once per call, so no policy should cost a hit."""
         if EV == 1 or EV == 3:
             v = gl.load(ptr, mask=mask, other=other, eviction_policy="evict_first")
         elif EV == 2:
@@ -1261,16 +1261,17 @@ META = 0 if os.environ.get("LLMSPARSE_MMSP_META", "1").strip() == "0" else 1
 # weights are written once when they are packed or loaded (followed by other kernels before any forward).
 EARLY = 1 if os.environ.get("LLMSPARSE_MMSP_EARLY", "0").strip() == "1" else 0
 
-# Cache policy of the packed-weight loads (``LLMSPARSE_MMSP_EVICT=0|1|2`` at import, or this attribute;
-# bench/device/evict_probe.py): 0 plain loads, 1 (default since the twenty-second session) L1 ``evict_first``, 2
-# ``.cg`` (:func:`_ldw`), 3 the values ``L1::no_allocate`` by inline PTX and the metadata as 1 (:func:`_ldv`; written
-# in the twenty-second session, not yet timed), on the weight loads into registers (the AS stages' cp.async and the TM bulk copies keep
-# theirs). The outputs are the same bits whatever the policy. Measured on an H100 at M = 16 (twenty-second session,
-# bench/results/evict_probe_m16_h100_s22.json: the dispatcher's five order-2 configurations on 8192x8192, 8448x8192
-# and 4096x11008, both dtypes): evict-first was faster than plain loads in 29 of 30 (configuration, row) pairs, the
-# best per row 1.020-1.066x the speed of the best plain one; ``.cg`` 0.984-1.006x. Each weight is read once; why the hint pays is
-# not profiled (the XL configurations' x goes to shared memory by cp.async, bypassing L1, so it is not room for x). (``evict_first`` with ``.cg`` is refused by ptxas; Triton
-# has no ``.cs`` load.)
+# Cache policy of the packed-weight loads (``LLMSPARSE_MMSP_EVICT=0|1|2|3`` at import, or this attribute;
+# bench/device/evict_probe.py), on the weight loads into registers (the AS stages' cp.async and the TM bulk copies
+# keep theirs): 0 plain loads; 1 (default since the twenty-second session) L1 ``evict_first``; 2 ``.cg`` (:func:`_ldw`);
+# 3 the values ``L1::no_allocate`` by inline PTX, the metadata as 1 (:func:`_ldv`; written in the twenty-second
+# session, not yet timed). The outputs are the same bits whatever the policy. Measured on an H100 at M = 16
+# (twenty-second session, bench/results/evict_probe_m16_h100_s22.json: the dispatcher's five order-2 configurations
+# on 8192x8192, 8448x8192 and 4096x11008, both dtypes): evict-first was faster than plain loads in 29 of 30
+# (configuration, row) pairs, the best per row 1.020-1.066x the speed of the best plain one; ``.cg`` 0.984-1.006x.
+# Each weight is read once; why the hint pays is not profiled (the XL configurations' x goes to shared memory by
+# cp.async, bypassing L1, so it is not room for x). (``evict_first`` with ``.cg`` is refused by ptxas; Triton has no
+# ``.cs`` load.)
 EVICT = {"0": 0, "2": 2, "3": 3}.get(os.environ.get("LLMSPARSE_MMSP_EVICT", "1").strip(), 1)
 
 

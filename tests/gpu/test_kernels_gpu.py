@@ -843,8 +843,8 @@ def test_e2e_bench_on_a_tiny_llama_reports_both_sides(compile, attention):
 @pytest.mark.parametrize("shape", [(264, 384), (37, 640), (4096, 4096)])
 def test_gluon_mmsp_weight_cache_policy_leaves_outputs_bit_equal(shape, dtype, monkeypatch):
     """EVICT (the packed weights' cache hint): plain, evict-first (the default), ``.cg`` and L1-no-allocate (inline
-    PTX for the values) loads read the same bytes, so every output is bit for bit the plain kernel's: MO copies of both orders (XL, x from registers), the
-    row-major layout, uneven K, split-K with both reductions, odd M, bias."""
+    PTX for the values) loads read the same bytes, so every output is bit for bit the plain kernel's: MO copies of
+    both orders (XL, x from registers), the row-major layout, uneven K, split-K with both reductions, odd M, bias."""
     from llmsparse.kernels import gluon_mmsp as g
 
     if not g.MMSP_AVAILABLE:
