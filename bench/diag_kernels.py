@@ -35,6 +35,8 @@ def parse(name: str):
         return c, 16
     if c.path == "cslt":
         return c, None
+    if c.path == "cutlass":  # M = 128 and 131
+        return c, 128
     raise ValueError(f"unknown kernel configuration {name!r}")
 
 
@@ -59,12 +61,19 @@ def one(name: str, dtype_s: str) -> int:
             continue
         c, M0 = parse(name)
         cp = compress(w) if c.path == "cslt" else None
+        if c.path == "cutlass":
+            from llmsparse.kernels import cutlass_sp24
+
+            ct = cutlass_sp24.compress(w)
+        else:
+            ct = None
         for M in (([1, 16] if M0 == 16 else [M0, M0 + 3]) if M0 else [16, 4096]):
             x = torch.randn(M, k, device="cuda", dtype=dtype)
             ref = F.linear(x, w).float()
             p = torch.full((M * n,), float("nan"), device="cuda", dtype=dtype)
             del p
-            y = run_choice(c, x, values=v, meta=m, dense=w, cslt_packed=cp, bias=None, out_features=n).float()
+            y = run_choice(c, x, values=v, meta=m, dense=w, cslt_packed=cp, bias=None, out_features=n,
+                           cutlass=ct).float()
             torch.cuda.synchronize()
             e = float((y - ref).norm() / ref.norm())
             errs.append(e if torch.isfinite(y).all() else float("nan"))

@@ -72,7 +72,8 @@ def bench(
     stock: bool = typer.Option(True, "--stock/--no-stock", help="Also time PyTorch's stock 2:4 path."),
     min_speedup: float = typer.Option(1.05, "--min-speedup", help="A sparse path must beat dense by this factor (the dispatcher's default)."),
     paths: Optional[str] = typer.Option(None, "--paths", help="Kernel families the dispatcher measures, comma-separated "
-                                        "(default gemvg,mmsp,gemv,mmg,cslt; mm and mmb may be added)."),
+                                        "(default gemvg,mmsp,gemv,mmg,cslt,cutlass -- cutlass only where its library is built; "
+                                        "mm and mmb may be added)."),
     mma_order: Optional[bool] = typer.Option(None, "--mma-order/--no-mma-order", help="Also measure mmsp on a second "
                                              "copy of the weights in MMA operand order (faster at M = 2-16, more "
                                              "memory: each layer that picks it holds the copy; turns MO storage off). "

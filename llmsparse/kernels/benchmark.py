@@ -96,7 +96,10 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
             t0 = time.time()
             # with gluon_mmsp.MO_STORAGE: the table of layers that hold only the MMA-order copy (dispatch.mo_key)
             mo_only = gluon_mmsp.storage_order(k, device=dev, paths=paths or dispatch.DEFAULT_PATHS)
-            sb = ShapeBench(n, k, dtype, dev, with_cslt=True, with_stock=stock, mo_orders=(mo_only,) if mo_only else ())
+            use_cutlass = ("cutlass" in (paths or dispatch.DEFAULT_PATHS)
+                           and dispatch._cutlass_usable(n, k, dtype, dev))
+            sb = ShapeBench(n, k, dtype, dev, with_cslt=True, with_stock=stock, mo_orders=(mo_only,) if mo_only else (),
+                            with_cutlass=use_cutlass)
             buckets = sorted({bucket_of(m) for m in ms})
             n_rec = len(dispatch.RECORDS)
             table = dispatch.tune(n, k, dtype, False, buckets, device=dev, min_speedup=min_speedup, bench=sb,
@@ -138,7 +141,7 @@ def gemm_bench(shapes, ms=DEFAULT_MS, dtypes=(torch.float16, torch.bfloat16), *,
                                view_err_vs_dense=_rel(yv, ref))
                 rec = recs.get(bucket_of(m))
                 if rec is not None:
-                    for p in ("gemvg:", "gemv:", "mmg:", "mmsp:", "mm:", "mmb", "cslt"):
+                    for p in ("gemvg:", "gemv:", "mmg:", "mmsp:", "mm:", "mmb", "cslt", "cutlass"):
                         ts = [t for name, t in rec.timings.items() if name.startswith(p)]
                         row[f"best_{p.rstrip(':')}_ms"] = min(ts) if ts else None
                     row["tune_dense_ms"] = rec.timings.get("dense")

@@ -13,6 +13,8 @@ For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers
   :mod:`.gluon_mmsp`), M <= 16, K % 128 == 0,
 * ``mm``/``mmb``: the Triton kernels that rebuild dense tiles in registers for ``tl.dot`` (M <= 256),
 * ``cslt``:  cuSPARSELt on the sparse tensor cores, over a few algorithm ids (M >= 16),
+* ``cutlass``: CUTLASS's Hopper sparse GEMM (``wgmma.sp``; :mod:`.cutlass_sp24`), M >= 128, where its library is
+  built (compute capability 9.0),
 
 checks each sparse candidate's output against dense (relative error), and keeps the fastest. A
 sparse path is chosen only if it beats dense by ``min_speedup``; otherwise the bucket uses dense, so
@@ -62,10 +64,11 @@ def bucket_of(m: int) -> int:
 
 @dataclass
 class Choice:
-    path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mmsp" | "mm" | "mmb" | "cslt"
+    path: str  # "dense" | "gemv" | "gemvg" | "mmg" | "mmsp" | "mm" | "mmb" | "cslt" | "cutlass"
     cfg: tuple = ()  # gemv: (BN, BK, warps, stages); gemvg: (TOK, RT, GPT, WR, WC); mmg: (WN, RN, KREP, BM, splits);
     # mmsp: (WK, RT, NT, PF[, XS[, CH]]);
-    # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, result): see cslt.cslt_linear
+    # mm/mmb: (BM, BN, BK, warps, stages); cslt: (alg_id, result): see cslt.cslt_linear;
+    # cutlass: (index into cutlass_sp24.CONFIGS,)
     ms: float = math.nan  # measured ms of this choice at the bucket's M
     dense_ms: float = math.nan  # measured ms of dense at the bucket's M
     err: float = math.nan  # relative error vs dense-with-zeros F.linear in the check
@@ -166,7 +169,8 @@ def clear() -> None:
     RECORDS.clear()
 
 
-_KERNEL_FILES = ("dispatch.py", "triton_sp24.py", "gluon_sp24.py", "gluon_mmsp.py", "cslt.py", "timing.py")
+_KERNEL_FILES = ("dispatch.py", "triton_sp24.py", "gluon_sp24.py", "gluon_mmsp.py", "cslt.py", "timing.py",
+                 "cutlass_sp24.py", os.path.join("csrc", "cutlass_sp24.cu"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -277,9 +281,10 @@ def table_size() -> int:
 # --------------------------------------------------------------------------- execution
 
 def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense=None, cslt_packed=None,
-               bias=None, out_features: int, mo=None) -> torch.Tensor:
+               bias=None, out_features: int, mo=None, cutlass=None) -> torch.Tensor:
     """``x @ W^T (+ bias)`` through one path. ``mo``: ``gluon_mmsp.mma_order``'s copy ``(values, meta)``, which
-    the MO configurations of ``mmsp`` read instead of the packed pair (ValueError without it)."""
+    the MO configurations of ``mmsp`` read instead of the packed pair (ValueError without it); ``cutlass``:
+    ``cutlass_sp24.compress``'s ``(A_c, E)``, which the ``cutlass`` path reads."""
     p = choice.path
     if p == "gemv":
         from .triton_sp24 import sp24_gemv
@@ -324,6 +329,12 @@ def run_choice(choice: Choice, x: torch.Tensor, *, values=None, meta=None, dense
         from .cslt import cslt_linear
 
         return cslt_linear(x, cslt_packed, bias, choice.cfg[0], int(choice.cfg[1]) if len(choice.cfg) > 1 else 1)
+    if p == "cutlass":
+        if cutlass is None:
+            raise ValueError(f"{choice_name(choice)} reads CUTLASS's compressed weight (cutlass=)")
+        from .cutlass_sp24 import gemm
+
+        return gemm(x, cutlass[0], cutlass[1], int(choice.cfg[0]), out_features, bias)
     if p == "dense":
         return F.linear(x, dense, bias)
     raise ValueError(f"unknown path {p!r}")
@@ -352,7 +363,8 @@ def choice_from_name(name: str) -> Choice:
     return Choice(path, tuple(int(v) for v in rest.split(",")) if rest else ())
 
 
-DEFAULT_PATHS = ("gemvg", "mmsp", "gemv", "mmg", "cslt")
+# cutlass: offered only where its library is built (cutlass_sp24.available), never built by tuning itself
+DEFAULT_PATHS = ("gemvg", "mmsp", "gemv", "mmg", "cslt", "cutlass")
 ALL_PATHS = DEFAULT_PATHS + ("mm", "mmb")  # every kernel family (the names --paths accepts)
 
 
@@ -371,7 +383,8 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
     transposed view (``cslt:a,2``, for :func:`view_key` tables only). ``mo_only`` (1 or 2): only what a layer
     holding nothing but ``mma_order``'s copy of that order can run: the MO configurations of that order
     (``gluon_mmsp.mo_configs_for``: at every M <= 16, whether or not ``MO_TUNING`` is on; up to 64 with
-    ``MO_WIDE``) and cuSPARSELt."""
+    ``MO_WIDE``), cuSPARSELt and CUTLASS (their own forms). ``cutlass`` is listed where ``in_features`` suits it
+    (``cutlass_sp24.K_ALIGN``); whether its library is there is :func:`tune`'s check."""
     from . import gluon_sp24
     from .triton_sp24 import GEMV_CONFIGS, GEMV_MAX_M, MM_CONFIGS, MMB_CONFIGS, excluded
 
@@ -383,7 +396,7 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
         if ("mmsp" in paths and gluon_k and gluon_mmsp.MMSP_AVAILABLE
                 and (in_features is None or in_features % gluon_mmsp.MMSP_K == 0)):
             out += [Choice("mmsp", c) for c in gluon_mmsp.mo_configs_for(m) if gluon_mmsp.mo_order(c) == mo_only]
-        paths = tuple(p for p in paths if p == "cslt")
+        paths = tuple(p for p in paths if p in ("cslt", "cutlass"))
     if "gemvg" in paths and m <= gluon_sp24.MAX_M and gluon_sp24.AVAILABLE and gluon_k:
         out += [Choice("gemvg", c) for c in gluon_sp24.configs_for(m)]
     if "mmg" in paths and gluon_sp24.MM_MIN_M <= m <= gluon_sp24.MM_MAX_M and gluon_sp24.MMA_AVAILABLE and gluon_k:
@@ -405,6 +418,11 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
                 out += [Choice(p, (bm,) + c) for c in table[bm]]
     if "cslt" in paths and m >= 16:
         out += [Choice("cslt", (a, tr)) for a in cslt_algs for tr in ((1, 0, 2) if views else (1, 0))]
+    if "cutlass" in paths:
+        from . import cutlass_sp24
+
+        if m >= cutlass_sp24.MIN_M and (in_features is None or in_features % cutlass_sp24.K_ALIGN == 0):
+            out += [Choice("cutlass", (i,)) for i in range(len(cutlass_sp24.CONFIGS))]
     return [c for c in out if not excluded(choice_name(c), dtype)]
 
 
@@ -431,7 +449,8 @@ class ShapeBench:
     """Synthetic tensors for one (out, in, dtype, bias) on the GPU, rotated to overflow L2."""
 
     def __init__(self, out_features: int, in_features: int, dtype, device, has_bias=False, with_cslt=True,
-                 with_stock=False, max_bytes: int = 3 * 2**30, sets: int | None = None, mo_orders=()):
+                 with_stock=False, max_bytes: int = 3 * 2**30, sets: int | None = None, mo_orders=(),
+                 with_cutlass=False):
         """``mo_orders``: ``gluon_mmsp.mma_order`` copies to build besides those the dispatcher's MO candidates read
         (with ``gluon_mmsp.MO_TUNING``), for probes of other MO configurations."""
         from ..formats.nm import pack_nm
@@ -458,6 +477,13 @@ class ShapeBench:
                     s["cslt_packed"] = compress(w)
                 except Exception:
                     s["cslt_packed"] = None
+            if with_cutlass:
+                try:
+                    from .cutlass_sp24 import compress as cutlass_compress
+
+                    s["cutlass"] = cutlass_compress(w)
+                except Exception:
+                    s["cutlass"] = None
             if with_stock:
                 try:
                     from torch.sparse import to_sparse_semi_structured
@@ -467,6 +493,7 @@ class ShapeBench:
                     s["stock"] = None
             self.sets.append(s)
         self.have_cslt = with_cslt and all(s.get("cslt_packed") is not None for s in self.sets)
+        self.have_cutlass = with_cutlass and all(s.get("cutlass") is not None for s in self.sets)
 
     def inputs(self, m: int) -> list[torch.Tensor]:
         return [torch.randn(m, self.k, device=self.device, dtype=self.dtype) for _ in self.sets]
@@ -476,7 +503,7 @@ class ShapeBench:
         ``mo`` of order 1, ``mo2`` of order 2)."""
         return run_choice(choice, x, values=s["values"], meta=s["meta"], dense=s["dense"],
                           cslt_packed=s.get("cslt_packed"), bias=s["bias"], out_features=self.n,
-                          mo=s.get("mo2" if mo_order(choice) == 2 else "mo"))
+                          mo=s.get("mo2" if mo_order(choice) == 2 else "mo"), cutlass=s.get("cutlass"))
 
     def args(self, m: int, choice: Choice) -> tuple[Callable, list[tuple]]:
         xs = self.inputs(m)
@@ -537,10 +564,13 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
         key = mo_key(key, mo_only)
     table = table_for(key)
     use_cslt = "cslt" in paths and cslt_available()
+    use_cutlass = "cutlass" in paths and _cutlass_usable(out_features, in_features, dtype, device)
     sb = bench or ShapeBench(out_features, in_features, dtype, device, has_bias=has_bias, with_cslt=use_cslt,
-                             mo_orders=(mo_only,) if mo_only else ())
+                             mo_orders=(mo_only,) if mo_only else (), with_cutlass=use_cutlass)
     if not sb.have_cslt:
         paths = tuple(p for p in paths if p != "cslt")
+    if not getattr(sb, "have_cutlass", False):
+        paths = tuple(p for p in paths if p != "cutlass")
     vtable = table_for(view_key(key)) if views and "cslt" in paths else None
     # a bucket measured earlier with a path outside ``paths`` (another sparsify call) is measured again
     todo = [b for b in buckets if force or b not in table or table[b].path not in paths + ("dense",)
@@ -590,7 +620,7 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
             rec.timings[name] = c.ms
             if not is_view(c) and (best is None or c.ms < best.ms):
                 best = c
-            if c.path != "cslt" and not is_mo(c) and (best_rm is None or c.ms < best_rm.ms):
+            if c.path not in ("cslt", "cutlass") and not is_mo(c) and (best_rm is None or c.ms < best_rm.ms):
                 best_rm = c
             if best_view is None or c.ms < best_view.ms:
                 best_view = c
@@ -614,6 +644,14 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
                 msg += f"; under torch.compile {choice_name(v)} {v.ms * 1e3:.1f} us ({v.dense_ms / v.ms:.2f}x)"
             log(msg)
     return table
+
+
+def _cutlass_usable(out_features: int, in_features: int, dtype, device) -> bool:
+    """The ``cutlass`` path's preconditions: the shape and dtype suit it and its library is loaded for this device
+    (never built here: ``cutlass_sp24.load``)."""
+    from . import cutlass_sp24
+
+    return cutlass_sp24.supports(out_features, in_features, dtype) and cutlass_sp24.available(device, dtype)
 
 
 def _keep_if_confirmed(sb, b: int, best: Choice | None, dense_ms: float, min_speedup: float, confirm: int,

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..formats import codecs
 from ..formats.nm import meta_shape, pack_nm, unpack_nm
+from . import cutlass_sp24 as _cutlass_sp24  # also registers the llmsparse::cutlass_sp24 op (torch.compile)
 from . import dispatch
 
 _GPU_DTYPES = (torch.float16, torch.bfloat16)
@@ -63,6 +64,9 @@ class SparseLinear(nn.Module):
             self.register_parameter("bias", None)
         self.register_buffer("_dense", None, persistent=False)
         self.register_buffer("_cslt", None, persistent=False)
+        # CUTLASS's compressed form (A_c, E) (cutlass_sp24.compress), built only where a chosen path reads it
+        self.register_buffer("_cutlass_a", None, persistent=False)
+        self.register_buffer("_cutlass_e", None, persistent=False)
         # mma_order's copy of (values, meta), built only where a chosen mmsp configuration reads it (gluon_mmsp.MO_TUNING)
         self.register_buffer("_mo_values", None, persistent=False)
         self.register_buffer("_mo_meta", None, persistent=False)
@@ -170,6 +174,7 @@ class SparseLinear(nn.Module):
 
     def _drop_derived(self) -> None:
         self._dense = self._cslt = self._mo_values = self._mo_meta = None
+        self._cutlass_a = self._cutlass_e = None
         self._mo_order = 0
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -213,6 +218,14 @@ class SparseLinear(nn.Module):
 
             self._cslt = compress(self.dense_weight())
         return self._cslt
+
+    def _get_cutlass(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cutlass_a is None or self._cutlass_a.device != self.values.device:
+            self._cutlass_a, self._cutlass_e = _cutlass_sp24.compress(self.dense_weight())
+        return self._cutlass_a, self._cutlass_e
+
+    def _cutlass(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return (self._cutlass_a, self._cutlass_e) if self._cutlass_a is not None else None
 
     def _mo_built(self, order: int = 1) -> bool:
         return (self._mo_values is not None and self._mo_values.device == self.values.device
@@ -288,6 +301,10 @@ class SparseLinear(nn.Module):
             self._get_cslt()
         else:
             self._cslt = None
+        if "cutlass" in paths:
+            self._get_cutlass()
+        else:
+            self._cutlass_a = self._cutlass_e = None
         # MO storage: only where every choice runs on the copy, on cuSPARSELt's form or on dense -- kept, or with
         # keep_dense=False replaced by _best_sparse_fallback, which runs on the copy up to mo_max_m() (16, or 64
         # with the wide configurations) and on cuSPARSELt's form above (so a dense choice above needs that form)
@@ -296,7 +313,7 @@ class SparseLinear(nn.Module):
         order = self._storage_order()
         cap = mo_max_m()
         compact = bool(order and chosen) and all(
-            c.path == "cslt" or dispatch.mo_order(c) == order
+            c.path in ("cslt", "cutlass") or dispatch.mo_order(c) == order
             or (c.path == "dense" and (self.keep_dense is not False or b <= cap or self._cslt is not None))
             for b, c in buckets)
         orders = [o for o in map(dispatch.mo_order, chosen) if o]
@@ -354,7 +371,7 @@ class SparseLinear(nn.Module):
             c = dispatch.nearest(table, dispatch.bucket_of(m))
         c = self._held(c)
         if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
-                or (c.path == "cslt" and self._cslt is None)):
+                or (c.path == "cslt" and self._cslt is None) or (c.path == "cutlass" and self._cutlass_a is None)):
             c = _best_sparse_fallback(m, self._cslt is not None, self._stored_order)
         return c
 
@@ -368,6 +385,10 @@ class SparseLinear(nn.Module):
             y = torch.ops.llmsparse.cslt_nm(x2, self._cslt, int(c.cfg[0]), self.out_features).t()[:m]
             y = y if self.bias is None else y + self.bias
             return y.contiguous()
+        if c.path == "cutlass":
+            y = torch.ops.llmsparse.cutlass_sp24(x2, self._cutlass_a, self._cutlass_e, int(c.cfg[0]),
+                                                 self.out_features)
+            return y if self.bias is None else y + self.bias
         mo = self._mo(c)
         return torch.ops.llmsparse.sp24_linear(
             x2, self.values, self.meta, self.bias, self._dense if c.path == "dense" else None,
@@ -392,7 +413,8 @@ class SparseLinear(nn.Module):
         y = dispatch.run_choice(c, x2, values=self.values, meta=self.meta,
                                 dense=self._dense if c.path == "dense" else None,
                                 cslt_packed=self._cslt if c.path == "cslt" else None,
-                                bias=self.bias, out_features=self.out_features, mo=self._mo(c))
+                                bias=self.bias, out_features=self.out_features, mo=self._mo(c),
+                                cutlass=self._cutlass() if c.path == "cutlass" else None)
         if c.path == "dense" and self._dense is None:  # pragma: no cover - guarded above
             raise RuntimeError("dense path without dense weight")
         return y.reshape(*shape[:-1], self.out_features)
@@ -515,8 +537,9 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     On CPU the swapped layers run the dense-with-zeros fallback: outputs equal ``nn.Linear``'s.
     ``cache``: see :func:`kernel_cache` (choices measured once per GPU, shape and software versions).
     ``paths``: the kernel families measured (default :data:`dispatch.DEFAULT_PATHS`; ``dispatch.ALL_PATHS``
-    adds the Triton tensor-core kernels mm/mmb, which never won a measurement on Hopper; leave
-    out ``"cslt"`` and pass ``keep_dense=False``
+    adds the Triton tensor-core kernels mm/mmb, which never won a measurement on Hopper; ``cutlass``, CUTLASS's
+    sparse GEMM, is measured only where its library is built, :mod:`.cutlass_sp24`; leave
+    out ``"cslt"`` and ``"cutlass"`` and pass ``keep_dense=False``
     to hold only the packed weights, 0.5625x of dense, at the price of slower large-M calls).
     ``for_compile=True``: the model will run under torch.compile, where a layer may take cuSPARSELt's
     transposed result and leave the transpose to Inductor (``compiled_paths`` below; fp16 prefill on an

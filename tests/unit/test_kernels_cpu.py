@@ -156,7 +156,11 @@ def test_candidates_cover_sizes():
     assert ("mmg" in mid) == gluon_sp24.MMA_AVAILABLE
     # offered only where it was measured to win (M <= 16)
     assert not dispatch.candidates(32, paths=("mmg",)) and not dispatch.candidates(8, paths=("mmg",))
-    assert {c.path for c in dispatch.candidates(4096)} == {"cslt"}
+    assert {c.path for c in dispatch.candidates(4096)} == {"cslt", "cutlass"}
+    # CUTLASS's sparse GEMM: from M = 128, where in_features is a multiple of its 64-wide metadata atom
+    assert "cutlass" not in {c.path for c in dispatch.candidates(64)}
+    assert "cutlass" not in {c.path for c in dispatch.candidates(4096, in_features=4128)}
+    assert [c.cfg for c in dispatch.candidates(128, paths=("cutlass",), in_features=4096)] == [(0,), (1,), (2,), (3,)]
     assert any(c.path == "mm" and c.cfg[0] == 128 for c in dispatch.candidates(256, paths=dispatch.ALL_PATHS))
 
 
@@ -562,7 +566,7 @@ def test_diag_script_parses_every_kernel_name():
     mod = _bench_script("diag_kernels.py")
     names = {dispatch.choice_name(c) for m in (1, 4, 16, 64, 128)
              for c in dispatch.candidates(m, cslt_algs=(0, 1), paths=dispatch.ALL_PATHS)}
-    assert {n.split(":")[0] for n in names} >= {"gemv", "mm", "mmb", "cslt"}
+    assert {n.split(":")[0] for n in names} >= {"gemv", "mm", "mmb", "cslt", "cutlass"}
     for n in names:
         assert dispatch.choice_name(mod.parse(n)[0]) == n
     with pytest.raises(ValueError, match="unknown kernel"):

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Twenty-third session's GPU calls, from the repository root with OUT set; each part fits one call (600 s).
+# As run this session (H100, 2026-12-07 15:51-16:06 UTC, then 16:24-16:31):
+#   bash bench/device/s22.sh m16small | b32 | rest1, two dispatcher tables (commands in docs/kernels.md)
+#   bash bench/device/cutlass_probe.sh (carry bench/device/cutlass_bin), then two short 4096x4096 calls
+# Next session (carry bench/device/cutlass_bin: libllms_sp24.so built on the CPU VM with the pip CUDA 13.5 nvcc by
+# `python -m llmsparse.kernels.build_cutlass build`, and the nvidia-cutlass wheel for a rebuild there):
+#   bash bench/device/s23.sh cutlass    the library (carried, else built there), its GPU tests, then the dispatcher
+#                                       with the cutlass path at M = 128-16384 on the 7B shapes, fp16 and bf16
+#   bash bench/device/s23.sh e2e        fp16 batch-1 end to end (prefill 4096 is where cutlass should win)
+#   bash bench/device/s23.sh table70    the 70B shapes at M = 1024-16384 with cutlass
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+lib() {  # sets LLMSPARSE_CUTLASS_LIB to a library that loads here
+  export LLMSPARSE_CUTLASS_LIB=$PWD/bench/device/cutlass_bin/libllms_sp24.so
+  if ! python3 -c "from llmsparse.kernels import cutlass_sp24 as c; c.load()" > "$OUT/lib_load.txt" 2>&1; then
+    echo "carried library does not load ($(tail -1 "$OUT/lib_load.txt")); building with $(which nvcc)"
+    unset LLMSPARSE_CUTLASS_LIB
+    (mkdir -p /tmp/cutl && cd /tmp/cutl && python3 -m zipfile -e "$OLDPWD"/bench/device/cutlass_bin/nvidia_cutlass-*.whl .)
+    export LLMSPARSE_CUTLASS_DIR=/tmp/cutl/cutlass_library/source LLMSPARSE_CUTLASS_CACHE=/tmp/cutlass_cache
+    timeout 300 python3 -m llmsparse.kernels.build_cutlass build 2>&1 | tail -2
+  fi
+}
+case ${1:-} in
+  cutlass)
+    lib
+    timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cutlass_sp24.py > "$OUT/pytest_cutlass.txt" 2>&1
+    tail -3 "$OUT/pytest_cutlass.txt"
+    LLMSPARSE_KERNEL_CACHE=off timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b --m 128,1024,4096,16384 \
+      --dtype fp16,bf16 --no-stock --out "$OUT/gemm_cutlass_7b" > "$OUT/gemm_cutlass_7b.log" 2>&1
+    echo "== rc=$?"; grep "^| " "$OUT/gemm_cutlass_7b/gemm.md" | cut -d'|' -f2-8; rm -f "$OUT/gemm_cutlass_7b/gemm.png"
+    ;;
+  e2e)
+    lib
+    LLMSPARSE_KERNEL_CACHE=off timeout 560 python3 bench/bench_e2e.py --dtype fp16 --compile layers --batch 1 \
+      --prefill-attention causal --out "$OUT/e2e_fp16_b1_cutlass" > "$OUT/e2e_fp16_b1_cutlass.log" 2>&1
+    echo "== rc=$?"; grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_fp16_b1_cutlass.log"
+    ;;
+  table70)
+    lib
+    LLMSPARSE_KERNEL_CACHE=off timeout 500 python3 bench/bench_kernels.py --shapes llama2-70b --m 1024,4096,16384 \
+      --dtype fp16,bf16 --no-stock --out "$OUT/gemm_cutlass_70b" > "$OUT/gemm_cutlass_70b.log" 2>&1
+    echo "== rc=$?"; grep "^| " "$OUT/gemm_cutlass_70b/gemm.md" | cut -d'|' -f2-8; rm -f "$OUT/gemm_cutlass_70b/gemm.png"
+    ;;
+  *) echo "usage: bash bench/device/s23.sh cutlass|e2e|table70" >&2; exit 2 ;;
+esac

@@ -1,0 +1,235 @@
+"""The CUTLASS prefill path's CPU side: toolchain discovery, build commands, atomic builds, loading rules, the
+dispatcher's candidates. (The kernels themselves: tests/gpu/test_cutlass_sp24.py; an offline compile of the real
+source runs with LLMSPARSE_TEST_CUTLASS_BUILD=1, it takes minutes.)"""
+from __future__ import annotations
+
+import os
+import stat
+import textwrap
+
+import pytest
+import torch
+
+from llmsparse.kernels import cutlass_sp24 as cs
+from llmsparse.kernels import dispatch
+
+
+_VARS = ("LLMSPARSE_CUTLASS", "LLMSPARSE_CUTLASS_LIB", "LLMSPARSE_NVCC", "LLMSPARSE_CUTLASS_DIR",
+         "LLMSPARSE_NVCC_FLAGS", "LLMSPARSE_CUTLASS_CACHE")
+_ORIGINAL = {v: os.environ[v] for v in _VARS if v in os.environ}  # the real-build test uses the caller's
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch, tmp_path):
+    for var in _VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LLMSPARSE_CUTLASS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cs, "_LIB", None)
+
+
+def _fake_cutlass(root):
+    (root / "include" / "cutlass").mkdir(parents=True)
+    (root / "include" / "cutlass" / "cutlass.h").write_text("")
+    (root / "include" / "cutlass" / "version.h").write_text(
+        "#define CUTLASS_MAJOR 4\n#define CUTLASS_MINOR 2\n#define CUTLASS_PATCH 0\n")
+    return root
+
+
+def _fake_nvcc(path, body):
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+NVCC_OK = """\
+    if [ "$1" = "--version" ]; then echo "Cuda compilation tools, release 13.0, V13.0.88"; exit 0; fi
+    out=""; prev=""
+    for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done
+    echo "object for $*" > "$out"
+    """
+
+
+def test_nvcc_version_parse():
+    assert cs.parse_nvcc_version("nvcc: NVIDIA (R) Cuda compiler driver\nCuda compilation tools, release 13.0, "
+                                 "V13.0.88\nBuild cuda_13.0.r13.0") == (13, 0)
+    assert cs.parse_nvcc_version("Cuda compilation tools, release 12.4, V12.4.131") == (12, 4)
+    assert cs.parse_nvcc_version("command not found") is None
+
+
+def test_setting_words(monkeypatch):
+    for raw, want in (("", "auto"), ("auto", "auto"), ("0", "off"), ("OFF", "off"), ("build", "build"),
+                      ("1", "build")):
+        monkeypatch.setenv("LLMSPARSE_CUTLASS", raw)
+        assert cs.setting() == want
+
+
+def test_compile_command_targets_sm90a_without_asserts(tmp_path):
+    cmd = cs.compile_command("/x/nvcc", tmp_path, 1, 2, tmp_path / "u.o", ["-Ifoo"])
+    assert cmd[0] == "/x/nvcc" and "-gencode=arch=compute_90a,code=sm_90a" in cmd
+    # without NDEBUG the CUTLASS asserts make ptxas serialize the wgmma pipeline (its warning C7510)
+    assert "-DNDEBUG" in cmd and "-DLLMS_DTYPE=1" in cmd and "-DLLMS_CFG=2" in cmd and "-Ifoo" in cmd
+    assert f"-I{tmp_path / 'include'}" in cmd and f"-I{tmp_path / 'tools' / 'util' / 'include'}" in cmd
+    assert cmd[cmd.index("-c") + 1] == str(cs.SOURCE) and cmd[-1] == str(tmp_path / "u.o")
+    assert cs.SOURCE.is_file()
+
+
+def test_source_configurations_match_the_python_table():
+    """The .cu's LLMS_CFG branches and CONFIGS agree (the loader checks the built library's names too)."""
+    src = cs.SOURCE.read_text()
+    found = []
+    for i in range(len(cs.CONFIGS)):
+        block = src.split(f"LLMS_CFG == {i}\n", 1)[1].split("\n", 1)[0]
+        vals = dict(kv.split(" = ") for kv in block.replace("constexpr int ", "").rstrip(";").split(", "))
+        found.append(f"{vals['kTM']}x{vals['kTN']}x64_c{vals['kCM']}x{vals['kCN']}")
+    assert tuple(found) == cs.CONFIGS
+    assert "constexpr int kTK = 64;" in src
+
+
+def test_toolchain_reports_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(cs, "find_nvcc", lambda: None)
+    with pytest.raises(cs.Unavailable, match="no nvcc"):
+        cs.toolchain()
+    old = _fake_nvcc(tmp_path / "nvcc", 'echo "Cuda compilation tools, release 12.1, V12.1.1"\n')
+    monkeypatch.setattr(cs, "find_nvcc", lambda: str(old))
+    with pytest.raises(cs.Unavailable, match="need >= 12.4"):
+        cs.toolchain()
+    new = _fake_nvcc(tmp_path / "nvcc2", NVCC_OK)
+    monkeypatch.setattr(cs, "find_nvcc", lambda: str(new))
+    monkeypatch.setattr(cs, "find_cutlass", lambda: None)
+    with pytest.raises(cs.Unavailable, match="no CUTLASS headers"):
+        cs.toolchain()
+
+
+def test_find_cutlass_and_nvcc_from_the_environment(monkeypatch, tmp_path):
+    root = _fake_cutlass(tmp_path / "cutlass" / "source")
+    monkeypatch.setenv("LLMSPARSE_CUTLASS_DIR", str(tmp_path / "cutlass"))  # its source/ is accepted too
+    assert cs.find_cutlass() == root and cs.cutlass_version(root) == "4.2.0"
+    nvcc = _fake_nvcc(tmp_path / "nvcc", NVCC_OK)
+    monkeypatch.setenv("LLMSPARSE_NVCC", str(nvcc))
+    assert cs.find_nvcc() == str(nvcc) and cs.nvcc_version(str(nvcc)) == (13, 0)
+
+
+def test_build_links_every_unit_once_and_reuses_the_result(monkeypatch, tmp_path):
+    nvcc = _fake_nvcc(tmp_path / "nvcc", NVCC_OK)
+    monkeypatch.setenv("LLMSPARSE_NVCC", str(nvcc))
+    monkeypatch.setenv("LLMSPARSE_CUTLASS_DIR", str(_fake_cutlass(tmp_path / "c")))
+    lines = []
+    lib = cs.build(jobs=2, log=lines.append)
+    assert lib.is_file() and lib == cs.library_path() and lib.name == cs.LIB_NAME
+    linked = lib.read_text()  # the fake nvcc wrote its command line: the link of all 2 x 4 objects
+    assert "-shared" in linked and sum(f"u{d}_{c}.o" in linked for d in (0, 1) for c in range(4)) == 8
+    assert len(lines) == 1 and "8 units" in lines[0]
+    assert sorted(p.name for p in lib.parent.iterdir()) == [cs.LIB_NAME]  # no objects or temp dirs left
+    mtime = lib.stat().st_mtime_ns
+    assert cs.build() == lib and lib.stat().st_mtime_ns == mtime  # built once
+
+
+def test_failed_build_leaves_no_library_and_says_why(monkeypatch, tmp_path):
+    nvcc = _fake_nvcc(tmp_path / "nvcc", """\
+        if [ "$1" = "--version" ]; then echo "release 13.0"; exit 0; fi
+        echo "cutlass_sp24.cu(12): error: something is wrong" >&2; exit 1
+        """)
+    monkeypatch.setenv("LLMSPARSE_NVCC", str(nvcc))
+    monkeypatch.setenv("LLMSPARSE_CUTLASS_DIR", str(_fake_cutlass(tmp_path / "c")))
+    with pytest.raises(cs.Unavailable, match=r"nvcc failed on unit .*error: something is wrong .*build.log"):
+        cs.build(jobs=1)
+    dest = cs.library_path()
+    assert not dest.exists() and (dest.parent / "build.log").is_file()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["build.log"]
+
+
+def test_load_never_builds_unless_asked(monkeypatch, tmp_path):
+    nvcc = _fake_nvcc(tmp_path / "nvcc", NVCC_OK)
+    monkeypatch.setenv("LLMSPARSE_NVCC", str(nvcc))
+    monkeypatch.setenv("LLMSPARSE_CUTLASS_DIR", str(_fake_cutlass(tmp_path / "c")))
+    with pytest.raises(cs.Unavailable, match="not built"):
+        cs.load()
+    assert not cs.library_path().exists()
+    monkeypatch.setenv("LLMSPARSE_CUTLASS", "off")
+    with pytest.raises(cs.Unavailable, match="turned off"):
+        cs.load()
+    monkeypatch.setenv("LLMSPARSE_CUTLASS", "auto")
+    monkeypatch.setenv("LLMSPARSE_CUTLASS_LIB", str(tmp_path / "missing.so"))
+    with pytest.raises(cs.Unavailable, match="is not a file"):
+        cs.load()
+    # a file that is not a loadable library: one line, no traceback from ctypes
+    bad = tmp_path / "bad.so"
+    bad.write_text("not an ELF")
+    monkeypatch.setenv("LLMSPARSE_CUTLASS_LIB", str(bad))
+    with pytest.raises(cs.Unavailable, match="cannot load"):
+        cs.load()
+
+
+def test_unavailable_without_a_hopper_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU answer")
+    assert not cs.available() and not cs.available(dtype=torch.float16)
+    assert not dispatch._cutlass_usable(4096, 4096, torch.float16, torch.device("cpu"))
+
+
+def test_supports_shapes_and_dtypes():
+    assert cs.supports(4096, 4096, torch.float16) and cs.supports(11008, 4096, torch.bfloat16)
+    assert not cs.supports(4096, 4128, torch.float16)  # in_features % 64
+    assert not cs.supports(4100, 4096, torch.float16)  # out_features % 8
+    assert not cs.supports(4096, 4096, torch.float32)
+
+
+def test_calls_refuse_bad_arguments_before_touching_a_gpu():
+    with pytest.raises(ValueError, match="2-D fp16/bf16 CUDA"):
+        cs.compress(torch.zeros(64, 64))
+    x = torch.zeros(4, 64, dtype=torch.float16)
+    with pytest.raises(ValueError, match="configuration 9"):
+        cs.gemm(x, torch.zeros(64 * 32, dtype=torch.float16), torch.zeros(8, dtype=torch.uint8), 9, 64)
+    with pytest.raises(ValueError, match="weights are torch.bfloat16"):
+        cs.gemm(x, torch.zeros(64 * 32, dtype=torch.bfloat16), torch.zeros(8, dtype=torch.uint8), 0, 64)
+    with pytest.raises(ValueError, match="does not hold 64x64"):
+        cs.gemm(x, torch.zeros(10, dtype=torch.float16), torch.zeros(8, dtype=torch.uint8), 0, 64)
+
+
+def test_run_choice_needs_the_cutlass_form():
+    with pytest.raises(ValueError, match="CUTLASS's compressed weight"):
+        dispatch.run_choice(dispatch.Choice("cutlass", (0,)), torch.zeros(128, 64, dtype=torch.float16),
+                            out_features=64)
+    c = dispatch.choice_from_name("cutlass:3")
+    assert c.path == "cutlass" and c.cfg == (3,) and dispatch.choice_name(c) == "cutlass:3"
+
+
+def test_layers_holding_only_the_mma_order_copy_are_offered_cutlass():
+    """A layer that holds only mma_order's copy can run CUTLASS's own form (like cuSPARSELt's), not the packed pair."""
+    got = {c.path for c in dispatch.candidates(4096, mo_only=2, in_features=4096, cslt_algs=(0,))}
+    assert got == {"cslt", "cutlass"}
+
+
+def test_command_line_errors_are_one_line(monkeypatch, capsys):
+    assert cs.main(["frobnicate"]) == 2
+    assert "usage:" in capsys.readouterr().err
+    monkeypatch.setattr(cs, "find_nvcc", lambda: None)
+    assert cs.main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no nvcc") and err.count("\n") == 1
+
+
+@pytest.mark.skipif(os.environ.get("LLMSPARSE_TEST_CUTLASS_BUILD") != "1",
+                    reason="compiles the real CUTLASS source for sm_90a (about 10 minutes on 2 cores); "
+                           "set LLMSPARSE_TEST_CUTLASS_BUILD=1 with nvcc and the CUTLASS headers installed")
+def test_real_library_builds_links_and_loads(monkeypatch, tmp_path):
+    """The real csrc/cutlass_sp24.cu: every unit compiles with the toolchain found here with no C7510 (wgmma
+    serialized) warning, the units link side by side into one library, and it loads without a GPU (the host-only
+    entry points: configuration names and compressed-form sizes)."""
+    import ctypes
+    import subprocess
+
+    for var, value in _ORIGINAL.items():
+        monkeypatch.setenv(var, value)
+    nvcc, _, cutlass = cs.toolchain()
+    r = subprocess.run(cs.compile_command(nvcc, cutlass, 0, 0, tmp_path / "u.o", cs._extra_flags()),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "C7510" not in r.stdout + r.stderr and (tmp_path / "u.o").stat().st_size > 0
+    lib = cs.build()
+    monkeypatch.setenv("LLMSPARSE_CUTLASS_LIB", str(lib))
+    loaded = cs.load()  # checks every configuration's name against CONFIGS
+    for dt in ("f16", "bf16"):
+        ac, e = ctypes.c_int64(), ctypes.c_int64()
+        assert getattr(loaded, f"llms_sp24_form_sizes_{dt}")(4096, 11008, ctypes.byref(ac), ctypes.byref(e)) == 0
+        assert ac.value == 4096 * 11008 // 2 and 0 < e.value < ac.value
