@@ -25,7 +25,7 @@ lib() {  # sets LLMSPARSE_CUTLASS_LIB to a library that loads here
 case ${1:-} in
   cutlass)
     lib
-    timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cutlass_sp24.py > "$OUT/pytest_cutlass.txt" 2>&1
+    timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cutlass_gpu.py > "$OUT/pytest_cutlass.txt" 2>&1
     tail -3 "$OUT/pytest_cutlass.txt"
     LLMSPARSE_KERNEL_CACHE=off timeout 300 python3 bench/bench_kernels.py --shapes llama2-7b --m 128,1024,4096,16384 \
       --dtype fp16,bf16 --no-stock --out "$OUT/gemm_cutlass_7b" > "$OUT/gemm_cutlass_7b.log" 2>&1

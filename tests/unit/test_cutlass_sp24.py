@@ -1,5 +1,5 @@
 """The CUTLASS prefill path's CPU side: toolchain discovery, build commands, atomic builds, loading rules, the
-dispatcher's candidates. (The kernels themselves: tests/gpu/test_cutlass_sp24.py; an offline compile of the real
+dispatcher's candidates. (The kernels themselves: tests/gpu/test_cutlass_gpu.py; an offline compile of the real
 source runs with LLMSPARSE_TEST_CUTLASS_BUILD=1, it takes minutes.)"""
 from __future__ import annotations
 
