@@ -270,7 +270,8 @@ def load(allow_build: bool | None = None, log=None) -> ctypes.CDLL:
 
 def available(device=None, dtype=None) -> bool:
     """Whether the path can run here: a CUDA device of compute capability 9.0 (the kernels are sm_90a code),
-    fp16/bf16, and the library loaded (never built here unless ``LLMSPARSE_CUTLASS=build``)."""
+    fp16/bf16, and the library loaded (never built here unless ``LLMSPARSE_CUTLASS=build``). A failed load is
+    remembered for the process (:func:`reason`); a library built later is picked up by a new process."""
     global _REASON
     if dtype is not None and dtype not in _DTYPES:
         return False
@@ -278,6 +279,8 @@ def available(device=None, dtype=None) -> bool:
         return False
     dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
     if dev.type != "cuda" or torch.cuda.get_device_capability(dev) != (9, 0):
+        return False
+    if _LIB is None and _REASON is not None:  # tried once in this process (each try may run nvcc --version)
         return False
     try:
         load()

@@ -25,6 +25,7 @@ def _clean(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("LLMSPARSE_CUTLASS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(cs, "_LIB", None)
+    monkeypatch.setattr(cs, "_REASON", None)
 
 
 def _fake_cutlass(root):
@@ -233,3 +234,23 @@ def test_real_library_builds_links_and_loads(monkeypatch, tmp_path):
         ac, e = ctypes.c_int64(), ctypes.c_int64()
         assert getattr(loaded, f"llms_sp24_form_sizes_{dt}")(4096, 11008, ctypes.byref(ac), ctypes.byref(e)) == 0
         assert ac.value == 4096 * 11008 // 2 and 0 < e.value < ac.value
+
+
+def test_available_tries_the_library_once_per_process(monkeypatch):
+    """On a Hopper GPU without the library, available() says no with the reason, and does not look again (each
+    look may run nvcc --version) until a new process; other GPUs and dtypes are refused before any look."""
+    calls = []
+
+    def fake_load():
+        calls.append(1)
+        raise cs.Unavailable("not built (python -m llmsparse.kernels.build_cutlass build, or LLMSPARSE_CUTLASS=build)")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(cs, "load", fake_load)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: (8, 0))
+    assert not cs.available() and not calls  # an A100: sm_90a code cannot run
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: (9, 0))
+    assert not cs.available(dtype=torch.float32) and not calls
+    assert not cs.available() and not cs.available(dtype=torch.bfloat16)
+    assert len(calls) == 1 and cs.reason().startswith("not built")
