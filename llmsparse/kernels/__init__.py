@@ -14,7 +14,8 @@ __all__ = ["SparseLinear", "sparsify", "densify", "prepare", "swap_packed", "is_
 
 
 def capability() -> dict:
-    """What this machine can run: CUDA, GPU name, Triton, cuSPARSELt."""
+    """What this machine can run: CUDA, GPU name, Triton, cuSPARSELt, the CUTLASS library (``cutlass``: True, or
+    why not)."""
     import torch
 
     info = {"cuda": torch.cuda.is_available(), "torch": torch.__version__}
@@ -27,6 +28,9 @@ def capability() -> dict:
             info["cusparselt"] = cs.version() if cs.is_available() else None
         except Exception:
             info["cusparselt"] = None
+        from . import cutlass_sp24
+
+        info["cutlass"] = True if cutlass_sp24.available() else (cutlass_sp24.reason() or "needs compute capability 9.0")
     try:
         import triton
 
