@@ -565,6 +565,8 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
     table = table_for(key)
     use_cslt = "cslt" in paths and cslt_available()
     use_cutlass = "cutlass" in paths and _cutlass_usable(out_features, in_features, dtype, device)
+    if "cutlass" in paths and not use_cutlass and log:
+        _note_cutlass(log)
     sb = bench or ShapeBench(out_features, in_features, dtype, device, has_bias=has_bias, with_cslt=use_cslt,
                              mo_orders=(mo_only,) if mo_only else (), with_cutlass=use_cutlass)
     if not sb.have_cslt:
@@ -652,6 +654,20 @@ def _cutlass_usable(out_features: int, in_features: int, dtype, device) -> bool:
     from . import cutlass_sp24
 
     return cutlass_sp24.supports(out_features, in_features, dtype) and cutlass_sp24.available(device, dtype)
+
+
+_CUTLASS_NOTED: list[str] = []
+
+
+def _note_cutlass(log: Callable[[str], None]) -> None:
+    """Once per process: why the ``cutlass`` path is not measured, where the reason is its library (on a Hopper GPU
+    without it built), so that a user sees how to turn it on."""
+    from . import cutlass_sp24
+
+    why = cutlass_sp24.reason()
+    if why and not _CUTLASS_NOTED:
+        _CUTLASS_NOTED.append(why)
+        log(f"cutlass path not measured: {why}")
 
 
 def _keep_if_confirmed(sb, b: int, best: Choice | None, dense_ms: float, min_speedup: float, confirm: int,

@@ -254,3 +254,16 @@ def test_available_tries_the_library_once_per_process(monkeypatch):
     assert not cs.available(dtype=torch.float32) and not calls
     assert not cs.available() and not cs.available(dtype=torch.bfloat16)
     assert len(calls) == 1 and cs.reason().startswith("not built")
+
+
+def test_tuning_says_once_why_cutlass_is_not_measured(monkeypatch):
+    monkeypatch.setattr(dispatch, "_CUTLASS_NOTED", [])
+    monkeypatch.setattr(cs, "_REASON", "not built (python -m llmsparse.kernels.build_cutlass build, or ...)")
+    lines = []
+    dispatch._note_cutlass(lines.append)
+    dispatch._note_cutlass(lines.append)
+    assert lines == ["cutlass path not measured: not built (python -m llmsparse.kernels.build_cutlass build, or ...)"]
+    monkeypatch.setattr(dispatch, "_CUTLASS_NOTED", [])
+    monkeypatch.setattr(cs, "_REASON", None)  # not a Hopper GPU: nothing to say
+    dispatch._note_cutlass(lines.append)
+    assert len(lines) == 1
