@@ -267,3 +267,100 @@ def test_tuning_says_once_why_cutlass_is_not_measured(monkeypatch):
     monkeypatch.setattr(cs, "_REASON", None)  # not a Hopper GPU: nothing to say
     dispatch._note_cutlass(lines.append)
     assert len(lines) == 1
+
+
+# --------------------------------------------------------------------------- the path inside the dispatcher and layer
+
+def _w24(out, inp, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out, inp, generator=g)
+    keep = torch.rand(out, inp // 4, 4, generator=g).argsort(-1) < 2
+    return w * keep.reshape(out, inp)
+
+
+class _FakeBench:
+    """A ShapeBench stand-in with cuSPARSELt's and CUTLASS's forms: every candidate exact, times scripted."""
+
+    have_cslt = True
+    have_cutlass = True
+    sets = [{"cslt_packed": None, "cutlass": None}]
+
+    def args(self, m, choice):
+        return (lambda name: None), [(dispatch.choice_name(choice),)]
+
+    def check(self, m, choice):
+        return 0.0
+
+    def inputs(self, m):
+        return [torch.zeros(m, 64)]
+
+
+def _scripted(monkeypatch, script, views=False):
+    pytest.importorskip("triton")
+    from llmsparse.kernels import cslt, timing
+
+    monkeypatch.setattr(timing, "time_call", lambda fn, a, **_: (script.get(a[0][0]) or [9.0]).pop(0))
+    monkeypatch.setattr(timing, "host_ms", lambda fn, a, **_: 0.05)
+    monkeypatch.setattr(cslt, "search_alg", lambda packed, x: None)
+    monkeypatch.setattr(dispatch, "device_name", lambda device=None: "fake-gpu")
+    dispatch.clear()
+    table = dispatch.tune(64, 64, torch.float16, False, (4096,), device="cpu", bench=_FakeBench(),
+                          paths=("cslt", "cutlass"), force=True, views=views)
+    return table[4096]
+
+
+def test_tune_keeps_the_fastest_of_cuSPARSELt_and_cutlass(monkeypatch):
+    script = {"dense:": [1.0] * 5, "cslt:0,1": [0.8], "cutlass:1": [0.7, 0.7, 0.7], "cutlass:0": [0.75]}
+    c = _scripted(monkeypatch, script)
+    assert c.path == "cutlass" and c.cfg == (1,) and c.ms == pytest.approx(0.7)
+    assert {"cutlass:0", "cutlass:1", "cutlass:2", "cutlass:3"} <= set(dispatch.RECORDS[-1].timings)
+    script = {"dense:": [1.0] * 5, "cslt:0,1": [0.6, 0.6, 0.6], "cutlass:1": [0.7]}
+    assert _scripted(monkeypatch, script).path == "cslt"
+    # a cutlass win that does not hold when re-measured: dense
+    script = {"dense:": [1.0] * 5, "cutlass:2": [0.8, 1.1, 1.1]}
+    assert _scripted(monkeypatch, script).path == "dense"
+
+
+def test_tune_drops_cutlass_when_the_bench_has_no_form(monkeypatch):
+    pytest.importorskip("triton")
+    from llmsparse.kernels import timing
+
+    class NoForm(_FakeBench):
+        have_cutlass = False
+
+    seen = []
+    monkeypatch.setattr(timing, "time_call", lambda fn, a, **_: seen.append(a[0][0]) or 1.0)
+    monkeypatch.setattr(timing, "host_ms", lambda fn, a, **_: 0.05)
+    monkeypatch.setattr(dispatch, "device_name", lambda device=None: "fake-gpu")
+    dispatch.clear()
+    dispatch.tune(64, 64, torch.float16, False, (4096,), device="cpu", bench=NoForm(), paths=("cutlass",),
+                  force=True)
+    assert seen and not any(n.startswith("cutlass") for n in seen)
+
+
+def test_layer_builds_uses_and_drops_the_cutlass_form(monkeypatch):
+    """SparseLinear holds CUTLASS's form exactly where a choice reads it: built by _materialize, handed to the path,
+    a fallback where it is missing, dropped with new weights, never in the state dict."""
+    from llmsparse.kernels import SparseLinear
+
+    built = []
+
+    def fake_compress(dense):
+        built.append(dense.clone())
+        return dense.reshape(-1)[: dense.numel() // 2].clone(), torch.zeros(8, dtype=torch.uint8)
+
+    monkeypatch.setattr(cs, "compress", fake_compress)
+    w = _w24(16, 64)
+    lin = SparseLinear.from_dense(w)
+    lin._table = {4096: dispatch.Choice("cutlass", (1,))}
+    assert lin._plan(4096).path != "cutlass"  # the form was never built: a path that needs none
+    lin._materialize()
+    assert len(built) == 1 and torch.equal(built[0], w) and lin._cutlass() is not None
+    assert lin._plan(4096) == dispatch.Choice("cutlass", (1,))
+    assert not any("cutlass" in k for k in lin.state_dict())
+    lin.load_state_dict(SparseLinear.from_dense(_w24(16, 64, seed=1)).state_dict())
+    assert len(built) == 2 and not torch.equal(built[1], w)  # rebuilt for the new weights
+    lin._table = {4096: dispatch.Choice("cslt", (0, 1))}
+    monkeypatch.setattr(SparseLinear, "_get_cslt", lambda self: None)
+    lin._materialize()
+    assert lin._cutlass() is None  # no choice reads it any more
