@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-# (tile out x tok x K, cluster out x tok): csrc/cutlass_sp24.cu's LLMS_CFG 0..3, in this order
-CONFIGS = ("256x128x64_c1x1", "128x256x64_c1x2", "256x128x64_c2x1", "128x256x64_c1x1")
+# (tile out x tok x K, cluster out x tok): csrc/cutlass_sp24.cu's LLMS_CFG 0..4, in this order
+CONFIGS = ("256x128x64_c1x1", "128x256x64_c1x2", "256x128x64_c2x1", "128x256x64_c1x1", "128x128x64_c1x1")
 MIN_M = 128  # the smallest bucket measured (the path's persistent tiles are 128-256 tokens wide)
 K_ALIGN = 64  # in_features must be a multiple (the metadata's K atom with TK = 64)
 N_ALIGN = 8  # out_features must be a multiple (16-byte rows of y)

@@ -117,9 +117,10 @@ def test_build_links_every_unit_once_and_reuses_the_result(monkeypatch, tmp_path
     lines = []
     lib = cs.build(jobs=2, log=lines.append)
     assert lib.is_file() and lib == cs.library_path() and lib.name == cs.LIB_NAME
-    linked = lib.read_text()  # the fake nvcc wrote its command line: the link of all 2 x 4 objects
-    assert "-shared" in linked and sum(f"u{d}_{c}.o" in linked for d in (0, 1) for c in range(4)) == 8
-    assert len(lines) == 1 and "8 units" in lines[0]
+    linked = lib.read_text()  # the fake nvcc wrote its command line: the link of every (dtype, configuration) object
+    n = 2 * len(cs.CONFIGS)
+    assert "-shared" in linked and sum(f"u{d}_{c}.o" in linked for d in (0, 1) for c in range(len(cs.CONFIGS))) == n
+    assert len(lines) == 1 and f"{n} units" in lines[0]
     assert sorted(p.name for p in lib.parent.iterdir()) == [cs.LIB_NAME]  # no objects or temp dirs left
     mtime = lib.stat().st_mtime_ns
     assert cs.build() == lib and lib.stat().st_mtime_ns == mtime  # built once

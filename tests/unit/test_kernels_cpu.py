@@ -160,7 +160,10 @@ def test_candidates_cover_sizes():
     # CUTLASS's sparse GEMM: from M = 128, where in_features is a multiple of its 64-wide metadata atom
     assert "cutlass" not in {c.path for c in dispatch.candidates(64)}
     assert "cutlass" not in {c.path for c in dispatch.candidates(4096, in_features=4128)}
-    assert [c.cfg for c in dispatch.candidates(128, paths=("cutlass",), in_features=4096)] == [(0,), (1,), (2,), (3,)]
+    from llmsparse.kernels.cutlass_sp24 import CONFIGS
+
+    assert [c.cfg for c in dispatch.candidates(128, paths=("cutlass",), in_features=4096)] == [
+        (i,) for i in range(len(CONFIGS))]
     assert any(c.path == "mm" and c.cfg[0] == 128 for c in dispatch.candidates(256, paths=dispatch.ALL_PATHS))
 
 

@@ -11,7 +11,7 @@
 // element type and on the tile's K extent (min(TK, 128)); every configuration below uses TK = 64, so one compressed
 // form serves all configurations of a dtype (static_assert below).
 //
-// One translation unit per (dtype, configuration), chosen by -DLLMS_DTYPE=0|1 (fp16|bf16) and -DLLMS_CFG=0..3, so
+// One translation unit per (dtype, configuration), chosen by -DLLMS_DTYPE=0|1 (fp16|bf16) and -DLLMS_CFG=0..4, so
 // the builder compiles them in parallel; the compressor lives in the LLMS_CFG == 0 unit. Needs nvcc >= 12.3 and
 // -gencode=arch=compute_90a,code=sm_90a, and -DNDEBUG (without it ptxas serializes the wgmma pipeline, its C7510).
 //
@@ -33,7 +33,7 @@
 #include "cutlass/util/packed_stride.hpp"
 
 #if !defined(LLMS_DTYPE) || !defined(LLMS_CFG)
-#error "build with -DLLMS_DTYPE=0|1 -DLLMS_CFG=0..3"
+#error "build with -DLLMS_DTYPE=0|1 -DLLMS_CFG=0..4"
 #endif
 
 namespace llms {
@@ -49,8 +49,9 @@ using Elem = cutlass::bfloat16_t;
 #endif
 
 // Configurations: tile (out x tok x K), cluster (out x tok). The first two won 5 of the 6 Llama-2 shapes at
-// M = 4096 fp16 on an H100 (bench/results/cutlass_sp24_probe_m4096_h100_s23.txt); the other two are their
-// cluster variants, not yet measured.
+// M = 4096 fp16 on an H100 (bench/results/cutlass_sp24_probe_m4096_h100_s23.txt); the next two are their
+// cluster variants, not yet measured; the last has 128-token tiles of 128 outputs, for M = 128-1024, where the
+// larger tiles leave SMs idle (at M = 256 on 4096 outputs a 256x128 tile gives 32 tiles for 132 SMs).
 #if LLMS_CFG == 0
 constexpr int kTM = 256, kTN = 128, kCM = 1, kCN = 1;
 #elif LLMS_CFG == 1
@@ -59,8 +60,10 @@ constexpr int kTM = 128, kTN = 256, kCM = 1, kCN = 2;
 constexpr int kTM = 256, kTN = 128, kCM = 2, kCN = 1;
 #elif LLMS_CFG == 3
 constexpr int kTM = 128, kTN = 256, kCM = 1, kCN = 1;
+#elif LLMS_CFG == 4
+constexpr int kTM = 128, kTN = 128, kCM = 1, kCN = 1;
 #else
-#error "LLMS_CFG must be 0..3"
+#error "LLMS_CFG must be 0..4"
 #endif
 constexpr int kTK = 64;
 static_assert(kTK == 64, "the compressed form (E layout) is shared by all configurations only for TK = 64");
