@@ -350,10 +350,14 @@ def gemm(x: torch.Tensor, a_c: torch.Tensor, e: torch.Tensor, cfg: int, out_feat
     lib = load()
     dt = _DTYPES[x.dtype][0]
     x = x.contiguous()
+    if x.data_ptr() % 16:  # TMA reads from 16-byte aligned addresses only (a view at an odd offset)
+        x = x.clone()
     if out is None:
         y = torch.empty(m, out_features, dtype=x.dtype, device=x.device)
-    elif out.shape != (m, out_features) or out.dtype != x.dtype or not out.is_contiguous() or out.device != x.device:
-        raise ValueError(f"cutlass_sp24.gemm: out must be a contiguous {x.dtype} [{m}, {out_features}] on {x.device}")
+    elif (out.shape != (m, out_features) or out.dtype != x.dtype or not out.is_contiguous() or out.device != x.device
+          or out.data_ptr() % 16):
+        raise ValueError(f"cutlass_sp24.gemm: out must be a contiguous, 16-byte aligned {x.dtype} [{m}, {out_features}] "
+                         f"on {x.device}")
     else:
         y = out
     if m:

@@ -91,3 +91,13 @@ def test_sparse_linear_runs_the_cutlass_choice_eagerly_and_compiled():
     assert rel(lin(x), F.linear(x, w)) <= 1e-3
     fn = torch.compile(lin, fullgraph=True)
     assert rel(fn(x), F.linear(x, w)) <= 1e-3
+
+
+def test_input_at_an_odd_offset():
+    """A contiguous view that starts off a 16-byte boundary (TMA needs aligned addresses) is copied, not misread."""
+    w = _w(256, 128, torch.float16)
+    a_c, e = cs.compress(w)
+    base = torch.randn(200 * 128 + 1, device="cuda", dtype=torch.float16)
+    x = base[1:].view(200, 128)
+    assert x.data_ptr() % 16 and x.is_contiguous()
+    assert rel(cs.gemm(x, a_c, e, 4, 256), F.linear(x, w)) <= 1e-3
