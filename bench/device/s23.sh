@@ -9,6 +9,8 @@
 #                                       with the cutlass path at M = 128-16384 on the 7B shapes, fp16 and bf16
 #   bash bench/device/s23.sh e2e        fp16 batch-1 end to end (prefill 4096 is where cutlass should win)
 #   bash bench/device/s23.sh table70    the 70B shapes at M = 1024-16384 with cutlass
+#   bash bench/device/s23.sh m16        the M = 1,16 table again (fp16 4096x4096 sat at 1.56-1.58x on the twenty-
+#                                       second session's H100, 1.66-1.74x on the twenty-third's), about 1-5 minutes
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -43,5 +45,10 @@ case ${1:-} in
       --dtype fp16,bf16 --no-stock --out "$OUT/gemm_cutlass_70b" > "$OUT/gemm_cutlass_70b.log" 2>&1
     echo "== rc=$?"; grep "^| " "$OUT/gemm_cutlass_70b/gemm.md" | cut -d'|' -f2-8; rm -f "$OUT/gemm_cutlass_70b/gemm.png"
     ;;
-  *) echo "usage: bash bench/device/s23.sh cutlass|e2e|table70" >&2; exit 2 ;;
+  m16)
+    LLMSPARSE_KERNEL_CACHE=off timeout 400 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,16 \
+      --dtype fp16,bf16 --no-stock --out "$OUT/gemm_m1_16" > /dev/null 2>&1
+    echo "== rc=$?"; grep "^| " "$OUT/gemm_m1_16/gemm.md" | cut -d'|' -f2-8; rm -f "$OUT/gemm_m1_16/gemm.png"
+    ;;
+  *) echo "usage: bash bench/device/s23.sh cutlass|e2e|table70|m16" >&2; exit 2 ;;
 esac
