@@ -314,7 +314,8 @@ class SparseLinear(nn.Module):
         cap = mo_max_m()
         compact = bool(order and chosen) and all(
             c.path in ("cslt", "cutlass") or dispatch.mo_order(c) == order
-            or (c.path == "dense" and (self.keep_dense is not False or b <= cap or self._cslt is not None))
+            or (c.path == "dense" and (self.keep_dense is not False or b <= cap or self._cslt is not None
+                                       or self._cutlass_a is not None))
             for b, c in buckets)
         orders = [o for o in map(dispatch.mo_order, chosen) if o]
         if compact:
@@ -353,7 +354,7 @@ class SparseLinear(nn.Module):
         if b not in self._table and not capturing and (self.lazy_tune or not self._table):
             self.prepare((b,))
         if not self._table:  # inside a capture with nothing measured: a path that needs no derived form
-            return _best_sparse_fallback(m, self._cslt is not None, self._stored_order)
+            return _best_sparse_fallback(m, self._cslt is not None, self._stored_order, self._cutlass_a is not None)
         return self._plan(m)
 
     def _plan(self, m: int, view: bool = False) -> dispatch.Choice:
@@ -372,7 +373,7 @@ class SparseLinear(nn.Module):
         c = self._held(c)
         if ((c.path == "dense" and (self._dense is None or self.keep_dense is False))
                 or (c.path == "cslt" and self._cslt is None) or (c.path == "cutlass" and self._cutlass_a is None)):
-            c = _best_sparse_fallback(m, self._cslt is not None, self._stored_order)
+            c = _best_sparse_fallback(m, self._cslt is not None, self._stored_order, self._cutlass_a is not None)
         return c
 
     def _compiled_forward(self, x2: torch.Tensor) -> torch.Tensor:
@@ -466,12 +467,15 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
-def _best_sparse_fallback(m: int, have_cslt: bool, stored_order: int = 0) -> dispatch.Choice:
+def _best_sparse_fallback(m: int, have_cslt: bool, stored_order: int = 0, have_cutlass: bool = False) -> dispatch.Choice:
     """A sparse path that needs no form the layer lacks: for keep_dense=False where dense won, and for
     a choice whose derived form was not built (inside a capture, under torch.compile). ``stored_order``: the
     layer holds only the MMA-order copy of that order (no packed pair): an MO configuration of that order up to
     ``gluon_mmsp.mo_max_m()`` (16, or 64 with the wide configurations: the range they are tested on),
-    cuSPARSELt's form above if held, else the MO configuration anyway."""
+    cuSPARSELt's form above if held (else CUTLASS's, from its smallest measured M), else the MO configuration
+    anyway. Without a stored order: cuSPARSELt's form above M = 256, else CUTLASS's, else the packed-only Triton
+    kernels."""
+    from .cutlass_sp24 import MIN_M as CUTLASS_MIN_M
     from .triton_sp24 import MM_CONFIGS
 
     if stored_order:
@@ -480,11 +484,15 @@ def _best_sparse_fallback(m: int, have_cslt: bool, stored_order: int = 0) -> dis
         cap = mo_max_m()
         if m > cap and have_cslt:
             return dispatch.Choice("cslt", (0, 1))
+        if m > cap and m >= CUTLASS_MIN_M and have_cutlass:
+            return dispatch.Choice("cutlass", (0,))
         for cfg in mo_configs_for(min(m, cap)):  # a plain loop: Dynamo traces it (_plan under compile)
             if mo_order(cfg) == stored_order:
                 return dispatch.Choice("mmsp", cfg)
     if m > 256 and have_cslt:
         return dispatch.Choice("cslt", (0, 1))
+    if m > 256 and have_cutlass:
+        return dispatch.Choice("cutlass", (0,))
     bm = 16 if m <= 16 else 64
     return dispatch.Choice("mm", (bm,) + MM_CONFIGS[bm][0])
 

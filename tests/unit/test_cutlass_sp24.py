@@ -365,3 +365,16 @@ def test_layer_builds_uses_and_drops_the_cutlass_form(monkeypatch):
     monkeypatch.setattr(SparseLinear, "_get_cslt", lambda self: None)
     lin._materialize()
     assert lin._cutlass() is None  # no choice reads it any more
+
+
+def test_fallback_takes_the_cutlass_form_where_it_is_the_one_held():
+    """keep_dense=False where dense won, or a missing form: a layer holding CUTLASS's form (and not cuSPARSELt's)
+    falls back on it at large M instead of the slow packed-only Triton kernels."""
+    from llmsparse.kernels import linear
+
+    assert linear._best_sparse_fallback(4096, False, 0, True) == dispatch.Choice("cutlass", (0,))
+    assert linear._best_sparse_fallback(4096, True, 0, True).path == "cslt"  # cuSPARSELt's first, as before
+    assert linear._best_sparse_fallback(64, False, 0, True).path == "mm"  # under the path's smallest M
+    for order in (1, 2):
+        assert linear._best_sparse_fallback(4096, False, order, True) == dispatch.Choice("cutlass", (0,))
+        assert linear._best_sparse_fallback(16, False, order, True).path == "mmsp"
