@@ -4,7 +4,13 @@
 #   bash bench/device/s22.sh m16small | b32 | rest1, two dispatcher tables (commands in docs/kernels.md)
 #   bash bench/device/cutlass_probe.sh (carry bench/device/cutlass_bin), then two short 4096x4096 calls
 # Next session (carry bench/device/cutlass_bin: libllms_sp24.so built on the CPU VM with the pip CUDA 13.5 nvcc by
-# `python -m llmsparse.kernels.build_cutlass build`, and the nvidia-cutlass wheel for a rebuild there):
+# `python -m llmsparse.kernels.build_cutlass build`, and the nvidia-cutlass wheel for a rebuild there). If that
+# ignored folder is gone: `pip download --no-deps -d bench/device/cutlass_bin nvidia-cutlass==4.2.0.0`, and either
+# let the device build (about 2 minutes of its time) or build here: `pip install --target /tmp/cuda13 --no-deps
+# nvidia-cuda-nvcc==13.5.* nvidia-cuda-runtime==13.* nvidia-cuda-crt==13.* nvidia-cuda-cccl==13.*` plus the files
+# of the nvidia-nvvm==13.5.* wheel unzipped there (pip left its cicc out), then LLMSPARSE_NVCC=/tmp/cuda13/nvidia/
+# cu13/bin/nvcc LLMSPARSE_CUTLASS_DIR=<the wheel's cutlass_library/source> python -m llmsparse.kernels.build_cutlass
+# build (about 9 minutes on 2 cores) and copy the library into bench/device/cutlass_bin.
 #   bash bench/device/s23.sh cutlass    the library (carried, else built there), its GPU tests, then the dispatcher
 #                                       with the cutlass path at M = 128-16384 on the 7B shapes, fp16 and bf16
 #   bash bench/device/s23.sh e2e        fp16 batch-1 end to end (prefill 4096 is where cutlass should win)
