@@ -8,7 +8,7 @@
 # ignored folder is gone: `pip download --no-deps -d bench/device/cutlass_bin nvidia-cutlass==4.2.0.0`, and either
 # let the device build (about 2 minutes of its time) or build here: `pip install --target /tmp/cuda13 --no-deps
 # nvidia-cuda-nvcc==13.5.* nvidia-cuda-runtime==13.* nvidia-cuda-crt==13.* nvidia-cuda-cccl==13.*` plus the files
-# of the nvidia-nvvm==13.5.* wheel unzipped there (pip left its cicc out), then LLMSPARSE_NVCC=/tmp/cuda13/nvidia/
+# of the nvidia-nvvm==13.5.* wheel unzipped there (pip --target does not merge it into the existing nvidia/), then LLMSPARSE_NVCC=/tmp/cuda13/nvidia/
 # cu13/bin/nvcc LLMSPARSE_CUTLASS_DIR=<the wheel's cutlass_library/source> python -m llmsparse.kernels.build_cutlass
 # build (about 9 minutes on 2 cores) and copy the library into bench/device/cutlass_bin.
 #   bash bench/device/s23.sh cutlass    the library (carried, else built there), its GPU tests, then the dispatcher
