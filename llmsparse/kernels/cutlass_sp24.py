@@ -245,6 +245,8 @@ def load(allow_build: bool | None = None, log=None) -> ctypes.CDLL:
     mode = setting()
     if mode == "off":
         raise Unavailable("turned off (LLMSPARSE_CUTLASS=off)")
+    if mode not in ("auto", "build"):
+        raise Unavailable(f"LLMSPARSE_CUTLASS={os.environ.get('LLMSPARSE_CUTLASS')!r} is not one of auto, build, off")
     given = os.environ.get("LLMSPARSE_CUTLASS_LIB")
     if given:
         path = Path(given)

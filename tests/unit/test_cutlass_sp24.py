@@ -150,6 +150,9 @@ def test_load_never_builds_unless_asked(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMSPARSE_CUTLASS", "off")
     with pytest.raises(cs.Unavailable, match="turned off"):
         cs.load()
+    monkeypatch.setenv("LLMSPARSE_CUTLASS", "biuld")  # a typo is said, not taken for auto
+    with pytest.raises(cs.Unavailable, match="'biuld' is not one of auto, build, off"):
+        cs.load()
     monkeypatch.setenv("LLMSPARSE_CUTLASS", "auto")
     monkeypatch.setenv("LLMSPARSE_CUTLASS_LIB", str(tmp_path / "missing.so"))
     with pytest.raises(cs.Unavailable, match="is not a file"):
