@@ -157,20 +157,26 @@ def toolchain() -> tuple[str, tuple[int, int], Path]:
     return nvcc, ver, cutlass
 
 
+def _library_at(ver: tuple[int, int], cutlass: Path) -> Path:
+    """Where the library built by nvcc ``ver`` from the CUTLASS at ``cutlass`` lives in the cache."""
+    return cache_root() / build_key(ver, cutlass_version(cutlass)) / LIB_NAME
+
+
 def library_path() -> Path | None:
     """Where the built library for this toolchain is (or would be); None without a toolchain."""
     try:
         _, ver, cutlass = toolchain()
     except Unavailable:
         return None
-    return cache_root() / build_key(ver, cutlass_version(cutlass)) / LIB_NAME
+    return _library_at(ver, cutlass)
 
 
-def build(jobs: int | None = None, log=None) -> Path:
+def build(jobs: int | None = None, log=None, tools: tuple[str, tuple[int, int], Path] | None = None) -> Path:
     """Compile and link the library into the cache (atomically; nothing is left half-written) and return its path.
-    Unavailable with the first error line (and the log file) if nvcc fails."""
-    nvcc, ver, cutlass = toolchain()
-    dest = cache_root() / build_key(ver, cutlass_version(cutlass)) / LIB_NAME
+    Unavailable with the first error line (and the log file) if nvcc fails. ``tools``: :func:`toolchain`'s answer,
+    where the caller has it already (each look runs ``nvcc --version``)."""
+    nvcc, ver, cutlass = tools or toolchain()
+    dest = _library_at(ver, cutlass)
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -253,14 +259,18 @@ def load(allow_build: bool | None = None, log=None) -> ctypes.CDLL:
         if not path.is_file():
             raise Unavailable(f"LLMSPARSE_CUTLASS_LIB={given} is not a file")
     else:
-        path = library_path()
+        try:
+            tools = toolchain()
+        except Unavailable:
+            tools = None
+        path = _library_at(tools[1], tools[2]) if tools else None
         if path is None or not path.is_file():
             if allow_build is None:
                 allow_build = mode == "build"
             if not allow_build:
                 raise Unavailable("not built (python -m llmsparse.kernels.build_cutlass build, or "
                                   "LLMSPARSE_CUTLASS=build)")
-            path = build(log=log or (lambda s: print(s, file=sys.stderr)))
+            path = build(log=log or (lambda s: print(s, file=sys.stderr)), tools=tools)
     try:
         lib = ctypes.CDLL(str(path))
         _declare(lib)
@@ -397,13 +407,13 @@ def main(argv=None) -> int:
     except Unavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    path = cache_root() / build_key(ver, cutlass_version(cutlass)) / LIB_NAME
+    path = _library_at(ver, cutlass)
     if argv[0] == "status":
         print(f"nvcc {nvcc} (CUDA {ver[0]}.{ver[1]}); CUTLASS {cutlass_version(cutlass)} at {cutlass}")
         print(f"library {path}: {'built' if path.is_file() else 'not built'}; LLMSPARSE_CUTLASS={setting()}")
         return 0
     try:
-        print(build(log=print))
+        print(build(log=print, tools=(nvcc, ver, cutlass)))
     except Unavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1264,10 +1264,11 @@ EARLY = 1 if os.environ.get("LLMSPARSE_MMSP_EARLY", "0").strip() == "1" else 0
 # Cache policy of the packed-weight loads (``LLMSPARSE_MMSP_EVICT=0|1|2|3`` at import, or this attribute;
 # bench/device/evict_probe.py), on the weight loads into registers (the AS stages' cp.async and the TM bulk copies
 # keep theirs): 0 plain loads; 1 (default since the twenty-second session) L1 ``evict_first``; 2 ``.cg`` (:func:`_ldw`);
-# 3 the values ``L1::no_allocate`` by inline PTX, the metadata as 1 (:func:`_ldv`; written in the twenty-second
-# session, not yet timed). The outputs are the same bits whatever the policy. Measured on an H100 at M = 16
-# (twenty-second session, bench/results/evict_probe_m16_h100_s22.json: the dispatcher's five order-2 configurations
-# on 8192x8192, 8448x8192 and 4096x11008, both dtypes): evict-first was faster than plain loads in 29 of 30
+# 3 the values ``L1::no_allocate`` by inline PTX, the metadata as 1 (:func:`_ldv`; twenty-second session; on an
+# H100 in the twenty-third within 0.4% of 1 on the 7B shapes at M = 16, evict_probe_7b_m16_h100_s23.json). The
+# outputs are the same bits whatever the policy. Measured on an H100 at M = 16 (twenty-second session,
+# bench/results/evict_probe_m16_h100_s22.json: the dispatcher's five order-2 configurations on 8192x8192, 8448x8192
+# and 4096x11008, both dtypes): evict-first was faster than plain loads in 29 of 30
 # (configuration, row) pairs, the best per row 1.020-1.066x the speed of the best plain one; ``.cg`` 0.984-1.006x.
 # Each weight is read once; why the hint pays is not profiled (the XL configurations' x goes to shared memory by
 # cp.async, bypassing L1, so it is not room for x). (``evict_first`` with ``.cg`` is refused by ptxas; Triton has no
