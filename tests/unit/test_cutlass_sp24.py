@@ -381,3 +381,16 @@ def test_fallback_takes_the_cutlass_form_where_it_is_the_one_held():
     for order in (1, 2):
         assert linear._best_sparse_fallback(4096, False, order, True) == dispatch.Choice("cutlass", (0,))
         assert linear._best_sparse_fallback(16, False, order, True).path == "mmsp"
+
+
+def test_load_builds_when_asked(monkeypatch, tmp_path):
+    """LLMSPARSE_CUTLASS=build: a missing library is built on first use (with the fake nvcc here the result is not
+    a loadable library, which load() says in one line)."""
+    nvcc = _fake_nvcc(tmp_path / "nvcc", NVCC_OK)
+    monkeypatch.setenv("LLMSPARSE_NVCC", str(nvcc))
+    monkeypatch.setenv("LLMSPARSE_CUTLASS_DIR", str(_fake_cutlass(tmp_path / "c")))
+    monkeypatch.setenv("LLMSPARSE_CUTLASS", "build")
+    lines = []
+    with pytest.raises(cs.Unavailable, match="cannot load"):
+        cs.load(log=lines.append)
+    assert cs.library_path().is_file() and len(lines) == 1 and "units" in lines[0]
