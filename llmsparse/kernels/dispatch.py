@@ -645,7 +645,64 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
                 v = vtable[b]
                 msg += f"; under torch.compile {choice_name(v)} {v.ms * 1e3:.1f} us ({v.dense_ms / v.ms:.2f}x)"
             log(msg)
+    for b, was, now, compiled in one_prefill_form(key, table, vtable, min_speedup):
+        if log:
+            log(f"{key[1]} {out_features}x{in_features} M<={b}{' (torch.compile)' if compiled else ''}: "
+                f"{choice_name(now)} {now.ms * 1e3:.1f} us instead of {choice_name(was)} {was.ms * 1e3:.1f} us "
+                "(one sparse-tensor-core form per layer)")
     return table
+
+
+# A layer whose tables pick cuSPARSELt at some buckets and CUTLASS at others holds both compressed forms (each about
+# 0.56x of the dense weight, beside the MMA-order copy decode reads). one_prefill_form gives such tables one of the
+# two where that costs at most this fraction of speed at every bucket it changes.
+ONE_FORM_TOL = 0.05
+_PREFILL_FORMS = ("cslt", "cutlass")
+
+
+def one_prefill_form(key: tuple, table: dict[int, Choice], vtable: dict[int, Choice] | None = None,
+                     min_speedup: float = DEFAULT_MIN_SPEEDUP, tol: float | None = None) -> list[tuple]:
+    """Where a shape's table and view table (``vtable``, if any; a layer holds the forms of both) pick both
+    cuSPARSELt and CUTLASS, move the buckets of one onto the other's fastest measured configuration (this process's
+    :data:`RECORDS` for ``key``; views only in the view table) if that is at most ``tol`` slower than the choice
+    (first measurements compared) at each of them and still beats dense by ``min_speedup``; of the two ways the
+    one losing less. A bucket without a record, or a way that loses more, leaves the tables as they are (speed
+    first). Returns the changes as (bucket, old choice, new choice, whether in the view table)."""
+    tol = ONE_FORM_TOL if tol is None else tol
+    tables = [(table, False)] + ([(vtable, True)] if vtable is not None else [])
+    if {c.path for t, _ in tables for c in t.values()} & set(_PREFILL_FORMS) != set(_PREFILL_FORMS):
+        return []
+    recs = {r.m: r for r in RECORDS if tuple(r.key) == tuple(key)}
+    ways = [w for w in (_onto(keep, tables, recs, tol, min_speedup) for keep in _PREFILL_FORMS) if w is not None]
+    if not ways:
+        return []
+    moves = min(ways, key=lambda w: (max(m[4] for m in w), len(w)))
+    for t, b, _, new, _ in moves:
+        t[b] = new
+    return [(b, old, new, t is vtable) for t, b, old, new, _ in moves]
+
+
+def _onto(keep: str, tables, recs: dict, tol: float, min_speedup: float) -> list[tuple] | None:
+    """one_prefill_form's moves onto the form of path ``keep``: (table, bucket, old, new, time ratio) each, or None
+    where one bucket cannot move."""
+    moves = []
+    for t, views in tables:
+        for b, c in t.items():
+            if c.path not in _PREFILL_FORMS or c.path == keep:
+                continue
+            r = recs.get(b)
+            mine = r.timings.get(choice_name(c)) if r else None
+            alts = [(ms, n) for n, ms in (r.timings.items() if r else ())
+                    if n.startswith(keep + ":") and (views or not is_view(choice_from_name(n)))]
+            if not mine or not alts:
+                return None
+            ms, name = min(alts)
+            new = choice_from_name(name)
+            new.ms, new.dense_ms, new.err = c.ms * ms / mine, c.dense_ms, r.errors.get(name, math.nan)
+            if ms / mine > 1 + tol or new.speedup < min_speedup:
+                return None
+            moves.append((t, b, c, new, ms / mine))
+    return moves
 
 
 def _cutlass_usable(out_features: int, in_features: int, dtype, device) -> bool:

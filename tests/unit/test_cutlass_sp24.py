@@ -394,3 +394,62 @@ def test_load_builds_when_asked(monkeypatch, tmp_path):
     with pytest.raises(cs.Unavailable, match="cannot load"):
         cs.load(log=lines.append)
     assert cs.library_path().is_file() and len(lines) == 1 and "units" in lines[0]
+
+
+class _FakeBenchM(_FakeBench):
+    def args(self, m, choice):
+        return (lambda name, m: None), [(dispatch.choice_name(choice), m)]
+
+
+def _tune_two(monkeypatch, times, views=False, tol=None):
+    """tune at M = 1024 and 4096 with every candidate's time given by ``times[(name, M)]`` (dense 1.0, others 9)."""
+    pytest.importorskip("triton")
+    from llmsparse.kernels import cslt, timing
+
+    monkeypatch.setattr(timing, "time_call", lambda fn, a, **_: 1.0 if a[0][0] == "dense:" else times.get(a[0], 9.0))
+    monkeypatch.setattr(timing, "host_ms", lambda fn, a, **_: 0.05)
+    monkeypatch.setattr(cslt, "search_alg", lambda packed, x: None)
+    monkeypatch.setattr(dispatch, "device_name", lambda device=None: "fake-gpu")
+    if tol is not None:
+        monkeypatch.setattr(dispatch, "ONE_FORM_TOL", tol)
+    dispatch.clear()
+    logs = []
+    table = dispatch.tune(64, 64, torch.float16, False, (1024, 4096), device="cpu", bench=_FakeBenchM(),
+                          paths=("cslt", "cutlass"), force=True, views=views, log=logs.append)
+    return table, logs
+
+
+def test_a_shape_keeps_one_sparse_tensor_core_form_where_it_costs_little(monkeypatch):
+    # cuSPARSELt wins M=1024 by 3% (within ONE_FORM_TOL), CUTLASS wins M=4096 by 14%: both buckets go to CUTLASS
+    times = {("cslt:0,1", 1024): 0.60, ("cutlass:4", 1024): 0.618, ("cutlass:0", 4096): 0.70, ("cslt:1,1", 4096): 0.80}
+    table, logs = _tune_two(monkeypatch, times)
+    assert {b: dispatch.choice_name(c) for b, c in table.items()} == {1024: "cutlass:4", 4096: "cutlass:0"}
+    assert table[1024].ms == pytest.approx(0.618) and table[1024].dense_ms == pytest.approx(1.0)
+    assert any("cutlass:4" in line and "instead of cslt:0,1" in line for line in logs)
+    # a wider gap at M=1024 (10%) keeps both forms: speed first
+    times[("cutlass:4", 1024)] = 0.66
+    table, _ = _tune_two(monkeypatch, times)
+    assert {b: c.path for b, c in table.items()} == {1024: "cslt", 4096: "cutlass"}
+    # of two ways within the tolerance, the one losing less: M=4096 onto cuSPARSELt costs 2%, M=1024 onto CUTLASS 4%
+    times = {("cslt:0,1", 1024): 0.60, ("cutlass:4", 1024): 0.624, ("cutlass:0", 4096): 0.70, ("cslt:1,1", 4096): 0.714}
+    table, _ = _tune_two(monkeypatch, times)
+    assert {b: dispatch.choice_name(c) for b, c in table.items()} == {1024: "cslt:0,1", 4096: "cslt:1,1"}
+    # tolerance 0: nothing moves
+    table, _ = _tune_two(monkeypatch, times, tol=0.0)
+    assert {b: c.path for b, c in table.items()} == {1024: "cslt", 4096: "cutlass"}
+
+
+def test_one_form_never_moves_a_bucket_onto_a_path_that_does_not_beat_dense(monkeypatch):
+    # CUTLASS at M=1024 is within 4% of cuSPARSELt but under the 1.05x bar against dense (1.0 ms)
+    times = {("cslt:0,1", 1024): 0.93, ("cutlass:4", 1024): 0.96, ("cutlass:0", 4096): 0.70, ("cslt:1,1", 4096): 0.80}
+    table, _ = _tune_two(monkeypatch, times)
+    assert {b: c.path for b, c in table.items()} == {1024: "cslt", 4096: "cutlass"}
+
+
+def test_one_form_covers_the_view_table_too(monkeypatch):
+    """Under torch.compile the layer holds the forms of both tables: a cuSPARSELt view winning M=1024 there is
+    moved with the eager table's buckets (views are candidates only in the view table)."""
+    times = {("cslt:0,2", 1024): 0.55, ("cutlass:4", 1024): 0.57, ("cutlass:0", 4096): 0.70}
+    table, _ = _tune_two(monkeypatch, times, views=True)
+    vtable = dispatch.table_for(dispatch.view_key(dispatch.make_key(64, 64, torch.float16, False, "cpu")))
+    assert {c.path for c in table.values()} == {"cutlass"} and {c.path for c in vtable.values()} == {"cutlass"}
