@@ -15,7 +15,7 @@ lib() {  # sets LLMSPARSE_CUTLASS_LIB to a library that loads here
     unset LLMSPARSE_CUTLASS_LIB
     (mkdir -p /tmp/cutl && cd /tmp/cutl && python3 -m zipfile -e "$OLDPWD"/bench/device/cutlass_bin/nvidia_cutlass-*.whl .)
     export LLMSPARSE_CUTLASS_DIR=/tmp/cutl/cutlass_library/source LLMSPARSE_CUTLASS_CACHE=/tmp/cutlass_cache
-    timeout 300 python3 -m llmsparse.kernels.build_cutlass build 2>&1 | tail -2
+    timeout 200 python3 -m llmsparse.kernels.build_cutlass build 2>&1 | tail -2
   fi
 }
 case ${1:-} in
@@ -23,7 +23,7 @@ case ${1:-} in
     lib
     LLMSPARSE_KERNEL_CACHE=off timeout 170 python3 bench/bench_kernels.py --shapes llama2-7b --m 4096 \
       --dtype fp16,bf16 --no-stock --out "$OUT/g4096" > "$OUT/g4096.log" 2>&1
-    echo "== rc=$?"; grep "^| " "$OUT/g4096/gemm.md" | cut -d"|" -f2-9; rm -f "$OUT/g4096/gemm.png"
+    echo "== rc=$?"; grep "^| " "$OUT/g4096/gemm.md" | cut -d"|" -f2-9 || grep "M<=" "$OUT/g4096.log"; rm -f "$OUT/g4096/gemm.png"
     timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cutlass_gpu.py > "$OUT/pytest_cutlass.txt" 2>&1
     tail -3 "$OUT/pytest_cutlass.txt"
     LLMSPARSE_KERNEL_CACHE=off timeout 150 python3 bench/bench_kernels.py --shapes llama2-7b --m 128,1024,16384 \
