@@ -5,6 +5,7 @@
 #   bash bench/device/s24.sh a      the library, the dispatcher at M = 4096 on the 7B shapes (fp16 and bf16: the
 #                                   missed fp16 4096x4096 row), its GPU tests, then M = 128, 1024, 16384
 #   bash bench/device/s24.sh b      a without the other Ms (little device time left)
+#   bash bench/device/s24.sh c      b within about 4 minutes
 #   bash bench/device/s24.sh e2e | table70 | m16    as in s23.sh
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -31,6 +32,15 @@ case ${1:-} in
     LLMSPARSE_KERNEL_CACHE=off timeout 150 python3 bench/bench_kernels.py --shapes llama2-7b --m 128,1024,16384 \
       --dtype fp16,bf16 --no-stock --out "$OUT/gm" > /dev/null 2>&1
     echo "== rc=$?"; grep "^| " "$OUT/gm/gemm.md" | cut -d"|" -f2-9; rm -f "$OUT/gm/gemm.png"
+    ;;
+  c)  # b within about 4 minutes
+    lib
+    LLMSPARSE_KERNEL_CACHE=off timeout 140 python3 bench/bench_kernels.py --shapes llama2-7b --m 4096 \
+      --dtype fp16,bf16 --no-stock --out "$OUT/g4096" > "$OUT/g4096.log" 2>&1
+    echo "== rc=$?"; grep "^| " "$OUT/g4096/gemm.md" | cut -d"|" -f2-9 || grep "M<=" "$OUT/g4096.log"
+    rm -f "$OUT/g4096/gemm.png"
+    timeout 100 python3 -m pytest -q -x -p no:cacheprovider tests/gpu/test_cutlass_gpu.py > "$OUT/pytest_cutlass.txt" 2>&1
+    tail -3 "$OUT/pytest_cutlass.txt"
     ;;
   e2e)
     lib
