@@ -655,53 +655,63 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
 
 # A layer whose tables pick cuSPARSELt at some buckets and CUTLASS at others holds both compressed forms (each about
 # 0.56x of the dense weight, beside the MMA-order copy decode reads). one_prefill_form gives such tables one of the
-# two where that costs at most this fraction of speed at every bucket it changes.
+# two where that costs at most this fraction of speed at every bucket it changes. (Timing noise at M = 4096 is a
+# few percent: a move within it can show as a loss in a later measurement, e.g. fp16 8192x28672, twenty-fourth
+# session, when the view table could still move the table.)
 ONE_FORM_TOL = 0.05
 _PREFILL_FORMS = ("cslt", "cutlass")
 
 
 def one_prefill_form(key: tuple, table: dict[int, Choice], vtable: dict[int, Choice] | None = None,
                      min_speedup: float = DEFAULT_MIN_SPEEDUP, tol: float | None = None) -> list[tuple]:
-    """Where a shape's table and view table (``vtable``, if any; a layer holds the forms of both) pick both
-    cuSPARSELt and CUTLASS, move the buckets of one onto the other's fastest measured configuration (this process's
-    :data:`RECORDS` for ``key``; views only in the view table) if that is at most ``tol`` slower than the choice
-    (first measurements compared) at each of them and still beats dense by ``min_speedup``; of the two ways the
-    one losing less. A bucket without a record, or a way that loses more, leaves the tables as they are (speed
-    first). Returns the changes as (bucket, old choice, new choice, whether in the view table)."""
+    """Where a shape's tables pick both cuSPARSELt and CUTLASS, move the buckets of one onto the other's fastest
+    measured configuration (this process's :data:`RECORDS` for ``key``; views only in the view table) if that is at
+    most ``tol`` slower than the choice (first measurements compared) at each of them and still beats dense by
+    ``min_speedup``. First the table alone (what eager layers run), of the two ways the one losing less; then the
+    view table (``vtable``: layers prepared for torch.compile hold the forms of both tables) onto the form the table
+    kept -- never the table changed for the view table's sake (an eager layer would lose speed for memory it does
+    not hold). A bucket without a record, or a way that loses more, leaves a table as it is (speed first). Returns
+    the changes as (bucket, old choice, new choice, whether in the view table)."""
     tol = ONE_FORM_TOL if tol is None else tol
-    tables = [(table, False)] + ([(vtable, True)] if vtable is not None else [])
-    if {c.path for t, _ in tables for c in t.values()} & set(_PREFILL_FORMS) != set(_PREFILL_FORMS):
-        return []
     recs = {r.m: r for r in RECORDS if tuple(r.key) == tuple(key)}
-    ways = [w for w in (_onto(keep, tables, recs, tol, min_speedup) for keep in _PREFILL_FORMS) if w is not None]
-    if not ways:
-        return []
-    moves = min(ways, key=lambda w: (max(m[4] for m in w), len(w)))
-    for t, b, _, new, _ in moves:
-        t[b] = new
-    return [(b, old, new, t is vtable) for t, b, old, new, _ in moves]
+    changes = []
+    for t, views in ((table, False), (vtable, True)):
+        if t is None:
+            continue
+        forms = {c.path for c in t.values()} & set(_PREFILL_FORMS)
+        kept = {c.path for c in table.values()} & set(_PREFILL_FORMS) if views else set()
+        if len(forms | kept) < 2 or len(kept) == 2:
+            continue
+        ways = [w for w in (_onto(f, t, views, recs, tol, min_speedup) for f in (kept or _PREFILL_FORMS))
+                if w is not None]
+        if ways:
+            moves = min(ways, key=lambda w: (max(m[3] for m in w), len(w)))
+            for b, old, new, _ in moves:
+                t[b] = new
+                changes.append((b, old, new, views))
+    return changes
 
 
-def _onto(keep: str, tables, recs: dict, tol: float, min_speedup: float) -> list[tuple] | None:
-    """one_prefill_form's moves onto the form of path ``keep``: (table, bucket, old, new, time ratio) each, or None
-    where one bucket cannot move."""
+def _onto(keep: str, t: dict[int, Choice], views: bool, recs: dict, tol: float, min_speedup: float
+          ) -> list[tuple] | None:
+    """one_prefill_form's moves of table ``t`` onto the form of path ``keep``: (bucket, old, new, time ratio) each,
+    or None where one bucket cannot move."""
     moves = []
-    for t, views in tables:
-        for b, c in t.items():
-            if c.path not in _PREFILL_FORMS or c.path == keep:
-                continue
-            r = recs.get(b)
-            mine = r.timings.get(choice_name(c)) if r else None
-            alts = [(ms, n) for n, ms in (r.timings.items() if r else ())
-                    if n.startswith(keep + ":") and (views or not is_view(choice_from_name(n)))]
-            if not mine or not alts:
-                return None
-            ms, name = min(alts)
-            new = choice_from_name(name)
-            new.ms, new.dense_ms, new.err = c.ms * ms / mine, c.dense_ms, r.errors.get(name, math.nan)
-            if ms / mine > 1 + tol or new.speedup < min_speedup:
-                return None
-            moves.append((t, b, c, new, ms / mine))
+    for b, c in t.items():
+        if c.path not in _PREFILL_FORMS or c.path == keep:
+            continue
+        r = recs.get(b)
+        mine = r.timings.get(choice_name(c)) if r else None
+        alts = [(ms, n) for n, ms in (r.timings.items() if r else ())
+                if n.startswith(keep + ":") and (views or not is_view(choice_from_name(n)))]
+        if not mine or not alts:
+            return None
+        ms, name = min(alts)
+        new = choice_from_name(name)
+        new.ms, new.dense_ms, new.err = c.ms * ms / mine, c.dense_ms, r.errors.get(name, math.nan)
+        if ms / mine > 1 + tol or new.speedup < min_speedup:
+            return None
+        moves.append((b, c, new, ms / mine))
     return moves
 
 
