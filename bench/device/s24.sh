@@ -7,6 +7,10 @@
 #   bash bench/device/s24.sh b      a without the other Ms (little device time left)
 #   bash bench/device/s24.sh c      b within about 4 minutes
 #   bash bench/device/s24.sh e2e | table70 | m16    as in s23.sh
+# As run this session (H100, 2026-12-07 19:26-19:30 UTC; six calls before found no machine): `s24.sh c`, then
+#   LLMSPARSE_CUTLASS_LIB=$PWD/bench/device/cutlass_bin/libllms_sp24.so LLMSPARSE_KERNEL_CACHE=off python3
+#   bench/bench_kernels.py --shapes llama2-70b --m 4096 --dtype fp16,bf16 --no-stock, and the same with
+#   --shapes llama2-7b --m 128,1024,16384 (results bench/results/*_s24.*)
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
