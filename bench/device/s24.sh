@@ -14,54 +14,22 @@
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-lib() {  # sets LLMSPARSE_CUTLASS_LIB to a library that loads here
-  export LLMSPARSE_CUTLASS_LIB=$PWD/bench/device/cutlass_bin/libllms_sp24.so
-  if ! python3 -c "from llmsparse.kernels import cutlass_sp24 as c; c.load()" > "$OUT/lib_load.txt" 2>&1; then
-    echo "carried library does not load ($(tail -1 "$OUT/lib_load.txt")); building with $(which nvcc)"
-    unset LLMSPARSE_CUTLASS_LIB
-    (mkdir -p /tmp/cutl && cd /tmp/cutl && python3 -m zipfile -e "$OLDPWD"/bench/device/cutlass_bin/nvidia_cutlass-*.whl .)
-    export LLMSPARSE_CUTLASS_DIR=/tmp/cutl/cutlass_library/source LLMSPARSE_CUTLASS_CACHE=/tmp/cutlass_cache
-    timeout 200 python3 -m llmsparse.kernels.build_cutlass build 2>&1 | tail -2
-  fi
-}
+source bench/device/cutlass_lib.sh
 case ${1:-} in
-  a|b)
+  a|b|c)  # c: b within about 4 minutes
     lib
-    LLMSPARSE_KERNEL_CACHE=off timeout 170 python3 bench/bench_kernels.py --shapes llama2-7b --m 4096 \
-      --dtype fp16,bf16 --no-stock --out "$OUT/g4096" > "$OUT/g4096.log" 2>&1
-    echo "== rc=$?"; grep "^| " "$OUT/g4096/gemm.md" | cut -d"|" -f2-9 || grep "M<=" "$OUT/g4096.log"; rm -f "$OUT/g4096/gemm.png"
-    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cutlass_gpu.py > "$OUT/pytest_cutlass.txt" 2>&1
-    tail -3 "$OUT/pytest_cutlass.txt"
-    [ "$1" = b ] && exit 0
-    LLMSPARSE_KERNEL_CACHE=off timeout 150 python3 bench/bench_kernels.py --shapes llama2-7b --m 128,1024,16384 \
-      --dtype fp16,bf16 --no-stock --out "$OUT/gm" > /dev/null 2>&1
-    echo "== rc=$?"; grep "^| " "$OUT/gm/gemm.md" | cut -d"|" -f2-9; rm -f "$OUT/gm/gemm.png"
-    ;;
-  c)  # b within about 4 minutes
-    lib
-    LLMSPARSE_KERNEL_CACHE=off timeout 140 python3 bench/bench_kernels.py --shapes llama2-7b --m 4096 \
+    if [ "$1" = c ]; then tg=140 tt=100; else tg=170 tt=120; fi
+    LLMSPARSE_KERNEL_CACHE=off timeout $tg python3 bench/bench_kernels.py --shapes llama2-7b --m 4096 \
       --dtype fp16,bf16 --no-stock --out "$OUT/g4096" > "$OUT/g4096.log" 2>&1
     echo "== rc=$?"; grep "^| " "$OUT/g4096/gemm.md" | cut -d"|" -f2-9 || grep "M<=" "$OUT/g4096.log"
     rm -f "$OUT/g4096/gemm.png"
-    timeout 100 python3 -m pytest -q -x -p no:cacheprovider tests/gpu/test_cutlass_gpu.py > "$OUT/pytest_cutlass.txt" 2>&1
+    timeout $tt python3 -m pytest -q -x -p no:cacheprovider tests/gpu/test_cutlass_gpu.py > "$OUT/pytest_cutlass.txt" 2>&1
     tail -3 "$OUT/pytest_cutlass.txt"
+    [ "$1" = a ] || exit 0
+    LLMSPARSE_KERNEL_CACHE=off timeout 150 python3 bench/bench_kernels.py --shapes llama2-7b --m 128,1024,16384 \
+      --dtype fp16,bf16 --no-stock --out "$OUT/gm" > "$OUT/gm.log" 2>&1
+    echo "== rc=$?"; grep "^| " "$OUT/gm/gemm.md" | cut -d"|" -f2-9; grep "instead of" "$OUT/gm.log"; rm -f "$OUT/gm/gemm.png"
     ;;
-  e2e)
-    lib
-    LLMSPARSE_KERNEL_CACHE=off timeout 560 python3 bench/bench_e2e.py --dtype fp16 --compile layers --batch 1 \
-      --prefill-attention causal --out "$OUT/e2e_fp16_b1_cutlass" > "$OUT/e2e_fp16_b1_cutlass.log" 2>&1
-    echo "== rc=$?"; grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_fp16_b1_cutlass.log"
-    ;;
-  table70)
-    lib
-    LLMSPARSE_KERNEL_CACHE=off timeout 500 python3 bench/bench_kernels.py --shapes llama2-70b --m 1024,4096,16384 \
-      --dtype fp16,bf16 --no-stock --out "$OUT/gemm_cutlass_70b" > "$OUT/gemm_cutlass_70b.log" 2>&1
-    echo "== rc=$?"; grep "^| " "$OUT/gemm_cutlass_70b/gemm.md" | cut -d"|" -f2-9; rm -f "$OUT/gemm_cutlass_70b/gemm.png"
-    ;;
-  m16)
-    LLMSPARSE_KERNEL_CACHE=off timeout 400 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 1,16 \
-      --dtype fp16,bf16 --no-stock --out "$OUT/gemm_m1_16" > /dev/null 2>&1
-    echo "== rc=$?"; grep "^| " "$OUT/gemm_m1_16/gemm.md" | cut -d"|" -f2-9; rm -f "$OUT/gemm_m1_16/gemm.png"
-    ;;
-  *) echo "usage: bash bench/device/s24.sh a|e2e|table70|m16" >&2; exit 2 ;;
+  e2e|table70|m16) exec bash bench/device/s23.sh "$1" ;;
+  *) echo "usage: bash bench/device/s24.sh a|b|c|e2e|table70|m16" >&2; exit 2 ;;
 esac
