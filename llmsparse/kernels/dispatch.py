@@ -655,9 +655,9 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
 
 # A layer whose tables pick cuSPARSELt at some buckets and CUTLASS at others holds both compressed forms (each about
 # 0.56x of the dense weight, beside the MMA-order copy decode reads). one_prefill_form gives such tables one of the
-# two where that costs at most this fraction of speed at every bucket it changes. (Timing noise at M = 4096 is a
-# few percent: a move within it can show as a loss in a later measurement, e.g. fp16 8192x28672, twenty-fourth
-# session, when the view table could still move the table.)
+# two where that costs at most this fraction of speed at every bucket it changes, by the first measurements. (A move
+# within timing noise can measure as a larger loss later: dense alone varied by up to 19% within one tuning of fp16
+# 8192x28672 at M = 4096 on the H100, twenty-fourth session.)
 ONE_FORM_TOL = 0.05
 _PREFILL_FORMS = ("cslt", "cutlass")
 
