@@ -365,6 +365,9 @@ def choice_from_name(name: str) -> Choice:
 
 # cutlass: offered only where its library is built (cutlass_sp24.available), never built by tuning itself
 DEFAULT_PATHS = ("gemvg", "mmsp", "gemv", "mmg", "cslt", "cutlass")
+# the paths that read a compressed form of their own (cuSPARSELt's, CUTLASS's; a layer builds it only where a choice
+# reads it) rather than the packed pair or the MMA-order copy
+OWN_FORM_PATHS = ("cslt", "cutlass")
 ALL_PATHS = DEFAULT_PATHS + ("mm", "mmb")  # every kernel family (the names --paths accepts)
 
 
@@ -396,7 +399,7 @@ def candidates(m: int, *, paths=DEFAULT_PATHS, cslt_algs=(0,), dtype=None,
         if ("mmsp" in paths and gluon_k and gluon_mmsp.MMSP_AVAILABLE
                 and (in_features is None or in_features % gluon_mmsp.MMSP_K == 0)):
             out += [Choice("mmsp", c) for c in gluon_mmsp.mo_configs_for(m) if gluon_mmsp.mo_order(c) == mo_only]
-        paths = tuple(p for p in paths if p in ("cslt", "cutlass"))
+        paths = tuple(p for p in paths if p in OWN_FORM_PATHS)
     if "gemvg" in paths and m <= gluon_sp24.MAX_M and gluon_sp24.AVAILABLE and gluon_k:
         out += [Choice("gemvg", c) for c in gluon_sp24.configs_for(m)]
     if "mmg" in paths and gluon_sp24.MM_MIN_M <= m <= gluon_sp24.MM_MAX_M and gluon_sp24.MMA_AVAILABLE and gluon_k:
@@ -622,7 +625,7 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
             rec.timings[name] = c.ms
             if not is_view(c) and (best is None or c.ms < best.ms):
                 best = c
-            if c.path not in ("cslt", "cutlass") and not is_mo(c) and (best_rm is None or c.ms < best_rm.ms):
+            if c.path not in OWN_FORM_PATHS and not is_mo(c) and (best_rm is None or c.ms < best_rm.ms):
                 best_rm = c
             if best_view is None or c.ms < best_view.ms:
                 best_view = c
@@ -659,7 +662,6 @@ def tune(out_features: int, in_features: int, dtype, has_bias: bool, buckets=BUC
 # within timing noise can measure as a larger loss later: dense alone varied by up to 19% within one tuning of fp16
 # 8192x28672 at M = 4096 on the H100, twenty-fourth session.)
 ONE_FORM_TOL = 0.05
-_PREFILL_FORMS = ("cslt", "cutlass")
 
 
 def one_prefill_form(key: tuple, table: dict[int, Choice], vtable: dict[int, Choice] | None = None,
@@ -678,11 +680,11 @@ def one_prefill_form(key: tuple, table: dict[int, Choice], vtable: dict[int, Cho
     for t, views in ((table, False), (vtable, True)):
         if t is None:
             continue
-        forms = {c.path for c in t.values()} & set(_PREFILL_FORMS)
-        kept = {c.path for c in table.values()} & set(_PREFILL_FORMS) if views else set()
-        if len(forms | kept) < 2 or len(kept) == 2:
+        forms = {c.path for c in t.values()} & set(OWN_FORM_PATHS)
+        kept = {c.path for c in table.values()} & set(OWN_FORM_PATHS) if views else set()
+        if len(forms | kept) < 2 or len(kept) > 1:
             continue
-        ways = [w for w in (_onto(f, t, views, recs, tol, min_speedup) for f in (kept or _PREFILL_FORMS))
+        ways = [w for w in (_onto(f, t, views, recs, tol, min_speedup) for f in (kept or OWN_FORM_PATHS))
                 if w is not None]
         if ways:
             moves = min(ways, key=lambda w: (max(m[3] for m in w), len(w)))
@@ -698,7 +700,7 @@ def _onto(keep: str, t: dict[int, Choice], views: bool, recs: dict, tol: float, 
     or None where one bucket cannot move."""
     moves = []
     for b, c in t.items():
-        if c.path not in _PREFILL_FORMS or c.path == keep:
+        if c.path not in OWN_FORM_PATHS or c.path == keep:
             continue
         r = recs.get(b)
         mine = r.timings.get(choice_name(c)) if r else None

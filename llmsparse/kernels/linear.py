@@ -313,7 +313,7 @@ class SparseLinear(nn.Module):
         order = self._storage_order()
         cap = mo_max_m()
         compact = bool(order and chosen) and all(
-            c.path in ("cslt", "cutlass") or dispatch.mo_order(c) == order
+            c.path in dispatch.OWN_FORM_PATHS or dispatch.mo_order(c) == order
             or (c.path == "dense" and (self.keep_dense is not False or b <= cap or self._cslt is not None
                                        or self._cutlass_a is not None))
             for b, c in buckets)
