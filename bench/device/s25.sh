@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Twenty-fifth session's GPU calls, from the repository root with OUT set; each part fits one call (600 s).
+# Carry bench/device/cutlass_bin (the library built on the CPU VM; see s23.sh's header for a rebuild).
+#   bash bench/device/s25.sh all4096   the dispatcher at M = 4096 on all six shapes (7B and 70B), fp16 and bf16, in one
+#                                      table: the target's row set, with the post-pass fixed after the twenty-fourth
+#                                      session (fp16 8192x28672 measured 1.27x eagerly under its first version)
+#   bash bench/device/s25.sh e2e | table70 | m16    as in s23.sh
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+source bench/device/cutlass_lib.sh
+case ${1:-} in
+  all4096)
+    lib
+    LLMSPARSE_KERNEL_CACHE=off timeout 330 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 4096 \
+      --dtype fp16,bf16 --no-stock --out "$OUT/g4096all" > "$OUT/g4096all.log" 2>&1
+    echo "== rc=$?"; grep "^| " "$OUT/g4096all/gemm.md" | cut -d"|" -f2-9; grep -E "instead of" "$OUT/g4096all.log"
+    rm -f "$OUT/g4096all/gemm.png"
+    ;;
+  e2e|table70|m16) exec bash bench/device/s23.sh "$1" ;;
+  *) echo "usage: bash bench/device/s25.sh all4096|e2e|table70|m16" >&2; exit 2 ;;
+esac
