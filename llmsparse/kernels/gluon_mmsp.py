@@ -48,11 +48,11 @@ loads along s are contiguous registers (vectorized). Needs ``in_features % 128 =
 """
 from __future__ import annotations
 
-import os
 
 import torch
 
 from . import gluon_sp24 as _gsp
+from .envknob import env_choice
 from .gluon_sp24 import AVAILABLE, _log2, _splitk_reduce, supported
 
 try:
@@ -971,7 +971,7 @@ MMSP_MO_WIDE_CONFIGS = {
          # first wins 3 of 4 4096x4096 and all 4 4096x11008 rows (bench/results/gemm_m16_32_64_{a,b}_h100_s20.*)
          (4, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4), (2, 2, 4, 3, 0, 0, 0, 4, 1, 0, 0, 0, 4)],
 }
-MO_WIDE = 0 if os.environ.get("LLMSPARSE_MMSP_WIDE", "1").strip().lower() in ("0", "off") else 1
+MO_WIDE = env_choice("LLMSPARSE_MMSP_WIDE", {"1": 1, "on": 1, "0": 0, "off": 0}, "1")
 MO_WIDE_MAX_M = 64
 
 
@@ -1006,13 +1006,7 @@ def mo_configs_for(m: int) -> list[tuple]:
 MO_STORAGE_ORDER = 2
 _MO_MODES = {"": (0, MO_STORAGE_ORDER), "compact": (0, MO_STORAGE_ORDER), "compact1": (0, 1), "compact2": (0, 2),
              "0": (0, 0), "off": (0, 0), "1": (1, 0)}
-_MO_ENV = os.environ.get("LLMSPARSE_MMSP_MO", "").strip().lower()
-if _MO_ENV not in _MO_MODES:
-    import warnings
-
-    warnings.warn(f"LLMSPARSE_MMSP_MO={_MO_ENV!r} is not one of {', '.join(m for m in _MO_MODES if m)}: "
-                  "the default (compact) is used", stacklevel=1)
-MO_TUNING, MO_STORAGE = _MO_MODES.get(_MO_ENV, _MO_MODES[""])
+MO_TUNING, MO_STORAGE = env_choice("LLMSPARSE_MMSP_MO", _MO_MODES, "")
 
 
 def mo_storage_applies(device, paths) -> bool:
@@ -1252,14 +1246,14 @@ def tile_counters(device: torch.device, n: int) -> torch.Tensor:
 # How the kernel builds the MMA metadata: 1 (default) with byte permutes (:func:`_meta4`), 0 with shifts and masks
 # (:func:`_nib4`, the kernel before the eleventh session). The two give the same bits; 0 is for A/B timings
 # (``LLMSPARSE_MMSP_META=0`` at import, or this attribute: bench/device/meta_probe.py).
-META = 0 if os.environ.get("LLMSPARSE_MMSP_META", "1").strip() == "0" else 1
+META = env_choice("LLMSPARSE_MMSP_META", {"1": 1, "0": 0}, "1")
 
 # Early weights (twelfth session, opt-in: ``LLMSPARSE_MMSP_EARLY=1`` at import, or this attribute): under PDL the
 # register-prefetch configurations request their first super-step's packed weights before
 # ``griddepcontrol.wait``, so that a kernel's weight stream starts while the kernel before it finishes. Valid
 # only while no kernel launched right before this one writes the packed tensors: true of a model's layers, whose
 # weights are written once when they are packed or loaded (followed by other kernels before any forward).
-EARLY = 1 if os.environ.get("LLMSPARSE_MMSP_EARLY", "0").strip() == "1" else 0
+EARLY = env_choice("LLMSPARSE_MMSP_EARLY", {"0": 0, "1": 1}, "0")
 
 # Cache policy of the packed-weight loads (``LLMSPARSE_MMSP_EVICT=0|1|2|3`` at import, or this attribute;
 # bench/device/evict_probe.py), on the weight loads into registers (the AS stages' cp.async and the TM bulk copies
@@ -1273,7 +1267,7 @@ EARLY = 1 if os.environ.get("LLMSPARSE_MMSP_EARLY", "0").strip() == "1" else 0
 # Each weight is read once; why the hint pays is not profiled (the XL configurations' x goes to shared memory by
 # cp.async, bypassing L1, so it is not room for x). (``evict_first`` with ``.cg`` is refused by ptxas; Triton has no
 # ``.cs`` load.)
-EVICT = {"0": 0, "2": 2, "3": 3}.get(os.environ.get("LLMSPARSE_MMSP_EVICT", "1").strip(), 1)
+EVICT = env_choice("LLMSPARSE_MMSP_EVICT", {"0": 0, "1": 1, "2": 2, "3": 3}, "1")
 
 
 def mmsp_supported(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> bool:

@@ -26,9 +26,9 @@ Triton without Gluon (or an older Gluon API): :data:`AVAILABLE` is False and the
 """
 from __future__ import annotations
 
-import os
-
 import torch
+
+from .envknob import env_choice
 
 # Programmatic dependent launch (PDL, Hopper and later; on by default since the tenth session): the small-M
 # kernels (gemvg, mmsp, the split-K reduction) are launched with ``launch_pdl=True`` and wait for the previous
@@ -41,12 +41,7 @@ import torch
 # ``LLMSPARSE_PDL=0`` (off), ``1`` or ``2`` at import, or this attribute; devices older than compute
 # capability 9.0 never get it (pdl_args).
 _PDL_MODES = {"": 1, "1": 1, "on": 1, "2": 2, "0": 0, "off": 0}
-_PDL_ENV = os.environ.get("LLMSPARSE_PDL", "").strip().lower()
-PDL = _PDL_MODES.get(_PDL_ENV, 1)
-if _PDL_ENV not in _PDL_MODES:
-    import warnings
-
-    warnings.warn(f"LLMSPARSE_PDL={_PDL_ENV!r} is not 0, 1 or 2: using 1", stacklevel=1)
+PDL = env_choice("LLMSPARSE_PDL", _PDL_MODES, "1")
 
 
 _SM90: dict = {}

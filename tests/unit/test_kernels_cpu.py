@@ -1559,3 +1559,41 @@ def test_e2e_decode_loop_generates_what_hf_generate_does(batch):
     assert torch.equal(toks, ref[:, 6:])
     with pytest.raises(ValueError, match="batch"):
         benchmark.decode(model, prompt_len=5, gen=6, batch=0)
+
+
+def test_env_choice_reads_known_values_and_warns_on_others(monkeypatch):
+    """envknob.env_choice (the import-time developer knobs): unset gives the default's mode; a known value
+    (stripped, any case) its own; an unknown one warns, naming the variable, the value and the accepted values,
+    and gives the default's mode."""
+    import warnings
+
+    from llmsparse.kernels.envknob import env_choice
+
+    modes = {"0": 0, "1": 1, "off": 0, "2": 2}
+    monkeypatch.delenv("LLMSPARSE_TEST_KNOB", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert env_choice("LLMSPARSE_TEST_KNOB", modes, "1") == 1
+        for raw, want in (("0", 0), (" OFF ", 0), ("2", 2)):
+            monkeypatch.setenv("LLMSPARSE_TEST_KNOB", raw)
+            assert env_choice("LLMSPARSE_TEST_KNOB", modes, "1") == want
+    monkeypatch.setenv("LLMSPARSE_TEST_KNOB", "7")
+    with pytest.warns(UserWarning, match=r"LLMSPARSE_TEST_KNOB='7' is not one of 0, 1, off, 2: using 1"):
+        assert env_choice("LLMSPARSE_TEST_KNOB", modes, "1") == 1
+
+
+def test_evict_knob_warns_on_an_unknown_value():
+    """LLMSPARSE_MMSP_EVICT=0..3 sets gluon_mmsp.EVICT; another value was taken silently for 1 before the twenty-
+    fifth session, now it warns (and still gives 1, the default)."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('always'); from llmsparse.kernels import gluon_mmsp as g; "
+            "print(g.EVICT)")
+    env = {k: v for k, v in os.environ.items() if k != "LLMSPARSE_MMSP_EVICT"}
+    out = {}
+    for val in (None, "0", "3", "9"):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=env if val is None else {**env, "LLMSPARSE_MMSP_EVICT": val})
+        out[val] = (int(r.stdout), "LLMSPARSE_MMSP_EVICT" in r.stderr)
+    assert out == {None: (1, False), "0": (0, False), "3": (3, False), "9": (1, True)}
