@@ -5,6 +5,7 @@ sides. Needs a CUDA GPU.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import statistics
 import time
@@ -433,6 +434,9 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
     g = torch.Generator(device=dev).manual_seed(seed)
     prompt = torch.randint(1, vocab, (batch, prompt_len), device=dev, generator=g)
     cache = StaticCache(config=model.config, max_cache_len=prompt_len + gen + 8)
+    # transformers >= 5.24 names the forward's KV-cache argument ``cache`` (``past_key_values`` deprecated)
+    fwd = getattr(model, "_orig_mod", model).forward  # a torch.compile wrapper's module underneath
+    ckw = "cache" if "cache" in inspect.signature(fwd).parameters else "past_key_values"
     ids = torch.zeros((batch, 1), dtype=torch.long, device=dev)
     pos = torch.zeros((1,), dtype=torch.long, device=dev)
     toks = torch.zeros((batch, gen + 8), dtype=torch.long, device=dev)
@@ -440,13 +444,13 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
     def reset():
         cache.reset()  # in place (static addresses kept); transformers 5 tracks the write position inside
         with torch.no_grad(), _untimed():
-            out = model(input_ids=prompt, past_key_values=cache, cache_position=torch.arange(prompt_len, device=dev),
+            out = model(input_ids=prompt, **{ckw: cache}, cache_position=torch.arange(prompt_len, device=dev),
                         use_cache=True, logits_to_keep=1)
         ids.copy_(out.logits[:, -1:].argmax(-1))
         pos.fill_(prompt_len)
 
     def step():
-        out = model(input_ids=ids, past_key_values=cache, cache_position=pos,
+        out = model(input_ids=ids, **{ckw: cache}, cache_position=pos,
                     position_ids=pos.view(1, 1).expand(batch, 1), use_cache=True)
         ids.copy_(out.logits[:, -1:].argmax(-1))
         toks.index_copy_(1, pos - prompt_len, ids)
