@@ -1,6 +1,7 @@
 """CPU side of llmsparse.kernels: the dense-with-zeros fallback, the swap, the dispatcher's pure parts."""
 from __future__ import annotations
 
+import inspect
 import os
 import statistics
 
@@ -236,7 +237,8 @@ def test_causal_prefill_attention_equals_the_masked_model_and_refuses_a_cache():
         past = model(ids, use_cache=True).past_key_values
         with pytest.raises(ValueError, match="query and key of one length"):
             with B.causal_prefill(model):
-                model(ids[:, :1], past_key_values=past, use_cache=True)
+                ckw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+                model(ids[:, :1], **{ckw: past}, use_cache=True)  # the name transformers >= 5.24 uses
         assert model.config._attn_implementation == "sdpa"
     with pytest.raises(ValueError, match="prefill attention"):
         B.time_prefill(model, 8, attention="flash")
