@@ -4,7 +4,10 @@
 #   bash bench/device/s25.sh all4096   the dispatcher at M = 4096 on all six shapes (7B and 70B), fp16 and bf16, in one
 #                                      table: the target's row set, with the post-pass fixed after the twenty-fourth
 #                                      session (fp16 8192x28672 measured 1.27x eagerly under its first version)
-#   bash bench/device/s25.sh e2e | table70 | m16    as in s23.sh
+#   bash bench/device/s25.sh rest70    the 70B shapes at M = 128, 1024, 16384 (never measured with the current
+#                                      dispatcher: bench/targets.py lists them as not measured)
+#   bash bench/device/s25.sh e2e | m16    as in s23.sh
+# Then, on the VM, with the fetched JSONs and the M = 1/16 and e2e results: python bench/targets.py FILES...
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -17,6 +20,12 @@ case ${1:-} in
     echo "== rc=$?"; grep "^| " "$OUT/g4096all/gemm.md" | cut -d"|" -f2-9; grep -E "instead of" "$OUT/g4096all.log"
     rm -f "$OUT/g4096all/gemm.png"
     ;;
+  rest70)
+    lib
+    LLMSPARSE_KERNEL_CACHE=off timeout 500 python3 bench/bench_kernels.py --shapes llama2-70b --m 128,1024,16384 \
+      --dtype fp16,bf16 --no-stock --out "$OUT/g70rest" > "$OUT/g70rest.log" 2>&1
+    echo "== rc=$?"; grep "^| " "$OUT/g70rest/gemm.md" | cut -d"|" -f2-9; rm -f "$OUT/g70rest/gemm.png"
+    ;;
   e2e|table70|m16) exec bash bench/device/s23.sh "$1" ;;
-  *) echo "usage: bash bench/device/s25.sh all4096|e2e|table70|m16" >&2; exit 2 ;;
+  *) echo "usage: bash bench/device/s25.sh all4096|rest70|e2e|table70|m16" >&2; exit 2 ;;
 esac
