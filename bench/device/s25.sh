@@ -12,19 +12,27 @@ set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 source bench/device/cutlass_lib.sh
+R=bench/results
+BASE="$R/gemm_m1_16_h100_s23.json $R/gemm_m16_a_h100_s23.json $R/gemm_m16_b_h100_s23.json \
+  $R/gemm_cutlass_7b_m128_1024_16384_h100_s24.json $R/e2e_fp16_b1_causal_interleave_h100_s22.json \
+  $R/e2e_bf16_b1_causal_h100_s20.json"
+verdict() {  # the issue's targets over the committed results and this call's new file (the latest row decides)
+  python3 bench/targets.py $BASE "$@" | grep -v " ok; "
+}
 case ${1:-} in
   all4096)
     lib
     LLMSPARSE_KERNEL_CACHE=off timeout 330 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 4096 \
       --dtype fp16,bf16 --no-stock --out "$OUT/g4096all" > "$OUT/g4096all.log" 2>&1
     echo "== rc=$?"; grep "^| " "$OUT/g4096all/gemm.md" | cut -d"|" -f2-9; grep -E "instead of" "$OUT/g4096all.log"
-    rm -f "$OUT/g4096all/gemm.png"
+    rm -f "$OUT/g4096all/gemm.png"; verdict "$OUT/g4096all/gemm.json"
     ;;
   rest70)
     lib
     LLMSPARSE_KERNEL_CACHE=off timeout 500 python3 bench/bench_kernels.py --shapes llama2-70b --m 128,1024,16384 \
       --dtype fp16,bf16 --no-stock --out "$OUT/g70rest" > "$OUT/g70rest.log" 2>&1
     echo "== rc=$?"; grep "^| " "$OUT/g70rest/gemm.md" | cut -d"|" -f2-9; rm -f "$OUT/g70rest/gemm.png"
+    verdict "$OUT/g70rest/gemm.json" $R/gemm_cutlass_70b_m4096_h100_s24.json $R/gemm_cutlass_7b_m4096_h100_s24.json
     ;;
   e2e|table70|m16) exec bash bench/device/s23.sh "$1" ;;
   *) echo "usage: bash bench/device/s25.sh all4096|rest70|e2e|table70|m16" >&2; exit 2 ;;
