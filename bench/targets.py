@@ -66,8 +66,10 @@ def read(paths: list[str], gpu: str) -> tuple[dict, list, list[str]]:
                 m = {"file": p, "time": when, "speedup": float(r["speedup"]), "path": r.get("path"),
                      "err": r.get("err_vs_dense"), "written": r.get("all_written"),
                      "view_speedup": r.get("view_speedup")}
-            except (KeyError, TypeError, ValueError) as e:
+            except KeyError as e:
                 raise BadInput(f"{p}: a gemm row lacks {e}") from None
+            except (TypeError, ValueError) as e:
+                raise BadInput(f"{p}: a gemm row has a non-number ({e})") from None
             gemm.setdefault(key, []).append(m)
         if "decode_speedup" in d:
             e2e.append(dict(d, file=p, time=when))

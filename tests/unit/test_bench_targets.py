@@ -88,7 +88,10 @@ def test_missing_rows_slower_rows_errors_and_other_gpus(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content,msg", [("{not json", "cannot read a JSON result"),
-                                         ('{"rows": []}', "neither a bench_kernels result")])
+                                         ('{"rows": []}', "neither a bench_kernels result"),
+                                         ('{"gemm": [{"dtype": "float16"}]}', "a gemm row lacks 'out'"),
+                                         ('{"gemm": [{"dtype": "float16", "out": 8, "inp": 8, "M": 1, '
+                                          '"speedup": null}]}', "a gemm row has a non-number")])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, msg):
     p = tmp_path / "bad.json"
     p.write_text(content)
