@@ -55,21 +55,22 @@ def read(paths: list[str], gpu: str) -> tuple[dict, list, list[str]]:
         if not isinstance(d, dict) or ("gemm" not in d and "decode_speedup" not in d):
             raise BadInput(f"{p}: neither a bench_kernels result (no 'gemm') nor a bench_e2e one (no 'decode_speedup')")
         env = d.get("env") or {}
-        name = env.get("gpu") or "no GPU named"
-        if gpu.lower() not in name.lower():
-            skipped.append(f"{p} ({name})")
-            continue
         when = env.get("time", "")
-        for r in d.get("gemm", ()):
+        rows = []
+        for r in d.get("gemm", ()):  # checked whichever GPU the file is of
             try:
                 key = (r["dtype"], int(r["out"]), int(r["inp"]), int(r["M"]))
-                m = {"file": p, "time": when, "speedup": float(r["speedup"]), "path": r.get("path"),
-                     "err": r.get("err_vs_dense"), "written": r.get("all_written"),
-                     "view_speedup": r.get("view_speedup")}
+                rows.append((key, {"file": p, "time": when, "speedup": float(r["speedup"]), "path": r.get("path"),
+                                   "err": r.get("err_vs_dense"), "written": r.get("all_written")}))
             except KeyError as e:
                 raise BadInput(f"{p}: a gemm row lacks {e}") from None
             except (TypeError, ValueError) as e:
                 raise BadInput(f"{p}: a gemm row has a non-number ({e})") from None
+        name = env.get("gpu") or "no GPU named"
+        if gpu.lower() not in name.lower():
+            skipped.append(f"{p} ({name})")
+            continue
+        for key, m in rows:
             gemm.setdefault(key, []).append(m)
         if "decode_speedup" in d:
             e2e.append(dict(d, file=p, time=when))
