@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One stage of the H200 measurement session (docs/kernels.md, "Measured (H200)"), run on the device
+# One stage of the H200 measurement session (docs/kernels-log.md, "Measured (H200)"), run on the device
 # machine from the repository root with OUT set:  bash bench/device/h200_session.sh STAGE
 #   env    nvidia-smi and versions
 #   tests  GPU test suite of the working tree (pytest-xdist when present)

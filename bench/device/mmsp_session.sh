@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU measurements of the mmsp kernel (seventh and eighth sessions, docs/kernels.md), run on the device machine from the
+# GPU measurements of the mmsp kernel (seventh and eighth sessions, docs/kernels-log.md), run on the device machine from the
 # repository root with OUT set:  bash bench/device/mmsp_session.sh STAGE
 #   ch     chained-accumulator (CH) configurations: faults/errors in separate processes (diag_kernels.py),
 #          then timings at M = 1, 8, 16 beside the existing mmsp configurations, then Nsight Compute on
@@ -48,7 +48,7 @@ CH="4,2,2,1,1,1;4,4,2,0,1,1;8,4,2,0,1,1;2,4,2,0,1,1;8,2,2,1,1,1;4,4,2,0,0,1;4,4,
 # RW (9th): the warps of a program split its rows and share x through L1
 PD="4,2,2,1,1,0,2;4,2,2,1,1,0,4;4,2,2,1,1,0,8;2,2,2,1,1,0,3;8,2,2,1,1,0,2;2,4,2,0,1,1,3;4,1,2,1,1,0,4;4,1,2,1,1,0,8;4,1,1,1,1,0,2;4,1,1,1,1,0,4;4,1,1,1,1,0,8;4,1,1,0,1,0,4;8,2,1,1,1,0,2;4,2,2,1,1,0,0,2;4,2,2,1,1,0,0,4;4,2,2,1,1,0,8,2;4,1,2,1,1,0,0,2;4,1,1,1,1,0,0,2;2,2,2,1,1,0,4,2;4,1,2,1,1,0,0,1,1;4,1,2,1,1,0,0,2,1;4,1,2,1,1,0,0,4,1;4,1,2,1,1,0,4,2,1;4,2,2,1,1,0,0,2,1;2,2,2,1,1,0,0,2,1;4,1,1,1,1,0,0,2,1;8,1,1,1,1,0,4,1,1"
 # (offline, sm_90: none of these spills; (4,2,2,1,1,0,4,2,1) and (2,2,2,2,1,0,4,1,1) did and are left out)
-# AS (10th element, eighth session; measured in the ninth: correct, no M = 16 gain, docs/kernels.md): operands staged through an AS-deep shared-memory ring by
+# AS (10th element, eighth session; measured in the ninth: correct, no M = 16 gain, docs/kernels-log.md): operands staged through an AS-deep shared-memory ring by
 # cp.async instead of register prefetch (84-217 registers offline, no spills, 54-144 KB of shared memory)
 AS="4,1,1,0,1,0,0,1,0,2;4,1,1,0,1,0,0,1,0,3;4,1,1,0,1,0,0,1,0,4;8,1,1,0,1,0,0,1,0,3;4,2,1,0,1,0,0,1,0,3;4,1,1,0,0,0,0,1,0,3;4,1,1,0,1,0,0,2,0,3;4,2,2,0,1,0,0,1,0,2;4,2,2,0,1,0,0,1,0,3;4,2,2,0,1,0,0,1,0,4;2,2,2,0,1,0,0,1,0,3;8,2,2,0,1,0,0,1,0,2;4,1,2,0,1,0,0,1,0,4;4,1,2,0,1,0,0,4,1,3;4,2,2,0,1,0,0,2,1,3;2,4,2,0,1,1,0,1,0,2;4,4,2,0,1,1,0,1,0,2;4,2,2,0,1,0,0,2,0,3"
 # OCC (ninth session): the streaming-read bound (read_floor.py) reached its rate with thousands of light programs,

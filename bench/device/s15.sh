@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fifteenth session's GPU calls (docs/kernels.md), from the repository root with OUT set:
+# Fifteenth session's GPU calls (docs/kernels-log.md), from the repository root with OUT set:
 #   bash bench/device/s15.sh first   GPU tests of XL, MO and MO storage; the XL probe at M = 16 (bf16, six shapes,
 #                                    beside the dispatcher's MO configurations); the dispatcher's table with MO storage
 #                                    (LLMSPARSE_MMSP_MO=compact) on the Llama-2-7B shapes at M = 1, 16 (bf16)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sixteenth session's GPU calls (docs/kernels.md), from the repository root with OUT set:
+# Sixteenth session's GPU calls (docs/kernels-log.md), from the repository root with OUT set:
 #   bash bench/device/s16.sh xl8    the XL (MO >= 2) NT = 1 configurations at M = 1, 4, 8 beside the MO = 1 ones,
 #                                   gemvg and the row-major mmsp ones (bf16, fp16; six shapes): can one copy of
 #                                   order 2 serve M = 1-16? Then the bf16 end-to-end run with MO on, layers compiled

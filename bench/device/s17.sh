@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seventeenth session's plan for the next GPU calls (docs/kernels.md, "What next (after the seventeenth session)"),
+# Seventeenth session's plan for the next GPU calls (docs/kernels-log.md, "What next (after the seventeenth session)"),
 # from the repository root with OUT set:
 #   bash bench/device/s17.sh first   the GPU test of MO storage (orders 1 and 2), then the tables with MO storage of
 #                                    order 1 and 2 at M = 1, 16 (bf16, fp16), then end to end with compact2 (bf16,

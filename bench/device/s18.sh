@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Eighteenth session's plan for the next GPU calls (docs/kernels.md, "What next (after the eighteenth session)"),
+# Eighteenth session's plan for the next GPU calls (docs/kernels-log.md, "What next (after the eighteenth session)"),
 # from the repository root with OUT set:
 #   bash bench/device/s18.sh fix    fp16 end to end with the default settings (MO storage of order 2) after the
 #                                   _materialize fix: decoder linears should be 14.57 GB, not 27.52 GB (~2 minutes)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Nineteenth session's plan for the next GPU calls (docs/kernels.md, "What next (after the nineteenth session)"),
+# Nineteenth session's plan for the next GPU calls (docs/kernels-log.md, "What next (after the nineteenth session)"),
 # from the repository root with OUT set; each part fits one call (600 s):
 #   bash bench/device/s19.sh fix     fp16 end to end, compiled layers, batch 1, default settings (MO storage of order 2,
 #                                    wide MO configurations), the prefill with an explicit mask (as before) and then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Twenty-third session's GPU calls, from the repository root with OUT set; each part fits one call (600 s).
 # As run this session (H100, 2026-12-07 15:51-16:06 UTC, then 16:24-16:31):
-#   bash bench/device/s22.sh m16small | b32 | rest1, two dispatcher tables (commands in docs/kernels.md)
+#   bash bench/device/s22.sh m16small | b32 | rest1, two dispatcher tables (commands in docs/kernels-log.md)
 #   bash bench/device/cutlass_probe.sh (carry bench/device/cutlass_bin), then two short 4096x4096 calls
 # Next session (carry bench/device/cutlass_bin: libllms_sp24.so built on the CPU VM with the pip CUDA 13.5 nvcc by
 # `python -m llmsparse.kernels.build_cutlass build`, and the nvidia-cutlass wheel for a rebuild there). If that

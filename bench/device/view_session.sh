@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Eighth-session GPU check of the view-table path (cuSPARSELt's [N, M] result left transposed under
-# torch.compile, docs/kernels.md), run on the device machine from the repository root with OUT set:
+# torch.compile, docs/kernels-log.md), run on the device machine from the repository root with OUT set:
 #   bash bench/device/view_session.sh [e2e|bf16]
 # default: GPU tests of the path (and of the mmsp configurations), the fp16 end-to-end benchmark with
 # --compile layers, the fp16 GEMM table at M = 1024-16384 (with its "under torch.compile" column);

@@ -1,7 +1,7 @@
 """The ``cutlass`` prefill path: CUTLASS's Hopper sparse GEMM (``wgmma.sp``), built from source on demand.
 
 Where it pays: fp16 4096x4096 at M = 4096, cuSPARSELt 0.8's weak row, ran 1.39-1.49x faster than dense on an H100
-in a standalone probe (cuSPARSELt 1.25x in the same call; docs/kernels.md, twenty-third session). It is one more
+in a standalone probe (cuSPARSELt 1.25x in the same call; docs/kernels-log.md, twenty-third session). It is one more
 candidate of the dispatcher (path ``cutlass``, ``cfg = (index into CONFIGS,)``, M >= :data:`MIN_M`), measured
 against the others like every path, on Hopper (compute capability 9.0) only.
 

@@ -8,7 +8,7 @@ For every (GPU, dtype, out, in, bias) and every bucket of token counts M (powers
 * ``gemvg``: the same algorithm in Gluon with hand-placed register layouts (M <= 8, several tokens
   per program; :mod:`.gluon_sp24`),
 * ``mmg``:   Gluon, dense W fragments rebuilt in registers for mma.sync tensor-core steps, split-K
-  (9 <= M <= 16: the only bucket where it was measured to beat dense, docs/kernels.md),
+  (9 <= M <= 16: the only bucket where it was measured to beat dense, docs/kernels-log.md),
 * ``mmsp``:  Gluon on the sparse tensor cores (``mma.sp`` on the packed weights as they are;
   :mod:`.gluon_mmsp`), M <= 16, K % 128 == 0,
 * ``mm``/``mmb``: the Triton kernels that rebuild dense tiles in registers for ``tl.dot`` (M <= 256),

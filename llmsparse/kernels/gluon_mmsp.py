@@ -3,7 +3,7 @@
 A dispatcher candidate for M <= 16 (``dispatch.DEFAULT_PATHS``). The first version (one 32-bit load per
 operand register) was correct on an H200 but 0.2-1.07x of dense cuBLAS; this wide-load version is
 1.2-1.7x at M = 2-8 and 1.0-1.43x at M = 16 there, and 1.33-1.68x at M = 2-8 and 1.07-1.56x at M = 16 on
-an H100 (docs/kernels.md).
+an H100 (docs/kernels-log.md).
 
 Why: the decode kernels ``gemvg``/``mmg`` spend 6-8 instructions per kept weight selecting inputs or
 rebuilding dense MMA fragments. ``mma.sp`` takes the compressed 2:4 operand and its 2-bit indices.
@@ -34,7 +34,7 @@ they then read the same x (L1 hits after the first warp: at M = 16 the x re-read
 the weights) and need no reduction across warps. ``PD`` (measured: it does not pay, see MMSP_CONFIGS) prefetches each warp's packed weights ``PD`` iterations ahead into L2
 (``prefetch.global.L2``, one line of values and one of metadata per row): on an H100 at M = 16 the kernel
 waits on its global loads with 8 warps per SM and reaches 75% of DRAM bandwidth (Nsight Compute,
-docs/kernels.md); loads that hit L2 have a shorter latency for the same registers in flight. ``AS`` stages
+docs/kernels-log.md); loads that hit L2 have a shorter latency for the same registers in flight. ``AS`` stages
 every operand through an ``AS``-deep shared-memory ring filled by ``cp.async`` instead of prefetching
 into registers, so the bytes in flight hold no registers (what cuBLAS does with its shared-memory
 pipeline); each thread reads back only the pieces it copied itself. Measured on an H100 (ninth session):
@@ -893,7 +893,7 @@ if MMSP_AVAILABLE:
 # the 70B MLP shapes) in a probe (bench/device/mo_probe.py). Not here by default (memory): the dispatcher times them
 # only with MO_TUNING (MMSP_MO_CONFIGS).
 # Rows per program = 16 * RT (x WK with RW); tokens per program = 8 * NT.
-# Measured on an H200 (docs/kernels.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
+# Measured on an H200 (docs/kernels-log.md): NT = 4 and 8 (M = 17-64) were 0.16-0.45x of dense and are left out.
 # CH (sixth element): of 11 chained configurations measured on an H100 (bench/results/mmsp_ch_probe_h100.json)
 # the dispatcher picked two, kept here: (2, 4, 2, 0, 1, 1) for 28672x8192 at M = 16 (104 vs 107 us) and
 # (4, 1, 1, 1, 0, 1) for fp16 8192x8192 at M = 4; the others were slower than the unchained ones.

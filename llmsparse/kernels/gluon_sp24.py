@@ -35,7 +35,7 @@ from .envknob import env_choice
 # kernel with ``griddepcontrol.wait`` before any load or store, so that a kernel's launch overlaps the end of
 # the one before it. They let the next kernel launch (``griddepcontrol.launch_dependents``) before their
 # stores (PDL = 1, the default) or right after their wait (PDL = 2: the next kernel's programs may then take
-# free SM slots, and wait there, while this one runs). Measured on an H100 (docs/kernels.md, tenth session):
+# free SM slots, and wait there, while this one runs). Measured on an H100 (docs/kernels-log.md, tenth session):
 # mode 1 took 0.90-1.005x the time of PDL off over 36 (dtype, shape, M = 1/8/16) rows, median 0.98x (most
 # gained on the 7B shapes: 4096x4096 at M = 16 13.6 -> 12.3 us; the four rows above 1.0 within 0.5%).
 # ``LLMSPARSE_PDL=0`` (off), ``1`` or ``2`` at import, or this attribute; devices older than compute

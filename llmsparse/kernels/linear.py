@@ -551,11 +551,11 @@ def sparsify(model: nn.Module, *, min_speedup: float = dispatch.DEFAULT_MIN_SPEE
     to hold only the packed weights, 0.5625x of dense, at the price of slower large-M calls).
     ``for_compile=True``: the model will run under torch.compile, where a layer may take cuSPARSELt's
     transposed result and leave the transpose to Inductor (``compiled_paths`` below; fp16 prefill on an
-    H100, docs/kernels.md); this builds cuSPARSELt's form where that wins, memory that eager use would
+    H100, docs/kernels-log.md); this builds cuSPARSELt's form where that wins, memory that eager use would
     not need, and keeps the dense weight only where the compiled choices use it (a layer prepared for
     compile and run eagerly takes a packed-form path where its eager choice was dense).
     With ``LLMSPARSE_MMSP_MO=1`` (``gluon_mmsp.MO_TUNING``) the dispatcher also measures ``mmsp`` on a copy of
-    the packed weights in MMA operand order (faster at M = 2-16 on an H100, docs/kernels.md); layers that pick
+    the packed weights in MMA operand order (faster at M = 2-16 on an H100, docs/kernels-log.md); layers that pick
     it hold that copy too (another 0.5625x of the dense weight). ``mo_storage`` (0 off, 1 or 2 the copy's order;
     default ``gluon_mmsp.MO_STORAGE``, order 2 unless ``LLMSPARSE_MMSP_MO`` says otherwise, applied where
     ``gluon_mmsp.mo_storage_applies``: Hopper, mmsp among the paths): layers are tuned over what that copy can run

@@ -58,7 +58,7 @@ for kind, n, k, m, cfg, has_bias in CASES:
     print(f"{kind} {n}x{k} M={m} cfg={cfg} bias={has_bias}: rel err {err:.2e} {'ok' if ok else 'FAIL'}")
 
 # bench/device/read_floor.py's streaming-read kernel (the "no kernel can read these bytes faster" bound of
-# docs/kernels.md): its per-program XOR checksums must cover every word, a masked tail included, and see a
+# docs/kernels-log.md): its per-program XOR checksums must cover every word, a masked tail included, and see a
 # flipped bit
 import importlib.util  # noqa: E402
 import pathlib  # noqa: E402

@@ -1,6 +1,6 @@
 """The Gluon decode kernel compiled for sm_90 on the CPU (Triton's bundled ptxas/nvdisasm): it must
 compile for both dtypes, and its main loop must stay free of barriers, shared-memory round trips
-and register spills -- the property that made it faster than the Triton kernel (docs/kernels.md)."""
+and register spills -- the property that made it faster than the Triton kernel (docs/kernels-log.md)."""
 import re
 
 import pytest
@@ -465,7 +465,7 @@ def test_mmsp_mma_order_with_x_shuffles_loads_x_in_16_bytes(cfg):
 def test_mmsp_register_cap_reaches_ptxas(cfg):
     """RG (14th element) = 168: the kernel fits three 4-warp programs per SM (<= 168 registers) where it takes
     more without the cap (172-174 offline); the MMAs are unchanged. Whether the spills it may cost pay off is
-    the GPU's question (docs/kernels.md)."""
+    the GPU's question (docs/kernels-log.md)."""
     from llmsparse.kernels import gluon_mmsp
 
     if not gluon_mmsp.MMSP_AVAILABLE:
