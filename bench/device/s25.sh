@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Twenty-fifth session's GPU calls, from the repository root with OUT set; each part fits one call (600 s).
 # Carry bench/device/cutlass_bin (the library built on the CPU VM; see s23.sh's header for a rebuild).
+#   bash bench/device/s25.sh full      the whole target table in one call and one file: all six shapes x fp16/bf16 x
+#                                      M = 1, 16, 128, 1024, 4096, 16384 (about 4-5 minutes by the earlier parts'
+#                                      times), then bench/targets.py's verdict on it with the committed e2e results
+#   bash bench/device/s25.sh e2e2      fp16 and bf16 batch-1 end to end (cutlass in the prefill where it wins), verdict
+# (the machine goes back 30 s after a call: fire `e2e2` right after `full`). Smaller parts, if time is short:
 #   bash bench/device/s25.sh all4096   the dispatcher at M = 4096 on all six shapes (7B and 70B), fp16 and bf16, in one
 #                                      table: the target's row set, with the post-pass fixed after the twenty-fourth
 #                                      session (fp16 8192x28672 measured 1.27x eagerly under its first version)
@@ -19,7 +24,24 @@ BASE="$R/gemm_m1_16_h100_s23.json $R/gemm_m16_a_h100_s23.json $R/gemm_m16_b_h100
 verdict() {  # the issue's targets over the committed results and this call's new file (the latest row decides)
   python3 bench/targets.py $BASE "$@" | grep -v " ok; "
 }
+E2E="$R/e2e_fp16_b1_causal_interleave_h100_s22.json $R/e2e_bf16_b1_causal_h100_s20.json"
 case ${1:-} in
+  full)
+    lib
+    LLMSPARSE_KERNEL_CACHE=off timeout 480 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b \
+      --m 1,16,128,1024,4096,16384 --dtype fp16,bf16 --no-stock --out "$OUT/gfull" > "$OUT/gfull.log" 2>&1
+    echo "== rc=$?"; grep "^| " "$OUT/gfull/gemm.md" | cut -d"|" -f2-9; grep -E "instead of" "$OUT/gfull.log"
+    rm -f "$OUT/gfull/gemm.png"; python3 bench/targets.py "$OUT/gfull/gemm.json" $E2E | grep -v " ok; "
+    ;;
+  e2e2)
+    lib
+    for dt in fp16 bf16; do
+      LLMSPARSE_KERNEL_CACHE=off timeout 280 python3 bench/bench_e2e.py --dtype $dt --compile layers --batch 1 \
+        --prefill-attention causal --out "$OUT/e2e_$dt" > "$OUT/e2e_$dt.log" 2>&1
+      echo "== $dt rc=$?"; grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_$dt.log"
+    done
+    python3 bench/targets.py "$OUT"/e2e_*/e2e.json | sed -n '/end to end/,$p'
+    ;;
   all4096)
     lib
     LLMSPARSE_KERNEL_CACHE=off timeout 330 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 4096 \
@@ -35,5 +57,5 @@ case ${1:-} in
     verdict "$OUT/g70rest/gemm.json" $R/gemm_cutlass_70b_m4096_h100_s24.json $R/gemm_cutlass_7b_m4096_h100_s24.json
     ;;
   e2e|table70|m16) exec bash bench/device/s23.sh "$1" ;;
-  *) echo "usage: bash bench/device/s25.sh all4096|rest70|e2e|table70|m16" >&2; exit 2 ;;
+  *) echo "usage: bash bench/device/s25.sh full|e2e2|all4096|rest70|e2e|table70|m16" >&2; exit 2 ;;
 esac
