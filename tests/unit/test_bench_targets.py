@@ -71,6 +71,14 @@ def test_the_latest_measurement_decides_and_the_count_is_shown(tmp_path, capsys)
     assert T.main([_gemm_file(tmp_path, "newer.json", low, time="2026-12-07 12:00:00 UTC"), new, e]) == 1
 
 
+def test_e2e_runs_of_part_of_the_model_do_not_count(tmp_path, capsys):
+    e = _e2e_file(tmp_path, "e.json", 1.5, 1.25)
+    d = json.loads(pathlib.Path(e).read_text())
+    pathlib.Path(e).write_text(json.dumps(dict(d, layers=4)))
+    assert T.main([_gemm_file(tmp_path, "g.json", _good), e]) == 1
+    assert capsys.readouterr().out.count("no batch-1, 128-token, 4096-prefill run of the whole 7B model given") == 2
+
+
 def test_missing_rows_slower_rows_errors_and_other_gpus(tmp_path, capsys):
     def speed(dt, n, k, m):
         return 0.95 if (dt, n, k, m) == ("bfloat16", 28672, 8192, 128) else _good(dt, n, k, m)
@@ -81,7 +89,8 @@ def test_missing_rows_slower_rows_errors_and_other_gpus(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"skipped (not H100): {h200} (NVIDIA H200)" in out
     assert "bf16 28672x8192 M=128: 0.95x" in out and "fp16 4096x4096 M=1024: not measured" in out
-    assert "MISSED err vs dense-with-zeros" in out and "no batch-1, 128-token, 4096-prefill 7B run given" in out
+    assert "MISSED err vs dense-with-zeros" in out
+    assert "no batch-1, 128-token, 4096-prefill run of the whole 7B model given" in out
     assert "MET    M = 1:" in out  # a row at 0.95 at M = 128 does not touch the M = 1 target
     assert T.main([part, "--slower-tol", "0.06"]) == 1
     assert "bf16 28672x8192 M=128: 0.95x" not in capsys.readouterr().out
