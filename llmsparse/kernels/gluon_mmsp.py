@@ -48,7 +48,6 @@ loads along s are contiguous registers (vectorized). Needs ``in_features % 128 =
 """
 from __future__ import annotations
 
-
 import torch
 
 from . import gluon_sp24 as _gsp
