@@ -16,13 +16,14 @@
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)  # verdicts count only this GPU's files
 source bench/device/cutlass_lib.sh
 R=bench/results
 BASE="$R/gemm_m1_16_h100_s23.json $R/gemm_m16_a_h100_s23.json $R/gemm_m16_b_h100_s23.json \
   $R/gemm_cutlass_7b_m128_1024_16384_h100_s24.json $R/e2e_fp16_b1_causal_interleave_h100_s22.json \
   $R/e2e_bf16_b1_causal_h100_s20.json"
 verdict() {  # the issue's targets over the committed results and this call's new file (the latest row decides)
-  python3 bench/targets.py $BASE "$@" | grep -v " ok; "
+  python3 bench/targets.py --gpu "$GPU" $BASE "$@" | grep -v " ok; "
 }
 E2E="$R/e2e_fp16_b1_causal_interleave_h100_s22.json $R/e2e_bf16_b1_causal_h100_s20.json"
 case ${1:-} in
@@ -30,8 +31,8 @@ case ${1:-} in
     lib
     LLMSPARSE_KERNEL_CACHE=off timeout 480 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b \
       --m 1,16,128,1024,4096,16384 --dtype fp16,bf16 --no-stock --out "$OUT/gfull" > "$OUT/gfull.log" 2>&1
-    echo "== rc=$?"; grep "^| " "$OUT/gfull/gemm.md" | cut -d"|" -f2-9; grep -E "instead of" "$OUT/gfull.log"
-    rm -f "$OUT/gfull/gemm.png"; python3 bench/targets.py "$OUT/gfull/gemm.json" $E2E | grep -v " ok; "
+    echo "== rc=$?"; grep "^| " "$OUT/gfull/gemm.md" | cut -d"|" -f2-8; grep -E "instead of" "$OUT/gfull.log"
+    rm -f "$OUT/gfull/gemm.png"; python3 bench/targets.py --gpu "$GPU" "$OUT/gfull/gemm.json" $E2E | grep -v " ok; "
     ;;
   e2e2)
     lib
@@ -40,7 +41,7 @@ case ${1:-} in
         --prefill-attention causal --out "$OUT/e2e_$dt" > "$OUT/e2e_$dt.log" 2>&1
       echo "== $dt rc=$?"; grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_$dt.log"
     done
-    python3 bench/targets.py "$OUT"/e2e_*/e2e.json | sed -n '/end to end/,$p'
+    python3 bench/targets.py --gpu "$GPU" "$OUT"/e2e_*/e2e.json | sed -n '/end to end/,$p'
     ;;
   all4096)
     lib
