@@ -13,6 +13,9 @@
 #                                      dispatcher: bench/targets.py lists them as not measured)
 #   bash bench/device/s25.sh e2e | m16    as in s23.sh
 # Then, on the VM, with the fetched JSONs and the M = 1/16 and e2e results: python bench/targets.py FILES...
+# As run this session (H100, 2026-12-07 21:20-21:34 UTC, after seven failed starts): `full`, `e2e2`, `m16`, then the
+# m16 command once more and `pytest -x tests/gpu/test_cutlass_gpu.py tests/gpu/test_kernels_gpu.py` under a 230 s
+# limit (results bench/results/*_s25.*; docs/kernels-log.md, twenty-fifth session).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
