@@ -31,10 +31,12 @@ import argparse
 import json
 import sys
 
-SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008), (8192, 8192), (28672, 8192), (8192, 28672))
-DTYPES = ("float16", "bfloat16")
+from llmsparse.kernels.benchmark import DEFAULT_MS, SHAPE_SETS
+
+SHAPES = tuple(SHAPE_SETS["llama2-7b"] + SHAPE_SETS["llama2-70b"])  # the six Llama-2 shapes of bench_kernels.py
+DTYPES = ("float16", "bfloat16")  # as the result rows spell them
 SPEED = {1: 1.6, 16: 1.6, 4096: 1.3}  # M -> the least speedup over dense
-ALL_M = (1, 16, 128, 1024, 4096, 16384)  # the issue's benchmark Ms: none may be slower than dense
+ALL_M = DEFAULT_MS  # the issue's benchmark Ms (bench_kernels/llmsparse bench's default): none may be slower than dense
 ERR_MAX = 1e-3
 E2E = {"decode": 1.4, "prefill": 1.2}
 
@@ -86,11 +88,16 @@ def _row(key: tuple) -> str:
     return f"{'fp16' if dtype == 'float16' else 'bf16' if dtype == 'bfloat16' else dtype} {n}x{k} M={m}"
 
 
+def _required(ms) -> list[tuple]:
+    """The row keys a target needs: every shape x dtype at each M of ``ms``."""
+    return [(dt, n, k, m) for dt in DTYPES for n, k in SHAPES for m in ms]
+
+
 def check(gemm: dict, e2e: list, slower_tol: float = 0.03) -> list[dict]:
     """One entry per target: name, met (bool), and lines saying which rows decided it."""
     out = []
     for m, least in SPEED.items():
-        want = [(dt, n, k, m) for dt in DTYPES for n, k in SHAPES]
+        want = _required((m,))
         missing = [_row(w) for w in want if w not in gemm]
         low, lines = [], []
         for w in want:
@@ -107,7 +114,7 @@ def check(gemm: dict, e2e: list, slower_tol: float = 0.03) -> list[dict]:
         out.append({"target": f"M = {m}: >= {least}x dense, 6 shapes x fp16/bf16", "met": not low and not missing,
                     "lines": lines, "missed": low + missing})
     slow = [(k, ms[-1]) for k, ms in sorted(gemm.items()) if ms[-1]["speedup"] < 1 - slower_tol]
-    missing = [_row((dt, n, k, m)) for dt in DTYPES for n, k in SHAPES for m in ALL_M if (dt, n, k, m) not in gemm]
+    missing = [_row(w) for w in _required(ALL_M) if w not in gemm]
     out.append({"target": f"no M slower than dense (latest speedup >= {1 - slower_tol:.2f}x), 6 shapes x "
                           f"fp16/bf16 x M = {', '.join(map(str, ALL_M))} ({len(gemm)} rows measured)",
                 "met": not slow and not missing,
