@@ -22,20 +22,27 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)  # verdicts count only this GPU's files
 source bench/device/cutlass_lib.sh
 R=bench/results
+E2E="$R/e2e_fp16_b1_causal_interleave_h100_s22.json $R/e2e_bf16_b1_causal_h100_s20.json"  # the e2e runs before
+# the committed results the smaller parts' new rows join: the M = 1/16 tables, the 7B shapes at the other Ms, e2e
 BASE="$R/gemm_m1_16_h100_s23.json $R/gemm_m16_a_h100_s23.json $R/gemm_m16_b_h100_s23.json \
-  $R/gemm_cutlass_7b_m128_1024_16384_h100_s24.json $R/e2e_fp16_b1_causal_interleave_h100_s22.json \
-  $R/e2e_bf16_b1_causal_h100_s20.json"
-verdict() {  # the issue's targets over the committed results and this call's new file (the latest row decides)
-  python3 bench/targets.py --gpu "$GPU" $BASE "$@" | grep -v " ok; "
+  $R/gemm_cutlass_7b_m128_1024_16384_h100_s24.json $E2E"
+verdict() {  # verdict FILES...: the issue's targets over FILES of this GPU (the latest row decides), met rows left out
+  python3 bench/targets.py --gpu "$GPU" "$@" | grep -v " ok; "
 }
-E2E="$R/e2e_fp16_b1_causal_interleave_h100_s22.json $R/e2e_bf16_b1_causal_h100_s20.json"
+table() {  # table NAME LIMIT ARGS...: bench_kernels.py ARGS, both dtypes, no stock, into $OUT/NAME; its rows and
+           # the one-form post-pass's moves printed; the PNG dropped (at most 8 files come back)
+  local name=$1 limit=$2
+  shift 2
+  LLMSPARSE_KERNEL_CACHE=off timeout "$limit" python3 bench/bench_kernels.py "$@" --dtype fp16,bf16 --no-stock \
+    --out "$OUT/$name" > "$OUT/$name.log" 2>&1
+  echo "== rc=$?"; grep "^| " "$OUT/$name/gemm.md" | cut -d"|" -f2-8; grep "instead of" "$OUT/$name.log"
+  rm -f "$OUT/$name/gemm.png"
+}
 case ${1:-} in
   full)
     lib
-    LLMSPARSE_KERNEL_CACHE=off timeout 480 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b \
-      --m 1,16,128,1024,4096,16384 --dtype fp16,bf16 --no-stock --out "$OUT/gfull" > "$OUT/gfull.log" 2>&1
-    echo "== rc=$?"; grep "^| " "$OUT/gfull/gemm.md" | cut -d"|" -f2-8; grep -E "instead of" "$OUT/gfull.log"
-    rm -f "$OUT/gfull/gemm.png"; python3 bench/targets.py --gpu "$GPU" "$OUT/gfull/gemm.json" $E2E | grep -v " ok; "
+    table gfull 480 --shapes llama2-7b,llama2-70b --m 1,16,128,1024,4096,16384
+    verdict "$OUT/gfull/gemm.json" $E2E
     ;;
   e2e2)
     lib
@@ -44,21 +51,17 @@ case ${1:-} in
         --prefill-attention causal --out "$OUT/e2e_$dt" > "$OUT/e2e_$dt.log" 2>&1
       echo "== $dt rc=$?"; grep -E "^decoder linears|^prefill|^decode|dense again" "$OUT/e2e_$dt.log"
     done
-    python3 bench/targets.py --gpu "$GPU" "$OUT"/e2e_*/e2e.json | sed -n '/end to end/,$p'
+    verdict "$OUT"/e2e_*/e2e.json | sed -n '/end to end/,$p'
     ;;
   all4096)
     lib
-    LLMSPARSE_KERNEL_CACHE=off timeout 330 python3 bench/bench_kernels.py --shapes llama2-7b,llama2-70b --m 4096 \
-      --dtype fp16,bf16 --no-stock --out "$OUT/g4096all" > "$OUT/g4096all.log" 2>&1
-    echo "== rc=$?"; grep "^| " "$OUT/g4096all/gemm.md" | cut -d"|" -f2-9; grep -E "instead of" "$OUT/g4096all.log"
-    rm -f "$OUT/g4096all/gemm.png"; verdict "$OUT/g4096all/gemm.json"
+    table g4096all 330 --shapes llama2-7b,llama2-70b --m 4096
+    verdict $BASE "$OUT/g4096all/gemm.json"
     ;;
   rest70)
     lib
-    LLMSPARSE_KERNEL_CACHE=off timeout 500 python3 bench/bench_kernels.py --shapes llama2-70b --m 128,1024,16384 \
-      --dtype fp16,bf16 --no-stock --out "$OUT/g70rest" > "$OUT/g70rest.log" 2>&1
-    echo "== rc=$?"; grep "^| " "$OUT/g70rest/gemm.md" | cut -d"|" -f2-9; rm -f "$OUT/g70rest/gemm.png"
-    verdict "$OUT/g70rest/gemm.json" $R/gemm_cutlass_70b_m4096_h100_s24.json $R/gemm_cutlass_7b_m4096_h100_s24.json
+    table g70rest 500 --shapes llama2-70b --m 128,1024,16384
+    verdict $BASE $R/gemm_cutlass_7b_m4096_h100_s24.json $R/gemm_cutlass_70b_m4096_h100_s24.json "$OUT/g70rest/gemm.json"
     ;;
   e2e|table70|m16) exec bash bench/device/s23.sh "$1" ;;
   *) echo "usage: bash bench/device/s25.sh full|e2e2|all4096|rest70|e2e|table70|m16" >&2; exit 2 ;;
