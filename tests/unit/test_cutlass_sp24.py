@@ -420,6 +420,11 @@ def _tune_two(monkeypatch, times, views=False, tol=None):
     return table, logs
 
 
+def _vtable() -> dict:
+    """The view table _tune_two's shape fills (views=True)."""
+    return dispatch.table_for(dispatch.view_key(dispatch.make_key(64, 64, torch.float16, False, "cpu")))
+
+
 def test_a_shape_keeps_one_sparse_tensor_core_form_where_it_costs_little(monkeypatch):
     # cuSPARSELt wins M=1024 by 3% (within ONE_FORM_TOL), CUTLASS wins M=4096 by 14%: both buckets go to CUTLASS
     times = {("cslt:0,1", 1024): 0.60, ("cutlass:4", 1024): 0.618, ("cutlass:0", 4096): 0.70, ("cslt:1,1", 4096): 0.80}
@@ -452,7 +457,7 @@ def test_one_form_covers_the_view_table_too(monkeypatch):
     moved with the eager table's buckets (views are candidates only in the view table)."""
     times = {("cslt:0,2", 1024): 0.55, ("cutlass:4", 1024): 0.57, ("cutlass:0", 4096): 0.70}
     table, _ = _tune_two(monkeypatch, times, views=True)
-    vtable = dispatch.table_for(dispatch.view_key(dispatch.make_key(64, 64, torch.float16, False, "cpu")))
+    vtable = _vtable()
     assert {c.path for c in table.values()} == {"cutlass"} and {c.path for c in vtable.values()} == {"cutlass"}
 
 
@@ -462,12 +467,12 @@ def test_one_form_never_slows_the_eager_table_for_the_view_tables_sake(monkeypat
     CUTLASS. The eager table keeps CUTLASS (eager layers hold only its form); the view table keeps its view."""
     times = {("dense:", 4096): 2.5, ("cutlass:2", 4096): 1.909, ("cslt:0,0", 4096): 1.944, ("cslt:0,2", 4096): 1.715}
     table, logs = _tune_two(monkeypatch, times, views=True)
-    vtable = dispatch.table_for(dispatch.view_key(dispatch.make_key(64, 64, torch.float16, False, "cpu")))
+    vtable = _vtable()
     assert dispatch.choice_name(table[4096]) == "cutlass:2" and dispatch.choice_name(vtable[4096]) == "cslt:0,2"
     assert not [line for line in logs if "instead of" in line]
     # a view within the tolerance moves onto the eager table's form
     times[("cslt:0,2", 4096)] = 1.86
     table, logs = _tune_two(monkeypatch, times, views=True)
-    vtable = dispatch.table_for(dispatch.view_key(dispatch.make_key(64, 64, torch.float16, False, "cpu")))
+    vtable = _vtable()
     assert dispatch.choice_name(table[4096]) == "cutlass:2" and dispatch.choice_name(vtable[4096]) == "cutlass:2"
     assert any("(torch.compile): cutlass:2" in line for line in logs)
