@@ -418,6 +418,13 @@ def summarize_kernels(kernels: dict, top: int = 12) -> dict:
             "top": [{"kernel": n[:160], "ms": ms, "category": kernel_category(n)} for n, ms in ranked]}
 
 
+def cache_arg(model) -> str:
+    """The name ``model``'s forward takes its KV cache by: ``cache`` since transformers 5.24 (``past_key_values``
+    deprecated there, to be removed in 5.40), else ``past_key_values``."""
+    fwd = getattr(model, "_orig_mod", model).forward  # a torch.compile wrapper's module underneath
+    return "cache" if "cache" in inspect.signature(fwd).parameters else "past_key_values"
+
+
 def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, runs: int = 3, vocab: int = 32000,
            seed: int = 0, batch: int = 1):
     """Greedy generation of ``gen`` tokens after a ``prompt_len`` prompt for each of ``batch`` sequences (random
@@ -434,9 +441,7 @@ def decode(model, prompt_len: int = 32, gen: int = 128, graphs: bool = True, run
     g = torch.Generator(device=dev).manual_seed(seed)
     prompt = torch.randint(1, vocab, (batch, prompt_len), device=dev, generator=g)
     cache = StaticCache(config=model.config, max_cache_len=prompt_len + gen + 8)
-    # transformers >= 5.24 names the forward's KV-cache argument ``cache`` (``past_key_values`` deprecated)
-    fwd = getattr(model, "_orig_mod", model).forward  # a torch.compile wrapper's module underneath
-    ckw = "cache" if "cache" in inspect.signature(fwd).parameters else "past_key_values"
+    ckw = cache_arg(model)
     ids = torch.zeros((batch, 1), dtype=torch.long, device=dev)
     pos = torch.zeros((1,), dtype=torch.long, device=dev)
     toks = torch.zeros((batch, gen + 8), dtype=torch.long, device=dev)

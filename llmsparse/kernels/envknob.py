@@ -7,10 +7,10 @@ import warnings
 
 
 def env_choice(name: str, modes: dict, default: str):
-    """``modes[value]`` for the environment variable ``name`` (stripped, lower-cased; unset reads as ``default``);
-    an unknown value warns once, naming the accepted ones, and gives ``modes[default]``."""
+    """``modes[value]`` for the environment variable ``name`` (stripped, lower-cased; unset or empty reads as
+    ``default``); an unknown value warns once, naming the accepted ones, and gives ``modes[default]``."""
     raw = os.environ.get(name)
-    key = default if raw is None else raw.strip().lower()
+    key = (raw or "").strip().lower() or default
     if key not in modes:
         accepted = ", ".join(m for m in modes if m)
         warnings.warn(f"{name}={raw!r} is not one of {accepted}: using {default or 'the default'}", stacklevel=2)

@@ -40,7 +40,7 @@ from .envknob import env_choice
 # gained on the 7B shapes: 4096x4096 at M = 16 13.6 -> 12.3 us; the four rows above 1.0 within 0.5%).
 # ``LLMSPARSE_PDL=0`` (off), ``1`` or ``2`` at import, or this attribute; devices older than compute
 # capability 9.0 never get it (pdl_args).
-_PDL_MODES = {"": 1, "1": 1, "on": 1, "2": 2, "0": 0, "off": 0}
+_PDL_MODES = {"1": 1, "on": 1, "2": 2, "0": 0, "off": 0}
 PDL = env_choice("LLMSPARSE_PDL", _PDL_MODES, "1")
 
 

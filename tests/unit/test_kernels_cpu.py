@@ -237,8 +237,8 @@ def test_causal_prefill_attention_equals_the_masked_model_and_refuses_a_cache():
         past = model(ids, use_cache=True).past_key_values
         with pytest.raises(ValueError, match="query and key of one length"):
             with B.causal_prefill(model):
-                ckw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-                model(ids[:, :1], **{ckw: past}, use_cache=True)  # the name transformers >= 5.24 uses
+                model(ids[:, :1], **{B.cache_arg(model): past}, use_cache=True)
+        assert B.cache_arg(model) in inspect.signature(model.forward).parameters  # a name forward takes, no kwargs
         assert model.config._attn_implementation == "sdpa"
     with pytest.raises(ValueError, match="prefill attention"):
         B.time_prefill(model, 8, attention="flash")
@@ -1435,21 +1435,27 @@ def test_wide_mo_configurations_are_candidates_only_with_mo_wide(monkeypatch):
         g.add_candidates([(4, 1, 4, 1, 1)])
 
 
+def _import_runs(var: str, values, code: str) -> dict:
+    """``python -c code`` in a fresh process per value of ``values``: the environment variable ``var`` unset (None)
+    or set to the value. {value: CompletedProcess} (stdout, stderr as text; a failing run raises)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != var}
+    return {val: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                env=env if val is None else {**env, var: val}) for val in values}
+
+
 def test_mo_env_selects_tuning_or_storage_and_its_order():
     """LLMSPARSE_MMSP_MO at import: unset or compact: MO storage of MO_STORAGE_ORDER (2, the default since the
     eighteenth session); compact1 / compact2: that order; 0 or off: neither; 1: MO tuning (a second copy) without
     storage; anything else: a warning naming the accepted values, and the default."""
-    import subprocess
-    import sys
-
     code = ("import warnings; warnings.simplefilter('always'); from llmsparse.kernels import gluon_mmsp as g; "
             "print(g.MO_TUNING, g.MO_STORAGE, g.MO_STORAGE_ORDER)")
-    got, errs = {}, {}
-    env = {k: v for k, v in os.environ.items() if k != "LLMSPARSE_MMSP_MO"}
-    for val in (None, "0", "off", "1", "compact", "compact1", "compact2", " Compact2 ", "bogus"):
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env=env if val is None else {**env, "LLMSPARSE_MMSP_MO": val})
-        got[val], errs[val] = tuple(map(int, r.stdout.split())), r.stderr
+    runs = _import_runs("LLMSPARSE_MMSP_MO", (None, "0", "off", "1", "compact", "compact1", "compact2",
+                                              " Compact2 ", "bogus"), code)
+    got = {val: tuple(map(int, r.stdout.split())) for val, r in runs.items()}
+    errs = {val: r.stderr for val, r in runs.items()}
     assert got == {None: (0, 2, 2), "0": (0, 0, 2), "off": (0, 0, 2), "1": (1, 0, 2), "compact": (0, 2, 2),
                    "compact1": (0, 1, 2), "compact2": (0, 2, 2), " Compact2 ": (0, 2, 2), "bogus": (0, 2, 2)}
     assert "LLMSPARSE_MMSP_MO='bogus'" in errs["bogus"] and "compact1" in errs["bogus"]
@@ -1457,19 +1463,12 @@ def test_mo_env_selects_tuning_or_storage_and_its_order():
 
 
 def test_wide_env_turns_the_wide_mo_candidates_off_only_when_asked():
-    """LLMSPARSE_MMSP_WIDE at import: unset (the default since the nineteenth session), 1 or anything else: MO_WIDE
-    on; 0 or off (any case, spaces trimmed): off. mo_configs_for(32) follows it."""
-    import subprocess
-    import sys
-
+    """LLMSPARSE_MMSP_WIDE at import: unset (the default since the nineteenth session), empty or 1: MO_WIDE on; 0
+    or off (any case, spaces trimmed): off (another value warns and gives on). mo_configs_for(32) follows it."""
     code = ("from llmsparse.kernels import gluon_mmsp as g; "
             "print(g.MO_WIDE, int(g.mo_configs_for(32) == g.MMSP_MO_WIDE_CONFIGS[32] != []))")
-    env = {k: v for k, v in os.environ.items() if k != "LLMSPARSE_MMSP_WIDE"}
-    got = {}
-    for val in (None, "1", "0", "off", " OFF ", ""):
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env=env if val is None else {**env, "LLMSPARSE_MMSP_WIDE": val})
-        got[val] = tuple(map(int, r.stdout.split()))
+    runs = _import_runs("LLMSPARSE_MMSP_WIDE", (None, "1", "0", "off", " OFF ", ""), code)
+    got = {val: tuple(map(int, r.stdout.split())) for val, r in runs.items()}
     assert got == {None: (1, 1), "1": (1, 1), "0": (0, 0), "off": (0, 0), " OFF ": (0, 0), "": (1, 1)}
 
 
@@ -1564,7 +1563,7 @@ def test_e2e_decode_loop_generates_what_hf_generate_does(batch):
 
 
 def test_env_choice_reads_known_values_and_warns_on_others(monkeypatch):
-    """envknob.env_choice (the import-time developer knobs): unset gives the default's mode; a known value
+    """envknob.env_choice (the import-time developer knobs): unset or empty gives the default's mode; a known value
     (stripped, any case) its own; an unknown one warns, naming the variable, the value and the accepted values,
     and gives the default's mode."""
     import warnings
@@ -1576,7 +1575,7 @@ def test_env_choice_reads_known_values_and_warns_on_others(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert env_choice("LLMSPARSE_TEST_KNOB", modes, "1") == 1
-        for raw, want in (("0", 0), (" OFF ", 0), ("2", 2)):
+        for raw, want in (("0", 0), (" OFF ", 0), ("2", 2), ("", 1), ("  ", 1)):
             monkeypatch.setenv("LLMSPARSE_TEST_KNOB", raw)
             assert env_choice("LLMSPARSE_TEST_KNOB", modes, "1") == want
     monkeypatch.setenv("LLMSPARSE_TEST_KNOB", "7")
@@ -1587,15 +1586,8 @@ def test_env_choice_reads_known_values_and_warns_on_others(monkeypatch):
 def test_evict_knob_warns_on_an_unknown_value():
     """LLMSPARSE_MMSP_EVICT=0..3 sets gluon_mmsp.EVICT; another value was taken silently for 1 before the twenty-
     fifth session, now it warns (and still gives 1, the default)."""
-    import subprocess
-    import sys
-
     code = ("import warnings; warnings.simplefilter('always'); from llmsparse.kernels import gluon_mmsp as g; "
             "print(g.EVICT)")
-    env = {k: v for k, v in os.environ.items() if k != "LLMSPARSE_MMSP_EVICT"}
-    out = {}
-    for val in (None, "0", "3", "9"):
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env=env if val is None else {**env, "LLMSPARSE_MMSP_EVICT": val})
-        out[val] = (int(r.stdout), "LLMSPARSE_MMSP_EVICT" in r.stderr)
+    runs = _import_runs("LLMSPARSE_MMSP_EVICT", (None, "0", "3", "9"), code)
+    out = {val: (int(r.stdout), "LLMSPARSE_MMSP_EVICT" in r.stderr) for val, r in runs.items()}
     assert out == {None: (1, False), "0": (0, False), "3": (3, False), "9": (1, True)}
