@@ -1,4 +1,4 @@
-# Sourced by the session scripts (s23.sh, s24.sh) on the device, from the repository root with OUT set.
+# Sourced by the session scripts (s23.sh, s24.sh, s25.sh) on the device, from the repository root with OUT set.
 lib() {  # sets LLMSPARSE_CUTLASS_LIB to a library that loads here
   export LLMSPARSE_CUTLASS_LIB=$PWD/bench/device/cutlass_bin/libllms_sp24.so
   if ! python3 -c "from llmsparse.kernels import cutlass_sp24 as c; c.load()" > "$OUT/lib_load.txt" 2>&1; then
